@@ -1,0 +1,74 @@
+"""Exceptions and input checks shared by every flexsnn module.
+
+All user-facing mistakes raise a subclass of :class:`FlexSNNError`, whose message names the
+argument and the expected form. The CLI turns these into one line and a non-zero exit.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+import torch
+
+
+class FlexSNNError(Exception):
+    """Base class of every error flexsnn raises on purpose."""
+
+
+class InputError(FlexSNNError, ValueError):
+    """An argument has the wrong type, shape, range or content."""
+
+
+class ConfigError(FlexSNNError, ValueError):
+    """A configuration (TimeConfig, run config, recipe) is malformed."""
+
+
+class CheckpointError(FlexSNNError, OSError):
+    """A run folder or checkpoint is missing, truncated or corrupt."""
+
+
+class CalibrationError(FlexSNNError, RuntimeError):
+    """A BatchNorm model is evaluated at a TimeConfig it was not calibrated for."""
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """Return ``value`` as int if it is an integer >= 1, else raise InputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise InputError(f"{name} must be a positive integer (>= 1), got {value}")
+    return int(value)
+
+
+def check_time_first(x: Any, name: str = "x", min_dim: int = 2) -> torch.Tensor:
+    """Check that ``x`` is a time-first tensor ``[T, B, ...]`` with at least ``min_dim`` dims."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor shaped [T, B, ...], got {type(x).__name__}")
+    if x.dim() < min_dim:
+        raise InputError(
+            f"{name} must be time-first [T, B, ...] with at least {min_dim} dims, got shape {tuple(x.shape)}"
+        )
+    if x.shape[0] < 1:
+        raise InputError(f"{name} has T = 0 time steps; expected [T, B, ...] with T >= 1")
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Raise InputError if ``x`` holds NaN or infinity."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise InputError(f"{name} contains NaN or infinite values; expected finite numbers")
+    return x
+
+
+def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    """Raise InputError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_probability(value: float, name: str) -> float:
+    if not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise InputError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
