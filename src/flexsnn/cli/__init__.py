@@ -1,0 +1,75 @@
+"""The ``flexsnn`` command. Each verb lives in its own module with a ``register`` function.
+
+User mistakes (any FlexSNNError, a missing file) print one line to stderr and exit 2;
+nothing prints a traceback for them.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from flexsnn.errors import FlexSNNError
+
+EPILOG = """examples:
+  flexsnn demo --out runs/demo
+  flexsnn train --method mtt --t-min 1 --t-max 6 --epochs 10 --out runs/mtt
+  flexsnn evaluate --run runs/mtt --t 1 2 4 6 --config 6,1,3
+Run `flexsnn VERB --help` for each verb's options."""
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Argument mistakes print a single line (not argparse's usage block) and exit 2."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from flexsnn.cli import demo_cmd, evaluate_cmd, train_cmd
+
+    parser = OneLineErrorParser(
+        prog="flexsnn",
+        description="Train temporally flexible spiking neural networks (MTT + TTM), evaluate "
+        "them at any number of time steps, and deploy them event-driven.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for module in (train_cmd, evaluate_cmd, demo_cmd, *_optional_verbs()):
+        module.register(sub)
+    return parser
+
+
+def _optional_verbs():
+    """Verbs living in modules that may be absent from a partial install."""
+    import importlib
+
+    for name in ("flexsnn.cli.deploy_cmd", "flexsnn.cli.search_cmd"):
+        try:
+            yield importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FlexSNNError as exc:
+        print(f"flexsnn {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        print(f"flexsnn {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"flexsnn {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

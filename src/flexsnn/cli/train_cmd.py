@@ -1,0 +1,96 @@
+"""`flexsnn train`: train one model (SDT, NMT or MTT) into a run folder."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from flexsnn.cli.common import HelpFormatter, positive_int
+from flexsnn.errors import ConfigError
+
+EXAMPLES = """examples:
+  flexsnn train --method mtt --t-min 1 --t-max 6 --epochs 10 --out runs/mtt
+  flexsnn train --method sdt --t-max 6 --out runs/sdt --device cuda
+  flexsnn train --config recipes/cifar10_resnet19_mtt.yaml --out runs/c10
+  flexsnn train --out runs/mtt --resume        # continue a killed run"""
+
+# CLI flag -> RunSpec field; defaults stay None so a --config file is only overridden by
+# the flags actually given.
+FLAGS = {
+    "dataset": dict(help="dataset name (default digits_dvs, the embedded data)"),
+    "model": dict(help="model zoo name (default digits_conv)"),
+    "method": dict(choices=["sdt", "nmt", "mtt"], help="training method (default mtt)"),
+    "t_min": dict(type=positive_int, help="smallest T drawn by NMT/MTT (default 1)"),
+    "t_max": dict(type=positive_int, help="largest T (the SDT training T; default 6)"),
+    "sample_num": dict(type=positive_int, help="MTT configs per iteration, s (default 3)"),
+    "group_block_num": dict(type=positive_int, help="consecutive stages sharing one T (default 1)"),
+    "first_stage_t": dict(type=positive_int, help="pin stage 1 to this T (event-driven recipe)"),
+    "data_t": dict(type=positive_int, help="bin event frames at this T (default t_max)"),
+    "epochs": dict(type=positive_int, help="training epochs (default 10)"),
+    "batch_size": dict(type=positive_int, help="batch size (default 64)"),
+    "optimizer": dict(choices=["sgd", "adamw"], help="optimizer (default sgd)"),
+    "lr": dict(type=float, help="learning rate (default 0.1)"),
+    "weight_decay": dict(type=float, help="weight decay (default 5e-4)"),
+    "schedule": dict(choices=["cosine", "constant"], help="LR schedule (default cosine)"),
+    "seed": dict(type=int, help="random seed (default 1000)"),
+    "device": dict(help="cpu or cuda[:N] (default cpu)"),
+    "amp": dict(choices=["none", "bf16", "fp16"], help="mixed precision (default none)"),
+    "calib_batches": dict(type=positive_int, help="BN calibration batches (default 10)"),
+    "num_workers": dict(type=int, help="data loader worker processes (default 0)"),
+    "data_root": dict(help="folder holding the dataset files / cache"),
+    "checkpoint_every_steps": dict(type=int, help="also checkpoint every N steps (default 0: per epoch)"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model into a run folder", description=__doc__,
+                       epilog=EXAMPLES, formatter_class=HelpFormatter)
+    p.add_argument("--config", type=Path, help="YAML/JSON file of run options (flags override it)")
+    for name, kwargs in FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kwargs)
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def load_config_file(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"--config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config file {path} is not valid YAML/JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config file {path} must hold a mapping of run options, got {type(data).__name__}")
+    return data.get("run", data)
+
+
+def spec_from_args(args: argparse.Namespace):
+    from flexsnn.workflow import RunSpec
+
+    options = load_config_file(args.config) if args.config else {}
+    if args.resume and (args.out / "run_spec.json").is_file():
+        options = {**json.loads((args.out / "run_spec.json").read_text())["run"], **options}
+    options.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
+    return RunSpec.from_dict(options)
+
+
+def run(args: argparse.Namespace) -> int:
+    from flexsnn.evaluate import format_table, plot_accuracy_vs_t, write_results
+    from flexsnn.workflow import evaluate_run, train_run
+
+    spec = spec_from_args(args)
+    print(f"training {spec.model} on {spec.dataset} with {spec.method.upper()} "
+          f"(T in [{spec.t_min}, {spec.t_max}]) for {spec.epochs} epochs -> {args.out}")
+    train_run(spec, args.out, resume=args.resume, progress=not args.quiet)
+    result = evaluate_run(args.out, device=spec.device, progress=not args.quiet)
+    results = {spec.method: result["uniform"]}
+    write_results(args.out, results)
+    plot_accuracy_vs_t(results, args.out / "accuracy_vs_T.png", title=f"{spec.model} on {spec.dataset}")
+    print(format_table(results))
+    print(f"wrote {args.out}/model.safetensors, config.json, results.json, accuracy_vs_T.png")
+    return 0

@@ -1,0 +1,76 @@
+"""Results files and plots: accuracy per method per T as JSON, CSV, a table and a PNG.
+
+The results shape is public: ``{"sdt": {"1": 0.91, "2": ...}, "mtt": {...}}`` (accuracy in
+[0, 1], keys are T as strings).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Mapping
+
+from flexsnn.io import atomic_write, write_json
+
+Results = Mapping[str, Mapping[str, float]]
+
+
+def results_from_sweep(sweep: Mapping[int, float]) -> dict[str, float]:
+    """``{T: acc}`` -> ``{"T": acc}`` sorted by T."""
+    return {str(t): float(acc) for t, acc in sorted(sweep.items())}
+
+
+def _t_values(results: Results) -> list[str]:
+    return sorted({t for per_t in results.values() for t in per_t}, key=int)
+
+
+def write_results(out_dir: str | os.PathLike, results: Results, stem: str = "results") -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.csv`` (columns: T, then one per method)."""
+    out_dir = Path(out_dir)
+    json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
+    write_json(json_path, {m: dict(v) for m, v in results.items()})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    methods = list(results)
+    writer.writerow(["T", *methods])
+    for t in _t_values(results):
+        writer.writerow([t, *(f"{results[m][t]:.4f}" if t in results[m] else "" for m in methods)])
+    with atomic_write(csv_path) as tmp:
+        tmp.write_text(buf.getvalue())
+    return json_path, csv_path
+
+
+def format_table(results: Results) -> str:
+    """A plain-text table: one row per T, one column per method, accuracy in percent."""
+    methods = list(results)
+    header = f"{'T':>4} " + " ".join(f"{m.upper():>8}" for m in methods)
+    lines = [header, "-" * len(header)]
+    for t in _t_values(results):
+        cells = " ".join(f"{100 * results[m][t]:8.2f}" if t in results[m] else f"{'':>8}" for m in methods)
+        lines.append(f"{t:>4} {cells}")
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_t(results: Results, path: str | os.PathLike, title: str | None = None) -> Path:
+    """Accuracy (%) against inference T, one line per method; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for method, per_t in results.items():
+        ts = sorted(per_t, key=int)
+        ax.plot([int(t) for t in ts], [100 * per_t[t] for t in ts], marker="o", label=method.upper())
+    ax.set_xlabel("inference time steps T")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or "Accuracy across time steps")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

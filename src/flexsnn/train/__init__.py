@@ -1,0 +1,18 @@
+"""Training: TimeConfig samplers (SDT, NMT, MTT), the loop, BN calibration, checkpoints."""
+from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn, model_input
+from flexsnn.train.checkpoint import load_model, save_model
+from flexsnn.train.loop import TrainOptions, fit, time_averaged_loss, train_step
+from flexsnn.train.samplers import (
+    METHODS,
+    MTTSampler,
+    NMTSampler,
+    SDTSampler,
+    make_sampler,
+    sampler_from_dict,
+)
+
+__all__ = [
+    "METHODS", "MTTSampler", "NMTSampler", "SDTSampler", "TrainOptions", "batchnorm_layers",
+    "calibrate_bn", "fit", "load_model", "make_sampler", "model_input", "sampler_from_dict",
+    "save_model", "time_averaged_loss", "train_step",
+]

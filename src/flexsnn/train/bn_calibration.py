@@ -1,0 +1,68 @@
+"""BatchNorm calibration: re-estimate running statistics at one TimeConfig.
+
+BN statistics depend on the time configuration (a TTM that sums steps changes the scale of
+the next stage's input), so after training, and whenever the inference configuration
+changes, the running mean/var are reset and re-estimated as a cumulative average over
+``num_batches`` training batches in train mode, without gradients (PAPER.md, step 5).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from flexsnn.errors import InputError, check_positive_int
+
+
+def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+def model_input(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Loader batches are batch-first ``[B, T, ...]`` for frames; models take ``[T, B, ...]``."""
+    if getattr(model, "input_kind", "static") == "frames":
+        return x.transpose(0, 1)
+    return x
+
+
+@torch.no_grad()
+def calibrate_bn(
+    model: nn.Module,
+    loader: Iterable,
+    time_config: int | Sequence[int],
+    num_batches: int = 10,
+    device: str | torch.device | None = None,
+) -> None:
+    """Reset every BN layer's running stats and re-estimate them at ``time_config``.
+
+    ``loader`` yields ``(x, y)`` batches as the training loader does. The model's train/eval
+    mode is restored afterwards and the model is marked as calibrated for ``time_config``.
+    """
+    check_positive_int(num_batches, "num_batches")
+    layers = batchnorm_layers(model)
+    cfg = model.normalize_time_config(time_config) if hasattr(model, "normalize_time_config") else time_config
+    if layers:
+        device = device or next(model.parameters()).device
+        momenta = [bn.momentum for bn in layers]
+        was_training = model.training
+        for bn in layers:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative moving average over the calibration batches
+        model.train()
+        seen = 0
+        try:
+            for x, _ in loader:
+                model(model_input(x.to(device), model), time_config=cfg)
+                seen += 1
+                if seen >= num_batches:
+                    break
+        finally:
+            for bn, momentum in zip(layers, momenta):
+                bn.momentum = momentum
+            model.train(was_training)
+        if seen == 0:
+            raise InputError("loader yielded no batches; BN calibration needs training data")
+    if hasattr(model, "mark_calibrated"):
+        model.mark_calibrated(cfg)

@@ -1,0 +1,132 @@
+"""Time-configuration samplers: which TimeConfigs one training iteration uses.
+
+A sampler turns a random generator into the list of TimeConfigs (one positive int per
+stage) that a training iteration forwards the same batch with:
+
+- SDT (standard direct training): one config, every stage at the fixed T.
+- NMT (naive mixture training): one config, one random T in [t_min, t_max] for the whole net.
+- MTT (mixed time-step training): ``sample_num`` configs, each stage's T drawn uniformly
+  from [t_min, t_max]; ``group_block_num`` consecutive stages share a draw; optionally the
+  first stage is pinned to the input's T (the event-driven recipe: others drawn from
+  [T - L, T + R]).
+
+Samplers take a ``random.Random`` so that every rank of a distributed run, seeded alike,
+draws the same configs.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flexsnn.errors import ConfigError, check_choice, check_positive_int
+
+TimeConfig = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SDTSampler:
+    """Standard direct training: every stage at ``t`` on every iteration."""
+
+    t: int
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.t, "t")
+
+    @property
+    def t_max(self) -> int:
+        return self.t
+
+    def sample(self, rng: random.Random, num_stages: int) -> list[TimeConfig]:
+        return [(self.t,) * num_stages]
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "sdt", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class NMTSampler:
+    """Naive mixture training: one T in [t_min, t_max] for the whole net per iteration."""
+
+    t_min: int
+    t_max: int
+
+    def __post_init__(self) -> None:
+        _check_range(self.t_min, self.t_max)
+
+    def sample(self, rng: random.Random, num_stages: int) -> list[TimeConfig]:
+        return [(rng.randint(self.t_min, self.t_max),) * num_stages]
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "nmt", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class MTTSampler:
+    """Mixed time-step training: ``sample_num`` per-stage configs per iteration."""
+
+    t_min: int
+    t_max: int
+    sample_num: int = 3
+    group_block_num: int = 1
+    first_stage_t: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_range(self.t_min, self.t_max)
+        check_positive_int(self.sample_num, "sample_num")
+        check_positive_int(self.group_block_num, "group_block_num")
+        if self.first_stage_t is not None:
+            check_positive_int(self.first_stage_t, "first_stage_t")
+
+    def sample(self, rng: random.Random, num_stages: int) -> list[TimeConfig]:
+        num_groups = math.ceil(num_stages / self.group_block_num)
+        configs = []
+        for _ in range(self.sample_num):
+            draws = [rng.randint(self.t_min, self.t_max) for _ in range(num_groups)]
+            cfg = [draws[i // self.group_block_num] for i in range(num_stages)]
+            if self.first_stage_t is not None:
+                cfg[0] = self.first_stage_t
+            configs.append(tuple(cfg))
+        return configs
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "mtt", **asdict(self)}
+
+
+Sampler = SDTSampler | NMTSampler | MTTSampler
+METHODS = ("sdt", "nmt", "mtt")
+
+
+def make_sampler(
+    method: str,
+    t_max: int,
+    t_min: int = 1,
+    sample_num: int = 3,
+    group_block_num: int = 1,
+    first_stage_t: int | None = None,
+) -> Sampler:
+    """Build the sampler for ``method`` ("sdt" trains at ``t_max``)."""
+    check_choice(method, "method", METHODS)
+    if method == "sdt":
+        return SDTSampler(t_max)
+    if method == "nmt":
+        return NMTSampler(t_min, t_max)
+    return MTTSampler(t_min, t_max, sample_num, group_block_num, first_stage_t)
+
+
+def sampler_from_dict(spec: dict[str, Any]) -> Sampler:
+    """Inverse of ``sampler.describe()``."""
+    spec = dict(spec)
+    method = spec.pop("method", None)
+    classes = {"sdt": SDTSampler, "nmt": NMTSampler, "mtt": MTTSampler}
+    if method not in classes:
+        raise ConfigError(f"sampler spec needs method in {sorted(classes)}, got {method!r}")
+    return classes[method](**spec)
+
+
+def _check_range(t_min: int, t_max: int) -> None:
+    check_positive_int(t_min, "t_min")
+    check_positive_int(t_max, "t_max")
+    if t_min > t_max:
+        raise ConfigError(f"t_min must be <= t_max, got t_min={t_min}, t_max={t_max}")
