@@ -1,0 +1,626 @@
+"""Real event-camera datasets read from a user's disk: N-MNIST, DVS Gesture, CIFAR10-DVS, N-Caltech101.
+
+flexsnn never downloads. Each class reads the dataset's own on-disk layout under ``root``
+(either ``root/<folder>`` as Tonic's ``save_to`` lays it out, or ``root`` itself) and yields
+Tonic-style samples ``(events, label)``: ``events`` is a structured array with fields
+``x, y, t, p`` (:data:`EVENT_DTYPE`, ``t`` in microseconds, ``p`` in {0, 1}), ``label`` an int.
+
+Why not ``tonic.datasets`` directly: Tonic downloads when its existence check fails, and its
+checks need the full archives (10,000 N-MNIST .bin files, the .zip next to them, ...). We read
+the same layouts ourselves with small numpy readers, so a partial or re-packed copy works
+and nothing is ever fetched. File formats:
+
+- N-MNIST / N-Caltech101 ``.bin``: 5 bytes per event, ``x`` (8 bits), ``y`` (8 bits), polarity
+  (1 bit), timestamp (23 bits, microseconds); ``y == 240`` marks a timestamp-overflow event
+  that adds 2**13 to every later timestamp (the readers of Orchard's ``eventvision.py`` and Tonic).
+- DVS Gesture, Tonic's preprocessed copy: ``ibmGesture{Train,Test}/userNN_<lighting>/<label>.npy``,
+  an ``[N, 4]`` array of ``x, y, p, t`` with ``t`` in milliseconds.
+  IBM's original ``DvsGesture/`` folder: AEDAT 3.1 recordings ``userNN_<lighting>.aedat``,
+  ``userNN_<lighting>_labels.csv`` (class 1..11, start and end in microseconds) and
+  ``trials_to_{train,test}.txt``; a sample is the events with ``start <= t < end``.
+- CIFAR10-DVS: the original ``<class>/cifar10_<class>_<i>.aedat`` files (AEDAT 2.0: ASCII header
+  lines starting with ``#``, then big-endian ``(address, timestamp)`` uint32 pairs of a DVS128),
+  or SpikingJelly's converted ``events_np/<class>/*.npz`` (keys ``t, x, y, p``). Coordinates
+  follow SpikingJelly's orientation (``x = 127 - y_addr``, ``y = 127 - x_addr``, ``p = 1 - p_addr``),
+  so frames match the ones most CIFAR10-DVS SNN papers train on.
+
+Splits: N-MNIST and DVS Gesture ship train/test. CIFAR10-DVS and N-Caltech101 do not;
+:func:`per_class_split` splits each class deterministically: the first ``n_train`` files of
+the class in natural file-name order (numbers compared as numbers) are train, the rest test.
+CIFAR10-DVS uses the paper's 900 / 100 per class; N-Caltech101 puts ``floor(0.9 * n)`` of each
+class in train. Frames: :meth:`EventDataset.frames` bins each sample to ``T`` frames
+``[T, P, H, W]`` (``flexsnn.data.frames.to_frames``), optionally pools them over
+``spatial_factor`` x ``spatial_factor`` blocks (average by default, as the paper's CIFAR10-DVS
+VGG9; or sum), and caches the stacked split on disk keyed by every binning parameter;
+:meth:`EventDataset.build_frames` is the same without the cache (for ``register_frame_dataset``).
+Memory: the split is held as one float32 array, e.g. CIFAR10-DVS train at T = 10 is 11.8 GB at
+128x128 and 0.74 GB at ``spatial_factor=4``.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from flexsnn.data.cache import cached_arrays
+from flexsnn.data.digits_dvs import EVENT_DTYPE  # x, y: pixel column / row; t: us; p: 0 or 1
+from flexsnn.errors import InputError, check_choice, check_positive_int
+
+
+class DatasetNotFoundError(InputError, FileNotFoundError):
+    """A dataset's files are not where the loader looks; the message says where to put what."""
+
+
+def make_events(x, y, t, p) -> np.ndarray:
+    """Pack coordinate arrays into an :data:`EVENT_DTYPE` structured array (same order)."""
+    x = np.asarray(x)
+    events = np.empty(x.shape[0], dtype=EVENT_DTYPE)
+    events["x"], events["y"], events["t"], events["p"] = x, y, t, p
+    return events
+
+
+# ----------------------------------------------------------------------------- file readers
+
+def read_atis_bin(path: str | os.PathLike) -> np.ndarray:
+    """Decode an N-MNIST / N-Caltech101 ``.bin`` file into events (40 bits per event).
+
+    Byte 0 = x, byte 1 = y, byte 2 bit 7 = polarity, bits 22..0 of bytes 2-4 = timestamp (us).
+    Events with ``y == 240`` are timestamp-overflow markers: they are dropped and add 2**13 us
+    to the timestamps of every event from there on.
+    """
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size % 5:
+        raise InputError(f"{path} is truncated or not an N-MNIST/N-Caltech101 .bin file: "
+                         f"{raw.size} bytes is not a multiple of 5 (5 bytes per event)")
+    raw = raw.reshape(-1, 5).astype(np.int64)
+    x, y = raw[:, 0], raw[:, 1]
+    p = raw[:, 2] >> 7
+    t = ((raw[:, 2] & 0x7F) << 16) | (raw[:, 3] << 8) | raw[:, 4]
+    overflow = y == 240
+    t = t + np.cumsum(overflow) * 2**13
+    keep = ~overflow
+    return make_events(x[keep], y[keep], t[keep], p[keep])
+
+
+def _skip_ascii_header(data: bytes) -> int:
+    """Offset of the first byte after the ``#``-prefixed header lines of an AEDAT file."""
+    pos = 0
+    while data[pos:pos + 1] == b"#":
+        end = data.find(b"\n", pos)
+        if end < 0:
+            return len(data)
+        pos = end + 1
+        if data[pos - 14:pos] == b"#!END-HEADER\r\n":  # AEDAT 3.x ends its header explicitly
+            break
+    return pos
+
+
+def read_aedat2_dvs128(path: str | os.PathLike) -> np.ndarray:
+    """Decode a CIFAR10-DVS ``.aedat`` (AEDAT 2.0, DVS128 addresses) into events.
+
+    After the ``#`` header, each event is a big-endian uint32 address then a uint32 timestamp.
+    Address bits: polarity = bit 0, x_addr = bits 1-7, y_addr = bits 8-14. Output orientation
+    follows SpikingJelly: ``x = 127 - y_addr``, ``y = 127 - x_addr``, ``p = 1 - polarity``.
+    """
+    data = Path(path).read_bytes()
+    body = data[_skip_ascii_header(data):]
+    if len(body) % 8:
+        raise InputError(f"{path} is truncated or not an AEDAT 2.0 file: {len(body)} data bytes "
+                         "is not a multiple of 8 (address + timestamp per event)")
+    words = np.frombuffer(body, dtype=">u4").astype(np.int64).reshape(-1, 2)
+    addr, t = words[:, 0], words[:, 1]
+    x_addr = (addr & 0xFE) >> 1
+    y_addr = (addr & 0x7F00) >> 8
+    pol = addr & 1
+    return make_events(127 - y_addr, 127 - x_addr, t, 1 - pol)
+
+
+def read_aedat31_polarity(path: str | os.PathLike) -> np.ndarray:
+    """Decode the polarity events of an AEDAT 3.1 file (IBM DVS Gesture recordings).
+
+    After the header, packets follow: a 28-byte little-endian header (type int16, source int16,
+    event size, ts offset, ts overflow, capacity, number, valid: int32) and ``capacity * size``
+    bytes. Polarity packets (type 1) hold 8-byte events: ``data`` (x = bits 17-31, y = bits 2-16,
+    p = bit 1) and a 31-bit timestamp extended by ``overflow << 31``. Other packets are skipped.
+    """
+    data = Path(path).read_bytes()
+    pos = _skip_ascii_header(data)
+    chunks = []
+    while pos < len(data):
+        if pos + 28 > len(data):
+            raise InputError(f"{path} is truncated: a packet header is cut at byte {pos}")
+        e_type, _src, e_size, _off, e_overflow, e_cap, e_num, _valid = struct.unpack_from("<hhiiiiii", data, pos)
+        pos += 28
+        length = e_cap * e_size
+        if e_size <= 0 or e_cap < 0 or pos + length > len(data):
+            raise InputError(f"{path} is truncated or corrupt: packet at byte {pos - 28} claims "
+                             f"{e_cap} events of {e_size} bytes, {len(data) - pos} bytes remain")
+        if e_type == 1 and e_num > 0:
+            if e_size < 8:
+                raise InputError(f"{path}: polarity packet with event size {e_size} (expected 8)")
+            block = np.frombuffer(data, dtype="<u4", count=e_num * e_size // 4, offset=pos)
+            block = block.reshape(e_num, e_size // 4).astype(np.int64)
+            word, ts = block[:, 0], block[:, 1] | (int(e_overflow) << 31)
+            chunks.append(make_events((word >> 17) & 0x7FFF, (word >> 2) & 0x7FFF, ts, (word >> 1) & 1))
+        pos += length
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype=EVENT_DTYPE)
+
+
+def read_events_npz(path: str | os.PathLike) -> np.ndarray:
+    """Read SpikingJelly's ``events_np`` ``.npz`` (arrays ``t, x, y, p``); pickles are refused."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in "txyp" if k not in data.files]
+            if missing:
+                raise InputError(f"{path} lacks arrays {missing}; expected an .npz with t, x, y, p")
+            return make_events(data["x"], data["y"], data["t"], data["p"])
+    except (ValueError, OSError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{path} is not a readable events .npz ({exc})") from None
+
+
+def read_tonic_gesture_npy(path: str | os.PathLike) -> np.ndarray:
+    """Read one sample of Tonic's preprocessed DVS Gesture: ``[N, 4]`` = x, y, p, t (ms) -> t in us."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path} is not a readable .npy array ({exc})") from None
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise InputError(f"{path} has shape {arr.shape}; expected [N, 4] columns x, y, p, t (ms)")
+    t_us = np.rint(arr[:, 3].astype(np.float64) * 1000).astype(np.int64)
+    return make_events(arr[:, 0], arr[:, 1], t_us, arr[:, 2])
+
+
+# ----------------------------------------------------------------------------- splits
+
+def natural_key(name: str) -> tuple:
+    """Sort key comparing digit runs as numbers: ``img_2`` < ``img_10``."""
+    return tuple((0, int(tok), "") if tok.isdigit() else (1, 0, tok) for tok in re.split(r"(\d+)", name) if tok)
+
+
+def per_class_split(
+    names_by_class: dict[Any, Sequence[str]], n_train: int | None = None, train_ratio: float | None = None,
+) -> tuple[dict[Any, list[str]], dict[Any, list[str]]]:
+    """Deterministic per-class split: the first files of each class (natural order) are train.
+
+    Give ``n_train`` (files per class, e.g. 900 for CIFAR10-DVS) or ``train_ratio`` (train gets
+    ``floor(ratio * n)`` files of a class of ``n``). Returns ``(train, test)`` dicts class -> names.
+    """
+    if (n_train is None) == (train_ratio is None):
+        raise InputError("give exactly one of n_train (files per class) or train_ratio (0 < ratio < 1)")
+    if n_train is not None:
+        n_train = check_positive_int(n_train, "n_train")
+    elif not 0.0 < float(train_ratio) < 1.0:
+        raise InputError(f"train_ratio must be in (0, 1), got {train_ratio!r}")
+    train, test = {}, {}
+    for cls, names in names_by_class.items():
+        ordered = sorted(names, key=natural_key)
+        k = n_train if n_train is not None else int(np.floor(train_ratio * len(ordered)))
+        if n_train is not None and len(ordered) <= k:
+            raise InputError(f"class {cls!r} has {len(ordered)} files; n_train={k} leaves none for test")
+        train[cls], test[cls] = ordered[:k], ordered[k:]
+    return train, test
+
+
+# ----------------------------------------------------------------------------- frames
+
+def _to_frames(events: np.ndarray, sensor_size: tuple[int, int, int], n_time_bins: int) -> np.ndarray:
+    """Bin events into ``[T, P, H, W]`` float32 counts with :func:`flexsnn.data.frames.to_frames`."""
+    w, h, p = sensor_size
+    if len(events) == 0:  # an empty recording is all-zero frames, not an error mid-way through a split
+        return np.zeros((n_time_bins, p, h, w), dtype=np.float32)
+    from flexsnn.data.frames import to_frames  # lazy: keeps the readers importable on their own
+
+    return np.asarray(to_frames(events, sensor_size, n_time_bins), dtype=np.float32)
+
+
+def pool_frames(frames: np.ndarray, factor: int, pool: str = "avg") -> np.ndarray:
+    """Pool the last two axes ``[..., H, W]`` over ``factor x factor`` blocks: mean (``"avg"``) or sum."""
+    check_choice(pool, "pool", ("avg", "sum"))
+    factor = check_positive_int(factor, "spatial_factor")
+    if factor == 1:
+        return frames
+    from flexsnn.data.frames import spatial_pool
+
+    summed = spatial_pool(frames, factor)
+    return (summed / np.float32(factor * factor) if pool == "avg" else summed).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- base class
+
+@dataclass(frozen=True)
+class _Sample:
+    path: Path
+    start: int | None = None  # [start, end) in us, for samples cut from a longer recording
+    end: int | None = None
+
+
+class EventDataset:
+    """Base of the event datasets: scan ``root`` once, read one sample per ``__getitem__``.
+
+    Subclasses set the Tonic-style class attributes and implement ``_scan`` / ``_read``.
+    ``sensor_size`` is ``(W, H, P)`` as in Tonic; frames are ``[T, P, H, W]``.
+    """
+
+    folder: ClassVar[str]                     # Tonic's folder name under its save_to
+    sensor_size: ClassVar[tuple[int, int, int]]
+    dtype: ClassVar[np.dtype] = EVENT_DTYPE
+    ordering: ClassVar[str] = "xytp"
+    classes: ClassVar[Sequence[str]]
+    expected_layout: ClassVar[str]            # human-readable layout, shown when files are missing
+    download_from: ClassVar[str]
+
+    def __init__(self, root: str | os.PathLike, train: bool = True, transform: Callable | None = None,
+                 target_transform: Callable | None = None):
+        if root is None:
+            raise InputError(f"{type(self).__name__} needs root= the folder holding the dataset files")
+        self.root = Path(root).expanduser()
+        self.train = bool(train)
+        self.transform = transform
+        self.target_transform = target_transform
+        self.location = self._locate()
+        samples, targets = self._scan(self.location)
+        if not samples:
+            self._missing(f"no {'train' if self.train else 'test'} samples found under {self.location}")
+        self.samples: list[_Sample] = samples
+        self.targets: list[int] = targets
+
+    # -- layout
+    def _candidates(self) -> list[Path]:
+        return [self.root / self.folder, self.root]
+
+    def _looks_right(self, path: Path) -> bool:
+        raise NotImplementedError
+
+    def _locate(self) -> Path:
+        for path in self._candidates():
+            if path.is_dir() and self._looks_right(path):
+                return path
+        self._missing(f"dataset not found under {self.root}")
+
+    def _missing(self, what: str):
+        raise DatasetNotFoundError(
+            f"{type(self).__name__}: {what}. flexsnn does not download datasets; put the files at\n"
+            f"  {self.root / self.folder}\n(or directly in {self.root}) laid out as:\n{self.expected_layout}\n"
+            f"Download from: {self.download_from}")
+
+    def _scan(self, location: Path) -> tuple[list[_Sample], list[int]]:
+        raise NotImplementedError
+
+    def _read(self, sample: _Sample) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- Tonic-style access
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        """``(events [N] EVENT_DTYPE sorted by t, label int)``."""
+        events = self._read(self.samples[index])
+        if len(events) > 1 and np.any(np.diff(events["t"]) < 0):
+            events = events[np.argsort(events["t"], kind="stable")]
+        target = self.targets[index]
+        if self.transform is not None:
+            events = self.transform(events)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return events, target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={str(self.root)!r}, train={self.train}, samples={len(self)})"
+
+    @property
+    def split(self) -> str:
+        return "train" if self.train else "test"
+
+    def _fingerprint(self) -> list:
+        """Relative paths, sizes and cut points of every sample: the cache key's view of the data."""
+        out = []
+        for s in self.samples:
+            rel = os.path.relpath(s.path, self.location)
+            out.append([rel, s.path.stat().st_size, s.start, s.end])
+        return out
+
+    def build_frames(self, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg",
+                     progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Bin the whole split, uncached: ``(x [N, T, P, H/f, W/f] float32, y [N] int64)``.
+
+        Each sample is binned by ``flexsnn.data.frames.to_frames`` (event counts in ``T`` equal
+        time bins between its first and last event), then pooled over ``spatial_factor`` x
+        ``spatial_factor`` pixel blocks: ``pool="avg"`` (the paper's CIFAR10-DVS VGG9 average-pools
+        128x128 by 4 to 32x32) or ``"sum"`` (keeps integer counts). This is the ``build`` to register
+        with ``flexsnn.data.loaders.register_frame_dataset`` (which caches it).
+        """
+        from tqdm import tqdm
+
+        n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
+        spatial_factor = check_positive_int(spatial_factor, "spatial_factor")
+        check_choice(pool, "pool", ("avg", "sum"))
+        w, h, p = self.sensor_size
+        if h % spatial_factor or w % spatial_factor:
+            raise InputError(f"spatial_factor={spatial_factor} must divide the sensor size {h}x{w} (H x W)")
+        x = np.zeros((len(self), n_time_bins, p, h // spatial_factor, w // spatial_factor), dtype=np.float32)
+        for i in tqdm(range(len(self)), desc=f"binning {type(self).__name__} {self.split}", disable=not progress):
+            events = self._inside_sensor(self._read(self.samples[i]))
+            x[i] = pool_frames(_to_frames(events, self.sensor_size, n_time_bins), spatial_factor, pool)
+        return x, np.asarray(self.targets, dtype=np.int64)
+
+    def frames(self, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg",
+               cache_root: str | os.PathLike | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+        """:meth:`build_frames` cached on disk: ``{"x": [N, T, P, H/f, W/f] float32, "y": [N] int64}``.
+
+        The cache key holds the dataset, split, every sample's relative path / size / cut points,
+        ``n_time_bins``, ``spatial_factor`` and ``pool``, so changing any of them rebuilds.
+        ``cache_root`` defaults to ``$FLEXSNN_CACHE`` or ``~/.cache/flexsnn``.
+        """
+        n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
+        spatial_factor = check_positive_int(spatial_factor, "spatial_factor")
+        check_choice(pool, "pool", ("avg", "sum"))
+        params = {"dataset": type(self).__name__, "split": self.split, "n_time_bins": n_time_bins,
+                  "spatial_factor": spatial_factor, "pool": pool, "sensor_size": list(self.sensor_size),
+                  "files": self._fingerprint(), "format": 1}
+
+        def build() -> dict[str, np.ndarray]:
+            x, y = self.build_frames(n_time_bins, spatial_factor, pool, progress)
+            return {"x": x, "y": y}
+
+        return cached_arrays(f"{type(self).__name__.lower()}-{self.split}", params, build, root=cache_root)
+
+    def _inside_sensor(self, events: np.ndarray) -> np.ndarray:
+        """Hook: datasets whose recordings may exceed ``sensor_size`` crop here (default: keep all)."""
+        return events
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def _bins_in_class_folders(location: Path, suffix: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for cls_dir in sorted(p for p in location.iterdir() if p.is_dir()):
+        names = [f.name for f in cls_dir.iterdir() if f.is_file() and f.name.endswith(suffix)]
+        if names:
+            out[cls_dir.name] = names
+    return out
+
+
+class NMNIST(EventDataset):
+    """N-MNIST (Orchard et al. 2015): 34x34 ATIS saccade recordings of MNIST digits, 10 classes."""
+
+    folder = "NMNIST"
+    sensor_size = (34, 34, 2)
+    classes = [str(d) for d in range(10)]
+    expected_layout = ("  Train/0/*.bin ... Train/9/*.bin   (60,000 files, from Train.zip)\n"
+                       "  Test/0/*.bin  ... Test/9/*.bin    (10,000 files, from Test.zip)")
+    download_from = ("https://www.garrickorchard.com/datasets/n-mnist (Train.zip, Test.zip; "
+                     "mirror: https://data.mendeley.com/datasets/468j46mzdv)")
+
+    def _looks_right(self, path: Path) -> bool:
+        return (path / "Train").is_dir() or (path / "Test").is_dir()
+
+    def _scan(self, location):
+        split_dir = location / ("Train" if self.train else "Test")
+        if not split_dir.is_dir():
+            self._missing(f"folder {split_dir} is missing")
+        samples, targets = [], []
+        for cls, names in _bins_in_class_folders(split_dir, ".bin").items():
+            if cls not in self.classes:
+                raise InputError(f"unexpected class folder {split_dir / cls}; N-MNIST class folders are 0..9")
+            for name in sorted(names, key=natural_key):
+                samples.append(_Sample(split_dir / cls / name))
+                targets.append(int(cls))
+        return samples, targets
+
+    def _read(self, sample):
+        return read_atis_bin(sample.path)
+
+
+class NCaltech101(EventDataset):
+    """N-Caltech101 (Orchard et al. 2015): ATIS recordings of Caltech101, 101 class folders.
+
+    Labels are the indices of the class folders in sorted order (``self.classes``). There is no
+    official split: train holds the first ``floor(train_ratio * n)`` files of each class in
+    natural file-name order (``image_0001`` ... ), test the rest (SpikingJelly-style 90 / 10).
+    Events keep the raw sensor coordinates; frames use a 240x180 (W x H) canvas, as SpikingJelly
+    does, and drop the (rare) events outside it.
+    """
+
+    folder = "NCALTECH101"
+    sensor_size = (240, 180, 2)
+    classes: Sequence[str] = ()  # discovered from the class folders on disk
+    expected_layout = ("  Caltech101/<class>/image_0001.bin ...   (101 class folders incl. BACKGROUND_Google,\n"
+                       "                                          8,709 files, from Caltech101.zip)")
+    download_from = ("https://www.garrickorchard.com/datasets/n-caltech101 "
+                     "(mirror: https://data.mendeley.com/datasets/cy6cvx3ryv)")
+
+    def __init__(self, root, train=True, transform=None, target_transform=None, train_ratio: float = 0.9):
+        self.train_ratio = float(train_ratio)
+        super().__init__(root, train, transform, target_transform)
+
+    def _looks_right(self, path: Path) -> bool:
+        return (path / "Caltech101").is_dir()
+
+    def _scan(self, location):
+        data_dir = location / "Caltech101"
+        by_class = _bins_in_class_folders(data_dir, ".bin")
+        self.classes = sorted(by_class)
+        train, test = per_class_split(by_class, train_ratio=self.train_ratio)
+        chosen = train if self.train else test
+        samples, targets = [], []
+        for label, cls in enumerate(self.classes):
+            for name in chosen[cls]:
+                samples.append(_Sample(data_dir / cls / name))
+                targets.append(label)
+        return samples, targets
+
+    def _read(self, sample):
+        return read_atis_bin(sample.path)
+
+    def _inside_sensor(self, events):
+        w, h, _ = self.sensor_size
+        return events[(events["x"] < w) & (events["y"] < h)]
+
+
+class CIFAR10DVS(EventDataset):
+    """CIFAR10-DVS (Li et al. 2017): 10 classes x 1000 DVS128 recordings of CIFAR10 images.
+
+    Split (the paper's): per class, the first ``n_train_per_class`` files in natural file-name
+    order (``cifar10_airplane_0`` .. ``_899``) are train and the rest (``_900`` .. ``_999``) test.
+    ``n_train_per_class`` exists so small copies can be split too; keep 900 for the real data.
+    """
+
+    folder = "CIFAR10DVS"
+    sensor_size = (128, 128, 2)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    expected_layout = ("  <class>/cifar10_<class>_<i>.aedat   for <class> in airplane automobile bird cat deer\n"
+                       "                                      dog frog horse ship truck, i = 0..999\n"
+                       "                                      (unzip airplane.zip ... truck.zip here)\n"
+                       "  or SpikingJelly's converted copy: events_np/<class>/cifar10_<class>_<i>.npz")
+    download_from = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671"
+
+    def __init__(self, root, train=True, transform=None, target_transform=None, n_train_per_class: int = 900):
+        self.n_train_per_class = check_positive_int(n_train_per_class, "n_train_per_class")
+        super().__init__(root, train, transform, target_transform)
+
+    def _candidates(self):
+        base = super()._candidates()
+        return [q for b in base for q in (b, b / "events_np")]
+
+    def _looks_right(self, path: Path) -> bool:
+        return any((path / c).is_dir() for c in self.classes)
+
+    def _scan(self, location):
+        by_class: dict[str, list[str]] = {}
+        for cls in self.classes:
+            cls_dir = location / cls
+            if not cls_dir.is_dir():
+                self._missing(f"class folder {cls_dir} is missing")
+            names = [f.name for f in cls_dir.iterdir() if f.suffix in (".aedat", ".npz")]
+            if not names:
+                if any(f.suffix == ".aedat4" for f in cls_dir.iterdir()):
+                    self._missing(f"{cls_dir} holds Tonic's .aedat4 conversion, which flexsnn does not read; "
+                                  "use the original .aedat files")
+                self._missing(f"{cls_dir} holds no .aedat or .npz files")
+            by_class[cls] = names
+        train, test = per_class_split(by_class, n_train=self.n_train_per_class)
+        chosen = train if self.train else test
+        samples, targets = [], []
+        for label, cls in enumerate(self.classes):
+            for name in chosen[cls]:
+                samples.append(_Sample(location / cls / name))
+                targets.append(label)
+        return samples, targets
+
+    def _read(self, sample):
+        if sample.path.suffix == ".npz":
+            return read_events_npz(sample.path)
+        return read_aedat2_dvs128(sample.path)
+
+
+GESTURE_CLASSES = ["hand clapping", "right hand wave", "left hand wave", "right arm clockwise",
+                   "right arm counter-clockwise", "left arm clockwise", "left arm counter-clockwise",
+                   "arm roll", "air drums", "air guitar", "other gestures"]
+
+
+class DVSGesture(EventDataset):
+    """IBM DVS128 Gesture (Amir et al. 2017): 11 classes, 29 users x 3 lighting conditions.
+
+    Reads Tonic's preprocessed copy (``ibmGestureTrain`` / ``ibmGestureTest`` folders of
+    ``<label>.npy``, label 0..10) or IBM's original ``DvsGesture`` folder (AEDAT 3.1 recordings
+    cut into samples by their ``_labels.csv``; csv classes 1..11 become labels 0..10). The split
+    is the official one (users 1-23 train, 24-29 test), as listed by the dataset's files.
+    """
+
+    folder = "DVSGesture"
+    sensor_size = (128, 128, 2)
+    classes = GESTURE_CLASSES
+    expected_layout = ("  ibmGestureTrain/userNN_<lighting>/<label>.npy and ibmGestureTest/...   (Tonic's copy:\n"
+                       "        ibmGestureTrain.tar.gz, ibmGestureTest.tar.gz, unpacked here)\n"
+                       "  or IBM's original: DvsGesture/userNN_<lighting>.aedat, userNN_<lighting>_labels.csv,\n"
+                       "        trials_to_train.txt, trials_to_test.txt   (DvsGesture.tar.gz, unpacked here)")
+    download_from = ("https://research.ibm.com/interactive/dvsgesture/ (DvsGesture.tar.gz); Tonic's copy: "
+                     "https://figshare.com/ndownloader/files/38022171 (train), .../38020584 (test)")
+
+    def __init__(self, root, train=True, transform=None, target_transform=None):
+        self._memo: tuple[Path, np.ndarray] | None = None  # last decoded .aedat recording
+        super().__init__(root, train, transform, target_transform)
+
+    def _looks_right(self, path: Path) -> bool:
+        return any((path / d).is_dir() for d in ("ibmGestureTrain", "ibmGestureTest", "DvsGesture"))
+
+    def _scan(self, location):
+        tonic_dir = location / ("ibmGestureTrain" if self.train else "ibmGestureTest")
+        if tonic_dir.is_dir():
+            return self._scan_tonic(tonic_dir)
+        if (location / "DvsGesture").is_dir():
+            return self._scan_ibm(location / "DvsGesture")
+        self._missing(f"folder {tonic_dir} is missing")
+
+    def _scan_tonic(self, split_dir: Path):
+        samples, targets = [], []
+        for trial in sorted((p for p in split_dir.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
+            for f in sorted(trial.glob("*.npy"), key=lambda p: natural_key(p.name)):
+                if not f.stem.isdigit() or not 0 <= int(f.stem) < len(self.classes):
+                    raise InputError(f"{f}: Tonic's DVS Gesture files are named <label>.npy with label 0..10")
+                samples.append(_Sample(f))
+                targets.append(int(f.stem))
+        return samples, targets
+
+    def _scan_ibm(self, data_dir: Path):
+        list_file = data_dir / ("trials_to_train.txt" if self.train else "trials_to_test.txt")
+        if not list_file.is_file():
+            self._missing(f"{list_file} is missing")
+        samples, targets = [], []
+        for line in list_file.read_text().splitlines():
+            name = line.strip()
+            if not name:
+                continue
+            rec = data_dir / name
+            labels = data_dir / (Path(name).stem + "_labels.csv")
+            if not rec.is_file() or not labels.is_file():
+                self._missing(f"{rec.name} or its {labels.name} is missing from {data_dir}")
+            with open(labels, newline="") as fh:
+                rows = [r for r in csv.reader(fh) if r and r[0].strip().isdigit()]  # skip the header row
+            for cls, start, end in (map(int, r[:3]) for r in rows):
+                if not 1 <= cls <= len(self.classes):
+                    raise InputError(f"{labels}: class {cls} outside 1..{len(self.classes)}")
+                samples.append(_Sample(rec, start, end))
+                targets.append(cls - 1)
+        return samples, targets
+
+    def _read(self, sample):
+        if sample.start is None:
+            return read_tonic_gesture_npy(sample.path)
+        if self._memo is None or self._memo[0] != sample.path:
+            self._memo = (sample.path, read_aedat31_polarity(sample.path))
+        events = self._memo[1]
+        return events[(events["t"] >= sample.start) & (events["t"] < sample.end)]
+
+
+EVENT_DATASETS: dict[str, type[EventDataset]] = {
+    "nmnist": NMNIST,
+    "dvs_gesture": DVSGesture,
+    "cifar10_dvs": CIFAR10DVS,
+    "ncaltech101": NCaltech101,
+}
+
+
+def event_frames(name: str, root: str | os.PathLike, split: str = "train", n_time_bins: int = 10,
+                 spatial_factor: int = 1, pool: str = "avg", cache_root: str | os.PathLike | None = None,
+                 progress: bool = True, **dataset_kwargs) -> dict[str, np.ndarray]:
+    """Frames of a real event dataset's split: ``{"x": [N, T, P, H, W] float32, "y": [N] int64}``.
+
+    ``name`` is one of :data:`EVENT_DATASETS`; ``dataset_kwargs`` go to the dataset class
+    (e.g. ``n_train_per_class`` for CIFAR10-DVS). Cached on disk; see :meth:`EventDataset.frames`.
+    """
+    if name not in EVENT_DATASETS:
+        raise InputError(f"name must be one of {', '.join(map(repr, EVENT_DATASETS))}, got {name!r}")
+    if split not in ("train", "test"):
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
+    ds = EVENT_DATASETS[name](root, train=split == "train", **dataset_kwargs)
+    return ds.frames(n_time_bins, spatial_factor=spatial_factor, pool=pool, cache_root=cache_root, progress=progress)

@@ -1,0 +1,74 @@
+"""Model zoo: ``build_model(name, **kwargs) -> StagedNet``, every model a staged SNN.
+
+========== ============ ====================================================== =========
+name       input        architecture                                            stages
+========== ============ ====================================================== =========
+digits_mlp frames 2x34  avg-pool 2, Linear 578-256-128 (+BN1d+LIF), head 10     2
+digits_conv frames 2x34 Conv 16/s2, Conv 32/s2, Linear 128 (+BN+LIF), head 10   3
+resnet18   static 3x32  CIFAR ResNet-18 (LIF), one stage per block              8
+resnet19   static 3x32  CIFAR ResNet-19 (LIF), one stage per block              8
+vgg14      static 3x32  13 conv (+BN+LIF) + Linear, 2 convs per stage           7
+vgg9_dvs   frames 2x32  8 conv + Linear; ``deployable=True``: bias-free IF      4
+nmnist_net frames 2x34  deployable 3 conv + FC (~6k weights)                    2
+gesture_net frames 2x32 deployable 4 conv + FC                                  2
+========== ============ ====================================================== =========
+
+Time-stepped models use ``LIF(v_th=1, decay=0.5, reset="hard")``; deployable ones
+``IF(v_th=1, reset="subtract", multi_spike=True, v_min=-1)``. Every builder takes
+``neuron={...}`` to override neuron arguments (e.g. ``{"decay": 0.25}``) and ``ttm_mode``;
+ResNets/VGGs take a ``width`` multiplier so tests can build tiny ones.
+
+:func:`build_model` records ``net.model_spec = {"name": ..., "kwargs": {...}}`` (JSON), from
+which a checkpoint rebuilds the same architecture.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any, Callable
+
+from flexsnn.errors import InputError
+from flexsnn.models.event_nets import gesture_net, nmnist_net
+from flexsnn.models.resnet import BasicBlock, resnet18, resnet19
+from flexsnn.models.small import digits_conv, digits_mlp
+from flexsnn.models.vgg import vgg9_dvs, vgg14
+from flexsnn.staged import StagedNet
+
+MODELS: dict[str, Callable[..., StagedNet]] = {
+    "digits_mlp": digits_mlp,
+    "digits_conv": digits_conv,
+    "resnet18": resnet18,
+    "resnet19": resnet19,
+    "vgg14": vgg14,
+    "vgg9_dvs": vgg9_dvs,
+    "nmnist_net": nmnist_net,
+    "gesture_net": gesture_net,
+}
+
+
+def build_model(name: str, **kwargs: Any) -> StagedNet:
+    """Build zoo model ``name`` with the builder's keyword arguments; sets ``net.model_spec``.
+
+    Raises InputError for an unknown name (listing the choices), an unknown keyword (listing
+    the accepted ones) or kwargs that are not JSON-serialisable (the spec must be storable).
+    """
+    if name not in MODELS:
+        raise InputError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+    builder = MODELS[name]
+    accepted = list(inspect.signature(builder).parameters)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise InputError(f"model {name!r} got unknown argument(s) {unknown}; accepted: {accepted}")
+    try:
+        spec_kwargs = json.loads(json.dumps(kwargs))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"model arguments must be JSON values (numbers, strings, lists, dicts): {exc}") from None
+    net = builder(**kwargs)
+    net.model_spec = {"name": name, "kwargs": spec_kwargs}
+    return net
+
+
+__all__ = [
+    "MODELS", "BasicBlock", "build_model", "digits_conv", "digits_mlp", "gesture_net", "nmnist_net",
+    "resnet18", "resnet19", "vgg14", "vgg9_dvs",
+]

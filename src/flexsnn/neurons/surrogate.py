@@ -1,0 +1,169 @@
+"""Spike functions and their surrogate gradients.
+
+A spiking neuron fires when its membrane ``u`` reaches the threshold ``v_th``. The firing
+function is a step, whose true derivative is zero almost everywhere, so training replaces
+d spike / d u by a smooth *surrogate* evaluated at ``x = u - v_th``.
+
+Surrogates (``SURROGATES[name](x, alpha)`` -> d spike / d u, elementwise, any shape):
+
+- ``"triangle"`` (the paper's): ``max(0, 1 - |x| / alpha) / alpha``. ``alpha`` is the
+  half-width of the triangle; the height ``1 / alpha`` keeps the area at 1. The default
+  ``alpha = 1`` gives exactly the paper's ``max(0, 1 - |u - V_th|)``.
+- ``"sigmoid"``: ``alpha * sig(alpha x) * (1 - sig(alpha x))`` (derivative of
+  ``sig(alpha x)``), default ``alpha = 4``.
+- ``"atan"``: ``(alpha / 2) / (1 + (pi / 2 * alpha * x) ** 2)`` (derivative of
+  ``atan(pi / 2 * alpha * x) / pi``), default ``alpha = 2``.
+
+Single spike: ``s = H(u - v_th)`` (1 when ``u >= v_th``), surrogate ``grad(u - v_th)``.
+
+Multi-spike: ``s = floor(u / v_th)`` clamped at >= 0. Surrogate: below threshold
+(``s = 0``) ``grad(u - v_th)``, as for a single spike (the neuron is about to emit its first
+spike); at or above threshold (``s >= 1``) ``1 / v_th``, the slope of the linear envelope
+``u / v_th`` of the staircase ``floor(u / v_th)``. One consequence, used consistently by the
+reference and the fused path: under subtract reset, ``u - v_th * s`` has surrogate derivative
+``1 - v_th * (1 / v_th) = 0`` above threshold, so the residual membrane of a firing
+multi-spike neuron carries no gradient back through the reset (``detach_reset=True`` keeps
+the temporal path open instead).
+
+The hard-reset gate ``H(s > 0)`` (single spike: ``s`` itself) uses the single-spike
+surrogate ``grad(u - v_th)`` in both modes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+
+from flexsnn.errors import InputError
+
+SurrogateGrad = Callable[..., torch.Tensor]  # grad(x, alpha, inplace=False) -> tensor
+
+
+def triangle_grad(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
+    """``max(0, 1 - |x| / alpha) / alpha``; alpha = 1 is the paper's ``max(0, 1 - |x|)``.
+
+    ``inplace=True`` overwrites ``x`` (the fused backward passes a temporary it owns).
+    """
+    y = x if inplace else x.clone()
+    y.abs_()
+    if alpha != 1.0:
+        y.div_(alpha)
+    y.neg_().add_(1.0).clamp_min_(0.0)
+    return y if alpha == 1.0 else y.div_(alpha)
+
+
+def sigmoid_grad(x: torch.Tensor, alpha: float = 4.0, inplace: bool = False) -> torch.Tensor:
+    """``alpha * sig(alpha x) * (1 - sig(alpha x))``; ``inplace=True`` overwrites ``x``."""
+    y = x if inplace else x.clone()
+    y.mul_(alpha).sigmoid_()
+    return y.mul_(1.0 - y).mul_(alpha)
+
+
+def atan_grad(x: torch.Tensor, alpha: float = 2.0, inplace: bool = False) -> torch.Tensor:
+    """``(alpha / 2) / (1 + (pi / 2 * alpha * x) ** 2)``; ``inplace=True`` overwrites ``x``."""
+    y = x if inplace else x.clone()
+    return y.mul_(math.pi / 2.0 * alpha).square_().add_(1.0).reciprocal_().mul_(alpha / 2.0)
+
+
+SURROGATES: dict[str, SurrogateGrad] = {
+    "triangle": triangle_grad,
+    "sigmoid": sigmoid_grad,
+    "atan": atan_grad,
+}
+
+DEFAULT_ALPHA: dict[str, float] = {"triangle": 1.0, "sigmoid": 4.0, "atan": 2.0}
+
+
+def resolve_surrogate(surrogate: str, alpha: Optional[float] = None) -> tuple[SurrogateGrad, float]:
+    """Return ``(grad_fn, alpha)`` for a surrogate name; ``alpha=None`` picks its default."""
+    if surrogate not in SURROGATES:
+        raise InputError(
+            f"surrogate must be one of {', '.join(map(repr, SURROGATES))}, got {surrogate!r}"
+        )
+    if alpha is None:
+        return SURROGATES[surrogate], DEFAULT_ALPHA[surrogate]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise InputError(f"alpha must be a finite number > 0 (or None for the default), got {alpha!r}")
+    return SURROGATES[surrogate], float(alpha)
+
+
+def threshold_reached(u: torch.Tensor, v_th: float, multi_spike: bool) -> torch.Tensor:
+    """``H(s > 0)`` as a float tensor of ``u``'s dtype (1 where the neuron fires at all).
+
+    Single spike: ``u >= v_th``. Multi-spike: ``u / v_th >= 1``, the exact condition for
+    ``floor(u / v_th) >= 1`` (it can differ from ``u >= v_th`` by rounding, in the last ulp).
+    Comparisons write straight into a float tensor: much faster on CPU than a bool mask.
+    """
+    out = torch.empty_like(u)
+    if multi_spike:
+        return torch.ge(u / v_th, 1.0, out=out)
+    return torch.ge(u, v_th, out=out)
+
+
+def spike_forward(u: torch.Tensor, v_th: float, multi_spike: bool, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Spikes emitted by membrane ``u`` (any shape), in ``u``'s dtype. No gradient.
+
+    Single: ``u >= v_th`` as 0/1; multi: ``floor(u / v_th)`` clamped at >= 0. ``out``: an
+    optional tensor like ``u`` to write into.
+    """
+    if out is None:
+        out = torch.empty_like(u)
+    if multi_spike:
+        return torch.div(u, v_th, out=out).floor_().clamp_min_(0.0)
+    return torch.ge(u, v_th, out=out)
+
+
+def spike_surrogate(
+    u: torch.Tensor, v_th: float, multi_spike: bool, grad_fn: SurrogateGrad, alpha: float
+) -> torch.Tensor:
+    """Surrogate d spike / d u at membrane ``u`` (the module docstring gives the rules)."""
+    base = grad_fn(u - v_th, alpha, inplace=True)
+    if not multi_spike:
+        return base
+    # Above threshold: 1 / v_th. Arithmetic blend with a 0/1 float mask (no bool masks).
+    reached = threshold_reached(u, v_th, True)
+    return base.mul_(1.0 - reached).add_(reached, alpha=1.0 / v_th)
+
+
+def gate_surrogate(u: torch.Tensor, v_th: float, grad_fn: SurrogateGrad, alpha: float) -> torch.Tensor:
+    """Surrogate d H(s > 0) / d u for the hard-reset gate: the single-spike surrogate."""
+    return grad_fn(u - v_th, alpha, inplace=True)
+
+
+class SpikeFunction(torch.autograd.Function):
+    """Spike with surrogate gradient: ``apply(u, v_th, multi_spike, grad_fn, alpha, gate=False)``.
+
+    ``gate=True`` returns the hard-reset gate ``H(s > 0)`` instead of ``s``, with the
+    single-spike surrogate.
+    """
+
+    @staticmethod
+    def forward(ctx, u, v_th, multi_spike, grad_fn, alpha, gate=False):  # noqa: D102
+        ctx.save_for_backward(u)
+        ctx.params = (v_th, multi_spike, grad_fn, alpha, gate)
+        if gate:
+            return threshold_reached(u, v_th, multi_spike)
+        return spike_forward(u, v_th, multi_spike)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        (u,) = ctx.saved_tensors
+        v_th, multi_spike, grad_fn, alpha, gate = ctx.params
+        if gate:
+            slope = gate_surrogate(u, v_th, grad_fn, alpha)
+        else:
+            slope = spike_surrogate(u, v_th, multi_spike, grad_fn, alpha)
+        return grad_out * slope, None, None, None, None, None
+
+
+def spike(
+    u: torch.Tensor,
+    v_th: float = 1.0,
+    multi_spike: bool = False,
+    surrogate: str = "triangle",
+    alpha: Optional[float] = None,
+) -> torch.Tensor:
+    """Differentiable spike function: forward as :func:`spike_forward`, backward by surrogate."""
+    grad_fn, alpha = resolve_surrogate(surrogate, alpha)
+    return SpikeFunction.apply(u, float(v_th), bool(multi_spike), grad_fn, alpha)

@@ -1,0 +1,310 @@
+"""StagedNet: a spiking network split into stages, each running at its own number of time steps.
+
+A :data:`TimeConfig` gives every stage its T (``(T_1, ..., T_G)``). Stage 1 runs at ``T_1``;
+between stage ``i`` and ``i+1`` a :class:`flexsnn.temporal.TTM` resamples the spike tensor from
+``T_i`` to ``T_{i+1}``; an optional ``head`` (the classifier) then runs on the last stage's
+output. All tensors are time-first ``[T, B, ...]``; the output is ``[T_G, B, num_classes]`` and
+:meth:`StagedNet.readout` averages it over time.
+
+Inputs (``input_kind``):
+- ``"static"``: ``x`` ``[B, ...]`` (e.g. images ``[B, 3, 32, 32]``), repeated ``T_1`` times
+  (direct encoding);
+- ``"frames"``: ``x`` ``[T_in, B, ...]`` (e.g. event frames ``[T, B, 2, 34, 34]``), resampled to
+  ``T_1`` by a TTM when ``T_in != T_1``.
+
+BatchNorm running statistics depend on the time configuration, so a BN model tracks whether
+its statistics are fresh: ``bn_calibrated_for`` is the TimeConfig they were last estimated at
+(:func:`flexsnn.train.calibrate_bn` calls :meth:`StagedNet.mark_calibrated`), and becomes
+``None`` as soon as a forward runs in train mode. With ``require_calibration = True`` (the
+default) an eval-mode forward of a BN model whose statistics are stale raises
+:class:`flexsnn.errors.CalibrationError`.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from flexsnn.errors import CalibrationError, ConfigError, InputError, check_choice, check_finite
+from flexsnn.multistep import TimeFirstSequential, apply_flat, is_multistep
+from flexsnn.temporal import MODES, TTM
+
+TimeConfig = tuple[int, ...]
+TimeConfigLike = Union[int, Sequence[int]]
+INPUT_KINDS = ("static", "frames")
+
+__all__ = [
+    "INPUT_KINDS",
+    "Stage",
+    "StagedNet",
+    "TimeConfig",
+    "normalize_time_config",
+    "stage_time_steps",
+    "staged_from_layers",
+]
+
+#: A stage is a :class:`~flexsnn.multistep.TimeFirstSequential` (plain layers run on the
+#: ``[T*B, ...]`` view, neurons and blocks on ``[T, B, ...]``).
+Stage = TimeFirstSequential
+
+
+def normalize_time_config(cfg: TimeConfigLike, num_stages: int) -> TimeConfig:
+    """``cfg`` as a tuple of ``num_stages`` positive ints; an int means the same T everywhere.
+
+    Raises ConfigError naming ``time_config`` and the expected form otherwise.
+    """
+    expected = f"an int >= 1 or a sequence of {num_stages} ints >= 1 (one per stage)"
+    if _is_int(cfg):
+        values: tuple = (cfg,) * num_stages
+    elif isinstance(cfg, (str, bytes, dict)) or not _is_iterable(cfg):
+        raise ConfigError(f"time_config must be {expected}, got {cfg!r}")
+    else:
+        values = tuple(cfg.tolist() if isinstance(cfg, torch.Tensor) else cfg)
+        if len(values) != num_stages:
+            raise ConfigError(
+                f"time_config must have {num_stages} entries (one T per stage), got {len(values)}: {cfg!r}"
+            )
+    for v in values:
+        if not _is_int(v) or v < 1:
+            raise ConfigError(f"time_config must be {expected}; got {cfg!r} (entry {v!r} is not an int >= 1)")
+    return tuple(int(v) for v in values)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_iterable(v) -> bool:
+    try:
+        iter(v)
+    except TypeError:
+        return False
+    return True
+
+
+def _as_stage(module, where: str) -> TimeFirstSequential:
+    if isinstance(module, TimeFirstSequential):
+        return module
+    if isinstance(module, nn.Sequential):  # keep child names so state_dict keys do not move
+        stage = TimeFirstSequential()
+        for name, child in module.named_children():
+            stage.add_module(name, child)
+        return stage
+    if isinstance(module, (list, tuple)):
+        for k, m in enumerate(module):
+            if not isinstance(m, nn.Module):
+                raise InputError(f"{where}[{k}] must be an nn.Module, got {type(m).__name__}")
+        return TimeFirstSequential(*module)
+    if isinstance(module, nn.Module):
+        return TimeFirstSequential(module)
+    raise InputError(f"{where} must be an nn.Module or a list of nn.Modules, got {type(module).__name__}")
+
+
+class StagedNet(nn.Module):
+    """Stages with a TTM at every boundary; ``forward(x, time_config=None) -> [T_G, B, classes]``.
+
+    Args:
+        stages: one entry per stage: a ``TimeFirstSequential``, an ``nn.Sequential`` or a list
+            of modules (wrapped into a ``TimeFirstSequential``), or a single module.
+        head: optional classifier run on the last stage's output: a multi-step module gets
+            ``[T, B, ...]``; an ``nn.Sequential`` / list runs as a ``TimeFirstSequential``; any
+            other module runs per time step on the ``[T*B, ...]`` view.
+        ttm_mode: ``"hard"`` | ``"soft"`` | ``"trim"`` (see :mod:`flexsnn.temporal`).
+        input_kind: ``"static"`` (``x`` ``[B, ...]``) or ``"frames"`` (``x`` ``[T_in, B, ...]``).
+        time_config: initial TimeConfig (int or one int per stage). ``None``: a frames model
+            runs every stage at the input's T until a config is set; a static model needs one.
+        input_shape: optional per-sample shape (``None`` entries match any size), checked on
+            every forward, e.g. ``(2, 34, 34)`` or ``(3, None, None)``.
+
+    Attributes: ``stages`` (``nn.ModuleList``), ``head``, ``ttm``, ``input_kind``,
+    ``require_calibration`` (bool), ``bn_calibrated_for`` (TimeConfig or None), ``model_spec``
+    (dict set by :func:`flexsnn.models.build_model`, else None).
+    """
+
+    def __init__(
+        self,
+        stages: Sequence,
+        head: Optional[nn.Module] = None,
+        ttm_mode: str = "hard",
+        input_kind: str = "static",
+        time_config: Optional[TimeConfigLike] = None,
+        input_shape: Optional[Sequence[Optional[int]]] = None,
+    ) -> None:
+        super().__init__()
+        if (isinstance(stages, nn.Module) and not isinstance(stages, nn.ModuleList)) or not _is_iterable(stages):
+            raise InputError(
+                f"stages must be a list of stages (modules or lists of modules), got {type(stages).__name__}"
+            )
+        stages = list(stages)
+        if not stages:
+            raise InputError("stages is empty; a StagedNet needs at least one stage")
+        self.stages = nn.ModuleList(_as_stage(s, f"stages[{i}]") for i, s in enumerate(stages))
+        if isinstance(head, (nn.Sequential, list, tuple)):
+            head = _as_stage(head, "head")
+        elif head is not None and not isinstance(head, nn.Module):
+            raise InputError(f"head must be None, an nn.Module or a list of modules, got {type(head).__name__}")
+        self.head = head
+        self.ttm = TTM(check_choice(ttm_mode, "ttm_mode", MODES))
+        self.input_kind = check_choice(input_kind, "input_kind", INPUT_KINDS)
+        self.input_shape = None if input_shape is None else tuple(
+            None if s is None else int(s) for s in input_shape
+        )
+        self._time_config: Optional[TimeConfig] = None
+        if time_config is not None:
+            self.set_time_config(time_config)
+        self.require_calibration = True
+        self.bn_calibrated_for: Optional[TimeConfig] = None
+        self.model_spec: Optional[dict] = None
+
+    # ---- time configuration ---------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def ttm_mode(self) -> str:
+        return self.ttm.mode
+
+    def normalize_time_config(self, cfg: TimeConfigLike) -> TimeConfig:
+        """``cfg`` validated for this net's number of stages (int -> uniform)."""
+        return normalize_time_config(cfg, self.num_stages)
+
+    def set_time_config(self, cfg: TimeConfigLike) -> None:
+        """Set the TimeConfig used by forwards that pass none (int means uniform)."""
+        self._time_config = self.normalize_time_config(cfg)
+
+    @property
+    def time_config(self) -> Optional[TimeConfig]:
+        """The TimeConfig set with :meth:`set_time_config` (None until one is set)."""
+        return self._time_config
+
+    @time_config.setter
+    def time_config(self, cfg: TimeConfigLike) -> None:
+        self.set_time_config(cfg)
+
+    # ---- BatchNorm bookkeeping ------------------------------------------------------------
+    @property
+    def has_batchnorm(self) -> bool:
+        """True if any BatchNorm layer keeps running statistics (they depend on the config)."""
+        return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in self.modules())
+
+    def mark_calibrated(self, cfg: TimeConfigLike) -> None:
+        """Record that BN running statistics were just estimated at ``cfg``."""
+        self.bn_calibrated_for = self.normalize_time_config(cfg)
+
+    def _check_calibration(self) -> None:
+        if self.training:
+            # Any train-mode forward updates BN running stats: they are stale from now on.
+            self.bn_calibrated_for = None
+        elif self.require_calibration and self.bn_calibrated_for is None and self.has_batchnorm:
+            raise CalibrationError(
+                "this model's BatchNorm running statistics are stale (it was trained, or never calibrated, since "
+                "the last calibration); call flexsnn.train.calibrate_bn(model, loader, time_config) before "
+                "evaluating, or set model.require_calibration = False to use the statistics as they are"
+            )
+
+    # ---- forward --------------------------------------------------------------------------
+    def _check_input(self, x) -> torch.Tensor:
+        layout = "[B, ...]" if self.input_kind == "static" else "[T, B, ...]"
+        if self.input_shape is not None:
+            dims = ", ".join("*" if s is None else str(s) for s in self.input_shape)
+            layout = f"[B, {dims}]" if self.input_kind == "static" else f"[T, B, {dims}]"
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"x must be a torch.Tensor shaped {layout}, got {type(x).__name__}")
+        lead = 1 if self.input_kind == "static" else 2
+        min_dim = lead + (len(self.input_shape) if self.input_shape is not None else 1)
+        if x.dim() < min_dim or (self.input_shape is not None and x.dim() != min_dim):
+            raise InputError(
+                f"x must be {self.input_kind} input shaped {layout}, got shape {tuple(x.shape)}"
+                + (" (frames from a DataLoader are [B, T, ...]: transpose them to [T, B, ...])"
+                   if self.input_kind == "frames" else "")
+            )
+        if self.input_shape is not None:
+            got = tuple(x.shape[lead:])
+            if any(s is not None and s != g for s, g in zip(self.input_shape, got)):
+                raise InputError(f"x must be {self.input_kind} input shaped {layout}, got shape {tuple(x.shape)}")
+        if any(s == 0 for s in x.shape[:lead]):
+            raise InputError(f"x has an empty {'time or batch' if lead == 2 else 'batch'} axis: shape {tuple(x.shape)}")
+        if not (x.is_floating_point() or x.is_complex()):
+            x = x.to(torch.get_default_dtype())
+        return check_finite(x, "x")
+
+    def resolve_time_config(self, x: torch.Tensor, time_config: Optional[TimeConfigLike] = None) -> TimeConfig:
+        """The config a forward on ``x`` uses: the argument, else the set one, else (frames) T_in."""
+        if time_config is not None:
+            return self.normalize_time_config(time_config)
+        if self._time_config is not None:
+            return self._time_config
+        if self.input_kind == "frames":
+            return (int(x.shape[0]),) * self.num_stages
+        raise ConfigError(
+            "no time_config: a static-input StagedNet needs one; call net.set_time_config(T or (T_1, ..., T_G)) "
+            "or pass forward(x, time_config=...)"
+        )
+
+    def forward(self, x: torch.Tensor, time_config: Optional[TimeConfigLike] = None) -> torch.Tensor:
+        """``x`` (``[B, ...]`` static or ``[T_in, B, ...]`` frames) -> ``[T_G, B, num_classes]``.
+
+        ``time_config`` applies to this call only (the set config is left unchanged).
+        """
+        x = self._check_input(x)
+        cfg = self.resolve_time_config(x, time_config)
+        self._check_calibration()
+        if self.input_kind == "static":
+            x = x.unsqueeze(0).expand(cfg[0], *x.shape)  # direct encoding (a view, no copy)
+        else:
+            x = self.ttm(x, cfg[0])
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                x = self.ttm(x, cfg[i])
+            x = stage(x)
+        if self.head is not None:
+            x = self.head(x) if is_multistep(self.head) or isinstance(self.head, TimeFirstSequential) \
+                else apply_flat(self.head, x)
+        return x
+
+    @staticmethod
+    def readout(out: torch.Tensor) -> torch.Tensor:
+        """Time-averaged output: ``[T, B, classes]`` -> ``[B, classes]``."""
+        return out.mean(0)
+
+    def extra_repr(self) -> str:
+        return f"input_kind={self.input_kind!r}, num_stages={self.num_stages}, time_config={self._time_config}"
+
+
+def staged_from_layers(
+    layers: Sequence[nn.Module],
+    boundaries: Sequence[int],
+    head: Optional[nn.Module] = None,
+    **kwargs,
+) -> StagedNet:
+    """Split a flat list of layers into stages at ``boundaries`` and build a :class:`StagedNet`.
+
+    ``boundaries=[3, 6]`` gives stages ``layers[0:3]``, ``layers[3:6]``, ``layers[6:]``; the
+    indices must be increasing and strictly inside the list (every stage non-empty); ``[]``
+    gives one stage. ``kwargs`` go to :class:`StagedNet`.
+    """
+    layers = list(layers.children()) if isinstance(layers, nn.Sequential) else list(layers)
+    if not layers:
+        raise InputError("layers is empty; expected a list of nn.Modules to split into stages")
+    bounds = list(boundaries)
+    expected = f"increasing ints strictly between 0 and {len(layers)} (the number of layers)"
+    if not all(_is_int(b) for b in bounds):
+        raise InputError(f"boundaries must be {expected}, got {boundaries!r}")
+    if any(b <= 0 or b >= len(layers) for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:])):
+        raise InputError(f"boundaries must be {expected}, got {boundaries!r}")
+    edges = [0, *bounds, len(layers)]
+    stages = [layers[a:b] for a, b in zip(edges, edges[1:])]
+    return StagedNet(stages, head=head, **kwargs)
+
+
+def stage_time_steps(net: StagedNet, time_config: Optional[TimeConfigLike] = None) -> list[tuple[int, int]]:
+    """``[(stage index, T), ...]`` for ``time_config`` (default: the net's set config), for reports."""
+    cfg = net.normalize_time_config(time_config) if time_config is not None else net.time_config
+    if cfg is None:
+        raise ConfigError("the net has no time_config set; pass one: stage_time_steps(net, time_config)")
+    return list(enumerate(cfg))
+

@@ -1,0 +1,136 @@
+"""Temporal Transformation Module (TTM): resample a spike tensor from ``t_in`` to ``t_out`` steps.
+
+A TTM sits at every stage boundary of a :class:`flexsnn.staged.StagedNet` (and at the input
+of a frames model whose data T differs from stage 1's T). Every mode is a linear map over
+the time axis, ``out[j] = sum_i M[j, i] * x[i]`` with ``M`` of shape ``[t_out, t_in]``, so it
+runs as one ``tensordot`` on any trailing shape and is differentiable. ``t_in == t_out`` is
+the identity (the input tensor is returned as it is).
+
+Modes (PAPER.md, "Temporal Transformation Module"); let ``r(k, a, b) = round(k * a / b)``
+with Python's ``round``, i.e. round half to EVEN, computed exactly on fractions:
+
+``"hard"`` (default)
+    ``t_in > t_out``: output ``j`` is the SUM of the input block ``[r(j), r(j+1))`` with
+    ``r(j) = r(j, t_in, t_out)``; the blocks partition the input, so the total spike count is
+    kept and outputs become counts. Example 5 -> 3: ``out0 = in0 + in1, out1 = in2,
+    out2 = in3 + in4``.
+    ``t_in < t_out``: input ``i`` is COPIED to the outputs ``[r(i), r(i+1))`` with
+    ``r(i) = r(i, t_out, t_in)``; the runs partition the output, so per-step magnitude is
+    kept. Example 3 -> 5: ``out0 = out1 = in0, out2 = in1, out3 = out4 = in2``.
+``"soft"``
+    Input step ``i`` is the interval ``[i, i+1)``, output bin ``j`` is
+    ``[j * t_in / t_out, (j+1) * t_in / t_out)`` (both in input-step units) and
+    ``M[j, i] = max(0, min(i+1, (j+1) * t_in / t_out) - max(i, j * t_in / t_out))``, the length
+    of their overlap. The bins partition ``[0, t_in)``, so every input step's weights (a column
+    of ``M``) sum to exactly 1: counts are kept in both directions, with no extra scaling.
+    Downsampling averages fractional boundary steps; upsampling spreads each input step over
+    the output steps it covers (1 -> 2 gives ``0.5 * in0`` twice).
+``"trim"``
+    ``t_in > t_out``: keep the first ``t_out`` steps (the rest are dropped); ``t_in < t_out``:
+    as ``"hard"``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from fractions import Fraction
+
+import torch
+
+from flexsnn.errors import check_choice, check_positive_int, check_time_first
+from flexsnn.multistep import MultiStepModule
+
+MODES = ("hard", "soft", "trim")
+
+__all__ = ["MODES", "TTM", "block_edges", "transform_matrix", "ttm"]
+
+
+def block_edges(n: int, scale: Fraction) -> list[int]:
+    """``[round(k * scale) for k in 0..n]`` with exact round-half-to-even (Python ``round``)."""
+    return [round(k * scale) for k in range(n + 1)]
+
+
+def _check_pair(t_in, t_out, mode) -> tuple[int, int, str]:
+    return (
+        check_positive_int(t_in, "t_in"),
+        check_positive_int(t_out, "t_out"),
+        check_choice(mode, "mode", MODES),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _matrix_cpu64(t_in: int, t_out: int, mode: str) -> torch.Tensor:
+    m = torch.zeros(t_out, t_in, dtype=torch.float64)
+    if t_in == t_out:
+        return torch.eye(t_in, dtype=torch.float64)
+    if t_in > t_out and mode == "trim":
+        m[torch.arange(t_out), torch.arange(t_out)] = 1.0
+    elif mode == "soft":
+        width = Fraction(t_in, t_out)  # output bin width in input-step units
+        for j in range(t_out):
+            lo, hi = j * width, (j + 1) * width
+            for i in range(int(lo), min(t_in, math.ceil(hi))):
+                overlap = min(Fraction(i + 1), hi) - max(Fraction(i), lo)
+                if overlap > 0:
+                    m[j, i] = float(overlap)
+    elif t_in > t_out:  # hard, down: sum each input block
+        edges = block_edges(t_out, Fraction(t_in, t_out))
+        for j in range(t_out):
+            m[j, edges[j]:edges[j + 1]] = 1.0
+    else:  # hard or trim, up: copy each input step to a run of outputs
+        edges = block_edges(t_in, Fraction(t_out, t_in))
+        for i in range(t_in):
+            m[edges[i]:edges[i + 1], i] = 1.0
+    return m
+
+
+@functools.lru_cache(maxsize=256)
+def _matrix_on(t_in: int, t_out: int, mode: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # Kept per device/dtype so a CUDA forward does not copy the matrix host->device each call.
+    return _matrix_cpu64(t_in, t_out, mode).to(device=device, dtype=dtype)
+
+
+def transform_matrix(t_in: int, t_out: int, mode: str = "hard") -> torch.Tensor:
+    """The TTM as a float64 CPU matrix ``M`` ``[t_out, t_in]``: ``out[j] = sum_i M[j, i] x[i]``.
+
+    Returns a fresh copy (the cached original is never handed out, so it cannot be mutated).
+    """
+    t_in, t_out, mode = _check_pair(t_in, t_out, mode)
+    return _matrix_cpu64(t_in, t_out, mode).clone()
+
+
+def ttm(x: torch.Tensor, t_out: int, mode: str = "hard") -> torch.Tensor:
+    """Resample time-first ``x`` ``[t_in, ...]`` (any trailing shape) to ``[t_out, ...]``.
+
+    Returns ``x`` itself when ``t_in == t_out``. Integer or bool inputs are promoted to the
+    default float dtype (the result of "hard" downsampling and "soft" is not binary anyway).
+    Differentiable: the backward pass is ``M^T`` applied to the output gradient.
+    """
+    t_out = check_positive_int(t_out, "t_out")
+    mode = check_choice(mode, "mode", MODES)
+    x = check_time_first(x, "x", min_dim=1)
+    t_in = int(x.shape[0])
+    if t_in == t_out:
+        return x
+    if not (x.is_floating_point() or x.is_complex()):
+        x = x.to(torch.get_default_dtype())
+    m = _matrix_on(t_in, t_out, mode, x.device, x.dtype)
+    return torch.tensordot(m, x, dims=([1], [0]))
+
+
+class TTM(MultiStepModule):
+    """Temporal Transformation Module: ``forward(x [t_in, B, ...], t_out) -> [t_out, B, ...]``.
+
+    A parameter-free module wrapping :func:`ttm` (see the module docstring for the modes).
+    """
+
+    def __init__(self, mode: str = "hard") -> None:
+        super().__init__()
+        self.mode = check_choice(mode, "mode", MODES)
+
+    def forward(self, x: torch.Tensor, t_out: int) -> torch.Tensor:  # noqa: D102
+        return ttm(x, t_out, self.mode)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+

@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flexsnn.cli import main
+
+FLEXSNN = str(Path(sys.executable).parent / "flexsnn")  # the installed console script
+
+
+@pytest.mark.parametrize("verb", ["train", "evaluate", "demo"])
+def test_every_verb_has_help_with_examples(verb, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([verb, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"flexsnn {verb}" in out
+
+
+def test_argument_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--out", "x", "--t-max", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--t-max" in err and "positive integer" in err
+
+
+def test_user_errors_print_one_line_and_exit_nonzero(tmp_path, capsys):
+    assert main(["evaluate", "--run", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "run folder not found" in err
+    assert main(["train", "--out", str(tmp_path / "r"), "--model", "no_such_model", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no_such_model" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    assert main(["train", "--out", str(tmp_path / "r2"), "--config", str(bad)]) == 2
+    assert "mapping of run options" in capsys.readouterr().err
+
+
+def test_bad_per_stage_config_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--run", "r", "--config", "3,0,1"])
+    assert "positive integers" in capsys.readouterr().err
+
+
+def test_train_then_evaluate_on_the_default_data(tmp_path):
+    run = tmp_path / "run"
+    cmd = [FLEXSNN, "train", "--model", "digits_mlp", "--method", "mtt",
+           "--t-max", "2", "--epochs", "1", "--batch-size", "128", "--calib-batches", "2",
+           "--out", str(run), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert list(results) == ["mtt"] and set(results["mtt"]) == {"1", "2"}
+    assert results["mtt"]["2"] > 0.3  # ten classes: chance is 0.1
+    assert (run / "accuracy_vs_T.png").stat().st_size > 1000
+    # a second train into the same folder must refuse rather than overwrite
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    ev = subprocess.run([FLEXSNN, "evaluate", "--run", str(run), "--t", "1", "3",
+                         "--config", "2,1", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    assert set(json.loads((run / "eval" / "results.json").read_text())["mtt"]) == {"1", "3"}

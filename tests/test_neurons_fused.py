@@ -1,0 +1,170 @@
+"""Fused BPTT path (flexsnn.neurons.fused) against the reference loop."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from flexsnn.errors import InputError
+from flexsnn.neurons import lif_multistep, lif_multistep_fused
+from flexsnn.neurons.fused import FusedLIFFunction, fused_multistep
+from flexsnn.neurons.functional import neuron_params
+
+MODES = list(
+    itertools.product(
+        [0.5, 0.8, 1.0],  # decay (1.0 = IF)
+        ["hard", "subtract"],
+        [False, True],  # multi_spike
+        [None, -1.0],  # v_min
+        ["triangle", "sigmoid", "atan"],
+        [False, True],  # detach_reset
+    )
+)
+
+
+def mode_kwargs(mode, v_th=0.7):
+    decay, reset, multi, v_min, surrogate, detach = mode
+    return dict(v_th=v_th, decay=decay, reset=reset, multi_spike=multi, v_min=v_min,
+                surrogate=surrogate, detach_reset=detach)
+
+
+def random_input(seed, shape=(7, 3, 2, 4), dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    # Wide range so some steps fire several spikes and some hit the clip.
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * 1.5 + 0.3).to(dtype)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(map(str, m)))
+def test_fused_matches_reference_values_and_gradients(mode):
+    kw = mode_kwargs(mode)
+    x = random_input(MODES.index(mode)).requires_grad_()
+    s_ref, v_ref = lif_multistep(x, **kw)
+    s_fus, v_fus = lif_multistep_fused(x, **kw)
+    assert torch.equal(s_ref, s_fus)
+    assert torch.equal(v_ref, v_fus)
+    g = torch.Generator().manual_seed(1)
+    w_s = torch.randn(s_ref.shape, generator=g, dtype=x.dtype)
+    w_v = torch.randn(v_ref.shape, generator=g, dtype=x.dtype)
+    # loss on spikes only, and on spikes and the last membrane together
+    for use_v in (False, True):
+        loss_ref = (s_ref * w_s).sum() + ((v_ref * w_v).sum() if use_v else 0.0)
+        loss_fus = (s_fus * w_s).sum() + ((v_fus * w_v).sum() if use_v else 0.0)
+        (g_ref,) = torch.autograd.grad(loss_ref, x, retain_graph=True)
+        (g_fus,) = torch.autograd.grad(loss_fus, x, retain_graph=True)
+        assert torch.allclose(g_ref, g_fus, rtol=1e-10, atol=1e-12)
+    # loss on v_last alone (the spikes' incoming gradient is zero)
+    (g_ref,) = torch.autograd.grad(v_ref.sum(), x)
+    (g_fus,) = torch.autograd.grad(v_fus.sum(), x)
+    assert torch.allclose(g_ref, g_fus, rtol=1e-10, atol=1e-12)
+
+
+def test_gradients_are_not_trivially_zero():
+    # guard against the comparison above passing on all-zero gradients
+    x = random_input(3).requires_grad_()
+    s, _ = lif_multistep_fused(x, reset="subtract")
+    s.sum().backward()
+    assert (x.grad != 0).float().mean() > 0.3
+    assert (x.grad[:-1] != x.grad[-1]).any()  # earlier steps get temporal contributions
+
+
+def test_fused_hand_computed_gradient():
+    # Same example as tests/test_neurons_functional.py: x = [0.8, 0.9, 0.3], L = sum(s)
+    # -> dL/dx = [0.90143, 0.5635, 0.3] (hard reset), [1.15, 0.7, 0.3] (detach_reset)
+    for detach, expected in ((False, [0.90143, 0.5635, 0.3]), (True, [1.15, 0.7, 0.3])):
+        x = torch.tensor([0.8, 0.9, 0.3], dtype=torch.float64).reshape(3, 1, 1).requires_grad_()
+        s, _ = lif_multistep_fused(x, detach_reset=detach)
+        s.sum().backward()
+        assert torch.allclose(x.grad.flatten(), torch.tensor(expected, dtype=torch.float64))
+
+
+def test_fused_hand_trace_if_multi_spike_clip():
+    x = torch.tensor([2.5, -3.0, 0.4, 1.2, 2.7], dtype=torch.float64).reshape(5, 1, 1)
+    s, v = lif_multistep_fused(x, decay=1.0, reset="subtract", multi_spike=True, v_min=-1.0)
+    assert s.flatten().tolist() == [2.0, 0.0, 0.0, 0.0, 3.0]
+    assert float(v) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mode", [MODES[0], MODES[-1], MODES[len(MODES) // 2]], ids=["lif", "if-multi", "mid"])
+def test_low_precision_forward_identical_and_gradients_close(dtype, mode):
+    kw = mode_kwargs(mode)
+    x = random_input(5, dtype=dtype).requires_grad_()
+    s_ref, v_ref = lif_multistep(x, **kw)
+    s_fus, v_fus = lif_multistep_fused(x, **kw)
+    assert s_fus.dtype == dtype and v_fus.dtype == dtype
+    assert torch.equal(s_ref, s_fus) and torch.equal(v_ref, v_fus)
+    (g_ref,) = torch.autograd.grad(s_ref.sum() + v_ref.sum(), x)
+    (g_fus,) = torch.autograd.grad(s_fus.sum() + v_fus.sum(), x)
+    assert g_fus.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 5e-2
+    assert torch.allclose(g_ref.double(), g_fus.double(), rtol=tol, atol=tol)
+
+
+def test_no_graph_without_grad_and_single_node_with_grad():
+    x = random_input(2)
+    s, v = lif_multistep_fused(x)
+    assert s.grad_fn is None and v.grad_fn is None
+    s, v = lif_multistep_fused(x.requires_grad_())
+    assert type(s.grad_fn).__name__.startswith("FusedLIFFunction")
+    assert s.grad_fn is v.grad_fn  # one node for all T steps
+    with torch.no_grad():
+        s, _ = lif_multistep_fused(x)
+    assert s.grad_fn is None
+
+
+def test_gradient_flows_to_upstream_parameters():
+    torch.manual_seed(0)
+    w = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    inp = torch.rand(5, 3, 4, dtype=torch.float64) * 2
+    grads = []
+    for fn in (lif_multistep, lif_multistep_fused):
+        w.grad = None
+        s, _ = fn(inp @ w, reset="subtract")
+        s.sum().backward()
+        grads.append(w.grad.clone())
+    assert torch.allclose(grads[0], grads[1])
+
+
+def test_fused_validates_like_reference():
+    with pytest.raises(InputError, match="decay"):
+        lif_multistep_fused(torch.zeros(2, 1), decay=2.0)
+    with pytest.raises(InputError, match="T = 0"):
+        lif_multistep_fused(torch.zeros(0, 1))
+    with pytest.raises(InputError, match="NaN"):
+        lif_multistep_fused(torch.full((2, 1), float("nan")))
+
+
+def test_low_level_function_is_reachable():
+    p = neuron_params(decay=1.0, reset="subtract")
+    x = random_input(4).requires_grad_()
+    s1, v1 = FusedLIFFunction.apply(x, p)
+    s2, v2 = fused_multistep(x, p)
+    assert torch.equal(s1, s2) and torch.equal(v1, v2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    kw = mode_kwargs((1.0, "subtract", True, -1.0, "triangle", False))
+    x = random_input(6).requires_grad_()
+    s_cpu, v_cpu = lif_multistep_fused(x, **kw)
+    (g_cpu,) = torch.autograd.grad(s_cpu.sum() + v_cpu.sum(), x)
+    xc = x.detach().cuda().requires_grad_()
+    s_gpu, v_gpu = lif_multistep_fused(xc, **kw)
+    assert s_gpu.device.type == "cuda"
+    (g_gpu,) = torch.autograd.grad(s_gpu.sum() + v_gpu.sum(), xc)
+    assert torch.allclose(s_cpu, s_gpu.cpu()) and torch.allclose(g_cpu, g_gpu.cpu())
+
+
+def test_non_contiguous_batch_first_input_transposed_to_time_first():
+    # DataLoaders yield [B, T, ...]; the training loop passes the transposed (strided) view.
+    batch_first = random_input(8, shape=(3, 6, 4)).requires_grad_()
+    x = batch_first.transpose(0, 1)
+    assert not x.is_contiguous()
+    kw = mode_kwargs((0.5, "hard", True, -1.0, "triangle", False))
+    s_ref, v_ref = lif_multistep(x, **kw)
+    s_fus, v_fus = lif_multistep_fused(x, **kw)
+    assert torch.equal(s_ref, s_fus) and torch.equal(v_ref, v_fus)
+    (g_ref,) = torch.autograd.grad(s_ref.sum() + v_ref.sum(), batch_first)
+    (g_fus,) = torch.autograd.grad(s_fus.sum() + v_fus.sum(), batch_first)
+    assert torch.allclose(g_ref, g_fus)

@@ -1,0 +1,165 @@
+import itertools
+
+import pytest
+import torch
+
+from flexsnn.errors import InputError
+from flexsnn.multistep import MultiStepModule
+from flexsnn.temporal import MODES, TTM, transform_matrix, ttm
+
+PAIRS = list(itertools.product(range(1, 13), range(1, 13)))
+
+
+def _steps(t, extra=(2, 3)):
+    """x[i] = (i + 1) * 10 + distinct per-element noise, so every step is recognisable."""
+    g = torch.Generator().manual_seed(t)
+    return (torch.arange(1, t + 1, dtype=torch.float64).reshape(t, *([1] * len(extra))) * 10
+            + torch.rand(t, *extra, generator=g, dtype=torch.float64))
+
+
+def test_hard_down_5_to_3_exact():
+    x = _steps(5)
+    out = ttm(x, 3, "hard")
+    assert torch.equal(out[0], x[0] + x[1])
+    assert torch.equal(out[1], x[2])
+    assert torch.equal(out[2], x[3] + x[4])
+    assert transform_matrix(5, 3).tolist() == [[1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 1]]
+
+
+def test_hard_up_3_to_5_exact():
+    x = _steps(3)
+    out = ttm(x, 5, "hard")
+    for j, i in enumerate([0, 0, 1, 2, 2]):
+        assert torch.equal(out[j], x[i])
+    assert transform_matrix(3, 5).tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]]
+
+
+def test_hard_block_ends_round_half_to_even():
+    # 3 -> 2: block end round(1.5) = 2 (half to even) -> [in0 + in1, in2].
+    assert transform_matrix(3, 2).tolist() == [[1, 1, 0], [0, 0, 1]]
+    # 5 -> 2: round(2.5) = 2 -> [in0 + in1, in2 + in3 + in4].
+    assert transform_matrix(5, 2).tolist() == [[1, 1, 0, 0, 0], [0, 0, 1, 1, 1]]
+    # 2 -> 5: run ends round(2.5) = 2 -> in0 to outputs 0-1, in1 to outputs 2-4.
+    assert transform_matrix(2, 5).tolist() == [[1, 0], [1, 0], [0, 1], [0, 1], [0, 1]]
+    # 7 -> 2: round(3.5) = 4 (half to even) -> blocks [0, 4), [4, 7).
+    assert transform_matrix(7, 2).tolist() == [[1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1]]
+
+
+def test_soft_exact_tables():
+    third = 1 / 3
+    expected = torch.tensor([[1, 2 * third, 0, 0, 0], [0, third, 1, third, 0], [0, 0, 0, 2 * third, 1]],
+                            dtype=torch.float64)
+    assert torch.allclose(transform_matrix(5, 3, "soft"), expected, atol=1e-15)
+    # 1 -> 2: one step spread evenly over two outputs; 2 -> 3: bins of width 2/3.
+    assert transform_matrix(1, 2, "soft").tolist() == [[0.5], [0.5]]
+    expected = torch.tensor([[2 * third, 0], [third, third], [0, 2 * third]], dtype=torch.float64)
+    assert torch.allclose(transform_matrix(2, 3, "soft"), expected, atol=1e-15)
+
+
+def test_trim_tables():
+    assert transform_matrix(5, 3, "trim").tolist() == [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0]]
+    assert torch.equal(transform_matrix(3, 5, "trim"), transform_matrix(3, 5, "hard"))
+    x = _steps(6)
+    assert torch.equal(ttm(x, 2, "trim"), x[:2])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_identity_returns_input(mode):
+    x = torch.rand(4, 2, 3)
+    assert ttm(x, 4, mode) is x
+    assert torch.equal(transform_matrix(4, 4, mode), torch.eye(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("t_in,t_out", PAIRS)
+def test_every_pair_invariants(t_in, t_out):
+    x = _steps(t_in)
+    hard = transform_matrix(t_in, t_out, "hard")
+    assert hard.shape == (t_out, t_in)
+    # Every input step lands in exactly one output (down) / every output gets exactly one input (up).
+    if t_in >= t_out:
+        assert torch.equal(hard.sum(0), torch.ones(t_in, dtype=torch.float64))  # blocks partition the input
+        assert bool((hard.sum(1) >= 1).all())  # no empty block
+        # each block is contiguous and blocks are in order
+        cols = [torch.nonzero(row).flatten().tolist() for row in hard]
+        flat = [i for c in cols for i in c]
+        assert flat == list(range(t_in)) and all(c == list(range(c[0], c[-1] + 1)) for c in cols)
+        assert torch.allclose(ttm(x, t_out, "hard").sum(0), x.sum(0), rtol=0, atol=1e-9)  # total kept
+    else:
+        assert torch.equal(hard.sum(1), torch.ones(t_out, dtype=torch.float64))  # runs partition the output
+        rows = [int(torch.nonzero(r).item()) for r in hard]
+        assert rows == sorted(rows) and set(rows) == set(range(t_in))  # contiguous runs, every input used
+        out = ttm(x, t_out, "hard")
+        for j in range(t_out):  # per-step magnitude kept: each output step IS some input step
+            assert any(torch.equal(out[j], x[i]) for i in range(t_in))
+    soft = transform_matrix(t_in, t_out, "soft")
+    assert torch.allclose(soft.sum(0), torch.ones(t_in, dtype=torch.float64), atol=1e-12)  # counts kept
+    assert bool((soft >= 0).all())
+    # every output bin has total width t_in / t_out
+    assert torch.allclose(soft.sum(1), torch.full((t_out,), t_in / t_out, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(ttm(x, t_out, "soft").sum(0), x.sum(0), atol=1e-9)
+    trim = ttm(x, t_out, "trim")
+    if t_in >= t_out:
+        assert torch.equal(trim, x[:t_out])
+    else:
+        assert torch.equal(trim, ttm(x, t_out, "hard"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradcheck(mode):
+    for t_in, t_out in [(5, 3), (3, 5), (7, 2), (1, 4), (4, 1)]:
+        x = torch.rand(t_in, 2, 3, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda v: ttm(v, t_out, mode), (x,))
+
+
+def test_any_trailing_shape_dtype_and_device_kept():
+    for shape in [(6,), (6, 2), (6, 2, 3, 4, 5)]:
+        x = torch.rand(shape, dtype=torch.float32)
+        out = ttm(x, 4)
+        assert out.shape == (4, *shape[1:]) and out.dtype == torch.float32 and out.device == x.device
+    b = torch.rand(5, 2, 3, dtype=torch.bfloat16)
+    assert ttm(b, 3).dtype == torch.bfloat16
+    spikes = torch.tensor([[1], [0], [1], [1], [0]], dtype=torch.bool)
+    assert ttm(spikes, 3).tolist() == [[1.0], [1.0], [1.0]]  # promoted to float counts
+    empty = torch.zeros(5, 0, 3)
+    assert ttm(empty, 2).shape == (2, 0, 3)
+
+
+def test_transform_matrix_is_a_fresh_copy():
+    m = transform_matrix(4, 2)
+    m.zero_()
+    assert transform_matrix(4, 2).sum() == 4
+
+
+def test_module():
+    mod = TTM("soft")
+    assert isinstance(mod, MultiStepModule) and "soft" in repr(mod)
+    x = torch.rand(6, 2, 3)
+    assert torch.equal(mod(x, 4), ttm(x, 4, "soft"))
+    assert list(mod.parameters()) == []
+
+
+def test_bad_arguments_name_themselves():
+    x = torch.rand(4, 2)
+    with pytest.raises(InputError, match="t_out"):
+        ttm(x, 0)
+    with pytest.raises(InputError, match="t_out"):
+        ttm(x, 2.0)
+    with pytest.raises(InputError, match="mode"):
+        ttm(x, 2, "nearest")
+    with pytest.raises(InputError, match="mode"):
+        TTM("bogus")
+    with pytest.raises(InputError, match=r"\[T, B"):
+        ttm(torch.tensor(1.0), 2)
+    with pytest.raises(InputError, match="T = 0"):
+        ttm(torch.zeros(0, 2), 2)
+    with pytest.raises(InputError, match="torch.Tensor"):
+        ttm([[1.0]], 2)
+    with pytest.raises(InputError, match="t_in"):
+        transform_matrix(0, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    x = torch.rand(7, 3, 4)
+    for mode in MODES:
+        assert torch.allclose(ttm(x.cuda(), 3, mode).cpu(), ttm(x, 3, mode), atol=1e-6)

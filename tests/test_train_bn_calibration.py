@@ -1,0 +1,60 @@
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from flexsnn.errors import CalibrationError, InputError
+from flexsnn.train import calibrate_bn, model_input
+
+from conftest import make_frame_loaders, tiny_staged_net
+
+
+def test_calibration_equals_cumulative_average_over_batches():
+    torch.manual_seed(0)
+    model = tiny_staged_net()
+    train, _ = make_frame_loaders()
+    loader = DataLoader(train.dataset, batch_size=16, shuffle=False)
+    bn = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)][0]
+    calibrate_bn(model, loader, (2, 3), num_batches=2)
+    calibrated = bn.running_mean.clone()
+    assert bn.momentum == 0.1  # restored
+    # Expected: the plain mean of the per-batch means of BN's input over the first two batches.
+    captured = []
+    hook = bn.register_forward_hook(lambda m, inp, out: captured.append(inp[0].detach()))
+    with torch.no_grad():
+        for i, (x, _) in enumerate(loader):
+            if i == 2:
+                break
+            model(model_input(x, model), time_config=(2, 3))
+    hook.remove()
+    expected = torch.stack([c.mean(0) for c in captured]).mean(0)
+    assert torch.allclose(calibrated, expected, atol=1e-6)
+
+
+def test_calibration_marks_model_and_restores_mode():
+    model = tiny_staged_net()
+    train, test = make_frame_loaders()
+    model.eval()
+    calibrate_bn(model, train, 3, num_batches=1)
+    assert not model.training
+    assert tuple(model.bn_calibrated_for) == (3, 3)
+
+
+def test_stale_bn_in_eval_is_refused_until_calibrated():
+    model = tiny_staged_net()
+    train, _ = make_frame_loaders()
+    x, _ = next(iter(train))
+    model.train()
+    model(model_input(x, model), time_config=2)
+    model.eval()
+    with pytest.raises(CalibrationError, match="calibrate_bn"):
+        model(model_input(x, model), time_config=2)
+    calibrate_bn(model, train, 2, num_batches=1)
+    model.eval()
+    assert model(model_input(x, model), time_config=2).shape == (2, x.shape[0], 3)
+
+
+def test_empty_loader_is_an_error():
+    model = tiny_staged_net()
+    with pytest.raises(InputError, match="no batches"):
+        calibrate_bn(model, [], 2)

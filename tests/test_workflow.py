@@ -1,0 +1,62 @@
+import json
+
+import pytest
+import torch
+
+from flexsnn.errors import CheckpointError, ConfigError, InputError
+from flexsnn.workflow import RunSpec, evaluate_run, prepare_run_dir, train_run
+
+from conftest import make_frame_loaders
+
+
+def tiny_spec(**kw):
+    base = dict(model="digits_mlp", model_kwargs={"in_shape": [2, 6, 6], "num_classes": 3, "hidden": [32, 16],
+                                                    "pool": 1},
+                method="mtt", t_min=1, t_max=3, epochs=4, batch_size=16, lr=0.05, calib_batches=2)
+    base.update(kw)
+    return RunSpec(**base)
+
+
+def test_mtt_run_learns_and_evaluates_at_every_t(tmp_path):
+    loaders = make_frame_loaders(n_train=96, n_test=48, t=3)
+    spec = tiny_spec()
+    model, config = train_run(spec, tmp_path / "run", progress=False, loaders=loaders)
+    hist = config["history"]
+    assert len(hist) == 4 and hist[-1]["train_loss"] < hist[0]["train_loss"]
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.json", "model.safetensors", "checkpoint.safetensors"} <= files
+    res = evaluate_run(tmp_path / "run", progress=False, loaders=loaders, configs=[(3, 1)])
+    assert list(res["uniform"]) == ["1", "2", "3"]
+    assert res["uniform"]["3"] > 0.6  # chance is 1/3: it must have learned
+    assert res["configs"][0]["config"] == [3, 1]
+
+
+def test_existing_run_is_never_overwritten_silently(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        prepare_run_dir(tmp_path, resume=False)
+    with pytest.raises(CheckpointError, match="--resume given but"):
+        prepare_run_dir(tmp_path / "new", resume=True)
+
+
+def test_runspec_rejects_unknown_options_and_bad_device():
+    with pytest.raises(ConfigError, match="unknown run option"):
+        RunSpec.from_dict({"epochz": 3})
+    from flexsnn.workflow import resolve_device
+
+    with pytest.raises(InputError, match="device must be"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_corrupt_weights_give_a_clear_error(tmp_path):
+    loaders = make_frame_loaders(t=2)
+    train_run(tiny_spec(epochs=1, t_max=2), tmp_path / "run", progress=False, loaders=loaders)
+    weights = tmp_path / "run" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        evaluate_run(tmp_path / "run", progress=False, loaders=loaders)
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["model"]["name"] == "digits_mlp"
