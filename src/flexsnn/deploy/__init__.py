@@ -1,0 +1,40 @@
+"""Deployment: the event-driven (clock-free) simulator and the numpy description it runs.
+
+``simulate(model, events, sensor_size)`` runs a bias-free IF network on event streams, one
+event at a time, with no time steps (rules: :mod:`flexsnn.deploy.simulator`).
+``EventNet.from_torch(model)`` converts a flexsnn StagedNet / ``nn.Sequential``.
+"""
+from flexsnn.deploy.eventnet import Conv, EventNet, Flatten, Linear, NeuronSpec, SumPool
+from flexsnn.deploy.reference import simulate_reference
+from flexsnn.deploy.simulator import SimulationError, SimulationResult, check_events, simulate
+
+__all__ = [
+    "simulate", "simulate_reference", "SimulationResult", "SimulationError", "check_events",
+    "EventNet", "NeuronSpec", "Conv", "SumPool", "Flatten", "Linear",
+]
+
+# Bias removal, the bias-free fine-tune, NIR export and the deployment comparison (H6).
+from flexsnn.deploy.bias_removal import (  # noqa: E402
+    check_bias_free,
+    fold_batchnorm,
+    freeze_biases,
+    remove_biases,
+    strip_batchnorm,
+    zero_biases,
+)
+from flexsnn.deploy.compare import (  # noqa: E402
+    DeploymentComparison,
+    DeploymentMetrics,
+    compare_deployment,
+    evaluate_deployment,
+    spike_count_divergence,
+)
+from flexsnn.deploy.finetune import deployment_sampler, finetune_bias_free, load_deployed, prepare_deployment  # noqa: E402
+from flexsnn.deploy.nir_export import SumPool2d, from_nir, to_nir  # noqa: E402
+
+__all__ += [
+    "check_bias_free", "fold_batchnorm", "freeze_biases", "remove_biases", "strip_batchnorm", "zero_biases",
+    "DeploymentComparison", "DeploymentMetrics", "compare_deployment", "evaluate_deployment",
+    "spike_count_divergence", "deployment_sampler", "finetune_bias_free", "load_deployed", "prepare_deployment",
+    "SumPool2d", "from_nir", "to_nir",
+]

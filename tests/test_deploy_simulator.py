@@ -1,0 +1,377 @@
+"""Event-driven simulator: hand-computed cases, the pure-Python oracle, the time-stepped net."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flexsnn.deploy import (
+    Conv, EventNet, Flatten, Linear, NeuronSpec, SimulationError, SumPool, simulate, simulate_reference,
+)
+from flexsnn.errors import InputError
+from flexsnn.multistep import MultiStepModule, run_time_first
+
+DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", np.int8)])
+IMPLEMENTATIONS = [pytest.param(simulate, id="numba"), pytest.param(simulate_reference, id="reference")]
+
+
+def sim(run, net, events, sensor_size):
+    """Run either implementation with the full spike trace and final membranes."""
+    if run is simulate:
+        return simulate(net, events, sensor_size, record_spikes=True)
+    return run(net, events, sensor_size)
+
+
+def make_events(rows) -> np.ndarray:
+    """rows: (x, y, t, p) tuples."""
+    return np.array([tuple(r) for r in rows], dtype=DTYPE)
+
+
+def random_events(rng, n, sensor_size, t_max=50) -> np.ndarray:
+    w, h, p = sensor_size
+    ev = np.zeros(n, dtype=DTYPE)
+    ev["x"] = rng.integers(0, w, n)
+    ev["y"] = rng.integers(0, h, n)
+    ev["p"] = rng.integers(0, p, n)
+    ev["t"] = np.sort(rng.integers(0, t_max, n))  # small t_max: many equal timestamps
+    return ev
+
+
+# ---- (c) hand-computed cases --------------------------------------------------------------------
+def two_by_two_net() -> EventNet:
+    # input map [1, 3, 3] -> conv 2x2 -> [1, 2, 2] (IF, v_th 1, v_min -1, multi-spike) -> readout
+    conv = Conv(np.array([[[[0.5, 2.5], [-1.5, 1.0]]]]), neuron=NeuronSpec(v_th=1.0, v_min=-1.0))
+    readout = Linear(np.array([[1.0, 0, 0, 0], [0, 0, 0, 3.0]]), neuron=None)
+    return EventNet([conv, Flatten(), readout])
+
+
+@pytest.mark.parametrize("run", IMPLEMENTATIONS)
+def test_hand_computed_conv_multi_spike_and_clipping(run):
+    # Event A at (y=1, x=1) reaches every output (oy, ox) through kernel tap (1 - oy, 1 - ox):
+    #   out0 (0,0) += 1.0 -> 1 spike, u 0 | out1 (0,1) += -1.5 -> clipped to -1
+    #   out2 (1,0) += 2.5 -> 2 spikes (floor 2.5), u 0.5 | out3 (1,1) += 0.5 -> 0.5
+    # Event B at (0, 0) reaches only out0 through tap (0, 0): u 0.5, no spike.
+    # Event A again: out0 1.5 -> 1 spike, 0.5 | out1 -1 - 1.5 = -2.5 -> clipped -1 |
+    #   out2 0.5 + 2.5 = 3.0 -> 3 spikes, 0 | out3 0.5 + 0.5 = 1.0 -> 1 spike, 0.
+    events = make_events([(1, 1, 10, 0), (0, 0, 20, 0), (1, 1, 30, 0)])
+    res = sim(run, two_by_two_net(), events, (3, 3, 1))
+    np.testing.assert_array_equal(res.spike_trace[0], [[0, 0], [0, 2], [0, 2], [2, 0], [2, 2], [2, 2], [2, 2], [2, 3]])
+    np.testing.assert_array_equal(res.membranes[0], [[[0.5, -1.0], [0.0, 0.0]]])
+    # readout: out0 spiked twice (weight 1), out3 once (weight 3); spikes of out2 have weight 0
+    np.testing.assert_array_equal(res.scores, [2.0, 3.0])
+    np.testing.assert_array_equal(res.output_spikes, [2, 3])  # default output neuron, v_th 1
+    np.testing.assert_array_equal(res.layer_spikes, [8, 5])
+    # conv: 4 + 1 + 4 deliveries; readout: 8 spikes x 2 outputs
+    np.testing.assert_array_equal(res.layer_synops, [9, 16])
+    assert res.synops == 25
+    # after event 0 scores (1, 0) -> class 0; event 2 makes them (2, 3) -> class 1
+    assert res.prediction == 1
+    assert res.first_decision_time == 10
+    assert res.decision_settle_time == 30
+    assert res.num_events == 3 and not res.empty
+
+
+def fifo_net(v_min=-1.0) -> EventNet:
+    # input [1, 1, 2] -> flatten -> A, C (both fire on input x=0) -> B (A: +1, C: -1.5) -> readout
+    first = Linear(np.array([[1.0, 0.0], [1.0, 0.0]]), neuron=NeuronSpec(v_min=v_min))
+    second = Linear(np.array([[1.0, -1.5]]), neuron=NeuronSpec(v_min=v_min))
+    return EventNet([Flatten(), first, second, Linear(np.array([[1.0]]), neuron=None)])
+
+
+@pytest.mark.parametrize("run", IMPLEMENTATIONS)
+def test_fifo_order_decides_the_outcome(run):
+    # A (index 0) and C (index 1) fire after the same delivery; A emits first (flat order).
+    # B: +1 -> 1.0 fires (u 0), then -1.5 -> clipped at -1. Reversed order would give
+    # -1.5 -> -1, +1 -> 0: no spike. So B's one spike proves the order.
+    res = sim(run, fifo_net(), make_events([(0, 0, 5, 0)]), (2, 1, 1))
+    np.testing.assert_array_equal(res.layer_spikes, [2, 1, 1])
+    np.testing.assert_array_equal(res.scores, [1.0])
+    assert res.membranes[1].tolist() == [-1.0]
+
+
+@pytest.mark.parametrize("run", IMPLEMENTATIONS)
+def test_multi_spike_neuron_emits_consecutively_and_single_spike_fires_once(run):
+    # A gets 2.5 -> 2 spikes (then C 1 spike): order A, A, C
+    layer = Linear(np.array([[2.5], [1.0]]), neuron=NeuronSpec())
+    net = EventNet([Flatten(), layer, Linear(np.ones((1, 2)), neuron=None)])
+    res = sim(run, net, make_events([(0, 0, 0, 0)]), (1, 1, 1))
+    np.testing.assert_array_equal(res.spike_trace[0], [[0, 0], [0, 0], [0, 1]])
+    single = Linear(np.array([[2.5], [1.0]]), neuron=NeuronSpec(multi_spike=False))
+    net = EventNet([Flatten(), single, Linear(np.ones((1, 2)), neuron=None)])
+    res = sim(run, net, make_events([(0, 0, 0, 0), (0, 0, 1, 0)]), (1, 1, 1))
+    # single spike: 2.5 -> 1 spike, u 1.5 (still above threshold, waits); next: 4.0 -> 1 spike, 3.0
+    np.testing.assert_array_equal(res.layer_spikes, [4, 4])
+    np.testing.assert_allclose(res.membranes[0], [3.0, 0.0])
+
+
+@pytest.mark.parametrize("run", IMPLEMENTATIONS)
+def test_hard_reset_and_lazy_leak(run):
+    hard = Linear(np.array([[2.5]]), neuron=NeuronSpec(reset="hard"))
+    res = sim(run, EventNet([Flatten(), hard, Linear(np.ones((1, 1)), neuron=None)]), make_events([(0, 0, 0, 0)]), (1, 1, 1))
+    assert res.layer_spikes[0] == 2 and res.membranes[0].tolist() == [0.0]
+    # leak tau = 10: 0.75 at t=0, decays exp(-1) until t=10, + 0.75 -> 0.75 * (1 + e^-1) = 1.026 -> 1 spike
+    leaky = Linear(np.array([[0.75]]), neuron=NeuronSpec(tau=10.0))
+    net = EventNet([Flatten(), leaky, Linear(np.ones((1, 1)), neuron=None)])
+    res = sim(run, net, make_events([(0, 0, 0, 0), (0, 0, 10, 0)]), (1, 1, 1))
+    assert res.layer_spikes[0] == 1
+    np.testing.assert_allclose(res.membranes[0], [0.75 * (1 + np.exp(-1.0)) - 1.0], rtol=1e-12)
+    # 20 time units apart: 0.75 * (1 + e^-2) < 1, no spike
+    res = run(net, make_events([(0, 0, 0, 0), (0, 0, 20, 0)]), (1, 1, 1))
+    assert res.layer_spikes[0] == 0
+
+
+@pytest.mark.parametrize("run", IMPLEMENTATIONS)
+def test_pooling_routes_and_drops_outside_spikes(run):
+    # 5x5 input, SumPool(2) -> 2x2 map; row/col 4 lies in no window and is dropped.
+    net = EventNet([SumPool(2), Flatten(), Linear(np.array([[1.0, 2.0, 3.0, 4.0]]))])
+    events = make_events([(3, 1, 0, 0), (4, 0, 1, 0), (0, 4, 2, 0), (1, 3, 3, 0)])
+    res = run(net, events, (5, 5, 1))
+    # (y=1, x=3) -> pooled (0, 1), weight 2; (y=3, x=1) -> pooled (1, 0), weight 3
+    np.testing.assert_array_equal(res.scores, [5.0])
+    assert res.synops == 2
+    # overlapping pool (kernel 2, stride 1): (y=1, x=1) lies in windows (0,0), (0,1), (1,0), (1,1)
+    net = EventNet([SumPool(2, stride=1), Flatten(), Linear(np.ones((1, 4)))])
+    res = run(net, make_events([(1, 1, 0, 0)]), (3, 3, 1))
+    np.testing.assert_array_equal(res.scores, [4.0])
+
+
+def test_stride_and_padding_footprint():
+    # 1 -> 2 channels, 3x3 kernel, stride 2, padding 1 on a 5x5 map -> 3x3 output.
+    rng = np.random.default_rng(3)
+    weight = rng.integers(1, 8, size=(2, 1, 3, 3)).astype(np.float32) / 8
+    net = EventNet([Conv(weight, stride=2, padding=1, neuron=NeuronSpec(v_th=100.0)), Flatten(), Linear(np.ones((1, 18)))])
+    res = simulate(net, make_events([(2, 1, 0, 0)]), (5, 5, 1), record_spikes=True)
+    # by hand: output (oy, ox) sees input (y, x) = (2 oy - 1 + ky, 2 ox - 1 + kx)
+    expected = np.zeros((2, 3, 3))
+    for co in range(2):
+        for oy in range(3):
+            for ox in range(3):
+                ky, kx = 1 + 1 - 2 * oy, 2 + 1 - 2 * ox
+                if 0 <= ky < 3 and 0 <= kx < 3:
+                    expected[co, oy, ox] = weight[co, 0, ky, kx]
+    np.testing.assert_array_equal(res.membranes[0], expected)
+    assert res.layer_synops[0] == np.count_nonzero(expected)
+
+
+# ---- (a) compiled kernel == pure-Python oracle, spike for spike -------------------------------
+def random_neuron(rng, allow_leak=False) -> NeuronSpec:
+    return NeuronSpec(
+        v_th=float(rng.choice([0.5, 1.0, 1.5])),
+        v_min=[None, -1.0, -0.25][rng.integers(3)],
+        multi_spike=bool(rng.random() < 0.7),
+        reset="subtract" if rng.random() < 0.8 else "hard",
+        tau=float(rng.uniform(5, 50)) if allow_leak and rng.random() < 0.5 else None,
+    )
+
+
+def random_net(rng, allow_leak=False) -> tuple[EventNet, tuple[int, int, int]]:
+    """Small random stacks: optional input pool, conv with random stride/padding, sum pool, linear."""
+    sensor = (int(rng.integers(6, 11)), int(rng.integers(6, 11)), int(rng.integers(1, 3)))
+    layers, channels = [], sensor[2]
+    if rng.random() < 0.4:
+        layers.append(SumPool(2, stride=int(rng.integers(1, 3))))
+    for _ in range(int(rng.integers(1, 3))):
+        c_out, k = int(rng.integers(2, 5)), int(rng.integers(1, 4))
+        w = rng.normal(0.15, 1.0, size=(c_out, channels, k, k)) * rng.choice([0.7, 1.5, 3.0])
+        layers.append(Conv(w, stride=int(rng.integers(1, 3)), padding=int(rng.integers(0, k)), neuron=random_neuron(rng, allow_leak)))
+        channels = c_out
+        if rng.random() < 0.4:
+            layers.append(SumPool(2))
+    layers.append(Flatten())
+    try:
+        shape = (sensor[2], sensor[1], sensor[0])
+        for layer in layers:
+            shape = layer.output_shape(shape)
+        (n_flat,) = shape
+    except InputError:
+        return random_net(rng, allow_leak)  # the random stack shrank the map to nothing; draw again
+    if rng.random() < 0.6:
+        hidden = int(rng.integers(3, 7))
+        layers.append(Linear(rng.normal(0.1, 1.0, size=(hidden, n_flat)) * 1.5, neuron=random_neuron(rng, allow_leak)))
+        n_flat = hidden
+    readout_neuron = None if rng.random() < 0.5 else random_neuron(rng, allow_leak)
+    layers.append(Linear(rng.normal(0.0, 1.0, size=(4, n_flat)), neuron=readout_neuron))
+    return EventNet(layers), sensor
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_numba_matches_reference_spike_for_spike(seed):
+    rng = np.random.default_rng(seed)
+    net, sensor = random_net(rng)
+    events = random_events(rng, int(rng.integers(20, 60)), sensor)
+    fast = simulate(net, events, sensor, record_spikes=True)
+    slow = simulate_reference(net, events, sensor)
+    assert sum(len(tr) for tr in slow.spike_trace[:-1]) > 0  # the case exercises spiking layers
+    for a, b in zip(fast.spike_trace, slow.spike_trace):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fast.membranes, slow.membranes):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fast.scores, slow.scores)  # same additions in the same order
+    np.testing.assert_array_equal(fast.output_spikes, slow.output_spikes)
+    np.testing.assert_array_equal(fast.layer_spikes, slow.layer_spikes)
+    np.testing.assert_array_equal(fast.layer_synops, slow.layer_synops)
+    assert (fast.prediction, fast.first_decision_time, fast.decision_settle_time) == \
+        (slow.prediction, slow.first_decision_time, slow.decision_settle_time)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_numba_matches_reference_with_leak(seed):
+    rng = np.random.default_rng(100 + seed)
+    net, sensor = random_net(rng, allow_leak=True)
+    events = random_events(rng, 40, sensor, t_max=200)
+    fast = simulate(net, events, sensor, record_spikes=True)
+    slow = simulate_reference(net, events, sensor)
+    for a, b in zip(fast.spike_trace, slow.spike_trace):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fast.membranes, slow.membranes):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fast.scores, slow.scores, rtol=1e-12)
+
+
+# ---- (b) the time-stepped IF net, one input event per time step ---------------------------------
+class IF(MultiStepModule):
+    """Minimal time-stepped IF (the duck-typed attributes from_torch reads): x [T, B, ...]."""
+
+    def __init__(self, v_th=1.0, v_min=-1.0, multi_spike=True, reset="subtract"):
+        super().__init__()
+        self.v_th, self.v_min, self.multi_spike, self.reset = v_th, v_min, multi_spike, reset
+        self.counts = None
+
+    def forward(self, x):
+        u = torch.zeros_like(x[0])
+        out = []
+        for xt in x:
+            u = u + xt
+            if self.v_min is not None:
+                u = u.clamp_min(self.v_min)
+            s = torch.floor(u / self.v_th).clamp_min(0) if self.multi_spike else (u >= self.v_th).to(u.dtype)
+            u = u - s * self.v_th
+            out.append(s)
+        out = torch.stack(out)
+        self.counts = out.sum(0)[0]
+        return out
+
+
+def one_event_per_step(events, sensor_size) -> torch.Tensor:
+    w, h, p = sensor_size
+    frames = torch.zeros(len(events), 1, p, h, w, dtype=torch.float64)
+    frames[torch.arange(len(events)), 0, torch.as_tensor(events["p"].astype(np.int64)),
+           torch.as_tensor(events["y"].astype(np.int64)), torch.as_tensor(events["x"].astype(np.int64))] = 1.0
+    return frames
+
+
+def dyadic(rng, shape, low=0, high=6):
+    # multiples of 1/16: every sum is exact in float, so ties at threshold behave the same
+    return torch.as_tensor(rng.integers(low, high, size=shape) / 16.0)
+
+
+def torch_net(rng, low=0):
+    layers = nn.Sequential(
+        nn.AvgPool2d(2),
+        nn.Conv2d(2, 4, 3, padding=1, bias=False), IF(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 4, 3, stride=2, bias=False), IF(),
+        nn.Flatten(),
+        nn.Linear(16, 6, bias=False), IF(),
+        nn.Linear(6, 3, bias=False), IF(),
+    ).double()
+    with torch.no_grad():
+        for m in layers:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.copy_(dyadic(rng, tuple(m.weight.shape), low=low, high=low + 12))
+    return layers
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_time_stepped_if_net_matches_with_non_negative_weights(seed):
+    rng = np.random.default_rng(seed)
+    model = torch_net(rng)
+    events = random_events(rng, 120, (20, 20, 2))
+    with torch.no_grad():
+        x = one_event_per_step(events, (20, 20, 2))
+        readout_input = run_time_first(list(model)[:-1], x)  # [T, 1, 3]: accumulated input of the last layer
+        model[-1](readout_input)
+    neurons = [m for m in model if isinstance(m, IF)]
+    res = simulate(model, events, (20, 20, 2))
+    assert res.layer_spikes[1] > 0  # activity reaches deep layers, so the comparison means something
+    np.testing.assert_allclose(res.scores, readout_input.sum(0)[0].numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(res.output_spikes, neurons[-1].counts.numpy().astype(np.int64))
+    np.testing.assert_array_equal(res.layer_spikes, [int(n.counts.sum()) for n in neurons])
+
+
+def test_time_stepped_differs_with_negative_weights():
+    # The FIFO case: A, C fire together; B gets +1 then -1.5. Event-driven: B fires once
+    # before C's negative spike arrives. Time-stepped: B sums +1 - 1.5 = -0.5 in one step: silent.
+    res = simulate(fifo_net(), make_events([(0, 0, 5, 0)]), (2, 1, 1))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2, bias=False), IF(), nn.Linear(2, 1, bias=False), IF(),
+                          nn.Linear(1, 1, bias=False)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+        model[3].weight.copy_(torch.tensor([[1.0, -1.5]]))
+        model[5].weight.fill_(1.0)
+        x = torch.tensor([1.0, 0.0], dtype=torch.float64).reshape(1, 1, 1, 1, 2)  # [T=1, B=1, P, H, W]
+        stepped = run_time_first(model, x)
+    assert res.scores.tolist() == [1.0]
+    assert stepped.item() == 0.0
+    assert simulate(model, make_events([(0, 0, 5, 0)]), (2, 1, 1)).scores.tolist() == [1.0]
+
+
+# ---- interface, batching, errors --------------------------------------------------------------------
+def test_result_dict_access_and_batching():
+    rng = np.random.default_rng(7)
+    net, sensor = random_net(rng)
+    streams = [random_events(rng, 30, sensor) for _ in range(5)]
+    batch = simulate(net, streams, sensor, num_threads=2, progress=True)
+    assert isinstance(batch, list) and len(batch) == 5
+    for res, ev in zip(batch, streams):
+        one = simulate(net, ev, sensor)
+        np.testing.assert_array_equal(res["scores"], one.scores)
+        np.testing.assert_array_equal(res["output_spikes"], one.output_spikes)
+        assert res["synops"] == one.synops and "prediction" in res
+    assert set(["scores", "output_spikes", "synops", "layer_spikes", "first_decision_time",
+                "decision_settle_time"]) <= set(batch[0].keys())
+    with pytest.raises(KeyError, match="keys are"):
+        batch[0]["nope"]
+
+
+def test_unsorted_stream_is_sorted_stably_and_empty_stream_is_flagged():
+    net = two_by_two_net()
+    events = make_events([(1, 1, 30, 0), (1, 1, 10, 0), (0, 0, 20, 0)])
+    res = simulate(net, events, (3, 3, 1))
+    assert res.first_decision_time == 10 and res.scores.tolist() == [2.0, 3.0]
+    empty = simulate(net, np.zeros(0, dtype=DTYPE), (3, 3, 1))
+    assert empty.empty and empty.prediction == -1 and empty.synops == 0
+    assert empty.first_decision_time is None and not empty.scores.any()
+
+
+def test_runaway_cascade_raises():
+    net = EventNet([Flatten(), Linear(np.array([[5000.0]]), neuron=NeuronSpec()), Linear(np.ones((1, 1)), neuron=None)])
+    with pytest.raises(SimulationError, match="max_queue"):
+        simulate(net, make_events([(0, 0, 0, 0)]), (1, 1, 1), max_queue=1024)
+
+
+@pytest.mark.parametrize(
+    "events, sensor, match",
+    [
+        (np.zeros((3, 4)), (3, 3, 1), "structured array"),
+        (np.zeros(2, dtype=[("x", "i2"), ("y", "i2"), ("t", "i8")]), (3, 3, 1), r"missing fields \['p'\]"),
+        (make_events([(3, 0, 0, 0)]), (3, 3, 1), r"events\['x'\] has value 3 outside \[0, 3\)"),
+        (make_events([(0, -1, 0, 0)]), (3, 3, 1), r"events\['y'\] has value -1"),
+        (make_events([(0, 0, 0, 1)]), (3, 3, 1), r"events\['p'\] has value 1 outside \[0, 1\)"),
+        ([], (3, 3, 1), "empty list"),
+        ([make_events([(0, 0, 0, 0)]), make_events([(9, 0, 0, 0)])], (3, 3, 1), r"events\[1\]\['x'\]"),
+        (make_events([(0, 0, 0, 0)]), (3, 3), "sensor_size must be Tonic-style"),
+        (make_events([(0, 0, 0, 0)]), (4, 4, 1), "layer"),  # the net does not fit a 4x4 input
+    ],
+)
+def test_bad_inputs_raise_clear_errors(events, sensor, match):
+    with pytest.raises(InputError, match=match):
+        simulate(two_by_two_net(), events, sensor)
+
+
+def test_float_timestamps_must_be_finite():
+    ev = np.zeros(2, dtype=[("x", "i2"), ("y", "i2"), ("t", "f8"), ("p", "i1")])
+    ev["t"] = [0.0, np.nan]
+    with pytest.raises(InputError, match="NaN"):
+        simulate(two_by_two_net(), ev, (3, 3, 1))
