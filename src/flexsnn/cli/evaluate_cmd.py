@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=time_config_arg, action="append", default=[],
                    help="a per-stage TimeConfig like 6,1,3 (repeatable)")
     p.add_argument("--calib-batches", type=positive_int, default=None, help="BN calibration batches (default: the run's)")
+    p.add_argument("--calibration", choices=["per_config", "t_max", "none"], default="per_config",
+                   help="BN statistics: re-estimated at every evaluated config, once at t_max, "
+                        "or the run's saved ones")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/eval)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -33,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from flexsnn.workflow import evaluate_run
 
     result = evaluate_run(args.run, args.t, args.config, device=args.device,
-                          calib_batches=args.calib_batches, progress=not args.quiet)
+                          calib_batches=args.calib_batches, progress=not args.quiet,
+                          calibration=args.calibration)
     out = args.out or args.run / "eval"
     results = {result["method"]: result["uniform"]}
     write_results(out, results)

@@ -12,8 +12,10 @@ from flexsnn.errors import ConfigError
 EXAMPLES = """examples:
   flexsnn train --method mtt --t-min 1 --t-max 6 --epochs 10 --out runs/mtt
   flexsnn train --method sdt --t-max 6 --out runs/sdt --device cuda
-  flexsnn train --config recipes/cifar10_resnet19_mtt.yaml --out runs/c10
-  flexsnn train --out runs/mtt --resume        # continue a killed run"""
+  flexsnn train --config recipes/cifar10_resnet19_mtt.yaml --seed 2000 --out runs/c10_mtt_s2000
+  flexsnn train --config recipes/cifar10_resnet19_mtt.yaml --smoke --out runs/smoke   # tiny, fake data
+  flexsnn train --out runs/mtt --resume        # continue a killed run
+  torchrun --nproc_per_node 4 -m flexsnn train --config recipes/cifar10_resnet19_mtt.yaml --device cuda --out runs/c10"""
 
 # CLI flag -> RunSpec field; defaults stay None so a --config file is only overridden by
 # the flags actually given.
@@ -35,11 +37,15 @@ FLAGS = {
     "schedule": dict(choices=["cosine", "constant"], help="LR schedule (default cosine)"),
     "seed": dict(type=int, help="random seed (default 1000)"),
     "device": dict(help="cpu or cuda[:N] (default cpu)"),
-    "amp": dict(choices=["none", "bf16", "fp16"], help="mixed precision (default none)"),
+    "amp": dict(choices=["none", "auto", "bf16", "fp16"],
+                help="mixed precision; auto = fp16 + GradScaler on CUDA, none on CPU (default none)"),
     "calib_batches": dict(type=positive_int, help="BN calibration batches (default 10)"),
     "num_workers": dict(type=int, help="data loader worker processes (default 0)"),
     "data_root": dict(help="folder holding the dataset files / cache"),
     "checkpoint_every_steps": dict(type=int, help="also checkpoint every N steps (default 0: per epoch)"),
+    "max_steps_per_epoch": dict(type=int, help="cut every epoch after N steps (default 0: whole epochs)"),
+    "sync_bn": dict(action="store_const", const=True,
+                    help="DDP on CUDA: SyncBatchNorm while training (default: per-rank BN statistics)"),
 }
 
 
@@ -51,11 +57,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kwargs)
     p.add_argument("--out", type=Path, required=True, help="run folder to create")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--smoke", action="store_true",
+                   help="apply the recipe's `smoke:` overrides (tiny model, fake data, one step)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def load_config_file(path: Path) -> dict:
+RECIPE_KEYS = {"run", "smoke", "seeds", "name", "description", "paper", "finetune", "notes"}
+
+
+def load_config_file(path: Path, smoke: bool = False) -> dict:
+    """Run options from a YAML/JSON file: a plain mapping of RunSpec fields, or a recipe.
+
+    A recipe (recipes/*.yaml) holds ``run:`` (the options), ``smoke:`` (overrides applied
+    with ``smoke=True``: a tiny model on fake data for one step), and documentation keys
+    (name, description, paper, seeds, finetune, notes) that are not run options.
+    """
     import yaml
 
     if not path.is_file():
@@ -66,13 +83,30 @@ def load_config_file(path: Path) -> dict:
         raise ConfigError(f"--config file {path} is not valid YAML/JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config file {path} must hold a mapping of run options, got {type(data).__name__}")
-    return data.get("run", data)
+    if "run" not in data:
+        if smoke:
+            raise ConfigError(f"--smoke needs a recipe with a `smoke:` section; {path} has no `run:` section")
+        return data
+    unknown = sorted(set(data) - RECIPE_KEYS)
+    if unknown:
+        raise ConfigError(f"recipe {path} has unknown top-level key(s) {unknown}; expected {sorted(RECIPE_KEYS)}")
+    options = dict(data["run"] or {})
+    if smoke:
+        if not isinstance(data.get("smoke"), dict):
+            raise ConfigError(f"--smoke given but recipe {path} has no `smoke:` mapping of overrides")
+        overrides = dict(data["smoke"])
+        if "model_kwargs" in overrides:  # merged, so a smoke variant only states what shrinks
+            overrides["model_kwargs"] = {**options.get("model_kwargs", {}), **overrides["model_kwargs"]}
+        options.update(overrides)
+    return options
 
 
 def spec_from_args(args: argparse.Namespace):
     from flexsnn.workflow import RunSpec
 
-    options = load_config_file(args.config) if args.config else {}
+    if getattr(args, "smoke", False) and not args.config:
+        raise ConfigError("--smoke needs --config RECIPE.yaml (it applies the recipe's `smoke:` overrides)")
+    options = load_config_file(args.config, smoke=getattr(args, "smoke", False)) if args.config else {}
     if args.resume and (args.out / "run_spec.json").is_file():
         options = {**json.loads((args.out / "run_spec.json").read_text())["run"], **options}
     options.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
@@ -80,17 +114,29 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from flexsnn.evaluate import format_table, plot_accuracy_vs_t, write_results
-    from flexsnn.workflow import evaluate_run, train_run
+    from flexsnn.evaluate import format_table, write_results
+    from flexsnn.evaluate.final_report import write_final_report
+    from flexsnn.train.distributed import cleanup_distributed, init_distributed
+    from flexsnn.workflow import evaluate_run, resolve_device, train_run
 
     spec = spec_from_args(args)
-    print(f"training {spec.model} on {spec.dataset} with {spec.method.upper()} "
-          f"(T in [{spec.t_min}, {spec.t_max}]) for {spec.epochs} epochs -> {args.out}")
-    train_run(spec, args.out, resume=args.resume, progress=not args.quiet)
-    result = evaluate_run(args.out, device=spec.device, progress=not args.quiet)
-    results = {spec.method: result["uniform"]}
-    write_results(args.out, results)
-    plot_accuracy_vs_t(results, args.out / "accuracy_vs_T.png", title=f"{spec.model} on {spec.dataset}")
-    print(format_table(results))
-    print(f"wrote {args.out}/model.safetensors, config.json, results.json, accuracy_vs_T.png")
-    return 0
+    resolve_device(spec.device)
+    info = init_distributed(spec.device)  # joins torchrun's group; a no-op otherwise
+    try:
+        if info.is_main:
+            ranks = f" on {info.world_size} processes ({info.backend})" if info.distributed else ""
+            print(f"training {spec.model} on {spec.dataset} with {spec.method.upper()} "
+                  f"(T in [{spec.t_min}, {spec.t_max}]) for {spec.epochs} epochs{ranks} -> {args.out}")
+        train_run(spec, args.out, resume=args.resume, progress=not args.quiet)
+        if not info.is_main:
+            return 0  # rank 0 evaluates and reports
+        result = evaluate_run(args.out, device=spec.device, progress=not args.quiet)
+        results = {spec.method: result["uniform"]}
+        write_results(args.out, results)
+        report = write_final_report([args.out], args.out, title=f"{spec.model} on {spec.dataset} ({spec.method.upper()})")
+        print(format_table(results))
+        print(f"wrote {args.out}/model.safetensors, config.json, results.json, metrics.csv, accuracy_vs_T.png, "
+              f"{report.name}")
+        return 0
+    finally:
+        cleanup_distributed()

@@ -51,9 +51,14 @@ def evaluate_config(
     calib_loader: Iterable | None = None,
     calib_batches: int = 10,
     calib_config: TimeConfigLike | None = None,
+    calibrate: bool = True,
 ) -> float:
-    """Calibrate BN (if any) at ``calib_config or time_config``, then measure accuracy."""
-    if batchnorm_layers(model):
+    """Calibrate BN (if any) at ``calib_config or time_config``, then measure accuracy.
+
+    ``calibrate=False`` keeps the model's current BN statistics (e.g. those of a standard
+    SDT run at its training T), which is how a baseline without calibration is measured.
+    """
+    if calibrate and batchnorm_layers(model):
         if calib_loader is None:
             raise InputError(
                 "calib_loader is required: the model has BatchNorm, whose statistics must be "
@@ -72,6 +77,7 @@ def sweep_uniform(
     calib_config: TimeConfigLike | None = None,
     progress: bool = True,
     desc: str = "T sweep",
+    calibrate: bool = True,
 ) -> dict[int, float]:
     """Accuracy at every uniform T in ``t_values`` -> ``{T: accuracy}``."""
     t_values = [check_positive_int(t, "t_values[]") for t in t_values]
@@ -79,7 +85,7 @@ def sweep_uniform(
         raise InputError("t_values is empty; expected at least one T >= 1")
     results = {}
     for t in tqdm(t_values, desc=desc, disable=not progress, leave=False):
-        results[t] = evaluate_config(model, test_loader, t, calib_loader, calib_batches, calib_config)
+        results[t] = evaluate_config(model, test_loader, t, calib_loader, calib_batches, calib_config, calibrate)
     return results
 
 
@@ -90,11 +96,13 @@ def sweep_configs(
     calib_loader: Iterable | None = None,
     calib_batches: int = 10,
     progress: bool = True,
+    calib_config: TimeConfigLike | None = None,
+    calibrate: bool = True,
 ) -> list[dict]:
     """Accuracy at each per-stage TimeConfig -> rows ``{"config": [...], "accuracy": a}``."""
     rows = []
     for cfg in tqdm(list(configs), desc="configs", disable=not progress, leave=False):
-        acc = evaluate_config(model, test_loader, cfg, calib_loader, calib_batches)
+        acc = evaluate_config(model, test_loader, cfg, calib_loader, calib_batches, calib_config, calibrate)
         rows.append({"config": list(model.normalize_time_config(cfg)) if hasattr(model, "normalize_time_config") else cfg,
                      "accuracy": acc})
     return rows

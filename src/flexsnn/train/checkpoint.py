@@ -6,8 +6,9 @@ A run folder holds
   model.safetensors      the final weights and BN buffers
   checkpoint.safetensors the last training state (model, optimizer, RNG states) with the
                          non-tensor state (epoch, step, scheduler, history) as JSON metadata
-Checkpoints are single files replaced atomically, so a killed run resumes from the last
-complete one.
+Checkpoints are single files replaced atomically (temp file, fsync, rename), so a killed run
+resumes from the last complete one; a corrupt or truncated file raises CheckpointError, it
+is never treated as "no checkpoint".
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 _STATE_KEY = "flexsnn_state"
+# Metadata every training checkpoint must carry (written by flexsnn.train.loop.fit).
+REQUIRED_STATE_KEYS = ("train_state", "scheduler", "optimizer", "rng", "options", "sampler")
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -36,9 +39,35 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """Write ``tensors`` (+ JSON ``metadata``) to ``path`` atomically and durably.
+
+    The bytes are flushed to disk (fsync) before the temporary file replaces ``path``, so
+    neither a killed process nor a power cut can leave a half-written checkpoint in place.
+    """
     meta = {_STATE_KEY: json.dumps(metadata)} if metadata is not None else None
     with atomic_write(path) as tmp:
         save_file(_contiguous(tensors), str(tmp), metadata=meta)
+        _fsync(tmp)
+    _fsync_dir(Path(path).parent)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a folder (Windows).
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -53,7 +82,10 @@ def load_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torc
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{what} {path} is corrupt or truncated ({exc})") from None
-    state = json.loads(meta[_STATE_KEY]) if _STATE_KEY in meta else None
+    try:
+        state = json.loads(meta[_STATE_KEY]) if _STATE_KEY in meta else None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{what} {path} is corrupt (its metadata is not valid JSON: {exc})") from None
     return tensors, state
 
 
@@ -125,7 +157,10 @@ def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, tor
             name: tensors[value["tensor"]] if isinstance(value, dict) and "tensor" in value else value
             for name, value in entry.items()
         }
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # JSON turned tuples (AdamW's betas, Rprop's etas) into lists; give them back as tuples.
+    groups = [{k: (v if k == "params" or not isinstance(v, list) else tuple(v)) for k, v in g.items()}
+              for g in meta["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def save_training_state(run_dir: str | os.PathLike, model: nn.Module, optimizer, extra_tensors: dict, meta: dict) -> None:
@@ -142,11 +177,17 @@ def load_training_state(run_dir: str | os.PathLike, model: nn.Module, optimizer)
     tensors, meta = load_safetensors(path, what="training checkpoint")
     if meta is None:
         raise CheckpointError(f"training checkpoint {path} has no flexsnn state metadata")
+    missing = [k for k in REQUIRED_STATE_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(
+            f"training checkpoint {path} is incomplete (metadata lacks {missing}); "
+            "it was not written by this version of flexsnn's training loop"
+        )
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     load_state(model, model_state, path)
     try:
         optimizer_from_flat(optimizer, tensors, meta["optimizer"])
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"optimizer state in {path} does not match ({exc})") from None
     rest = {k: v for k, v in tensors.items() if not k.startswith(("model.", "optim."))}
     return meta, rest

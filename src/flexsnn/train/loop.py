@@ -3,7 +3,16 @@
 An MTT iteration forwards the same batch once per sampled TimeConfig, backpropagates each
 loss right away (so only one configuration's activations are alive at a time: peak memory
 is that of a single pass) and steps the optimizer once on the summed gradients. Under
-DistributedDataParallel only the last backward all-reduces (``no_sync`` for the others).
+DistributedDataParallel only the last backward all-reduces (``no_sync`` for the others), and
+every rank draws the same TimeConfigs from a generator seeded alike, so no rank waits for a
+slower configuration.
+
+Crash safety: with a run folder, :func:`fit` writes a checkpoint atomically at the end of
+every epoch and every ``checkpoint_every_steps`` steps. It holds the model, optimizer,
+scheduler, GradScaler, the TimeConfig generator and every RNG (python, numpy, torch, CUDA,
+the loader's shuffling generator) plus the RNG state at the start of the epoch, so that a
+resumed run replays the epoch's shuffling order, skips the batches already done, and then
+continues bit-for-bit like the uninterrupted run.
 """
 from __future__ import annotations
 
@@ -20,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from flexsnn.errors import CheckpointError, InputError, check_choice, check_positive_int
+from flexsnn.errors import CheckpointError, ConfigError, InputError, check_choice, check_positive_int
 from flexsnn.train.bn_calibration import model_input
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, save_training_state
 from flexsnn.train.samplers import Sampler, TimeConfig
@@ -40,10 +49,13 @@ def train_step(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = time_averaged_loss,
     autocast_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    stats: dict[str, float] | None = None,
 ) -> float:
     """One iteration: a forward/backward per config (gradients add up), one optimizer step.
 
-    ``x`` is already in the model's layout. Returns the mean loss over the configs.
+    ``x`` is already in the model's layout. Returns the mean loss over the configs. With a
+    ``stats`` dict, adds the number of correct time-averaged predictions (``"correct"``) and
+    of predictions made (``"seen"``, batch size x configs) to it.
     """
     if not configs:
         raise InputError("configs is empty; expected at least one TimeConfig per iteration")
@@ -55,9 +67,13 @@ def train_step(
         sync = model.no_sync() if (k < last and hasattr(model, "no_sync")) else contextlib.nullcontext()
         with sync:
             with _autocast(x.device, autocast_dtype):
-                loss = loss_fn(model(x, time_config=cfg), y)
+                out = model(x, time_config=cfg)
+                loss = loss_fn(out, y)
             (scaler.scale(loss) if scaler is not None else loss).backward()
         total += float(loss.detach())
+        if stats is not None:
+            stats["correct"] = stats.get("correct", 0) + int((out.detach().float().mean(0).argmax(-1) == y).sum())
+            stats["seen"] = stats.get("seen", 0) + int(y.numel())
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -72,6 +88,17 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+AMP_MODES = ("none", "auto", "bf16", "fp16")
+
+
+def resolve_amp(amp: str, device: str | torch.device) -> str:
+    """``"auto"`` means fp16 with a GradScaler on CUDA (the paper's mixed precision), none on CPU."""
+    check_choice(amp, "amp", AMP_MODES)
+    if amp == "auto":
+        return "fp16" if torch.device(device).type == "cuda" else "none"
+    return amp
+
+
 @dataclass
 class TrainOptions:
     """Optimizer, schedule and bookkeeping options of :func:`fit` (JSON-able)."""
@@ -84,16 +111,25 @@ class TrainOptions:
     schedule: str = "cosine"  # cosine | constant
     seed: int = 1000
     device: str = "cpu"
-    amp: str = "none"  # none | bf16 | fp16 (fp16 uses a GradScaler; CUDA only)
+    amp: str = "none"  # none | auto (fp16 on CUDA, none on CPU) | bf16 | fp16 (GradScaler)
     checkpoint_every_steps: int = 0  # 0: only at the end of each epoch
+    max_steps_per_epoch: int = 0  # 0: the whole loader; >0 cuts every epoch short (smoke runs)
 
     def __post_init__(self) -> None:
         check_positive_int(self.epochs, "epochs")
         check_choice(self.optimizer, "optimizer", ("sgd", "adamw"))
         check_choice(self.schedule, "schedule", ("cosine", "constant"))
-        check_choice(self.amp, "amp", ("none", "bf16", "fp16"))
+        check_choice(self.amp, "amp", AMP_MODES)
         if not self.lr > 0:
             raise InputError(f"lr must be a positive number, got {self.lr!r}")
+        for name in ("checkpoint_every_steps", "max_steps_per_epoch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{name} must be an integer >= 0 (0 = off), got {value!r}")
+
+
+# Options that may change between a run and its resumption without changing its result.
+RESUMABLE_CHANGES = ("device", "checkpoint_every_steps")
 
 
 def build_optimizer(model: nn.Module, opts: TrainOptions) -> torch.optim.Optimizer:
@@ -115,6 +151,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# --- RNG snapshots -----------------------------------------------------------------------
+
+def capture_rng(generator: torch.Generator | None, device: torch.device, prefix: str) -> tuple[dict, dict]:
+    """Every RNG that training consumes -> (JSON part, tensor part named ``prefix.*``)."""
+    np_state = np.random.get_state()
+    meta = {
+        "python": _listify(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+    tensors = {f"{prefix}.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors[f"{prefix}.cuda"] = torch.cuda.get_rng_state(device)
+    if generator is not None:
+        tensors[f"{prefix}.loader"] = generator.get_state()
+    return meta, tensors
+
+
+def restore_rng(meta: dict, tensors: dict, generator: torch.Generator | None, device: torch.device, prefix: str) -> None:
+    """Inverse of :func:`capture_rng`."""
+    random.setstate(_tuplify(meta["python"]))
+    np_state = meta["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    torch.set_rng_state(tensors[f"{prefix}.torch"])
+    if device.type == "cuda" and f"{prefix}.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors[f"{prefix}.cuda"], device)
+    if generator is not None and f"{prefix}.loader" in tensors:
+        generator.set_state(tensors[f"{prefix}.loader"])
+
+
+def loader_generator(loader: Iterable) -> torch.Generator | None:
+    """The torch.Generator that shuffles ``loader`` (DataLoader's or its sampler's), if any."""
+    generator = getattr(loader, "generator", None)
+    if generator is None:
+        generator = getattr(getattr(loader, "sampler", None), "generator", None)
+    return generator
+
+
 @dataclass
 class TrainState:
     """Where a run is: restored from the checkpoint on resume."""
@@ -123,6 +196,12 @@ class TrainState:
     step_in_epoch: int = 0  # completed steps of the current epoch
     global_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    # running sums of the current epoch, so a mid-epoch resume reports the whole epoch
+    epoch_loss_sum: float = 0.0
+    epoch_steps: int = 0
+    epoch_correct: int = 0
+    epoch_seen: int = 0
+    epoch_seconds: float = 0.0
 
 
 def fit(
@@ -134,106 +213,172 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-    distributed_rank: int = 0,
+    distributed_rank: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` with ``sampler``'s TimeConfigs; return per-epoch history rows.
 
-    With ``run_dir`` a checkpoint is written atomically at the end of every epoch (and every
-    ``opts.checkpoint_every_steps`` steps); ``resume=True`` continues from it with optimizer,
-    scheduler and RNG states restored, so the result equals an uninterrupted run.
+    ``model`` is a StagedNet or a DistributedDataParallel around one; ``train_loader`` yields
+    ``(x, y)`` as the data loaders do (frames batch-first). With ``run_dir`` a checkpoint is
+    written atomically at the end of every epoch (and every ``opts.checkpoint_every_steps``
+    steps) by rank 0 only; ``resume=True`` continues from it with model, optimizer,
+    scheduler, GradScaler and RNG states restored, so the result equals an uninterrupted run.
+    A missing, corrupt or truncated checkpoint raises CheckpointError (never a fresh start).
+    History rows: epoch, train_loss (mean over steps and ranks), train_acc (time-averaged
+    readout, over the sampled configs), lr (after the epoch's scheduler step), steps, seconds.
+    ``on_epoch_end(epoch, row)`` is called on every rank (log on rank 0 only).
     """
+    from flexsnn.train import distributed as dist_utils
+
+    rank = dist_utils.get_rank() if distributed_rank is None else distributed_rank
     device = torch.device(opts.device)
     seed_everything(opts.seed)
-    config_rng = random.Random(opts.seed)
+    config_rng = random.Random(opts.seed)  # identical on every rank: same TimeConfigs everywhere
     core = getattr(model, "module", model)  # the StagedNet inside a DDP wrapper
     num_stages = core.num_stages
     optimizer = build_optimizer(model, opts)
     scheduler = build_scheduler(optimizer, opts)
-    autocast_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[opts.amp]
-    scaler = torch.amp.GradScaler(device.type) if opts.amp == "fp16" else None
+    amp = resolve_amp(opts.amp, device)
+    autocast_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     state = TrainState()
-    generator = getattr(train_loader, "generator", None)
-    if generator is None and hasattr(train_loader, "sampler"):
-        generator = getattr(train_loader.sampler, "generator", None)
+    generator = loader_generator(train_loader)
+    model.to(device)
 
+    pending_rng = None  # mid-epoch resume: RNG state to restore once the done batches are skipped
     if resume:
-        if run_dir is None or not (Path(run_dir) / CHECKPOINT_FILE).is_file():
+        if run_dir is None:
+            raise CheckpointError("cannot resume: no run folder given (run_dir=None)")
+        path = Path(run_dir) / CHECKPOINT_FILE
+        if not path.is_file():
             raise CheckpointError(f"cannot resume: no {CHECKPOINT_FILE} in run folder {run_dir}")
         meta, extra = load_training_state(run_dir, core, optimizer)
-        scheduler.load_state_dict(meta["scheduler"])
-        state = TrainState(**meta["train_state"])
-        config_rng.setstate(_tuplify(meta["config_rng"]))
-        random.setstate(_tuplify(meta["python_rng"]))
-        torch.set_rng_state(extra["torch_rng"])
-        np.random.set_state(tuple(meta["numpy_rng"][:1]) + (np.array(meta["numpy_rng"][1], dtype=np.uint32),) + tuple(meta["numpy_rng"][2:]))
-        if generator is not None and "loader_rng" in extra:
-            generator.set_state(extra["loader_rng"])
-        epoch_loader_rng = extra.get("epoch_loader_rng")
-    else:
-        epoch_loader_rng = None
+        _check_resumable(meta, opts, sampler, path)
+        try:
+            scheduler.load_state_dict(meta["scheduler"])
+            if scaler is not None and meta.get("scaler"):
+                scaler.load_state_dict(meta["scaler"])
+            state = TrainState(**meta["train_state"])
+            if rank != 0:  # rank 0 holds the partial sums of all ranks
+                state.epoch_loss_sum, state.epoch_steps, state.epoch_correct, state.epoch_seen = 0.0, 0, 0, 0
+            config_rng.setstate(_tuplify(meta["config_rng"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"training checkpoint {path} is incomplete or malformed ({exc})") from None
+        if state.step_in_epoch == 0:
+            restore_rng(meta["rng"], extra, generator, device, "rng")
+        else:
+            # Replay the epoch's shuffling from its start; the step-time RNG comes back after
+            # the batches already trained have been skipped (their loading consumes RNG too).
+            restore_rng(meta["epoch_rng"], extra, generator, device, "epoch_rng")
+            pending_rng = (meta["rng"], extra)
 
-    def checkpoint(loader_state: torch.Tensor | None) -> None:
-        if run_dir is None or distributed_rank != 0:
+    loader_sampler = getattr(train_loader, "sampler", None)
+    if state.epoch > 0 and hasattr(loader_sampler, "set_epoch"):
+        # DistributedSampler: the order of the last epoch done, as after an uninterrupted
+        # run, so that work after fit (BN calibration) sees the same batches
+        loader_sampler.set_epoch(state.epoch - 1)
+    epoch_start_rng: tuple[dict, dict] | None = None
+
+    def checkpoint() -> None:
+        if run_dir is None:
             return
-        np_state = np.random.get_state()
-        extra_tensors = {"torch_rng": torch.get_rng_state()}
-        if loader_state is not None:
-            extra_tensors["epoch_loader_rng"] = loader_state
-        if generator is not None:
-            extra_tensors["loader_rng"] = generator.get_state()
+        # The epoch's running sums are stored summed over ranks (a collective, so every rank
+        # comes here); on resume rank 0 carries them and the other ranks restart from zero.
+        partial = dist_utils.all_reduce_sums(
+            [state.epoch_loss_sum, state.epoch_steps, state.epoch_correct, state.epoch_seen], device)
+        if rank != 0:
+            return
+        saved = asdict(state)
+        saved.update(epoch_loss_sum=partial[0], epoch_steps=int(partial[1]), epoch_correct=int(partial[2]),
+                     epoch_seen=int(partial[3]))
+        rng_meta, tensors = capture_rng(generator, device, "rng")
         meta = {
-            "train_state": asdict(state),
+            "train_state": saved,
             "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
             "config_rng": _listify(config_rng.getstate()),
-            "python_rng": _listify(random.getstate()),
-            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "rng": rng_meta,
             "options": asdict(opts),
             "sampler": sampler.describe(),
         }
-        save_training_state(run_dir, core, optimizer, extra_tensors, meta)
+        if state.step_in_epoch > 0 and epoch_start_rng is not None:
+            meta["epoch_rng"] = epoch_start_rng[0]
+            tensors.update(epoch_start_rng[1])
+        save_training_state(run_dir, core, optimizer, tensors, meta)
 
-    model.to(device)
     for epoch in range(state.epoch, opts.epochs):
-        if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
-        # The shuffling order of an epoch is fixed by the loader RNG at the epoch's start; a
-        # mid-epoch resume rewinds it to that point and skips the batches already done.
-        if epoch_loader_rng is not None and generator is not None:
-            generator.set_state(epoch_loader_rng)
-        start_state = generator.get_state() if generator is not None else None
-        epoch_loader_rng = None
+        if hasattr(loader_sampler, "set_epoch"):
+            loader_sampler.set_epoch(epoch)  # DistributedSampler: a new order per epoch
+        epoch_start_rng = capture_rng(generator, device, "epoch_rng")
         model.train()
         t0 = time.perf_counter()
-        losses = []
         skip = state.step_in_epoch
+        limit = opts.max_steps_per_epoch
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{opts.epochs} [{sampler.describe()['method']}]",
-                   disable=not progress or distributed_rank != 0, leave=False)
+                   disable=not progress or rank != 0, leave=False)
         for i, (x, y) in enumerate(bar):
             if i < skip:
+                if i == skip - 1 and pending_rng is not None:
+                    restore_rng(*pending_rng, generator, device, "rng")
+                    pending_rng = None
+                if limit and i + 1 >= limit:
+                    break
                 continue
             x, y = model_input(x.to(device, non_blocking=True), core), y.to(device, non_blocking=True)
             configs = sampler.sample(config_rng, num_stages)
-            loss = train_step(model, x, y, configs, optimizer, autocast_dtype=autocast_dtype, scaler=scaler)
-            losses.append(loss)
+            stats: dict[str, float] = {}
+            loss = train_step(model, x, y, configs, optimizer, autocast_dtype=autocast_dtype, scaler=scaler,
+                              stats=stats)
+            state.epoch_loss_sum += loss
+            state.epoch_steps += 1
+            state.epoch_correct += int(stats["correct"])
+            state.epoch_seen += int(stats["seen"])
             state.step_in_epoch = i + 1
             state.global_step += 1
             bar.set_postfix(loss=f"{loss:.3f}")
+            if limit and i + 1 >= limit:
+                break  # checked before the periodic checkpoint's fetch of another batch
             if opts.checkpoint_every_steps and state.global_step % opts.checkpoint_every_steps == 0:
-                checkpoint(start_state)
+                state.epoch_seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                checkpoint()
+        if pending_rng is not None:  # the loader had fewer batches than the checkpoint skipped
+            restore_rng(*pending_rng, generator, device, "rng")
+            pending_rng = None
         scheduler.step()
+        loss_sum, steps, correct, seen = dist_utils.all_reduce_sums(
+            [state.epoch_loss_sum, state.epoch_steps, state.epoch_correct, state.epoch_seen], device)
         row = {
             "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_loss": loss_sum / steps if steps else float("nan"),
+            "train_acc": correct / seen if seen else float("nan"),
             "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t0,
+            "steps": int(round(steps / dist_utils.get_world_size())),  # per rank
+            "seconds": state.epoch_seconds + time.perf_counter() - t0,
         }
         state.history.append(row)
         state.epoch = epoch + 1
         state.step_in_epoch = 0
+        state.epoch_loss_sum, state.epoch_steps, state.epoch_correct, state.epoch_seen = 0.0, 0, 0, 0
+        state.epoch_seconds = 0.0
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
-        checkpoint(None)
+        checkpoint()  # after the callback, so RNG it consumes is part of the saved state
     return state.history
+
+
+def _check_resumable(meta: dict, opts: TrainOptions, sampler: Sampler, path: Path) -> None:
+    """A resumed run must train exactly as the interrupted one did."""
+    saved = meta.get("options", {})
+    now = asdict(opts)
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k])
+    if changed:
+        diffs = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
+        raise ConfigError(f"cannot resume from {path}: training options differ from the interrupted run ({diffs})")
+    if meta.get("sampler") != sampler.describe():
+        raise ConfigError(
+            f"cannot resume from {path}: the TimeConfig sampler differs from the interrupted run "
+            f"({meta.get('sampler')} -> {sampler.describe()})"
+        )
 
 
 def _listify(obj):

@@ -1,0 +1,121 @@
+"""Paper recipes (recipes/*.yaml): the paper's hyper-parameters, and a one-step smoke run of
+every recipe on the embedded data (no real dataset needed)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flexsnn.cli import main
+from flexsnn.cli.train_cmd import load_config_file
+from flexsnn.errors import ConfigError
+from flexsnn.workflow import RunSpec, train_run
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+ALL = sorted(p.name for p in RECIPES.glob("*.yaml"))
+
+# recipe -> (dataset, model, method, t_min, t_max, sample_num): PAPER.md "MTT" and "Deployment path"
+PAPER = {
+    "cifar10_resnet19_mtt.yaml": ("cifar10", "resnet19", "mtt", 1, 6, 3),
+    "cifar100_resnet19_mtt.yaml": ("cifar100", "resnet19", "mtt", 1, 6, 3),
+    "cifar100_vgg14_mtt.yaml": ("cifar100", "vgg14", "mtt", 1, 5, 3),
+    "cifar10dvs_resnet18_mtt.yaml": ("cifar10_dvs", "resnet18", "mtt", 1, 10, 3),
+    "ncaltech101_resnet18_mtt.yaml": ("ncaltech101", "resnet18", "mtt", 1, 10, 3),
+    "cifar10dvs_vgg9_deploy.yaml": ("cifar10_dvs", "vgg9_dvs", "sdt", None, 10, None),
+    "dvsgesture_net_deploy.yaml": ("dvs_gesture", "gesture_net", "sdt", None, 40, None),
+    "nmnist_net_deploy.yaml": ("nmnist", "nmnist_net", "sdt", None, 10, None),
+}
+# bias-removal fine-tune (PAPER.md): stage 1 at T, others from [1, T]; epochs where given
+FINETUNE = {
+    "cifar10dvs_vgg9_deploy.yaml": (10, 60),
+    "dvsgesture_net_deploy.yaml": (40, 20),
+    "nmnist_net_deploy.yaml": (10, None),
+}
+
+
+def test_there_is_one_recipe_per_paper_experiment():
+    assert ALL == sorted(PAPER)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_recipe_has_the_papers_hyper_parameters(name):
+    raw = yaml.safe_load((RECIPES / name).read_text())
+    spec = RunSpec.from_dict(load_config_file(RECIPES / name))
+    dataset, model, method, t_min, t_max, s = PAPER[name]
+    assert (spec.dataset, spec.model, spec.method, spec.t_max) == (dataset, model, method, t_max)
+    if method == "mtt":
+        assert (spec.t_min, spec.sample_num) == (t_min, s)
+    assert raw["seeds"] == [1000, 2000, 3000]
+    assert spec.amp == "auto"  # mixed precision on CUDA
+    assert spec.calib_batches == 10 and spec.schedule == "cosine"
+    assert spec.checkpoint_every_steps > 0
+    if dataset in ("cifar10", "cifar100"):
+        assert (spec.epochs, spec.optimizer, spec.lr, spec.momentum, spec.weight_decay, spec.batch_size) == (
+            300, "sgd", 0.1, 0.9, 5e-4, 256)
+        assert spec.model_kwargs["num_classes"] == (10 if dataset == "cifar10" else 100)
+    if name in FINETUNE:
+        t, epochs = FINETUNE[name]
+        ft = raw["finetune"]
+        assert (ft["method"], ft["first_stage_t"], ft["t_min"], ft["t_max"]) == ("mtt", t, 1, t)
+        assert spec.model_kwargs.get("deployable", True) is True
+        if epochs is not None:
+            assert ft["epochs"] == epochs
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_smoke_variant_trains_one_step_on_the_embedded_data(name, tmp_path):
+    spec = RunSpec.from_dict(load_config_file(RECIPES / name, smoke=True))
+    base = RunSpec.from_dict(load_config_file(RECIPES / name))
+    assert spec.dataset == "digits_dvs" and spec.device == "cpu" and spec.max_steps_per_epoch == 1
+    assert (spec.model, spec.method) == (base.model, base.method)  # the recipe's own architecture
+    model, config = train_run(spec, tmp_path / "run", progress=False)
+    assert [row["steps"] for row in config["history"]] == [1]
+    assert config["run"]["model"] == base.model
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["name"] == base.model
+    assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,train_loss,train_acc")
+
+
+def test_cli_runs_a_smoke_recipe_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(RECIPES / "nmnist_net_deploy.yaml"), "--smoke", "--out", str(out),
+                 "--quiet"]) == 0
+    for f in ("model.safetensors", "checkpoint.safetensors", "results.json", "metrics.json", "metrics.csv",
+              "train.log", "report.md", "accuracy_vs_T.png"):
+        assert (out / f).is_file(), f
+    assert set(json.loads((out / "results.json").read_text())["sdt"]) == {"1", "2"}
+    assert "| T | SDT (%) |" in (out / "report.md").read_text()
+
+
+def test_recipe_errors_are_clear(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: {epochs: 1}\nsmoky: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) \['smoky'\]"):
+        load_config_file(bad)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("epochs: 1\n")
+    assert load_config_file(plain) == {"epochs": 1}
+    with pytest.raises(ConfigError, match="`smoke:` section"):
+        load_config_file(plain, smoke=True)
+    nosmoke = tmp_path / "nosmoke.yaml"
+    nosmoke.write_text("run: {epochs: 1}\n")
+    with pytest.raises(ConfigError, match="no `smoke:` mapping"):
+        load_config_file(nosmoke, smoke=True)
+    assert main(["train", "--smoke", "--out", str(tmp_path / "r")]) == 2
+    assert "--smoke needs --config" in capsys.readouterr().err
+
+
+def test_smoke_model_kwargs_are_merged_over_the_recipes():
+    options = load_config_file(RECIPES / "ncaltech101_resnet18_mtt.yaml", smoke=True)
+    assert options["model_kwargs"] == {"num_classes": 101, "in_channels": 2, "input_kind": "frames",
+                                       "group_block_num": 1, "width": 0.0625}
+
+
+def test_python_dash_m_flexsnn_is_the_cli():
+    done = subprocess.run([sys.executable, "-m", "flexsnn", "train", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and "torchrun --nproc_per_node" in done.stdout and "--smoke" in done.stdout

@@ -1,0 +1,193 @@
+"""The training loop: MTT steps, options, per-epoch rows, determinism.
+
+``TinyStaged`` and ``noisy_dataset`` are also used by the resume and distributed tests (and
+by the scripts they run in subprocesses): a two-stage net with the StagedNet interface
+(``num_stages``, ``forward(x, time_config=...)``, ``input_kind="frames"``) that consumes the
+torch RNG (dropout) while training, and a dataset whose items draw noise from the global
+torch RNG, so any RNG mishandling on resume shows up in the weights.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from flexsnn.errors import InputError
+from flexsnn.train.loop import TrainOptions, fit, resolve_amp, time_averaged_loss, train_step
+from flexsnn.train.samplers import MTTSampler, SDTSampler
+
+
+def resample(x: torch.Tensor, t_out: int) -> torch.Tensor:
+    """Nearest-step resampling of [T, B, ...] to t_out steps (differentiable)."""
+    t_in = x.shape[0]
+    idx = torch.arange(t_out) * t_in // t_out
+    return x[idx]
+
+
+class TinyStaged(nn.Module):
+    """Two stages: Linear(+BN)+tanh at T_1, then a linear head at T_2. x is [T, B, F]."""
+
+    input_kind = "frames"
+    num_stages = 2
+
+    def __init__(self, features: int = 8, hidden: int = 12, classes: int = 3, bn: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(features, hidden)
+        self.bn = nn.BatchNorm1d(hidden) if bn else nn.Identity()
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.bn2 = nn.BatchNorm1d(hidden) if bn else nn.Identity()
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor, time_config) -> torch.Tensor:
+        t1, t2 = time_config
+        x = resample(x, t1)
+        b = x.shape[1]
+        h = torch.tanh(self.bn(self.fc1(x.flatten(0, 1))))
+        h = self.drop(h).view(t1, b, -1)
+        h = resample(h, t2)
+        h = torch.tanh(self.bn2(self.fc2(h.flatten(0, 1))))
+        return self.head(h).view(t2, b, -1)
+
+
+class NoisyFrames(Dataset):
+    """Learnable frames [T, F] (class sets the sign pattern) plus noise from the GLOBAL torch RNG."""
+
+    def __init__(self, n: int = 40, t: int = 3, features: int = 8, classes: int = 3, noise: float = 0.1, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.arange(n) % classes
+        centers = torch.randn(classes, features, generator=g)
+        self.x = centers[self.y][:, None, :].expand(n, t, features) + 0.5 * torch.randn(n, t, features, generator=g)
+        self.noise = noise
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i] + self.noise * torch.randn(self.x.shape[1:]), self.y[i]
+
+
+def noisy_loader(n=40, batch=8, seed=0, **kw) -> DataLoader:
+    return DataLoader(NoisyFrames(n=n, **kw), batch_size=batch, shuffle=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def model_input_tf(x):
+    return x.transpose(0, 1)
+
+
+def test_train_step_sums_the_gradients_of_every_config_and_steps_once():
+    torch.manual_seed(0)
+    model = TinyStaged()
+    x = torch.randn(3, 5, 8)  # [T, B, F]
+    y = torch.tensor([0, 1, 2, 0, 1])
+    configs = [(1, 3), (3, 2), (2, 2)]
+    expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for cfg in configs:
+        model.zero_grad()
+        time_averaged_loss(model(x, time_config=cfg), y).backward()
+        for n, p in model.named_parameters():
+            expected[n] += p.grad
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    stats = {}
+    loss = train_step(model, x, y, configs, opt, stats=stats)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[n])
+        torch.testing.assert_close(p.detach(), before[n] - 0.5 * expected[n])  # exactly one SGD step
+    assert stats["seen"] == 15 and 0 <= stats["correct"] <= 15
+    assert loss > 0
+
+
+def test_train_step_all_reduces_only_on_the_last_backward():
+    class FakeDDP(nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+            self.synced_backwards = 0
+            self.unsynced = 0
+            self._in_no_sync = False
+
+        def forward(self, *a, **kw):
+            if self._in_no_sync:
+                self.unsynced += 1
+            else:
+                self.synced_backwards += 1
+            return self.module(*a, **kw)
+
+        def no_sync(self):
+            import contextlib
+
+            @contextlib.contextmanager
+            def ctx():
+                self._in_no_sync = True
+                yield
+                self._in_no_sync = False
+            return ctx()
+
+    wrapped = FakeDDP(TinyStaged())
+    opt = torch.optim.SGD(wrapped.parameters(), lr=0.1)
+    x, y = torch.randn(2, 4, 8), torch.tensor([0, 1, 2, 0])
+    train_step(wrapped, x, y, [(1, 1), (2, 1), (2, 2)], opt)
+    assert (wrapped.unsynced, wrapped.synced_backwards) == (2, 1)
+
+
+def test_train_step_rejects_empty_configs():
+    model = TinyStaged()
+    with pytest.raises(InputError, match="configs is empty"):
+        train_step(model, torch.randn(2, 2, 8), torch.tensor([0, 1]), [], torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_options_are_validated():
+    with pytest.raises(InputError, match="max_steps_per_epoch"):
+        TrainOptions(max_steps_per_epoch=-1)
+    with pytest.raises(InputError, match="checkpoint_every_steps"):
+        TrainOptions(checkpoint_every_steps=1.5)
+    with pytest.raises(InputError, match="amp"):
+        TrainOptions(amp="fp8")
+    assert resolve_amp("auto", "cpu") == "none"
+    assert resolve_amp("auto", "cuda") == "fp16"
+    assert resolve_amp("bf16", "cpu") == "bf16"
+
+
+def test_fit_learns_and_reports_one_row_per_epoch():
+    torch.manual_seed(1)
+    model = TinyStaged()
+    rows = fit(model, noisy_loader(n=36, batch=12), MTTSampler(1, 3, sample_num=3),
+               TrainOptions(epochs=3, lr=0.2, seed=3), progress=False)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert all(r["steps"] == 3 for r in rows)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[-1]["train_acc"] > 0.8  # 3 separable classes
+    assert rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine schedule ends at 0
+
+
+def test_max_steps_per_epoch_cuts_epochs_short():
+    torch.manual_seed(1)
+    calls = []
+    model = TinyStaged()
+    rows = fit(model, noisy_loader(n=48), SDTSampler(2), TrainOptions(epochs=2, max_steps_per_epoch=1),
+               progress=False, on_epoch_end=lambda e, r: calls.append(e))
+    assert [r["steps"] for r in rows] == [1, 1] and calls == [1, 2]
+
+
+def test_same_seed_same_weights_and_configs_come_from_the_seed():
+    def run(seed):
+        torch.manual_seed(0)
+        model = TinyStaged(dropout=0.2)
+        fit(model, noisy_loader(n=24), MTTSampler(1, 3), TrainOptions(epochs=2, seed=seed, lr=0.1), progress=False)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    a, b, c = run(7), run(7), run(8)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_sampler_configs_depend_only_on_the_seed():
+    # Every DDP rank builds random.Random(seed): the same stream of TimeConfigs on each.
+    s = MTTSampler(1, 6, sample_num=3)
+    r1, r2 = random.Random(1000), random.Random(1000)
+    assert [s.sample(r1, 4) for _ in range(5)] == [s.sample(r2, 4) for _ in range(5)]
