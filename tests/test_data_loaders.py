@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from flexsnn.data import FRAME_DATASETS, load_frames, make_loaders, register_frame_dataset
+from flexsnn.data import DATASETS, load_frames, make_loaders, register_frame_dataset
 from flexsnn.data import digits_dvs, loaders
 from flexsnn.data.digits_dvs import load_source, simulate_dvs
 from flexsnn.data.frames import to_frames
@@ -81,7 +81,7 @@ def test_make_loaders_batches_and_seeded_shuffle(tmp_path, tiny_digits):
 
 
 def test_registry_and_bad_arguments(tmp_path):
-    assert "digits_dvs" in FRAME_DATASETS
+    assert "digits_dvs" in DATASETS
     with pytest.raises(InputError, match="dataset must be one of.*'digits_dvs'.*got 'mnist9'"):
         load_frames("mnist9", root=tmp_path)
     with pytest.raises(InputError, match="split must be one of 'train', 'test'"):
@@ -104,7 +104,7 @@ def test_registered_dataset_is_cached_by_version(tmp_path, monkeypatch):
         x = np.full((3, n_time_bins, 1, 2, 2), 2.0 if split == "train" else 1.0, np.float32)
         return x, np.array([0, 1, 2])
 
-    monkeypatch.setitem(FRAME_DATASETS, "toy", None)  # restored after the test
+    monkeypatch.setitem(DATASETS, "toy", None)  # removed again after the test
     register_frame_dataset("toy", build, version=1)
     ds = load_frames("toy", "train", n_time_bins=2, root=tmp_path)
     assert ds.tensors[0].shape == (3, 2, 1, 2, 2) and ds.tensors[0].dtype == torch.float32

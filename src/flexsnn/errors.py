@@ -32,6 +32,11 @@ class CalibrationError(FlexSNNError, RuntimeError):
     """A BatchNorm model is evaluated at a TimeConfig it was not calibrated for."""
 
 
+class DatasetNotFoundError(InputError, FileNotFoundError):
+    """A dataset's files are not where the loader looks (or no data folder was given); the
+    message says where to put what. flexsnn never downloads datasets."""
+
+
 def check_positive_int(value: Any, name: str) -> int:
     """Return ``value`` as int if it is an integer >= 1, else raise InputError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
-from flexsnn.errors import CheckpointError, ConfigError, InputError, check_positive_int
+from flexsnn.errors import CheckpointError, ConfigError, InputError, check_choice, check_positive_int
 from flexsnn.io import write_json
 from flexsnn.train import (
     TrainOptions,
@@ -27,6 +27,8 @@ from flexsnn.train import (
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE
 
 log = logging.getLogger("flexsnn")
+
+CALIBRATIONS = ("per_config", "t_max", "none")
 
 
 @dataclass
@@ -55,8 +57,12 @@ class RunSpec:
     amp: str = "none"
     calib_batches: int = 10
     num_workers: int = 0
-    data_root: str | None = None
+    data_root: str | None = None  # real datasets: the folder with their files (read only); digits_dvs: its cache
+    augment: bool = False  # event datasets: random flips / rolls of training batches (static ones always augment)
+    autoaugment: bool = False  # cifar10 / cifar100: add AutoAugment to the training pipeline
     checkpoint_every_steps: int = 0
+    max_steps_per_epoch: int = 0  # 0: whole epochs; >0 cuts epochs short (smoke runs)
+    sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm while training (default: per-rank BN stats)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
@@ -71,6 +77,7 @@ class RunSpec:
             epochs=self.epochs, optimizer=self.optimizer, lr=self.lr, momentum=self.momentum,
             weight_decay=self.weight_decay, schedule=self.schedule, seed=self.seed,
             device=self.device, amp=self.amp, checkpoint_every_steps=self.checkpoint_every_steps,
+            max_steps_per_epoch=self.max_steps_per_epoch,
         )
 
     @property
@@ -86,13 +93,38 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def build_loaders(spec: RunSpec, shuffle_seed: int | None = None):
-    from flexsnn.data import make_loaders
+def with_dataset_defaults(spec: RunSpec) -> RunSpec:
+    """``spec`` with the dataset's class count / input shape filled into the model kwargs
+    the model accepts; kwargs the user gave win."""
+    import inspect
 
+    from flexsnn.data import dataset_model_kwargs
+    from flexsnn.models import MODELS
+
+    if spec.model not in MODELS:
+        return spec  # build_model raises the clear unknown-model error later
+    accepted = inspect.signature(MODELS[spec.model]).parameters
+    defaults = dataset_model_kwargs(spec.dataset, accepted)
+    return dataclasses.replace(spec, model_kwargs={**defaults, **spec.model_kwargs})
+
+
+def build_loaders(spec: RunSpec, shuffle_seed: int | None = None):
+    """``(train_loader, test_loader)`` of ``spec.dataset``; first checks that ``spec.model``
+    takes what the dataset yields (input kind, shape, classes), before any data is read."""
+    from flexsnn.data import check_model_input, make_loaders
+    from flexsnn.models import build_model
+
+    try:
+        with torch.device("meta"):  # only the model's input kind / shape / head are read
+            net = build_model(spec.model, **spec.model_kwargs)
+    except (RuntimeError, NotImplementedError):  # a model that cannot be built without data
+        net = None
+    if net is not None:
+        check_model_input(spec.dataset, net)
     return make_loaders(
         spec.dataset, n_time_bins=spec.frames_t, batch_size=spec.batch_size,
         seed=spec.seed if shuffle_seed is None else shuffle_seed, root=spec.data_root,
-        num_workers=spec.num_workers,
+        num_workers=spec.num_workers, augment=True if spec.augment else None, autoaugment=spec.autoaugment,
     )
 
 
@@ -120,24 +152,46 @@ def train_run(
     progress: bool = True,
     loaders=None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train per ``spec`` into ``run_dir``; BN is calibrated at uniform t_max before saving."""
+    """Train per ``spec`` into ``run_dir``; BN is calibrated at uniform t_max before saving.
+
+    Under torchrun (process group initialised, see flexsnn.train.distributed) the model is
+    wrapped in DDP, each rank loads its shard of every global batch of ``spec.batch_size``,
+    BN calibration is synced over ranks, and only rank 0 writes files. Per-epoch metrics go
+    to metrics.json / metrics.csv / train.log (and TensorBoard when installed).
+    """
     from flexsnn.models import build_model
+    from flexsnn.train.distributed import barrier, calibrate_bn_synced, current_info, distributed_loader, wrap_ddp
+    from flexsnn.train.logging import MetricsLogger
 
     resolve_device(spec.device)
-    run_dir = prepare_run_dir(run_dir, resume, overwrite)
-    torch.manual_seed(spec.seed)  # model initialisation is part of the run's seed
-    model = build_model(spec.model, **spec.model_kwargs)
+    spec = with_dataset_defaults(spec)
+    info = current_info(spec.device)
     sampler = make_sampler(spec.method, spec.t_max, spec.t_min, spec.sample_num,
                            spec.group_block_num, spec.first_stage_t)
+    # Data and model mismatches surface before the run folder is created.
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
+    run_dir = prepare_run_dir(run_dir, resume, overwrite)
+    barrier()  # every rank has checked the folder before rank 0 writes into it
+    torch.manual_seed(spec.seed)  # model initialisation is part of the run's seed
+    model = build_model(spec.model, **spec.model_kwargs)
+    if info.distributed:
+        train_loader = distributed_loader(train_loader, info, spec.batch_size, spec.seed)
     config = {"run": asdict(spec), "sampler": sampler.describe()}
-    write_json(run_dir / "run_spec.json", config)
-    history = fit(model, train_loader, sampler, spec.train_options(), run_dir=run_dir,
-                  resume=resume, progress=progress)
-    calibrate_bn(model, train_loader, spec.t_max, spec.calib_batches)
+    if info.is_main:
+        write_json(run_dir / "run_spec.json", config)
+    opts = spec.train_options()
+    opts.device = info.device
+    net = wrap_ddp(model, info, spec.sync_bn)
+    model = getattr(net, "module", net)
+    with MetricsLogger(run_dir, enabled=info.is_main, resume=resume, epochs=spec.epochs) as metrics:
+        history = fit(net, train_loader, sampler, opts, run_dir=run_dir, resume=resume,
+                      progress=progress, on_epoch_end=metrics.log_epoch)
+    calibrate_bn_synced(model, train_loader, spec.t_max, spec.calib_batches)
     config["history"] = history
-    save_model(run_dir, model, config)
-    write_json(run_dir / "history.json", history)
+    if info.is_main:
+        save_model(run_dir, model, config)
+        write_json(run_dir / "history.json", history)
+    barrier()
     return model, config
 
 
@@ -149,8 +203,14 @@ def evaluate_run(
     calib_batches: int | None = None,
     progress: bool = True,
     loaders=None,
+    calibration: str = "per_config",
 ) -> dict[str, Any]:
-    """Accuracy of a saved run at each uniform T (default 1..t_max) and at per-stage configs."""
+    """Accuracy of a saved run at each uniform T (default 1..t_max) and at per-stage configs.
+
+    ``calibration``: "per_config" re-estimates BN statistics at every evaluated config (the
+    MTT recipe), "t_max" once at uniform t_max for all (the paper authors' protocol), "none"
+    keeps the run's saved statistics (those of its training T: how plain SDT is used).
+    """
     from flexsnn.evaluate import sweep_configs, sweep_uniform
     from flexsnn.evaluate.report import results_from_sweep
 
@@ -163,6 +223,12 @@ def evaluate_run(
         check_positive_int(t, "T")
     calib = calib_batches if calib_batches is not None else spec.calib_batches
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
-    sweep = sweep_uniform(model, test_loader, t_values, train_loader, calib, progress=progress)
-    rows = sweep_configs(model, test_loader, configs, train_loader, calib, progress=progress) if configs else []
-    return {"uniform": results_from_sweep(sweep), "configs": rows, "method": spec.method}
+    check_choice(calibration, "calibration", CALIBRATIONS)
+    if calibration == "t_max":
+        calibrate_bn(model, train_loader, spec.t_max, calib)
+    options = dict(calib_loader=train_loader, calib_batches=calib, progress=progress,
+                   calibrate=calibration == "per_config")
+    sweep = sweep_uniform(model, test_loader, t_values, **options)
+    rows = sweep_configs(model, test_loader, configs, **options) if configs else []
+    return {"uniform": results_from_sweep(sweep), "configs": rows, "method": spec.method,
+            "calibration": calibration}

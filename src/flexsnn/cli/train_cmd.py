@@ -42,6 +42,8 @@ FLAGS = {
     "calib_batches": dict(type=positive_int, help="BN calibration batches (default 10)"),
     "num_workers": dict(type=int, help="data loader worker processes (default 0)"),
     "data_root": dict(help="folder holding the dataset files / cache"),
+    "augment": dict(action="store_true", help="train-time augmentation (DVS: flips + rolls; CIFAR: crop/flip/Cutout)"),
+    "autoaugment": dict(action="store_true", help="add AutoAugment (CIFAR)"),
     "checkpoint_every_steps": dict(type=int, help="also checkpoint every N steps (default 0: per epoch)"),
     "max_steps_per_epoch": dict(type=int, help="cut every epoch after N steps (default 0: whole epochs)"),
     "sync_bn": dict(action="store_const", const=True,

@@ -32,8 +32,12 @@ class in train. Frames: :meth:`EventDataset.frames` bins each sample to ``T`` fr
 ``[T, P, H, W]`` (``flexsnn.data.frames.to_frames``), optionally pools them over
 ``spatial_factor`` x ``spatial_factor`` blocks (average by default, as the paper's CIFAR10-DVS
 VGG9; or sum), and caches the stacked split on disk keyed by every binning parameter;
-:meth:`EventDataset.build_frames` is the same without the cache (for ``register_frame_dataset``).
-Memory: the split is held as one float32 array, e.g. CIFAR10-DVS train at T = 10 is 11.8 GB at
+:meth:`EventDataset.build_frames` is the same without the cache. ``flexsnn.data.loaders`` registers
+every dataset here under a name of ``make_loaders`` (``root`` = the data folder, read only).
+Binning and pooling are :func:`bin_event_samples` (also used for the embedded ``digits_dvs``),
+built on ``flexsnn.data.frames.to_frames`` / ``spatial_pool``. The cache holds integer counts
+as uint8/16/32 when they fit; averaged frames as float32.
+Memory: the split is returned as one float32 array, e.g. CIFAR10-DVS train at T = 10 is 11.8 GB at
 128x128 and 0.74 GB at ``spatial_factor=4``.
 """
 from __future__ import annotations
@@ -44,17 +48,21 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 
 from flexsnn.data.cache import cached_arrays
 from flexsnn.data.digits_dvs import EVENT_DTYPE  # x, y: pixel column / row; t: us; p: 0 or 1
-from flexsnn.errors import InputError, check_choice, check_positive_int
+from flexsnn.data.frames import check_sensor_size, spatial_pool, to_frames
+from flexsnn.errors import DatasetNotFoundError, InputError, check_choice, check_positive_int
 
-
-class DatasetNotFoundError(InputError, FileNotFoundError):
-    """A dataset's files are not where the loader looks; the message says where to put what."""
+__all__ = [
+    "CIFAR10DVS", "DVSGesture", "DatasetNotFoundError", "EVENT_DATASETS", "EVENT_DTYPE", "EventDataset",
+    "GESTURE_CLASSES", "NCaltech101", "NMNIST", "bin_event_dataset", "bin_event_samples", "count_dtype",
+    "event_frames", "make_events", "natural_key", "per_class_split", "read_aedat2_dvs128",
+    "read_aedat31_polarity", "read_atis_bin", "read_events_npz", "read_tonic_gesture_npy",
+]
 
 
 def make_events(x, y, t, p) -> np.ndarray:
@@ -211,26 +219,67 @@ def per_class_split(
 
 # ----------------------------------------------------------------------------- frames
 
-def _to_frames(events: np.ndarray, sensor_size: tuple[int, int, int], n_time_bins: int) -> np.ndarray:
-    """Bin events into ``[T, P, H, W]`` float32 counts with :func:`flexsnn.data.frames.to_frames`."""
-    w, h, p = sensor_size
-    if len(events) == 0:  # an empty recording is all-zero frames, not an error mid-way through a split
-        return np.zeros((n_time_bins, p, h, w), dtype=np.float32)
-    from flexsnn.data.frames import to_frames  # lazy: keeps the readers importable on their own
-
-    return np.asarray(to_frames(events, sensor_size, n_time_bins), dtype=np.float32)
+POOL_MODES = ("avg", "sum")
 
 
-def pool_frames(frames: np.ndarray, factor: int, pool: str = "avg") -> np.ndarray:
-    """Pool the last two axes ``[..., H, W]`` over ``factor x factor`` blocks: mean (``"avg"``) or sum."""
-    check_choice(pool, "pool", ("avg", "sum"))
-    factor = check_positive_int(factor, "spatial_factor")
-    if factor == 1:
-        return frames
-    from flexsnn.data.frames import spatial_pool
+def count_dtype(x: np.ndarray) -> np.dtype:
+    """The smallest unsigned int type holding ``x`` exactly when it holds counts (non-negative
+    integers), else float32: binned frames are cached in it (a quarter of the disk and load time
+    of float32 for uint8 counts)."""
+    if x.size == 0 or (x.min() >= 0 and np.array_equal(x, np.round(x))):
+        for dtype in (np.uint8, np.uint16, np.uint32):
+            if x.size == 0 or x.max() <= np.iinfo(dtype).max:
+                return np.dtype(dtype)
+    return np.dtype(np.float32)
 
-    summed = spatial_pool(frames, factor)
-    return (summed / np.float32(factor * factor) if pool == "avg" else summed).astype(np.float32)
+
+def bin_event_samples(
+    samples: Iterable[tuple[np.ndarray, int]],
+    count: int,
+    sensor_size: Sequence[int],
+    n_time_bins: int,
+    spatial_factor: int = 1,
+    pool: str = "avg",
+    progress: bool = False,
+    desc: str = "binning",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bin ``count`` ``(events, label)`` samples: ``(x [N, T, P, H/f, W/f] float32, y [N] int64)``.
+
+    Each sample is binned by :func:`flexsnn.data.frames.to_frames` (counts in ``n_time_bins``
+    equal bins between its first and last event; an empty recording gives all-zero frames
+    instead of an error mid-way through a split), then pooled over ``spatial_factor`` x
+    ``spatial_factor`` blocks with :func:`flexsnn.data.frames.spatial_pool`: ``pool="sum"``
+    keeps the counts, ``"avg"`` divides them by ``factor**2`` (the paper's CIFAR10-DVS input).
+    """
+    from tqdm import tqdm
+
+    width, height, pol = check_sensor_size(tuple(sensor_size))
+    n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
+    factor = check_positive_int(spatial_factor, "spatial_factor")
+    check_choice(pool, "pool", POOL_MODES)
+    if height % factor or width % factor:
+        raise InputError(f"spatial_factor={factor} must divide the sensor size {height}x{width} (H x W)")
+    x = np.zeros((count, n_time_bins, pol, height // factor, width // factor), dtype=np.float32)
+    y = np.zeros(count, dtype=np.int64)
+    for i, (events, label) in enumerate(tqdm(samples, total=count, desc=desc, disable=not progress)):
+        if i >= count:
+            raise InputError(f"samples yielded more than count={count} items")
+        if len(events):  # else: left all-zero
+            x[i] = spatial_pool(to_frames(events, (width, height, pol), n_time_bins=n_time_bins), factor)
+        y[i] = label
+    if pool == "avg" and factor > 1:
+        x /= np.float32(factor * factor)
+    return x, y
+
+
+def bin_event_dataset(dataset, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg",
+                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Bin every sample of a Tonic-style event dataset (``sensor_size``, ``len``, items
+    ``(events, label)``): ``(x [N, T, P, H/f, W/f] float32, y [N] int64)``; see
+    :func:`bin_event_samples`."""
+    items = (dataset[i] for i in range(len(dataset)))
+    return bin_event_samples(items, len(dataset), dataset.sensor_size, n_time_bins, spatial_factor, pool,
+                             progress, desc=f"binning {type(dataset).__name__}")
 
 
 # ----------------------------------------------------------------------------- base class
@@ -335,22 +384,11 @@ class EventDataset:
         Each sample is binned by ``flexsnn.data.frames.to_frames`` (event counts in ``T`` equal
         time bins between its first and last event), then pooled over ``spatial_factor`` x
         ``spatial_factor`` pixel blocks: ``pool="avg"`` (the paper's CIFAR10-DVS VGG9 average-pools
-        128x128 by 4 to 32x32) or ``"sum"`` (keeps integer counts). This is the ``build`` to register
-        with ``flexsnn.data.loaders.register_frame_dataset`` (which caches it).
+        128x128 by 4 to 32x32) or ``"sum"`` (keeps integer counts); see :func:`bin_event_samples`.
         """
-        from tqdm import tqdm
-
-        n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
-        spatial_factor = check_positive_int(spatial_factor, "spatial_factor")
-        check_choice(pool, "pool", ("avg", "sum"))
-        w, h, p = self.sensor_size
-        if h % spatial_factor or w % spatial_factor:
-            raise InputError(f"spatial_factor={spatial_factor} must divide the sensor size {h}x{w} (H x W)")
-        x = np.zeros((len(self), n_time_bins, p, h // spatial_factor, w // spatial_factor), dtype=np.float32)
-        for i in tqdm(range(len(self)), desc=f"binning {type(self).__name__} {self.split}", disable=not progress):
-            events = self._inside_sensor(self._read(self.samples[i]))
-            x[i] = pool_frames(_to_frames(events, self.sensor_size, n_time_bins), spatial_factor, pool)
-        return x, np.asarray(self.targets, dtype=np.int64)
+        samples = ((self._inside_sensor(self._read(s)), t) for s, t in zip(self.samples, self.targets))
+        return bin_event_samples(samples, len(self), self.sensor_size, n_time_bins, spatial_factor, pool,
+                                 progress, desc=f"binning {type(self).__name__} {self.split}")
 
     def frames(self, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg",
                cache_root: str | os.PathLike | None = None, progress: bool = True) -> dict[str, np.ndarray]:
@@ -362,20 +400,32 @@ class EventDataset:
         """
         n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
         spatial_factor = check_positive_int(spatial_factor, "spatial_factor")
-        check_choice(pool, "pool", ("avg", "sum"))
+        check_choice(pool, "pool", POOL_MODES)
         params = {"dataset": type(self).__name__, "split": self.split, "n_time_bins": n_time_bins,
                   "spatial_factor": spatial_factor, "pool": pool, "sensor_size": list(self.sensor_size),
-                  "files": self._fingerprint(), "format": 1}
+                  "files": self._fingerprint(), "format": 2}
 
         def build() -> dict[str, np.ndarray]:
             x, y = self.build_frames(n_time_bins, spatial_factor, pool, progress)
-            return {"x": x, "y": y}
+            return {"x": x.astype(count_dtype(x)), "y": y}  # integer counts stored compactly
 
-        return cached_arrays(f"{type(self).__name__.lower()}-{self.split}", params, build, root=cache_root)
+        out = cached_arrays(f"{type(self).__name__.lower()}-{self.split}", params, build, root=cache_root)
+        return {"x": out["x"].astype(np.float32, copy=False), "y": out["y"]}
 
     def _inside_sensor(self, events: np.ndarray) -> np.ndarray:
         """Hook: datasets whose recordings may exceed ``sensor_size`` crop here (default: keep all)."""
         return events
+
+    def _split_samples(self, data_dir: Path, split: tuple[dict, dict]) -> tuple[list[_Sample], list[int]]:
+        """This split's samples ``data_dir/<class>/<name>`` of a :func:`per_class_split` result;
+        labels are the class indices in ``self.classes``."""
+        chosen = split[0] if self.train else split[1]
+        samples, targets = [], []
+        for label, cls in enumerate(self.classes):
+            for name in chosen[cls]:
+                samples.append(_Sample(data_dir / cls / name))
+                targets.append(label)
+        return samples, targets
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -449,14 +499,7 @@ class NCaltech101(EventDataset):
         data_dir = location / "Caltech101"
         by_class = _bins_in_class_folders(data_dir, ".bin")
         self.classes = sorted(by_class)
-        train, test = per_class_split(by_class, train_ratio=self.train_ratio)
-        chosen = train if self.train else test
-        samples, targets = [], []
-        for label, cls in enumerate(self.classes):
-            for name in chosen[cls]:
-                samples.append(_Sample(data_dir / cls / name))
-                targets.append(label)
-        return samples, targets
+        return self._split_samples(data_dir, per_class_split(by_class, train_ratio=self.train_ratio))
 
     def _read(self, sample):
         return read_atis_bin(sample.path)
@@ -507,14 +550,7 @@ class CIFAR10DVS(EventDataset):
                                   "use the original .aedat files")
                 self._missing(f"{cls_dir} holds no .aedat or .npz files")
             by_class[cls] = names
-        train, test = per_class_split(by_class, n_train=self.n_train_per_class)
-        chosen = train if self.train else test
-        samples, targets = [], []
-        for label, cls in enumerate(self.classes):
-            for name in chosen[cls]:
-                samples.append(_Sample(location / cls / name))
-                targets.append(label)
-        return samples, targets
+        return self._split_samples(location, per_class_split(by_class, n_train=self.n_train_per_class))
 
     def _read(self, sample):
         if sample.path.suffix == ".npz":

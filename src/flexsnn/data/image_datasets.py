@@ -26,8 +26,7 @@ from typing import Callable, ClassVar, Sequence
 import numpy as np
 import torch
 
-from flexsnn.data.event_datasets import DatasetNotFoundError
-from flexsnn.errors import InputError
+from flexsnn.errors import DatasetNotFoundError, InputError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)

@@ -1,64 +1,167 @@
-"""Binned event datasets as tensors, cached on disk, and their DataLoaders.
+"""Every dataset name of :func:`make_loaders`, and the DataLoaders over them.
 
-``load_frames(name, split, n_time_bins)`` returns a ``TensorDataset`` of
-``(x [N, T, P, H, W] float32 event counts, y [N] int64)``; the binned arrays are cached
-under (dataset, split, n_time_bins, builder version), so each binning is computed once.
-DataLoaders yield batch-first ``(x [B, T, P, H, W], y [B])``; the training loop makes them
-time-first.
+One registry, :data:`DATASETS` (name -> :class:`DatasetEntry`); :func:`dataset_info` tells
+the workflow what a name yields so it can check the model against it:
 
-New datasets are added with :func:`register_frame_dataset`.
+================ ====== ================ ======= ==============================================
+name             input  per sample       classes ``root``
+================ ====== ================ ======= ==============================================
+digits_dvs       frames [T, 2, 34, 34]   10      optional cache folder (embedded, generated)
+nmnist           frames [T, 2, 34, 34]   10      data folder (required), full resolution
+dvs_gesture      frames [T, 2, 32, 32]   11      data folder; 128x128 average-pooled by 4
+cifar10_dvs      frames [T, 2, 32, 32]   10      data folder; 128x128 average-pooled by 4 (paper)
+cifar10_dvs_128  frames [T, 2, 128, 128] 10      data folder; unpooled (vgg9_dvs ``input_pool=4``)
+ncaltech101      frames [T, 2, 45, 60]   101     data folder; 240x180 average-pooled by 4
+cifar10          static [3, 32, 32]      10      data folder (binary version)
+cifar100         static [3, 32, 32]      100     data folder (binary version, fine labels)
+================ ====== ================ ======= ==============================================
+
+Data folder vs cache: for every dataset but ``digits_dvs``, ``root`` (``--data-root``) is the
+user's copy of the files and is only read; binned frames are cached under
+:func:`flexsnn.data.cache.cache_dir` (``$FLEXSNN_CACHE``, else ``~/.cache/flexsnn``) keyed by
+the files and every binning parameter. ``digits_dvs`` is generated, so its ``root`` is just
+where its cache goes.
+
+Batches: frames datasets yield batch-first ``(x [B, T, P, H, W] float32 event counts, y [B]
+int64)``, the training loop makes them time-first; static datasets yield normalised images
+``(x [B, 3, 32, 32] float32, y [B])``, repeated over T by the model (direct encoding).
+
+Training augmentation (never on the test loader):
+
+- frames, opt-in (``augment=True``): per-sample random horizontal flip and roll by up to 5
+  pixels (:func:`flexsnn.data.augment.augment_frames_batch`), applied per batch by the
+  training loader's ``collate_fn`` (:class:`AugmentFramesCollate`).
+- static, on by default: [AutoAugment, ``autoaugment=True``] -> random crop 32 (padding 4) ->
+  horizontal flip -> normalise -> Cutout (:func:`flexsnn.data.augment.cifar_train_transform`).
+
+Randomness: augmentations draw from the training loader's shuffling generator
+(``train_loader.generator``, seeded with ``seed``) in the main process, and from the worker's
+torch RNG (which DataLoader seeds from that generator) in worker processes. So a seed fixes
+the augmentations too, and the training checkpoint, which saves that generator's state,
+replays them exactly on resume.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate, get_worker_info
 
+from flexsnn.data.augment import augment_frames_batch, cifar_train_transform
 from flexsnn.data.cache import cached_arrays
-from flexsnn.errors import InputError, check_choice, check_positive_int
+from flexsnn.data.event_datasets import (
+    CIFAR10DVS,
+    NMNIST,
+    DVSGesture,
+    NCaltech101,
+    bin_event_dataset,
+    count_dtype,
+)
+from flexsnn.data.image_datasets import CIFAR10, CIFAR100
+from flexsnn.errors import DatasetNotFoundError, InputError, check_choice, check_positive_int
 
 SPLITS = ("train", "test")
+INPUT_KINDS = ("frames", "static")
 
 # build(split, n_time_bins, root) -> (x [N, T, P, H, W] event counts, y [N] int labels)
 FrameBuild = Callable[[str, int, "str | os.PathLike | None"], "tuple[np.ndarray, np.ndarray]"]
 
 
+class DatasetInfo(NamedTuple):
+    """What a dataset name yields: ``input_kind`` ("frames" | "static"), the per-sample
+    ``in_shape`` (``(P, H, W)`` per time step, or ``(C, H, W)``; None if unknown) and
+    ``num_classes`` (None if unknown)."""
+
+    input_kind: str
+    in_shape: tuple[int, ...] | None
+    num_classes: int | None
+
+
 @dataclass(frozen=True)
-class FrameBuilder:
-    """How to produce a dataset's binned frames; bump ``version`` when ``build``'s output
-    changes so old caches are not reused."""
+class DatasetEntry:
+    """One name of :func:`make_loaders`.
 
-    build: FrameBuild
+    Frames datasets have ``build`` (bump ``version`` when its output changes, so old caches
+    are not reused); static datasets have ``images``, a class called as ``images(root,
+    train=..., transform=...)`` yielding ``(float image [C, H, W], label)``, and
+    ``train_transform(autoaugment) -> transform`` for its training split. ``root_is_data``:
+    ``root`` is the user's data folder (required, read only; ``build`` caches by itself under
+    ``cache_dir()``, keyed by the files) rather than an optional cache folder. ``source``: the
+    class whose attributes describe the expected files, for the missing-data message.
+    """
+
+    input_kind: str
+    in_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    root_is_data: bool = False
+    build: FrameBuild | None = None
     version: int = 1
+    images: Callable[..., Dataset] | None = None
+    train_transform: Callable[[bool], Callable] | None = None
+    source: type | None = None
+
+    @property
+    def info(self) -> DatasetInfo:
+        return DatasetInfo(self.input_kind, self.in_shape, self.num_classes)
 
 
-FRAME_DATASETS: dict[str, FrameBuilder] = {}
+DATASETS: dict[str, DatasetEntry] = {}
 
 
-def register_frame_dataset(name: str, build: FrameBuild, version: int = 1) -> None:
-    """Make ``load_frames(name, ...)`` available; ``build(split, n_time_bins, root)`` must
-    return ``(x [N, T, P, H, W], y [N])``."""
-    FRAME_DATASETS[name] = FrameBuilder(build=build, version=version)
+def _shape(in_shape: Iterable[int] | None) -> tuple[int, ...] | None:
+    return None if in_shape is None else tuple(check_positive_int(s, "in_shape") for s in in_shape)
 
 
-def bin_event_dataset(dataset, n_time_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bin every sample of a Tonic-style event dataset (``sensor_size``, ``(events, label)``
-    items) into ``n_time_bins`` frames: ``(x [N, T, P, H, W] float32, y [N] int64)``."""
-    from flexsnn.data.frames import to_frames
+def register_frame_dataset(
+    name: str,
+    build: FrameBuild,
+    version: int = 1,
+    *,
+    in_shape: Iterable[int] | None = None,
+    num_classes: int | None = None,
+    root_is_data: bool = False,
+    source: type | None = None,
+) -> None:
+    """Make ``load_frames(name, ...)`` / ``make_loaders(name, ...)`` available.
 
-    width, height, pol = dataset.sensor_size
-    x = np.zeros((len(dataset), n_time_bins, pol, height, width), dtype=np.float32)
-    y = np.zeros(len(dataset), dtype=np.int64)
-    for i in range(len(dataset)):
-        events, label = dataset[i]
-        x[i] = to_frames(events, dataset.sensor_size, n_time_bins=n_time_bins)
-        y[i] = label
-    return x, y
+    ``build(split, n_time_bins, root)`` returns ``(x [N, T, P, H, W], y [N])``. With
+    ``root_is_data=False`` :func:`load_frames` caches its output under ``root`` (or
+    ``cache_dir()``); with ``root_is_data=True`` ``root`` is a required data folder and
+    ``build`` must do its own caching, outside ``root``.
+    """
+    DATASETS[name] = DatasetEntry(
+        input_kind="frames", in_shape=_shape(in_shape),
+        num_classes=None if num_classes is None else check_positive_int(num_classes, "num_classes"),
+        root_is_data=bool(root_is_data), build=build, version=version, source=source)
 
+
+def register_image_dataset(
+    name: str,
+    images: Callable[..., Dataset],
+    num_classes: int,
+    train_transform: Callable[[bool], Callable],
+    in_shape: Iterable[int] = (3, 32, 32),
+) -> None:
+    """Make ``make_loaders(name, ...)`` yield static images ``[B, C, H, W]`` read by
+    ``images(root, train=..., transform=...)`` from the user's data folder ``root``; the
+    training split uses ``train_transform(autoaugment)``, the test split the class default."""
+    DATASETS[name] = DatasetEntry(
+        input_kind="static", in_shape=_shape(in_shape), num_classes=check_positive_int(num_classes, "num_classes"),
+        root_is_data=True, images=images, train_transform=train_transform, source=images)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """``(input_kind, in_shape, num_classes)`` of dataset ``name``; e.g. ``dataset_info("cifar10")
+    == ("static", (3, 32, 32), 10)``."""
+    check_choice(name, "dataset", sorted(DATASETS))
+    return DATASETS[name].info
+
+
+# ----------------------------------------------------------------------------- registrations
 
 def _digits_dvs_frames(split: str, n_time_bins: int, root) -> tuple[np.ndarray, np.ndarray]:
     from flexsnn.data.digits_dvs import DigitsDVS
@@ -66,16 +169,58 @@ def _digits_dvs_frames(split: str, n_time_bins: int, root) -> tuple[np.ndarray, 
     return bin_event_dataset(DigitsDVS(root=root, train=split == "train"), n_time_bins)
 
 
-register_frame_dataset("digits_dvs", _digits_dvs_frames, version=1)
+def _event_frames_builder(cls: type, spatial_factor: int, pool: str = "avg") -> FrameBuild:
+    """``build`` of a real event dataset: read ``root`` (the data folder), cache the binned
+    split under ``cache_dir()`` keyed by the files and binning (``EventDataset.frames``)."""
+
+    def build(split: str, n_time_bins: int, root) -> tuple[np.ndarray, np.ndarray]:
+        out = cls(root, train=split == "train").frames(n_time_bins, spatial_factor=spatial_factor, pool=pool,
+                                                       cache_root=None, progress=True)
+        return out["x"], out["y"]
+
+    return build
 
 
-def _count_dtype(x: np.ndarray) -> np.dtype:
-    """The smallest unsigned int type that holds the counts exactly (smaller cache files)."""
-    if x.size == 0 or (x.min() >= 0 and np.array_equal(x, np.round(x))):
-        for dtype in (np.uint8, np.uint16, np.uint32):
-            if x.size == 0 or x.max() <= np.iinfo(dtype).max:
-                return np.dtype(dtype)
-    return np.dtype(np.float32)
+def _register_event_dataset(name: str, cls: type, spatial_factor: int, num_classes: int) -> None:
+    width, height, pol = cls.sensor_size
+    register_frame_dataset(name, _event_frames_builder(cls, spatial_factor), version=1,
+                           in_shape=(pol, height // spatial_factor, width // spatial_factor),
+                           num_classes=num_classes, root_is_data=True, source=cls)
+
+
+register_frame_dataset("digits_dvs", _digits_dvs_frames, version=1, in_shape=(2, 34, 34), num_classes=10)
+_register_event_dataset("nmnist", NMNIST, spatial_factor=1, num_classes=10)
+_register_event_dataset("dvs_gesture", DVSGesture, spatial_factor=4, num_classes=len(DVSGesture.classes))
+_register_event_dataset("cifar10_dvs", CIFAR10DVS, spatial_factor=4, num_classes=len(CIFAR10DVS.classes))
+_register_event_dataset("cifar10_dvs_128", CIFAR10DVS, spatial_factor=1, num_classes=len(CIFAR10DVS.classes))
+_register_event_dataset("ncaltech101", NCaltech101, spatial_factor=4, num_classes=101)
+register_image_dataset("cifar10", CIFAR10, 10, functools.partial(cifar_train_transform, "cifar10"))
+register_image_dataset("cifar100", CIFAR100, 100, functools.partial(cifar_train_transform, "cifar100"))
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def _missing_root(name: str, entry: DatasetEntry) -> DatasetNotFoundError:
+    src = entry.source
+    where = ""
+    if src is not None and hasattr(src, "expected_layout"):  # event datasets
+        where = (f" holding {src.folder}/ laid out as:\n{src.expected_layout}\n"
+                 f"Download from: {src.download_from}")
+    elif src is not None and hasattr(src, "train_files"):  # CIFAR binary
+        where = (f" holding {src.folder}/ with {', '.join([*src.train_files, *src.test_files])} "
+                 f"(the binary version: {src.url})")
+    return DatasetNotFoundError(
+        f"dataset {name!r} is read from your own copy of its files: pass --data-root (root=) the "
+        f"folder{where}\nflexsnn never downloads datasets; binned frames are cached under "
+        f"$FLEXSNN_CACHE (default ~/.cache/flexsnn), never in the data folder.")
+
+
+def _entry(name: str, root) -> DatasetEntry:
+    check_choice(name, "dataset", sorted(DATASETS))
+    entry = DATASETS[name]
+    if entry.root_is_data and root is None:
+        raise _missing_root(name, entry)
+    return entry
 
 
 def load_frames(
@@ -84,25 +229,85 @@ def load_frames(
     n_time_bins: int = 10,
     root: str | os.PathLike | None = None,
 ) -> TensorDataset:
-    """The ``split`` of ``dataset`` binned into ``n_time_bins`` frames, cached on disk.
+    """The ``split`` of frames dataset ``dataset`` binned into ``n_time_bins`` frames, cached.
 
     Returns a ``TensorDataset`` of ``(x [N, T, P, H, W] float32 counts, y [N] int64)``;
-    for ``digits_dvs`` ``[N, T, 2, 34, 34]``. ``root`` is the data/cache folder.
+    for ``digits_dvs`` ``[N, T, 2, 34, 34]``. ``root``: the data folder (required) for real
+    datasets, the cache folder for ``digits_dvs`` (see the module docstring).
     """
-    check_choice(dataset, "dataset", sorted(FRAME_DATASETS))
+    entry = _entry(dataset, root)
+    if entry.input_kind != "frames":
+        frames = sorted(n for n, e in DATASETS.items() if e.input_kind == "frames")
+        raise InputError(f"dataset {dataset!r} holds static images, not event frames; load_frames takes one of "
+                         f"{', '.join(map(repr, frames))} (make_loaders serves both kinds)")
     check_choice(split, "split", SPLITS)
     n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
-    builder = FRAME_DATASETS[dataset]
+    if entry.root_is_data:
+        x, y = entry.build(split, n_time_bins, root)  # cached by the builder, outside root
+    else:
+        def build() -> dict[str, np.ndarray]:
+            x, y = entry.build(split, n_time_bins, root)
+            return {"x": x.astype(count_dtype(x)), "y": np.asarray(y, dtype=np.int64)}
 
-    def build() -> dict[str, np.ndarray]:
-        x, y = builder.build(split, n_time_bins, root)
-        return {"x": x.astype(_count_dtype(x)), "y": np.asarray(y, dtype=np.int64)}
+        params = {"dataset": dataset, "split": split, "n_time_bins": n_time_bins, "version": entry.version}
+        arrays = cached_arrays(f"frames-{dataset}-{split}-T{n_time_bins}", params, build, root=root)
+        x, y = arrays["x"], arrays["y"]
+    return TensorDataset(torch.from_numpy(np.asarray(x).astype(np.float32, copy=False)),
+                         torch.from_numpy(np.asarray(y).astype(np.int64, copy=False)))
 
-    params = {"dataset": dataset, "split": split, "n_time_bins": n_time_bins, "version": builder.version}
-    arrays = cached_arrays(f"frames-{dataset}-{split}-T{n_time_bins}", params, build, root=root)
-    x = torch.from_numpy(arrays["x"].astype(np.float32, copy=False))
-    y = torch.from_numpy(arrays["y"].astype(np.int64, copy=False))
-    return TensorDataset(x, y)
+
+# ----------------------------------------------------------------------------- augmentation
+
+def loader_generator_here(generator: torch.Generator | None) -> torch.Generator | None:
+    """The generator augmentations draw from: the loader's own in the main process; ``None``
+    (the process-wide torch RNG, which DataLoader seeds from that generator) in a worker."""
+    return generator if get_worker_info() is None else None
+
+
+class _DropsGeneratorWhenPickled:
+    # A worker process draws from its own seeded torch RNG, never from a copy of the
+    # loader's generator, so the generator need not (and may not) be sent to it.
+    generator: torch.Generator | None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "generator": None}
+
+
+@dataclass
+class AugmentFramesCollate(_DropsGeneratorWhenPickled):
+    """``collate_fn`` of a frames training loader: stack ``(x [T, P, H, W], y)`` samples, then
+    flip / roll each sample of ``x [B, T, P, H, W]`` at random (:func:`augment_frames_batch`)."""
+
+    generator: torch.Generator | None = None
+    flip_p: float = 0.5
+    max_shift: int = 5
+    mode: str = "roll"
+
+    def __call__(self, batch):
+        x, y = default_collate(batch)
+        gen = loader_generator_here(self.generator)
+        return augment_frames_batch(x, gen, self.flip_p, self.max_shift, self.mode), y
+
+
+@dataclass
+class TorchSeededTransform(_DropsGeneratorWhenPickled):
+    """Run a numpy-random per-sample transform (``transform(x, rng=...)``, e.g. a
+    :class:`flexsnn.data.augment.Compose`) with a numpy Generator seeded by a draw from
+    ``generator`` (see :func:`loader_generator_here`), so the loader's seed fixes it."""
+
+    transform: Callable
+    generator: torch.Generator | None = None
+
+    def __call__(self, x):
+        seed = int(torch.randint(0, 2**62, (1,), generator=loader_generator_here(self.generator)))
+        return self.transform(x, rng=np.random.default_rng(seed))
+
+
+# ----------------------------------------------------------------------------- loaders
+
+def _check_flag(value: Any, name: str, allow_none: bool = False) -> None:
+    if not (isinstance(value, bool) or (allow_none and value is None)):
+        raise InputError(f"{name} must be True or False{' or None' if allow_none else ''}, got {value!r}")
 
 
 def make_loaders(
@@ -112,19 +317,109 @@ def make_loaders(
     seed: int = 0,
     root: str | os.PathLike | None = None,
     num_workers: int = 0,
+    augment: bool | None = None,
+    autoaugment: bool = False,
 ) -> tuple[DataLoader, DataLoader]:
-    """``(train_loader, test_loader)`` over :func:`load_frames`; batches are ``(x [B, T, P,
-    H, W], y [B])``. The training order is shuffled by a generator seeded with ``seed``
-    (``train_loader.generator``), so runs are reproducible; the test order is fixed."""
+    """``(train_loader, test_loader)`` of ``dataset`` (a name of :data:`DATASETS`).
+
+    Batches: ``(x [B, T, P, H, W], y [B])`` for frames datasets (binned at ``n_time_bins``),
+    ``(x [B, C, H, W], y [B])`` for static ones (``n_time_bins`` unused). ``root``: see the
+    module docstring. The training order is shuffled by ``train_loader.generator`` seeded with
+    ``seed``; the test order is fixed. ``augment``: training augmentation on or off, ``None``
+    = the dataset's default (frames: off; static: crop / flip / Cutout on). ``autoaugment``:
+    add CIFAR AutoAugment to a static dataset's training pipeline. The test loader is never
+    augmented.
+    """
     batch_size = check_positive_int(batch_size, "batch_size")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"seed must be an integer, got {seed!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise InputError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-    train = load_frames(dataset, "train", n_time_bins, root)
-    test = load_frames(dataset, "test", n_time_bins, root)
+    _check_flag(augment, "augment", allow_none=True)
+    _check_flag(autoaugment, "autoaugment")
+    n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
+    entry = _entry(dataset, root)
     generator = torch.Generator().manual_seed(seed)
+    collate_fn = None
+    if entry.input_kind == "frames":
+        if autoaugment:
+            raise InputError(f"autoaugment applies to static image datasets, not to the event dataset {dataset!r}; "
+                             "use augment=True for its flips and rolls")
+        train = load_frames(dataset, "train", n_time_bins, root)
+        test = load_frames(dataset, "test", n_time_bins, root)
+        if augment:
+            collate_fn = AugmentFramesCollate(generator)
+    else:
+        if autoaugment and augment is False:
+            raise InputError("autoaugment=True needs augmentation on; got augment=False")
+        transform = None  # the dataset's own: Normalize only
+        if augment is not False:
+            transform = TorchSeededTransform(entry.train_transform(autoaugment), generator)
+        train = entry.images(root, train=True, transform=transform)
+        test = entry.images(root, train=False)
     train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator,
-                              num_workers=num_workers)
+                              num_workers=num_workers, collate_fn=collate_fn)
     test_loader = DataLoader(test, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return train_loader, test_loader
+
+
+# ----------------------------------------------------------------------------- model checks
+
+def dataset_model_kwargs(dataset: str, accepted: Iterable[str]) -> dict[str, Any]:
+    """Model-zoo keyword arguments that fit ``dataset``, restricted to the ``accepted`` names:
+    ``num_classes``, ``in_shape`` (list), ``in_channels``, ``in_size`` (square inputs only) and
+    ``input_kind``. Merge the user's own kwargs over them."""
+    info = dataset_info(dataset)
+    accepted = set(accepted)
+    out: dict[str, Any] = {}
+    if info.num_classes is not None:
+        out["num_classes"] = info.num_classes
+    if info.in_shape is not None:
+        out["in_shape"] = list(info.in_shape)
+        out["in_channels"] = info.in_shape[0]
+        if len(info.in_shape) == 3 and info.in_shape[1] == info.in_shape[2]:
+            out["in_size"] = info.in_shape[1]
+    out["input_kind"] = info.input_kind
+    return {k: v for k, v in out.items() if k in accepted}
+
+
+def _model_num_classes(model: Any) -> int | None:
+    head = getattr(model, "head", None)
+    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)] if head is not None else []
+    return linears[-1].out_features if linears else None
+
+
+def _fits(model_shape: tuple, data_shape: tuple | None) -> bool:
+    """Does a model's ``input_shape`` (``None`` = any size) accept per-sample ``data_shape``?"""
+    return data_shape is not None and len(model_shape) == len(data_shape) and all(
+        s is None or s == d for s, d in zip(model_shape, data_shape))
+
+
+def _layout(kind: str, shape: Iterable[Any] | None) -> str:
+    dims = ", ".join("*" if s is None else str(s) for s in shape) if shape is not None else "..."
+    return f"[B, T, {dims}]" if kind == "frames" else f"[B, {dims}]"
+
+
+def check_model_input(dataset: str, model: Any) -> None:
+    """Raise InputError unless ``model`` (a StagedNet: ``input_kind``, ``input_shape``, a
+    Linear head) takes what ``dataset`` yields: same input kind, a per-sample shape that
+    matches (``None`` entries match any size) and at least as many outputs as classes."""
+    info = dataset_info(dataset)
+    kind = getattr(model, "input_kind", None)
+    shape = getattr(model, "input_shape", None)
+    fix = "pick a model for this input or set model_kwargs to match (in_channels / in_size / in_shape / input_kind)"
+    if kind is not None and kind != info.input_kind:
+        raise InputError(
+            f"model takes {kind} input {_layout(kind, shape)} but dataset {dataset!r} yields {info.input_kind} "
+            f"batches {_layout(info.input_kind, info.in_shape)}; {fix}")
+    if shape is not None and info.in_shape is not None and not _fits(shape, info.in_shape):
+        same_files = [n for n, e in DATASETS.items() if n != dataset and e.source is not None
+                      and e.source is DATASETS[dataset].source and _fits(shape, e.in_shape)]
+        other = f" (dataset {same_files[0]!r} yields those from the same files)" if same_files else ""
+        raise InputError(
+            f"model takes {_layout(info.input_kind, shape)} but dataset {dataset!r} yields "
+            f"{_layout(info.input_kind, info.in_shape)}{other}; {fix}")
+    classes = _model_num_classes(model)
+    if classes is not None and info.num_classes is not None and classes < info.num_classes:
+        raise InputError(f"model has {classes} outputs but dataset {dataset!r} has {info.num_classes} classes; "
+                         f"set model_kwargs num_classes={info.num_classes}")
