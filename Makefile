@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.flexsnn-installed
 # The CPU torch wheel lies in /opt/wheels on our machines; elsewhere pip uses PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: install demo test bench clean lock
+.PHONY: install demo demo-deploy test bench clean lock
 
 install: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/flexsnn demo --out runs/demo --overwrite
+
+demo-deploy: $(STAMP)
+	$(BIN)/flexsnn demo --out runs/demo --overwrite --deploy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -111,8 +111,17 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
     if not isinstance(spec, dict) or "name" not in spec:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} has no model spec ({{'name': ..., 'kwargs': ...}})")
     model = build_model(spec["name"], **spec.get("kwargs", {}))
+    deployed = "deploy" in config
+    if deployed:  # written by `flexsnn deploy prepare`: BN folded away, biases zero and frozen
+        from flexsnn.deploy.bias_removal import strip_batchnorm
+
+        strip_batchnorm(model)
     tensors, _ = load_safetensors(run_dir / MODEL_FILE, what="model weights")
     load_state(model, tensors, run_dir / MODEL_FILE)
+    if deployed:
+        from flexsnn.deploy.bias_removal import freeze_biases
+
+        freeze_biases(model)
     model.to(device)
     calibrated = config.get("bn_calibrated_for")
     if calibrated is not None and hasattr(model, "mark_calibrated"):

@@ -1,0 +1,1 @@
+"""Hardware back ends (optional extras): code that needs a vendor toolchain lives here, out of the core."""

@@ -1,0 +1,183 @@
+"""`flexsnn deploy`: bias removal + fine-tune, event-driven simulation, NIR export.
+
+  prepare   bias removal (biases and BN means zeroed, BN folded) and the bias-free
+            fine-tune with SDT or MTT, from a run written by `flexsnn train`
+  simulate  time-stepped vs event-driven accuracy, spike-count divergence, synaptic ops
+            and events/s of deployed runs; without --run, the whole experiment on the
+            default data (SDT base, SDT and MTT fine-tunes)
+  export    write a deployed run as a NIR graph (.nir, HDF5)
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from flexsnn.cli.common import HelpFormatter, positive_int
+
+EXAMPLES = """examples:
+  flexsnn train --model nmnist_net --method sdt --t-max 10 --epochs 6 --out runs/base
+  flexsnn deploy prepare --run runs/base --method mtt --epochs 3 --out runs/deploy_mtt
+  flexsnn deploy prepare --run runs/base --method sdt --epochs 3 --out runs/deploy_sdt
+  flexsnn deploy simulate --run runs/deploy_sdt --run runs/deploy_mtt --dataset digits_dvs
+  flexsnn deploy simulate --out runs/deploy_demo       # the whole experiment
+  flexsnn deploy export --run runs/deploy_mtt --out runs/deploy_mtt/model.nir"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("deploy", help="bias removal + fine-tune, event-driven simulation, NIR export",
+                       description=__doc__, epilog=EXAMPLES, formatter_class=HelpFormatter)
+    verbs = p.add_subparsers(dest="deploy_verb", metavar="ACTION", required=True)
+
+    prep = verbs.add_parser("prepare", help="bias removal + bias-free fine-tune (SDT or MTT)",
+                            description="Zero every bias and BN running mean, fold BN into the conv weights, then "
+                            "fine-tune with biases frozen at zero, with SDT or MTT (stage 1 at T, the others from "
+                            "[T - L, T + R]).", epilog=EXAMPLES, formatter_class=HelpFormatter)
+    prep.add_argument("--run", type=Path, required=True, help="run folder written by `flexsnn train`")
+    prep.add_argument("--out", type=Path, required=True, help="deployed run folder to create")
+    prep.add_argument("--method", choices=["mtt", "sdt"], default="mtt", help="fine-tune method")
+    prep.add_argument("--t", type=positive_int, default=None, help="input T (default: the run's t_max)")
+    prep.add_argument("--L", dest="t_left", type=int, default=None, help="MTT: other stages from T-L (default T-1)")
+    prep.add_argument("--R", dest="t_right", type=int, default=0, help="MTT: other stages up to T+R")
+    prep.add_argument("--sample-num", type=positive_int, default=3, help="MTT configs per iteration")
+    prep.add_argument("--epochs", type=positive_int, default=3, help="fine-tune epochs")
+    prep.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="optimizer")
+    prep.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    prep.add_argument("--seed", type=int, default=1000, help="random seed")
+    prep.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    prep.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    prep.add_argument("--resume", action="store_true", help="continue a killed fine-tune in --out")
+    prep.add_argument("--quiet", action="store_true", help="no progress bars")
+    prep.set_defaults(func=run_prepare)
+
+    sim = verbs.add_parser("simulate", help="time-stepped vs event-driven accuracy of deployed runs",
+                           description="Run deployed models time-stepped (at T) and event-driven (the simulator) "
+                           "on the same test events. Without --run: train an SDT base, fine-tune it with SDT and "
+                           "MTT, and compare (writes to --out).", epilog=EXAMPLES, formatter_class=HelpFormatter)
+    sim.add_argument("--run", type=Path, action="append", default=[], help="deployed run folder (repeatable)")
+    sim.add_argument("--dataset", default="digits_dvs", help="event dataset of the test split")
+    sim.add_argument("--data-root", default=None, help="dataset folder")
+    sim.add_argument("--t", type=positive_int, default=None, help="time-stepped T (default: each run's T)")
+    sim.add_argument("--max-samples", type=positive_int, default=None, help="test samples to use (default all)")
+    sim.add_argument("--threads", type=positive_int, default=None, help="simulator threads (default: all cores)")
+    sim.add_argument("--out", type=Path, default=None, help="folder for results (required without --run)")
+    sim.add_argument("--model", default="nmnist_net", help="without --run: deployable model to train")
+    sim.add_argument("--base-epochs", type=positive_int, default=6, help="without --run: SDT base epochs")
+    sim.add_argument("--finetune-epochs", type=positive_int, default=3, help="without --run: fine-tune epochs")
+    sim.add_argument("--base-run", type=Path, default=None, help="without --run: reuse this trained base run")
+    sim.add_argument("--seed", type=int, default=1000, help="random seed")
+    sim.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the simulator runs on CPU)")
+    sim.add_argument("--quiet", action="store_true", help="no progress bars")
+    sim.set_defaults(func=run_simulate)
+
+    exp = verbs.add_parser("export", help="write a deployed run as a NIR graph",
+                           description="Export a bias-free run to NIR (nir.write, HDF5). Average pooling becomes "
+                           "SumPool2d with its scale folded into the next layer; what NIR cannot say (reset by "
+                           "subtraction, lower bound, multi-spike, stages, time config) goes into the graph's "
+                           "metadata.", epilog=EXAMPLES, formatter_class=HelpFormatter)
+    exp.add_argument("--run", type=Path, required=True, help="deployed run folder")
+    exp.add_argument("--out", type=Path, required=True, help="output .nir file")
+    exp.add_argument("--input-shape", default=None, help="input map C,H,W (default: the dataset's sensor)")
+    exp.add_argument("--pool", choices=["sum", "avg"], default="sum", help="how average pooling is written")
+    exp.add_argument("--linear", choices=["affine", "linear"], default="affine", help="NIR node for linear layers")
+    exp.set_defaults(func=run_export)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from flexsnn.deploy.finetune import prepare_deployment
+
+    if args.resume and args.overwrite:
+        raise _input_error("--resume and --overwrite exclude each other")
+    print(f"bias removal + {args.method.upper()} fine-tune of {args.run} for {args.epochs} epochs -> {args.out}")
+    _, config = prepare_deployment(
+        args.run, args.out, method=args.method, t=args.t, t_left=args.t_left, t_right=args.t_right,
+        sample_num=args.sample_num, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
+        device=args.device, progress=not args.quiet, overwrite=args.overwrite, resume=args.resume,
+    )
+    deploy = config["deploy"]
+    print(f"time-stepped accuracy at T={deploy['t']} (bias-free): {100 * deploy['accuracy_t']:.2f}%")
+    print(f"wrote {args.out}/model.safetensors, config.json")
+    return 0
+
+
+def _input_error(message: str):
+    from flexsnn.errors import InputError
+
+    return InputError(message)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from flexsnn.deploy.compare import compare_deployment, evaluate_deployment, format_deployment_table, load_event_split
+    from flexsnn.deploy.finetune import load_deployed
+    from flexsnn.io import write_json
+    from flexsnn.workflow import resolve_device
+
+    resolve_device(args.device)
+    if not args.run:
+        if args.out is None:
+            raise _input_error("give deployed runs with --run, or --out to run the whole SDT vs MTT experiment")
+        result = compare_deployment(
+            args.out, dataset=args.dataset, model=args.model, t=args.t or 10, base_epochs=args.base_epochs,
+            finetune_epochs=args.finetune_epochs, seed=args.seed, device=args.device, base_run=args.base_run,
+            max_test_samples=args.max_samples, data_root=args.data_root, progress=not args.quiet,
+        )
+        print()
+        print(result.format_table())
+        print(f"wrote {args.out}/deploy_results.json")
+        return 0
+    events, labels, sensor = load_event_split(args.dataset, "test", args.data_root, args.max_samples)
+    rows = []
+    for run in args.run:
+        model, config = load_deployed(run, device=args.device)
+        deploy = config["deploy"]
+        t = args.t or int(deploy["t"])
+        label = str(deploy.get("method", run.name)).upper()
+        print(f"{run}: {label} fine-tune, simulating {len(events)} samples (time-stepped at T={t})")
+        rows.append(evaluate_deployment(model, events, labels, sensor, t, label=label, num_threads=args.threads,
+                                        progress=not args.quiet))
+    print()
+    print(format_deployment_table(rows))
+    if args.out is not None:
+        write_json(args.out / "deploy_results.json", {"rows": [r.as_dict() for r in rows],
+                                                      "runs": [str(r) for r in args.run], "dataset": args.dataset})
+        print(f"wrote {args.out}/deploy_results.json")
+    return 0
+
+
+def _shape_arg(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise _input_error(f"--input-shape must be C,H,W positive integers like 2,34,34; got {text!r}")
+    return shape  # type: ignore[return-value]
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import nir
+
+    from flexsnn.deploy.finetune import load_deployed
+    from flexsnn.deploy.nir_export import to_nir
+    from flexsnn.io import atomic_write
+
+    model, config = load_deployed(args.run)
+    if args.input_shape is not None:
+        shape = _shape_arg(args.input_shape)
+    else:
+        shape = _dataset_input_shape(config.get("run", {}).get("dataset", "digits_dvs"))
+    graph = to_nir(model, input_shape=shape, pool=args.pool, linear=args.linear,
+                   extra={"deploy": {k: v for k, v in config["deploy"].items() if k != "history"},
+                          "source": str(args.run)})
+    with atomic_write(args.out) as tmp:
+        nir.write(tmp, graph)
+    print(f"wrote {args.out} ({len(graph.nodes)} NIR nodes, input {shape})")
+    return 0
+
+
+def _dataset_input_shape(dataset: str) -> tuple[int, int, int]:
+    if dataset == "digits_dvs":
+        from flexsnn.data import DigitsDVS
+
+        w, h, p = DigitsDVS.sensor_size
+        return (p, h, w)
+    raise _input_error(f"cannot infer the input shape of dataset {dataset!r}; pass --input-shape C,H,W")

@@ -1,0 +1,101 @@
+"""`flexsnn deploy prepare | simulate | export`: happy path on tiny data, one-line errors."""
+from __future__ import annotations
+
+import numpy as np
+import nir
+import pytest
+import torch
+
+from conftest import make_frame_loaders
+from flexsnn.cli import main
+
+SHAPE = (2, 8, 8)
+MODEL_KW = {"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]}
+DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", np.int8)])
+
+
+def tiny_loaders():
+    return make_frame_loaders(n_train=32, n_test=16, t=4, shape=SHAPE, classes=3, batch=16)
+
+
+@pytest.fixture
+def base_run(tmp_path, monkeypatch):
+    import flexsnn.workflow as workflow
+    from flexsnn.workflow import RunSpec, train_run
+
+    spec = RunSpec(model="nmnist_net", model_kwargs=MODEL_KW, method="sdt", t_min=1, t_max=4, epochs=1,
+                   batch_size=16, calib_batches=2)
+    train_run(spec, tmp_path / "base", progress=False, loaders=tiny_loaders())
+    monkeypatch.setattr(workflow, "build_loaders", lambda spec, shuffle_seed=None: tiny_loaders())
+    return tmp_path / "base"
+
+
+def fake_event_split(dataset, split="test", root=None, max_samples=None):
+    rng = np.random.default_rng(0)
+    events, labels = [], []
+    for i in range(max_samples or 6):
+        ev = np.zeros(80, DTYPE)
+        ev["x"], ev["y"], ev["p"] = rng.integers(0, 8, 80), rng.integers(0, 8, 80), rng.integers(0, 2, 80)
+        ev["t"] = np.sort(rng.integers(0, 50_000, 80))
+        events.append(ev)
+        labels.append(i % 3)
+    return events, labels, (8, 8, 2)
+
+
+def one_line_error(capsys, argv, expected):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert expected in err, err
+
+
+def test_prepare_simulate_export(base_run, tmp_path, capsys, monkeypatch):
+    import flexsnn.deploy.compare as compare
+    from flexsnn.deploy import from_nir, load_deployed
+
+    for method in ("sdt", "mtt"):
+        assert main(["deploy", "prepare", "--run", str(base_run), "--out", str(tmp_path / method), "--method", method,
+                     "--epochs", "1", "--quiet"]) == 0
+        out = capsys.readouterr().out
+        assert "time-stepped accuracy at T=4 (bias-free)" in out
+
+    monkeypatch.setattr(compare, "load_event_split", fake_event_split)
+    assert main(["deploy", "simulate", "--run", str(tmp_path / "sdt"), "--run", str(tmp_path / "mtt"),
+                 "--max-samples", "5", "--threads", "1", "--quiet", "--out", str(tmp_path / "sim")]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("SDT", "MTT"))]
+    assert len(rows) == 2 and "time-stepped" in out and "event-driven" in out
+    assert (tmp_path / "sim" / "deploy_results.json").is_file()
+
+    path = tmp_path / "mtt.nir"
+    assert main(["deploy", "export", "--run", str(tmp_path / "mtt"), "--out", str(path), "--input-shape", "2,8,8"]) == 0
+    graph = nir.read(path)
+    model, _ = load_deployed(tmp_path / "mtt")
+    imported = from_nir(graph)
+    x = next(iter(tiny_loaders()[1]))[0].transpose(0, 1)
+    assert torch.equal(model.eval()(x, time_config=4), imported.eval()(x, time_config=4))
+    capsys.readouterr()
+    one_line_error(capsys, ["deploy", "export", "--run", str(tmp_path / "mtt"), "--out", str(path),
+                            "--input-shape", "2,8"], "--input-shape must be C,H,W")
+
+
+def test_one_line_errors(base_run, tmp_path, capsys):
+    one_line_error(capsys, ["deploy", "prepare", "--run", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+                   "run folder not found")
+    one_line_error(capsys, ["deploy", "simulate"], "give deployed runs with --run")
+    one_line_error(capsys, ["deploy", "export", "--run", str(base_run), "--out", str(tmp_path / "x.nir")],
+                   "not a deployed run")
+    one_line_error(capsys, ["deploy", "prepare", "--run", str(base_run), "--out", str(tmp_path / "o"),
+                            "--resume", "--overwrite"], "exclude each other")
+    one_line_error(capsys, ["deploy", "simulate", "--run", str(base_run), "--dataset", "nope"], "dataset must be one of")
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["deploy", "prepare", "--run", "r", "--out", "o", "--method", "nmt"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice" in err
+    with pytest.raises(SystemExit):
+        main(["deploy", "--help"])
+    assert "prepare" in capsys.readouterr().out

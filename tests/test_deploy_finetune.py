@@ -1,0 +1,141 @@
+"""The bias-free fine-tune (SDT / MTT) and deployed run folders."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_frame_loaders
+from flexsnn.deploy import check_bias_free, deployment_sampler, finetune_bias_free, load_deployed, prepare_deployment
+from flexsnn.errors import CheckpointError, ConfigError, InputError
+from flexsnn.train import MTTSampler, SDTSampler, TrainOptions
+
+SHAPE = (2, 8, 8)
+MODEL_KW = {"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]}
+
+
+def test_sdt_sampler_pins_every_stage():
+    s = deployment_sampler("sdt", 10)
+    assert isinstance(s, SDTSampler)
+    assert s.sample(random.Random(0), 3) == [(10, 10, 10)]
+
+
+def test_mtt_sampler_first_stage_at_t_others_in_range():
+    s = deployment_sampler("mtt", 10)  # paper's recipe: L = T - 1, R = 0 -> [1, 10]
+    assert isinstance(s, MTTSampler) and (s.t_min, s.t_max, s.first_stage_t, s.sample_num) == (1, 10, 10, 3)
+    rng = random.Random(0)
+    drawn = set()
+    for _ in range(200):
+        configs = s.sample(rng, 3)
+        assert len(configs) == 3
+        for cfg in configs:
+            assert cfg[0] == 10 and all(1 <= v <= 10 for v in cfg[1:])
+            drawn.update(cfg[1:])
+    assert drawn == set(range(1, 11))
+    s = deployment_sampler("mtt", 10, t_left=2, t_right=1, sample_num=2)
+    assert (s.t_min, s.t_max) == (8, 11)
+    assert deployment_sampler("mtt", 3, t_left=9).t_min == 1  # clipped at 1
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(method="nmt", t=4), InputError, "method must be one of"),
+    (dict(method="mtt", t=0), InputError, "t must be a positive integer"),
+    (dict(method="mtt", t=4, t_left=-1), InputError, "t_left"),
+    (dict(method="mtt", t=4, t_right=1.5), InputError, "t_right"),
+])
+def test_sampler_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        deployment_sampler(**kwargs)
+
+
+def tiny_deployable(bn=True):
+    from flexsnn.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("nmnist_net", bn=bn, **MODEL_KW)
+
+
+@pytest.mark.parametrize("method", ["sdt", "mtt"])
+def test_finetune_keeps_biases_zero_and_trains_weights(method):
+    train, _ = make_frame_loaders(n_train=32, t=4, shape=SHAPE, classes=3, batch=16)
+    model = tiny_deployable()
+    with torch.no_grad():  # a trained BN: non-trivial statistics and shifts
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.bias.uniform_(-1, 1)
+    model.head.bias = nn.Parameter(torch.ones(3))  # a bias to remove and keep at zero
+    before = model.stages[0][0].weight.detach().clone()
+    opts = TrainOptions(epochs=2, optimizer="sgd", lr=0.5, weight_decay=0.1)
+    history = finetune_bias_free(model, train, method, t=4, options=opts, progress=False)
+    assert len(history) == 2
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert torch.count_nonzero(model.head.bias) == 0 and not model.head.bias.requires_grad
+    assert not torch.equal(model.stages[0][0].weight, before)
+    check_bias_free(model)
+
+
+def _base_run(tmp_path, loaders):
+    from flexsnn.workflow import RunSpec, train_run
+
+    spec = RunSpec(model="nmnist_net", model_kwargs=MODEL_KW, method="sdt", t_min=1, t_max=4, epochs=1,
+                   batch_size=16, calib_batches=2)
+    train_run(spec, tmp_path / "base", progress=False, loaders=loaders)
+    return tmp_path / "base"
+
+
+def test_prepare_and_load_deployed_round_trip(tmp_path):
+    loaders = make_frame_loaders(n_train=32, n_test=16, t=4, shape=SHAPE, classes=3, batch=16)
+    run = _base_run(tmp_path, loaders)
+    model, config = prepare_deployment(run, tmp_path / "mtt", method="mtt", epochs=1, progress=False,
+                                       loaders=loaders)
+    deploy = config["deploy"]
+    assert deploy["method"] == "mtt" and deploy["t"] == 4 and deploy["t_left"] == 3 and deploy["t_right"] == 0
+    assert deploy["sampler"]["first_stage_t"] == 4 and 0 <= deploy["accuracy_t"] <= 1
+    loaded, cfg = load_deployed(tmp_path / "mtt")
+    check_bias_free(loaded)
+    x = next(iter(loaders[1]))[0].transpose(0, 1)
+    model.eval(), loaded.eval()
+    assert torch.equal(model(x, time_config=4), loaded(x, time_config=4))
+    assert cfg["deploy"]["source_run"] == str(run)
+    # refuses to overwrite, to re-deploy a deployed run, and to load a plain run as deployed
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        prepare_deployment(run, tmp_path / "mtt", epochs=1, progress=False, loaders=loaders)
+    with pytest.raises(InputError, match="already a deployed run"):
+        prepare_deployment(tmp_path / "mtt", tmp_path / "again", epochs=1, progress=False, loaders=loaders)
+    with pytest.raises(CheckpointError, match="not a deployed run"):
+        load_deployed(run)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_deployed(tmp_path / "missing")
+
+
+def test_prepare_resume_continues_from_checkpoint(tmp_path, monkeypatch):
+    import flexsnn.train.loop as loop
+
+    def loaders():  # fresh, identically seeded loaders for every run (as the CLI builds them)
+        return make_frame_loaders(n_train=32, n_test=16, t=4, shape=SHAPE, classes=3, batch=16)
+
+    run = _base_run(tmp_path, loaders())
+    full, _ = prepare_deployment(run, tmp_path / "full", method="mtt", epochs=2, progress=False, loaders=loaders())
+    save = loop.save_training_state
+
+    def killed_after_first_checkpoint(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_training_state", killed_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_deployment(run, tmp_path / "part", method="mtt", epochs=2, progress=False, loaders=loaders())
+    monkeypatch.setattr(loop, "save_training_state", save)
+    resumed, _ = prepare_deployment(run, tmp_path / "part", method="mtt", epochs=2, progress=False,
+                                    loaders=loaders(), resume=True)
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_finetune_bad_sampler_range_raises():
+    with pytest.raises((InputError, ConfigError)):
+        deployment_sampler("mtt", 2, t_left=0, t_right=0, sample_num=0)
