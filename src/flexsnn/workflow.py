@@ -24,6 +24,7 @@ from flexsnn.train import (
     make_sampler,
     save_model,
 )
+from flexsnn.train.bn_calibration import fixed_calibration_loader
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE
 
 log = logging.getLogger("flexsnn")
@@ -223,6 +224,7 @@ def evaluate_run(
         check_positive_int(t, "T")
     calib = calib_batches if calib_batches is not None else spec.calib_batches
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
+    train_loader = fixed_calibration_loader(train_loader, calib, spec.seed)
     check_choice(calibration, "calibration", CALIBRATIONS)
     if calibration == "t_max":
         calibrate_bn(model, train_loader, spec.t_max, calib)

@@ -46,7 +46,7 @@ def _optional_verbs():
     """Verbs living in modules that may be absent from a partial install."""
     import importlib
 
-    for name in ("flexsnn.cli.deploy_cmd", "flexsnn.cli.search_cmd"):
+    for name in ("flexsnn.cli.deploy_cmd", "flexsnn.cli.search_cmd", "flexsnn.cli.early_exit_cmd"):
         try:
             yield importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -66,3 +66,22 @@ def calibrate_bn(
             raise InputError("loader yielded no batches; BN calibration needs training data")
     if hasattr(model, "mark_calibrated"):
         model.mark_calibrated(cfg)
+
+
+def fixed_calibration_loader(loader, num_batches: int, seed: int = 0):
+    """The same ``num_batches`` shuffled training batches on every pass over the loader.
+
+    Evaluations calibrate BN once per config; drawing the calibration batches from a
+    reshuffling loader would make two configs (or two runs of the same evaluation) differ by
+    the batches they happened to see. This loader fixes one random subset, in one order.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    dataset = getattr(loader, "dataset", None)
+    batch_size = getattr(loader, "batch_size", None)
+    if dataset is None or batch_size is None:
+        return loader  # not a map-style DataLoader: use it as it is
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=generator)[: num_batches * batch_size].tolist()
+    return DataLoader(Subset(dataset, order), batch_size=batch_size, shuffle=False,
+                      collate_fn=loader.collate_fn, num_workers=loader.num_workers)
