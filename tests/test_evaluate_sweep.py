@@ -3,7 +3,6 @@ import torch
 
 from flexsnn.errors import InputError
 from flexsnn.evaluate import accuracy_at, evaluate_config, spike_stats, sweep_configs, sweep_uniform
-from flexsnn.train import calibrate_bn
 
 from conftest import make_frame_loaders, tiny_staged_net
 

@@ -130,6 +130,22 @@ def energy_pj(acs: float, macs: float, e_ac_pj: float = E_AC_PJ, e_mac_pj: float
     return float(acs) * e_ac_pj + float(macs) * e_mac_pj
 
 
+class PerSampleCost:
+    """Mixin for results carrying per-sample ``acs`` and ``macs``: their sum and energy."""
+
+    acs: float
+    macs: float
+
+    @property
+    def synops(self) -> float:
+        return self.acs + self.macs
+
+    @property
+    def energy_pj(self) -> float:
+        """Estimated energy per sample (pJ), 45 nm figures; an estimate."""
+        return energy_pj(self.acs, self.macs)
+
+
 def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Named Conv/Linear modules of ``model``, in registration order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHTED_LAYERS)]

@@ -31,10 +31,11 @@ import torch
 from torch import nn
 
 from flexsnn.errors import InputError
-from flexsnn.evaluate.cost import E_AC_PJ, E_MAC_PJ, OpCounter, energy_pj
+from flexsnn.evaluate.cost import E_AC_PJ, E_MAC_PJ, OpCounter, PerSampleCost
 from flexsnn.train.bn_calibration import fixed_calibration_loader
 from flexsnn.temporal import transform_matrix
 from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn, model_input
+from flexsnn.evaluate.plotting import pyplot, save_figure
 
 __all__ = [
     "DEFAULT_THRESHOLDS", "EarlyExitPoint", "EarlyExitResult", "early_exit_run", "early_exit_sweep", "exit_steps",
@@ -87,7 +88,7 @@ def required_steps(time_config: Sequence[int], ttm_mode: str = "hard") -> torch.
 
 # ---- results ----------------------------------------------------------------------------------
 @dataclass
-class EarlyExitPoint:
+class EarlyExitPoint(PerSampleCost):
     """One threshold (or one fixed t): accuracy and per-sample averages."""
 
     threshold: Optional[float]  # None for fixed-T points
@@ -95,14 +96,6 @@ class EarlyExitPoint:
     avg_t: float  # mean exit step along the last stage's axis (1..T_G)
     acs: float
     macs: float
-
-    @property
-    def synops(self) -> float:
-        return self.acs + self.macs
-
-    @property
-    def energy_pj(self) -> float:
-        return energy_pj(self.acs, self.macs)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "synops": self.synops, "energy_pj_estimate": self.energy_pj}
@@ -230,14 +223,7 @@ def plot_early_exit(result: EarlyExitResult, path, title: Optional[str] = None):
     fixed-T prefix, which sees only the first t of the T_1 input frames.
     """
     rebinned = result.rebinned
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pathlib import Path
-
-    from flexsnn.io import atomic_write
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
     for ax, key, label in ((axes[0], "avg_t", "average time steps (last stage)"),
@@ -262,11 +248,7 @@ def plot_early_exit(result: EarlyExitResult, path, title: Optional[str] = None):
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title or f"Early exit at config {','.join(map(str, result.time_config))}")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def early_exit_run(

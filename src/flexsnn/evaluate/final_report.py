@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from flexsnn.errors import CheckpointError, InputError
 from flexsnn.io import atomic_write, read_json
+from flexsnn.evaluate.plotting import pyplot, save_figure
 
 REPORT_FILE = "report.md"
 PLOT_FILE = "accuracy_vs_T.png"
@@ -93,10 +94,7 @@ def aggregate(runs: Sequence[RunSummary]) -> dict[str, dict[str, dict[str, float
 def plot_mean_accuracy(agg: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | os.PathLike,
                        title: str | None = None) -> Path:
     """Mean accuracy (%) against T per method, a +-std band when several runs; PNG, atomic."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for method, per_t in agg.items():
@@ -114,11 +112,7 @@ def plot_mean_accuracy(agg: Mapping[str, Mapping[str, Mapping[str, float]]], pat
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_training_curves(runs: Sequence[RunSummary], path: str | os.PathLike) -> Path | None:
@@ -127,10 +121,7 @@ def plot_training_curves(runs: Sequence[RunSummary], path: str | os.PathLike) ->
     curves = [(r, h) for r, h in curves if h]
     if not curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for run, rows in curves:
@@ -141,11 +132,7 @@ def plot_training_curves(runs: Sequence[RunSummary], path: str | os.PathLike) ->
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _pct(value: float) -> str:

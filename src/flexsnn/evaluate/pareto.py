@@ -42,8 +42,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from flexsnn.errors import InputError, check_choice, check_positive_int
-from flexsnn.evaluate.cost import E_AC_PJ, E_MAC_PJ, accuracy_and_ops, energy_pj
+from flexsnn.evaluate.cost import E_AC_PJ, E_MAC_PJ, PerSampleCost, accuracy_and_ops
 from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn, fixed_calibration_loader
+from flexsnn.evaluate.plotting import pyplot, save_figure
 
 STRATEGIES = ("auto", "exhaustive", "greedy", "evolutionary")
 COSTS = ("synops", "energy")
@@ -58,22 +59,13 @@ TimeConfig = tuple[int, ...]
 
 
 @dataclass
-class ConfigResult:
+class ConfigResult(PerSampleCost):
     """One evaluated TimeConfig: accuracy in [0, 1] and per-sample costs."""
 
     config: TimeConfig
     accuracy: float
     acs: float
     macs: float
-
-    @property
-    def synops(self) -> float:
-        return self.acs + self.macs
-
-    @property
-    def energy_pj(self) -> float:
-        """Estimated energy per sample (pJ), 45 nm figures; an estimate."""
-        return energy_pj(self.acs, self.macs)
 
     @property
     def uniform(self) -> bool:
@@ -328,12 +320,7 @@ def write_search_csv(path, results: Sequence[ConfigResult], front: Sequence[Conf
 
 def plot_pareto(result: SearchResult, path, title: Optional[str] = None, annotate: int = 8):
     """Scatter of every evaluated config (accuracy vs cost), front as a line, uniform T marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from flexsnn.io import atomic_write
+    plt = pyplot()
 
     scale, unit = (1e6, "M synaptic ops") if result.cost == "synops" else (1e6, "uJ (45 nm estimate)")
     xs = lambda rs: [r.cost(result.cost) / scale for r in rs]  # noqa: E731
@@ -357,13 +344,7 @@ def plot_pareto(result: SearchResult, path, title: Optional[str] = None, annotat
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    from pathlib import Path
-
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ---- on a run folder --------------------------------------------------------------------------

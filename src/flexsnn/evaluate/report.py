@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from flexsnn.io import atomic_write, write_json
+from flexsnn.evaluate.plotting import pyplot, save_figure
 
 Results = Mapping[str, Mapping[str, float]]
 
@@ -54,10 +55,7 @@ def format_table(results: Results) -> str:
 
 def plot_accuracy_vs_t(results: Results, path: str | os.PathLike, title: str | None = None) -> Path:
     """Accuracy (%) against inference T, one line per method; written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for method, per_t in results.items():
@@ -69,8 +67,4 @@ def plot_accuracy_vs_t(results: Results, path: str | os.PathLike, title: str | N
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
