@@ -375,3 +375,95 @@ def test_float_timestamps_must_be_finite():
     ev["t"] = [0.0, np.nan]
     with pytest.raises(InputError, match="NaN"):
         simulate(two_by_two_net(), ev, (3, 3, 1))
+
+
+# ---- the compiled kernel's own machinery (queue growth, merge order, threads, one compile) -----------
+def burst_net(weight: float) -> EventNet:
+    # one input spike makes neuron A (v_th 1, multi-spike) emit `weight` spikes at once
+    return EventNet([Flatten(), Linear(np.array([[weight]]), neuron=NeuronSpec()),
+                     Linear(np.array([[0.5], [-0.25]]), neuron=None)])
+
+
+def test_burst_beyond_the_first_queue_and_log_room_is_exact():
+    # 20000 spikes per event exceed the kernel's first queue and log room (16384): the sample is
+    # rerun with more room. Readout output 0 gets +0.5 per spike: its counting neuron fires on
+    # every second one; output 1 gets -0.25 and stays clipped at -1.
+    res = simulate(burst_net(20000.0), make_events([(0, 0, 0, 0), (0, 0, 1, 0)]), (1, 1, 1), record_spikes=True)
+    np.testing.assert_array_equal(res.layer_spikes, [40000, 20000])
+    np.testing.assert_array_equal(res.layer_synops, [2, 80000])
+    np.testing.assert_array_equal(res.scores, [20000.0, -10000.0])
+    np.testing.assert_array_equal(res.output_spikes, [20000, 0])
+    np.testing.assert_array_equal(res.spike_trace[0], [[0, 0]] * 20000 + [[1, 0]] * 20000)
+    np.testing.assert_array_equal(res.spike_trace[1], [[0, 0]] * 10000 + [[1, 0]] * 10000)
+    assert res.membranes[1].tolist() == [0.0, -1.0]
+    np.testing.assert_array_equal(simulate(burst_net(20000.0), make_events([(0, 0, 0, 0)]), (1, 1, 1)).scores,
+                                  [10000.0, -5000.0])
+
+
+@pytest.mark.parametrize("spikes, max_queue", [(5000, 5000), (5000, 4999), (20000, 20000), (20000, 19999)])
+def test_max_queue_caps_exactly_the_spikes_of_one_cascade(spikes, max_queue):
+    def run():
+        return simulate(burst_net(float(spikes)), make_events([(0, 0, 0, 0)]), (1, 1, 1), max_queue=max_queue)
+
+    if spikes <= max_queue:
+        assert run().layer_spikes[0] == spikes
+    else:
+        with pytest.raises(SimulationError, match=f"max_queue={max_queue}"):
+            run()
+
+
+def test_wide_conv_fan_out_is_merged_into_flat_order():
+    # 3x3 conv, 9 output channels, padding 1: one spike reaches up to 9 positions x 9 channels
+    # and many of them fire at once. The kernel finds them position by position (channel runs)
+    # and must emit them channel-major, in flat order, like the oracle.
+    rng = np.random.default_rng(11)
+    first = Conv(rng.uniform(0.2, 1.2, size=(9, 2, 3, 3)), padding=1, neuron=NeuronSpec())
+    second = Conv(rng.normal(0.3, 0.8, size=(5, 9, 3, 3)), padding=1, neuron=NeuronSpec(multi_spike=False))
+    net = EventNet([first, second, Flatten(), Linear(rng.normal(size=(3, 5 * 6 * 6)))])
+    events = random_events(rng, 40, (6, 6, 2))
+    fast = simulate(net, events, (6, 6, 2), record_spikes=True)
+    slow = simulate_reference(net, events, (6, 6, 2))
+    for a, b in zip(fast.spike_trace, slow.spike_trace):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fast.membranes, slow.membranes):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fast.scores, slow.scores)
+    # the case needs the merge: some event's spikes are not in position-major order
+    trace = fast.spike_trace[0]
+    mixed = False
+    for e in np.unique(trace[:, 0]):
+        flat = trace[trace[:, 0] == e, 1]
+        position_major = flat[np.lexsort((flat // 36, flat % 36))]
+        mixed |= not np.array_equal(flat, position_major)
+    assert mixed
+
+
+def test_many_samples_in_chunks_on_threads_match_one_by_one():
+    rng = np.random.default_rng(5)
+    net, sensor = random_net(rng)
+    streams = [random_events(rng, int(rng.integers(0, 40)), sensor) for _ in range(70)]
+    batch = simulate(net, streams, sensor, num_threads=2)
+    for res, ev in zip(batch, streams):
+        one = simulate(net, ev, sensor, num_threads=1)
+        np.testing.assert_array_equal(res.scores, one.scores)
+        np.testing.assert_array_equal(res.layer_spikes, one.layer_spikes)
+        assert (res.prediction, res.first_decision_time) == (one.prediction, one.first_decision_time)
+        assert res.num_events == ev.size
+
+
+def test_each_kernel_is_compiled_once():
+    # Every path (single / list / record, leak, conv readout, pooling) must reuse one compiled
+    # version of each kernel: a literal argument would make numba compile (and cache) another.
+    from flexsnn.deploy import simulator
+
+    rng = np.random.default_rng(2)
+    leaky, sensor = random_net(rng, allow_leak=True)
+    conv_readout = EventNet([SumPool(2), Conv(np.ones((2, 1, 2, 2)), neuron=None)])
+    simulate(leaky, [random_events(rng, 10, sensor)] * 3, sensor, num_threads=2)
+    simulate(leaky, random_events(rng, 10, sensor), sensor, record_spikes=True)
+    simulate(conv_readout, make_events([(1, 1, 0, 0), (2, 3, 1, 0)]), (6, 6, 1))
+    assert len(simulator._run_batch.signatures) == 1 and len(simulator._run_sample.signatures) == 1
+    # the helpers are only listed when compiled in this process (not when loaded from numba's cache)
+    helpers = [simulator._run_core, simulator._add_clip, simulator._leak_add_clip, simulator._add_scores,
+               simulator._fire, simulator._merge_runs]
+    assert all(len(k.signatures) <= 1 for k in helpers)

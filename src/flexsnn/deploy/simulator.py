@@ -41,7 +41,16 @@ subtraction reset and no leak, both produce identical spike counts per neuron an
 otherwise they can differ (a positive spike can make a neuron fire before a negative one
 cancels it, which summing a whole time step first would not).
 
-Samples run in parallel in a thread pool; the kernel releases the GIL (``nogil=True``).
+How it runs: the net is encoded as flat arrays (:func:`compile_net`) for one numba kernel
+that handles any stack (compiled once per process, cached on disk). A list of samples is cut
+into chunks; each chunk is one kernel call (``nogil=True``) on a thread pool, with its own
+membrane state. Spikes travel as packed (channel, row, column) keys; a delivery adds the
+weights to contiguous runs of membranes (conv membranes are kept [H, W, C], so the run is the
+channel axis at one output position) in a vectorised pass, then fires only the runs that
+reached threshold and merges them into flat order (no sort, no allocation per delivery).
+Float64 membranes, one addition per neuron per delivery in the oracle's order: without leak
+the results are bit-identical to :mod:`flexsnn.deploy.reference` (with a leak, up to exp's
+last bit).
 """
 from __future__ import annotations
 
@@ -227,6 +236,7 @@ def compile_net(net: EventNet, input_shape: Sequence[int]) -> CompiledNet:
 # position, ascending) are merged into flat order before the spikes are queued (rule 4).
 _MAX_SIDE = 1 << 16
 OVERFLOW, GROW_QUEUE, GROW_LOG = 1, 2, 3  # kernel status codes (0: done)
+ZERO, ONE = np.int64(0), np.int64(1)  # non-literal ints for helper calls (one compiled version each)
 QUEUE_START, LOG_START = 1 << 14, 1 << 14  # first room per queue row / log; doubled when short
 _JIT = dict(cache=True, nogil=True, error_model="numpy")  # numpy error model: no zero-division checks
 
@@ -305,34 +315,34 @@ def _merge_runs(key, count, runs, n_runs, nf):
 
 
 @numba.njit(**_JIT)
-def _run_sample(keys, times, ops, lut, weights, neurons, n_state, record, max_queue,
+def _run_sample(keys, times, ops, lut, weights, neurons, record, max_queue, u, t_last,
                 scores, out_spikes, layer_spikes, layer_synops):
-    """Run one sample (rules in the module docstring) into the four zeroed output arrays.
+    """Run one sample (rules in the module docstring); every array after max_queue is output
+    and is zeroed first.
 
     keys: int64 [n_events] packed input spikes; times: float64 [n_events], sorted.
-    Returns (first decision event, settle event, decision, status, membranes, log): status
-    OVERFLOW if a layer would emit more than max_queue spikes in one cascade; log int64
-    [3, n] rows (layer, event, flat neuron) with record, else empty.
+    u: float64 [n_state], the final membranes (conv layers [H, W, C]); t_last: float64
+    [n_state] (last update times) if some layer leaks, else any size.
+    Returns (first decision event, settle event, decision, status, log): status OVERFLOW if a
+    layer would emit more than max_queue spikes in one cascade; log int64 [3, n] rows
+    (layer, event, flat neuron) with record, else empty.
     If the queue or the log fills up, the sample runs again from the start with twice the room:
     the core then never replaces an array inside its loops (numba would reference-count such
     an array on every iteration, which cost more than the work on a small net).
     """
     max_targets = 1
     max_runs = 1
-    leak = False
     for op in range(ops.shape[0]):
         max_targets = max(max_targets, ops[op, K_OC] * ops[op, K_KH] * ops[op, K_KW])
         max_runs = max(max_runs, ops[op, K_KH] * ops[op, K_KW])
-    for li in range(neurons.shape[0]):
-        leak |= neurons[li, 4] > 0.0
     fired_key = np.empty((2, max_targets), dtype=np.int64)  # one delivery's spikes: run by run, flat order
     fired_n = np.empty((2, max_targets), dtype=np.int64)
     runs = np.empty((2, max_runs), dtype=np.int64)  # head and end of each run
     queue_size = min(QUEUE_START, max_queue)
     log_size = LOG_START if record else 1
     while True:
-        u = np.zeros(n_state)
-        t_last = np.zeros(n_state if leak else 1)
+        u[:] = 0.0
+        t_last[:] = 0.0
         queue = np.empty((2, queue_size), dtype=np.int64)
         log = np.empty((3, log_size), dtype=np.int64)
         scores[:] = 0.0
@@ -347,7 +357,7 @@ def _run_sample(keys, times, ops, lut, weights, neurons, n_state, record, max_qu
         elif status == GROW_LOG:
             log_size = max(2 * log_size, need)
         else:
-            return first, settle, decision, status, u, log[:, :n_log]
+            return first, settle, decision, status, log[:, :n_log]
 
 
 @numba.njit(**_JIT)
@@ -418,8 +428,8 @@ def _run_core(keys, times, ops, lut, weights, neurons, record, max_queue, u, t_l
                     c = s >> 32
                     y = (s >> 16) & mask
                     x = s & mask
-                    nf = 0
-                    n_runs = 0
+                    nf = ZERO  # (typed int64: a literal 0 here would compile the helpers twice)
+                    n_runs = ZERO
                     if kind == CONV:
                         lo_y = lut[lb + y]
                         hi_y = lut[lb + ih + y]
@@ -453,9 +463,9 @@ def _run_core(keys, times, ops, lut, weights, neurons, record, max_queue, u, t_l
                         else:
                             hit = _add_clip(u, s_off, weights, wb, oc, v_min, v_th)
                         if is_readout:
-                            _add_scores(scores, 0, 1, weights, wb, oc)
+                            _add_scores(scores, ZERO, ONE, weights, wb, oc)
                         if hit:
-                            nf = _fire(u, s_off, oc, v_th, multi, hard, 0, fired_key, fired_n, 0)
+                            nf = _fire(u, s_off, oc, v_th, multi, hard, ZERO, fired_key, fired_n, ZERO)
                     if is_readout:
                         readout_touched = True
                     if nf == 0:
@@ -513,19 +523,30 @@ def _run_core(keys, times, ops, lut, weights, neurons, record, max_queue, u, t_l
 
 
 @numba.njit(**_JIT)
-def _run_batch(keys, times, offsets, samples, ops, lut, weights, neurons, n_state, max_queue,
+def _leaks(neurons):
+    """True if some layer's neuron has a leak (tau > 0): then last-update times are kept."""
+    for li in range(neurons.shape[0]):
+        if neurons[li, 4] > 0.0:
+            return True
+    return False
+
+
+@numba.njit(**_JIT)
+def _run_batch(keys, times, offsets, samples, ops, lut, weights, neurons, n_state, record, max_queue,
                scores, out_spikes, layer_spikes, layer_synops, info):
     """Run the listed samples (events keys[offsets[b]:offsets[b + 1]]) into row b of the outputs.
 
     info int64 [n_samples, 4]: first decision event, settle event, decision, status. Stops at the
-    first sample whose status is not 0.
+    first sample whose status is not 0. The membrane state is allocated once per call.
     """
+    u = np.empty(n_state)
+    t_last = np.empty(n_state if _leaks(neurons) else 1)
     for i in range(samples.size):
         b = samples[i]
         lo = offsets[b]
         hi = offsets[b + 1]
-        first, settle, decision, status, _, _ = _run_sample(
-            keys[lo:hi], times[lo:hi], ops, lut, weights, neurons, n_state, False, max_queue,
+        first, settle, decision, status, _ = _run_sample(
+            keys[lo:hi], times[lo:hi], ops, lut, weights, neurons, record, max_queue, u, t_last,
             scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
         info[b, 0] = first
         info[b, 1] = settle
@@ -637,8 +658,8 @@ def simulate(
     max_queue: cap on the spikes one layer may emit in one input event's cascade.
     Returns one :class:`SimulationResult` for one stream, a list for a list. An empty stream
     gives zero scores, prediction -1 and ``empty=True``.
-    The kernel is compiled on the first call in a process (a few seconds; cached on disk by
-    numba afterwards).
+    The kernel is compiled on the first call in a process (seconds; numba caches it on disk,
+    so later processes only load it).
     """
     sensor = check_sensor_size(sensor_size)
     single = isinstance(events, np.ndarray)
@@ -676,8 +697,10 @@ def simulate(
 
     def run_recorded(b: int) -> int:
         lo, hi = offsets[b], offsets[b + 1]
-        first, settle, decision, status, u, log = _run_sample(
-            keys[lo:hi], times[lo:hi], *net_args, True, int(max_queue),
+        u = np.empty(compiled.n_state)
+        t_last = np.empty(compiled.n_state if (compiled.neurons[:, 4] > 0).any() else 1)
+        first, settle, decision, status, log = _run_sample(
+            keys[lo:hi], times[lo:hi], *net_args[:4], True, int(max_queue), u, t_last,
             scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
         info[b] = first, settle, decision, status
         traces[b] = [np.ascontiguousarray(log[1:, log[0] == li].T) for li in range(n_w)]
@@ -685,7 +708,7 @@ def simulate(
         return 1
 
     def run_chunk(samples: np.ndarray) -> int:
-        _run_batch(keys, times, offsets, samples, *net_args, int(max_queue),
+        _run_batch(keys, times, offsets, samples, *net_args, False, int(max_queue),
                    scores, out_spikes, layer_spikes, layer_synops, info)
         return samples.size
 
