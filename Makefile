@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.flexsnn-installed
 # The CPU torch wheel lies in /opt/wheels on our machines; elsewhere pip uses PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: install demo demo-deploy test bench clean lock
+.PHONY: install demo demo-deploy test bench bench-env clean lock
 
 install: $(STAMP)
 
@@ -26,8 +26,14 @@ demo-deploy: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+# Peers (snnTorch, SpikingJelly, Norse, Sinabs) live in their own venv: never runtime deps.
+BENCH_VENV ?= .venv-bench
+bench-env:
+	bash benchmarks/setup_env.sh $(BENCH_VENV)
+
+bench:
+	test -x $(BENCH_VENV)/bin/python || bash benchmarks/setup_env.sh $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python benchmarks/run_all.py
 
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock

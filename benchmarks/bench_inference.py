@@ -1,0 +1,109 @@
+"""Inference time per batch at T = 1..16: flexsnn eager (no grad) and compiled vs the peers.
+
+The issue's network (benchmarks/common.py), batch 32, forward only under torch.no_grad().
+flexsnn runs as a one-stage StagedNet: "flexsnn_eager" calls it directly (fused neuron
+path, no autograd), "flexsnn_runner" goes through flexsnn.inference.InferenceRunner
+(torch.compile, one compile per T, done in the warm-up and reported apart). The peers run
+their eager forward. Libraries are interleaved per repeat; the figure is the median.
+
+    .venv-bench/bin/python benchmarks/bench_inference.py [--steps 1 2 4 8 16] [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+PEER_LIBS = ("plain_pytorch", "snntorch", "spikingjelly", "norse", "sinabs")
+
+
+def flexsnn_staged():
+    from flexsnn.neurons import LIF
+    from flexsnn.staged import staged_from_layers
+    from torch import nn
+
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(2, 32, 3, padding=1), LIF(), nn.AvgPool2d(2), nn.Conv2d(32, 64, 3, padding=1), LIF(),
+              nn.AvgPool2d(2), nn.Flatten(), nn.Linear(64 * 8 * 8, common.NUM_CLASSES)]
+    return staged_from_layers(layers, [], input_kind="frames").eval()
+
+
+def run(steps_list, repeats: int, warmup: int, compile_runner: bool = True) -> dict:
+    from flexsnn.inference import InferenceRunner
+
+    names, skipped = common.available(PEER_LIBS)
+    fwd = {}
+    for n in names:
+        mod, f = common.BUILDERS[n]()
+        mod.eval()
+        fwd[n] = f
+    net = flexsnn_staged()
+    fwd["flexsnn_eager"] = lambda x: net(x, time_config=x.shape[0])
+    runner = InferenceRunner(net, compile=compile_runner)
+    if runner.compile:
+        fwd["flexsnn_runner"] = lambda x: runner(x, x.shape[0])
+    result = {"header": common.machine_header(), "peers": common.peer_versions(), "skipped": skipped,
+              "batch": common.BATCH, "repeats": repeats, "by_T": {}, "compile_s": {}}
+    for steps in steps_list:
+        x, _ = common.synthetic_batch(steps)
+        with torch.no_grad():
+            if "flexsnn_runner" in fwd:
+                t0 = time.perf_counter()
+                fwd["flexsnn_runner"](x)
+                result["compile_s"][str(steps)] = time.perf_counter() - t0
+            samples = {n: [] for n in fwd}
+            for i in range(warmup + repeats):
+                for n, f in fwd.items():
+                    t0 = common.now()
+                    f(x)
+                    if i >= warmup:
+                        samples[n].append(time.perf_counter() - t0)
+        ms = {n: common.median_ms(s) for n, s in samples.items()}
+        eager_peers = [p for p in common.PEERS if p in ms]
+        fastest = min(eager_peers, key=ms.get) if eager_peers else None
+        result["by_T"][str(steps)] = {"ms": ms, "fastest_eager_peer": fastest,
+                                      "speedup_vs_fastest_peer": {n: ms[fastest] / t for n, t in ms.items()}
+                                      if fastest else {}}
+    result["runner"] = runner.stats()
+    return result
+
+
+def format_table(result: dict) -> str:
+    rows = result["by_T"]
+    names = sorted(next(iter(rows.values()))["ms"])
+    lines = ["inference ms/batch (batch %d); last columns: flexsnn speedup vs the fastest eager peer" % result["batch"],
+             "  T  " + " ".join(f"{n:>15s}" for n in names) + "   eager x  runner x"]
+    for steps, row in rows.items():
+        sp = row["speedup_vs_fastest_peer"]
+        lines.append(f"{int(steps):3d}  " + " ".join(f"{row['ms'][n]:15.1f}" for n in names)
+                     + f"  {sp.get('flexsnn_eager', float('nan')):7.2f}  {sp.get('flexsnn_runner', float('nan')):7.2f}")
+    lines.append(f"runner: {result['runner']}; first-call compile seconds per T: "
+                 + ", ".join(f"{k}:{v:.1f}" for k, v in result["compile_s"].items()))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, nargs="+", default=list(range(1, 17)))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    result = run(args.steps, args.repeats, args.warmup, not args.no_compile)
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""MTT epoch time vs SDT epoch time at equal T_max on the default data.
+
+flexsnn.data.make_loaders("digits_dvs", T_max) + build_model("digits_conv"); one epoch of
+train_step with SDTSampler(T_max) and one with MTTSampler(1, T_max, sample_num=3), same
+batches, alternated --rounds times; the figure is the median epoch time of each. Neuron
+path: "fused" (flexsnn's default eager BPTT) and "compiled" (flexsnn.neurons.compiled,
+swapped in for this benchmark); for "compiled" the number of kernels compiled during each
+MTT epoch is reported (the first epoch meets every T once; later epochs must compile 0).
+
+    .venv-bench/bin/python benchmarks/bench_mtt_epoch.py [--t-max 10] [--rounds 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def use_neuron_path(path: str) -> None:
+    """Point flexsnn's LIF/IF modules at the fused (default) or compiled kernels."""
+    import flexsnn.neurons.modules as modules
+    from flexsnn.neurons import fused
+
+    if path == "compiled":
+        from flexsnn.neurons.compiled import compiled_multistep
+
+        modules.fused_multistep = compiled_multistep
+    else:
+        modules.fused_multistep = fused.fused_multistep
+
+
+def epoch_seconds(model, loader, sampler, optimizer, seed: int) -> float:
+    from flexsnn.train import model_input, train_step
+
+    rng = random.Random(seed)
+    model.train()
+    t0 = time.perf_counter()
+    for x, y in loader:
+        train_step(model, model_input(x, model), y, sampler.sample(rng, model.num_stages), optimizer)
+    return time.perf_counter() - t0
+
+
+def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dict:
+    from flexsnn.data import make_loaders
+    from flexsnn.models import build_model
+    from flexsnn.neurons import compiled
+    from flexsnn.train import MTTSampler, SDTSampler
+
+    train_loader, _ = make_loaders("digits_dvs", n_time_bins=t_max, batch_size=batch, seed=0)
+    samplers = {"sdt": SDTSampler(t_max), "mtt": MTTSampler(1, t_max, sample_num=3)}
+    result = {"header": common.machine_header(), "t_max": t_max, "batch": batch, "rounds": rounds,
+              "batches_per_epoch": len(train_loader), "by_path": {}}
+    for path in paths:
+        use_neuron_path(path)
+        times = {"sdt": [], "mtt": []}
+        compiles = []
+        for r in range(rounds):
+            for method, sampler in samplers.items():
+                torch.manual_seed(0)
+                model = build_model("digits_conv")
+                opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+                before = compiled.compile_count()
+                times[method].append(epoch_seconds(model, train_loader, sampler, opt, seed=r))
+                if method == "mtt" and path == "compiled":
+                    compiles.append(compiled.compile_count() - before)
+        # The first round of the compiled path includes compilation: report it apart.
+        steady = {m: (t[1:] if path == "compiled" and len(t) > 1 else t) for m, t in times.items()}
+        row = {"epoch_s": {m: statistics.median(t) for m, t in steady.items()}, "all_epoch_s": times}
+        row["mtt_over_sdt"] = row["epoch_s"]["mtt"] / row["epoch_s"]["sdt"]
+        if path == "compiled":
+            row["kernels_compiled_per_mtt_epoch"] = compiles
+        result["by_path"][path] = row
+    use_neuron_path("fused")
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = [f"MTT vs SDT epoch, digits_dvs + digits_conv, T_max={result['t_max']}, batch {result['batch']}, "
+             f"{result['batches_per_epoch']} batches/epoch"]
+    for path, row in result["by_path"].items():
+        e = row["epoch_s"]
+        extra = f"  kernels compiled per MTT epoch: {row['kernels_compiled_per_mtt_epoch']}" \
+            if "kernels_compiled_per_mtt_epoch" in row else ""
+        lines.append(f"  {path:9s} SDT {e['sdt']:7.2f} s  MTT {e['mtt']:7.2f} s  MTT/SDT {row['mtt_over_sdt']:.2f}x"
+                     f"{extra}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--t-max", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--paths", nargs="+", default=["fused", "compiled"], choices=["fused", "compiled"])
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    result = run(args.t_max, args.rounds, args.batch, tuple(args.paths))
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

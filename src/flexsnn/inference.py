@@ -1,0 +1,171 @@
+"""Inference without autograd, compiled where it pays, for a StagedNet at any TimeConfig.
+
+``InferenceRunner(model, time_config)`` runs ``model`` in eval mode under
+``torch.inference_mode`` semantics (no autograd graph, no saved tensors). With compilation
+on, each distinct *(TimeConfig, input shape, dtype, device)* is compiled exactly once, the
+first time it is seen, and reused for every later batch: switching between configs that
+were already seen costs nothing, and a config never seen before costs one compile (counted
+in :attr:`InferenceRunner.compile_count`). Each key gets its own compiled function (its own
+code object), so dynamo's per-function recompile limit can never silently push configs
+back to eager after a few distinct ones.
+
+Layouts: ``x`` is what the model takes (static ``[B, ...]`` or frames ``[T_in, B, ...]``);
+``runner(x)`` returns the model's output ``[T_last, B, classes]`` and
+``runner.predict(x)`` its readout ``[B, classes]``.
+
+Compilation pays for repeated batches of one shape (evaluation sweeps, serving); it does
+not pay for a handful of calls (a compile costs seconds). ``compile="auto"`` compiles when
+``torch.compile`` works on this platform, and otherwise runs eager without autograd.
+"""
+from __future__ import annotations
+
+import threading
+import types
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from flexsnn.errors import InputError, check_finite
+
+TimeConfigLike = Union[int, Sequence[int]]
+COMPILE_CHOICES = ("auto", True, False)
+
+
+def _model_call(model: nn.Module, x: torch.Tensor, time_config) -> torch.Tensor:
+    return model(x, time_config=time_config)
+
+
+def _fresh_copy(fn: Callable, tag: str) -> Callable:
+    """A copy of ``fn`` with its own code object: dynamo caches per code object."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{tag}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+
+
+def compile_available() -> bool:
+    """Whether ``torch.compile`` can be used here (dynamo supports this Python/platform)."""
+    try:
+        import torch._dynamo  # noqa: F401
+
+        return bool(torch._dynamo.is_dynamo_supported())
+    except Exception:
+        return False
+
+
+class InferenceRunner:
+    """No-autograd, compiled-where-it-pays forward of a StagedNet (or any model taking
+    ``forward(x, time_config=...)``).
+
+    Args:
+        model: the network; put in eval mode by the runner (its train/eval flag is restored
+            by :meth:`close`).
+        time_config: default TimeConfig (int or one int per stage); ``None`` uses the
+            model's own (``model.time_config``) or, for frames models, the input's T.
+        compile: ``"auto"`` (compile when available), ``True`` (always; errors surface),
+            ``False`` (eager, no autograd).
+        backend: torch.compile backend name (default ``"inductor"``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        time_config: Optional[TimeConfigLike] = None,
+        compile: Union[str, bool] = "auto",
+        backend: str = "inductor",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be an nn.Module (a StagedNet), got {type(model).__name__}")
+        if compile not in COMPILE_CHOICES or isinstance(compile, int) and not isinstance(compile, bool):
+            raise InputError(f"compile must be 'auto', True or False, got {compile!r}")
+        self.model = model
+        self._was_training = model.training
+        model.eval()
+        self.compile = compile_available() if compile == "auto" else bool(compile)
+        self.backend = backend
+        self._time_config = self._normalize(time_config) if time_config is not None else None
+        self._compiled: dict[tuple, Callable] = {}
+        self._lock = threading.Lock()
+        self.compile_count = 0  # graphs compiled by this runner (one per key without graph breaks)
+        self.calls = 0
+
+    # ---- configuration --------------------------------------------------------------------
+    def _normalize(self, cfg: TimeConfigLike) -> tuple[int, ...]:
+        if hasattr(self.model, "normalize_time_config"):
+            return tuple(self.model.normalize_time_config(cfg))
+        if isinstance(cfg, int) and not isinstance(cfg, bool) and cfg >= 1:
+            return (cfg,)
+        if isinstance(cfg, (tuple, list)) and cfg and all(isinstance(v, int) and v >= 1 for v in cfg):
+            return tuple(int(v) for v in cfg)
+        raise InputError(f"time_config must be a positive int or a sequence of positive ints, got {cfg!r}")
+
+    @property
+    def time_config(self) -> Optional[tuple[int, ...]]:
+        return self._time_config
+
+    def set_time_config(self, cfg: TimeConfigLike) -> None:
+        """Change the default TimeConfig (no compile happens until a batch needs it)."""
+        self._time_config = self._normalize(cfg)
+
+    def _resolve(self, x: torch.Tensor, cfg: Optional[TimeConfigLike]) -> tuple[int, ...]:
+        if cfg is not None:
+            return self._normalize(cfg)
+        if self._time_config is not None:
+            return self._time_config
+        if hasattr(self.model, "resolve_time_config"):
+            return tuple(self.model.resolve_time_config(x))
+        raise InputError("no time_config: pass InferenceRunner(model, time_config=...) or runner(x, time_config=...)")
+
+    @property
+    def compiled_keys(self) -> list[tuple]:
+        """``(time_config, shape, dtype, device)`` of every compiled entry, in order."""
+        return list(self._compiled)
+
+    # ---- running --------------------------------------------------------------------------
+    def _counting_backend(self, gm, example_inputs):
+        self.compile_count += 1
+        if self.backend == "inductor":
+            from torch._inductor.compile_fx import compile_fx
+
+            return compile_fx(gm, example_inputs)
+        from torch._dynamo.backends.registry import lookup_backend
+
+        return lookup_backend(self.backend)(gm, example_inputs)
+
+    def _compiled_for(self, key: tuple) -> Callable:
+        with self._lock:
+            fn = self._compiled.get(key)
+            if fn is None:
+                fn = torch.compile(_fresh_copy(_model_call, str(len(self._compiled))),
+                                   backend=self._counting_backend, dynamic=False)
+                self._compiled[key] = fn
+        return fn
+
+    def __call__(self, x: torch.Tensor, time_config: Optional[TimeConfigLike] = None) -> torch.Tensor:
+        """``x`` in the model's layout -> output ``[T_last, B, classes]`` (no autograd)."""
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"x must be a torch.Tensor in the model's input layout, got {type(x).__name__}")
+        cfg = self._resolve(x, time_config)
+        if self.model.training:  # someone trained in between: BN must use running stats again
+            self.model.eval()
+        self.calls += 1
+        with torch.no_grad():
+            if not self.compile:
+                return _model_call(self.model, x, cfg)
+            check_finite(x, "x")  # once, eagerly, so a bad batch raises InputError as in eager mode
+            key = (cfg, tuple(x.shape), x.dtype, str(x.device))
+            return self._compiled_for(key)(self.model, x, cfg)
+
+    def predict(self, x: torch.Tensor, time_config: Optional[TimeConfigLike] = None) -> torch.Tensor:
+        """Readout ``[B, classes]``: the output averaged over time."""
+        out = self(x, time_config)
+        readout = getattr(self.model, "readout", None)
+        return readout(out) if callable(readout) else out.mean(0)
+
+    def close(self) -> None:
+        """Drop compiled entries and restore the model's train/eval flag."""
+        self._compiled.clear()
+        self.model.train(self._was_training)
+
+    def stats(self) -> dict[str, Any]:
+        return {"compile": self.compile, "compile_count": self.compile_count, "keys": len(self._compiled),
+                "calls": self.calls}

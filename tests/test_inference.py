@@ -1,0 +1,97 @@
+"""InferenceRunner: no autograd, same outputs as eager, one compile per distinct config/shape."""
+import pytest
+import torch
+from torch import nn
+
+from flexsnn.errors import CalibrationError, ConfigError, InputError
+from flexsnn.inference import InferenceRunner
+from flexsnn.neurons import LIF
+from flexsnn.staged import staged_from_layers
+
+
+def tiny_net(bn: bool = False):
+    torch.manual_seed(0)
+    layers = [nn.Flatten(), nn.Linear(8, 6)] + ([nn.BatchNorm1d(6)] if bn else []) + [LIF(), nn.Linear(6, 5), LIF()]
+    return staged_from_layers(layers, [len(layers) - 2], head=nn.Linear(5, 3), input_kind="frames")
+
+
+def frames(t, b=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(t, b, 2, 4, generator=g) * 3
+
+
+def eager(net, x, cfg):
+    with torch.no_grad():
+        return net.eval()(x, time_config=cfg)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_outputs_equal_eager_and_carry_no_graph(compile):
+    net = tiny_net()
+    runner = InferenceRunner(net, time_config=(3, 2), compile=compile)
+    x = frames(5)
+    out = runner(x)
+    assert out.shape == (2, 4, 3)
+    assert not out.requires_grad and out.grad_fn is None
+    torch.testing.assert_close(out, eager(net, x, (3, 2)))
+    torch.testing.assert_close(runner.predict(x), eager(net, x, (3, 2)).mean(0))
+    assert out.abs().sum() > 0
+
+
+def test_compiles_once_per_config_and_shape():
+    net = tiny_net()
+    runner = InferenceRunner(net, compile=True)
+    configs = [(2, 3), (4, 1), (2, 3), (4, 1), (2, 3)]
+    seen = []
+    for i, cfg in enumerate(configs):
+        x = frames(3, seed=i)
+        torch.testing.assert_close(runner(x, cfg), eager(net, x, cfg))
+        seen.append(runner.compile_count)
+    assert seen[0] >= 1
+    assert seen[1] > seen[0]          # a new config compiles once
+    assert seen[2:] == [seen[1]] * 3  # configs seen before never compile again
+    assert len(runner.compiled_keys) == 2
+    runner(frames(3, b=6), (2, 3))    # a new batch size is a new shape: one more entry
+    assert len(runner.compiled_keys) == 3
+
+
+def test_default_config_from_model_and_set_time_config():
+    net = tiny_net()
+    runner = InferenceRunner(net, compile=False)
+    x = frames(4)
+    assert runner(x).shape[0] == 4  # frames model without a config: the input's T
+    runner.set_time_config((2, 6))
+    assert runner.time_config == (2, 6)
+    assert runner(x).shape[0] == 6
+
+
+def test_model_is_put_in_eval_and_restored():
+    net = tiny_net().train()
+    runner = InferenceRunner(net, time_config=2, compile=False)
+    assert not net.training
+    runner.close()
+    assert net.training
+
+
+def test_stale_batchnorm_raises_calibration_error():
+    net = tiny_net(bn=True)
+    with pytest.raises(CalibrationError, match="calibrate_bn"):
+        InferenceRunner(net, time_config=2, compile=False)(frames(2))
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_bad_inputs(compile):
+    net = tiny_net()
+    runner = InferenceRunner(net, time_config=2, compile=compile)
+    with pytest.raises(InputError, match="x"):
+        runner([1, 2, 3])
+    bad = frames(2)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        runner(bad)
+    with pytest.raises(ConfigError, match="time_config"):
+        runner(frames(2), (1, 2, 3))
+    with pytest.raises(InputError, match="compile"):
+        InferenceRunner(net, compile="yes")
+    with pytest.raises(InputError, match="model"):
+        InferenceRunner("net")
