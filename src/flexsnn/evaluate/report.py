@@ -60,7 +60,7 @@ def plot_accuracy_vs_t(results: Results, path: str | os.PathLike, title: str | N
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for method, per_t in results.items():
         ts = sorted(per_t, key=int)
-        ax.plot([int(t) for t in ts], [100 * per_t[t] for t in ts], marker="o", label=method.upper())
+        ax.plot([int(t) for t in ts], [100 * per_t[t] for t in ts], marker="o", label=method.upper() if method.isidentifier() else method)
     ax.set_xlabel("inference time steps T")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title or "Accuracy across time steps")
