@@ -94,25 +94,15 @@ def aggregate(runs: Sequence[RunSummary]) -> dict[str, dict[str, dict[str, float
 def plot_mean_accuracy(agg: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | os.PathLike,
                        title: str | None = None) -> Path:
     """Mean accuracy (%) against T per method, a +-std band when several runs; PNG, atomic."""
-    plt = pyplot()
+    from flexsnn.evaluate.report import plot_accuracy_vs_t
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for method, per_t in agg.items():
-        ts = sorted(per_t, key=int)
-        x = [int(t) for t in ts]
-        mean = [100 * per_t[t]["mean"] for t in ts]
-        std = [100 * per_t[t]["std"] for t in ts]
-        n = max(per_t[t]["n"] for t in ts)
-        ax.plot(x, mean, marker="o", label=method.upper() + (f" (n={n})" if n > 1 else ""))
-        if n > 1:
-            ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
-    ax.set_xlabel("inference time steps T")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "Accuracy across time steps")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return save_figure(fig, path)
+    def label(method: str, per_t) -> str:
+        n = max(v["n"] for v in per_t.values())
+        return method.upper() + (f" (n={n})" if n > 1 else "")
+
+    means = {label(m, per_t): {t: v["mean"] for t, v in per_t.items()} for m, per_t in agg.items()}
+    stds = {label(m, per_t): {t: v["std"] for t, v in per_t.items()} for m, per_t in agg.items()}
+    return plot_accuracy_vs_t(means, path, title=title, spread=stds)
 
 
 def plot_training_curves(runs: Sequence[RunSummary], path: str | os.PathLike) -> Path | None:

@@ -53,14 +53,26 @@ def format_table(results: Results) -> str:
     return "\n".join(lines)
 
 
-def plot_accuracy_vs_t(results: Results, path: str | os.PathLike, title: str | None = None) -> Path:
-    """Accuracy (%) against inference T, one line per method; written atomically as PNG."""
-    plt = pyplot()
+def plot_accuracy_vs_t(
+    results: Results,
+    path: str | os.PathLike,
+    title: str | None = None,
+    spread: Mapping[str, Mapping[str, float]] | None = None,
+) -> Path:
+    """Accuracy (%) against inference T, one line per method; written atomically as PNG.
 
+    ``spread`` (same keys, values in [0, 1]) draws a +- band, e.g. the std over seeds.
+    """
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for method, per_t in results.items():
         ts = sorted(per_t, key=int)
-        ax.plot([int(t) for t in ts], [100 * per_t[t] for t in ts], marker="o", label=method.upper() if method.isidentifier() else method)
+        x = [int(t) for t in ts]
+        y = [100 * per_t[t] for t in ts]
+        ax.plot(x, y, marker="o", label=method.upper() if method.isidentifier() else method)
+        if spread and method in spread:
+            s = [100 * spread[method].get(t, 0.0) for t in ts]
+            ax.fill_between(x, [a - b for a, b in zip(y, s)], [a + b for a, b in zip(y, s)], alpha=0.2)
     ax.set_xlabel("inference time steps T")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title or "Accuracy across time steps")
