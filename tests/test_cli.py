@@ -64,3 +64,10 @@ def test_train_then_evaluate_on_the_default_data(tmp_path):
                          "--config", "2,1", "--quiet"], capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr
     assert set(json.loads((run / "eval" / "results.json").read_text())["mtt"]) == {"1", "3"}
+
+
+def test_multi_line_explanations_become_one_line(tmp_path, capsys):
+    assert main(["train", "--dataset", "nmnist", "--out", str(tmp_path / "r"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--data-root" in err and "Train/0/*.bin" in err
+    assert not (tmp_path / "r").exists()  # nothing created for a run that could not start

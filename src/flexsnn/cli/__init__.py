@@ -54,17 +54,19 @@ def _optional_verbs():
                 raise
 
 
+def one_line(message: str) -> str:
+    """Multi-line explanations (e.g. a dataset's expected layout) joined into one line."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except FlexSNNError as exc:
-        print(f"flexsnn {args.verb}: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"flexsnn {args.verb}: error: {exc}", file=sys.stderr)
+    except (FlexSNNError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        print(f"flexsnn {args.verb}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"flexsnn {args.verb}: interrupted", file=sys.stderr)
