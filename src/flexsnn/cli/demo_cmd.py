@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{method.upper()}] trained in {time.perf_counter() - t0:.0f} s")
 
     print(f"evaluating at T = 1..{args.t_max} and at mixed per-stage configs")
-    mixed = [tuple(min(t, args.t_max) for t in cfg) for cfg in MIXED_CONFIGS]
+    mixed = list(dict.fromkeys(tuple(min(t, args.t_max) for t in cfg) for cfg in MIXED_CONFIGS))
 
     def evaluate(method: str, calibration: str) -> dict:
         return evaluate_run(out / method, device=args.device, progress=not args.quiet, loaders=loaders,
