@@ -71,3 +71,21 @@ def test_multi_line_explanations_become_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--data-root" in err and "Train/0/*.bin" in err
     assert not (tmp_path / "r").exists()  # nothing created for a run that could not start
+
+
+def test_demo_writes_the_public_results_shape(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--epochs", "1", "--t-max", "2", "--model", "digits_mlp", "--quiet"]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["sdt", "mtt"]
+    for per_t in results.values():
+        assert set(per_t) == {"1", "2"} and all(0.0 <= a <= 1.0 for a in per_t.values())
+    assert results["mtt"]["2"] > 0.3  # ten classes: it learned something in one epoch
+    ablation = json.loads((out / "results_with_ablation.json").read_text())
+    assert set(ablation) == {"sdt", "mtt", "sdt_calibrated"}
+    assert (out / "accuracy_vs_T.png").read_bytes()[:4] == b"\x89PNG"
+    table = capsys.readouterr().out
+    assert "SDT" in table and "MTT" in table and "mixed per-stage configs" in table
+    assert main(args) == 2  # an earlier demo is never replaced without --overwrite
+    assert "--overwrite" in capsys.readouterr().err

@@ -41,7 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-MIXED_CONFIGS = ((1, 6, 6), (6, 1, 6), (6, 6, 1), (1, 1, 6), (6, 1, 1), (2, 4, 1))
+def mixed_configs(num_stages: int, t_max: int) -> list[tuple[int, ...]]:
+    """Per-stage configs a uniform-T model never saw: one stage cut to 1, one stage alone at
+    t_max, and a decreasing ramp (e.g. 1,6,6 / 6,1,1 / 6,4,2 for three stages)."""
+    stages = range(num_stages)
+    cut = [tuple(1 if i == k else t_max for i in stages) for k in stages]
+    alone = [tuple(t_max if i == k else 1 for i in stages) for k in stages]
+    ramp = [tuple(max(1, round(t_max * (num_stages - i) / num_stages)) for i in stages)]
+    return [c for c in dict.fromkeys(cut + alone + ramp) if len(set(c)) > 1]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{method.upper()}] trained in {time.perf_counter() - t0:.0f} s")
 
     print(f"evaluating at T = 1..{args.t_max} and at mixed per-stage configs")
-    mixed = list(dict.fromkeys(tuple(min(t, args.t_max) for t in cfg) for cfg in MIXED_CONFIGS))
+    from flexsnn.models import build_model
+
+    mixed = mixed_configs(build_model(args.model).num_stages, args.t_max)
 
     def evaluate(method: str, calibration: str) -> dict:
         return evaluate_run(out / method, device=args.device, progress=not args.quiet, loaders=loaders,
