@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1000, help="random seed")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--deploy", action="store_true",
-                   help="end with the event-driven comparison (bias-free IF net, SDT vs MTT fine-tune; ~10 min)")
+                   help="end with the event-driven comparison (bias-free IF net, SDT vs MTT fine-tune; ~2 min on 2 cores)")
     p.add_argument("--deploy-epochs", type=positive_int, default=3,
                    help="epochs of the deployment base model and of each bias-free fine-tune")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
