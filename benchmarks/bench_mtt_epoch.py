@@ -25,17 +25,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 
-def use_neuron_path(path: str) -> None:
-    """Point flexsnn's LIF/IF modules at the fused (default) or compiled kernels."""
-    import flexsnn.neurons.modules as modules
-    from flexsnn.neurons import fused
+def use_neuron_path(model, path: str) -> None:
+    """Point every flexsnn LIF/IF layer of ``model`` at the fused (default) or compiled backend."""
+    from flexsnn.neurons import SpikingNeuron
 
-    if path == "compiled":
-        from flexsnn.neurons.compiled import compiled_multistep
-
-        modules.fused_multistep = compiled_multistep
-    else:
-        modules.fused_multistep = fused.fused_multistep
+    for module in model.modules():
+        if isinstance(module, SpikingNeuron):
+            module.backend = path
 
 
 def epoch_seconds(model, loader, sampler, optimizer, seed: int) -> float:
@@ -60,13 +56,13 @@ def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dic
     result = {"header": common.machine_header(), "t_max": t_max, "batch": batch, "rounds": rounds,
               "batches_per_epoch": len(train_loader), "by_path": {}}
     for path in paths:
-        use_neuron_path(path)
         times = {"sdt": [], "mtt": []}
         compiles = []
         for r in range(rounds):
             for method, sampler in samplers.items():
                 torch.manual_seed(0)
                 model = build_model("digits_conv")
+                use_neuron_path(model, path)
                 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
                 before = compiled.compile_count()
                 times[method].append(epoch_seconds(model, train_loader, sampler, opt, seed=r))
@@ -79,7 +75,6 @@ def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dic
         if path == "compiled":
             row["kernels_compiled_per_mtt_epoch"] = compiles
         result["by_path"][path] = row
-    use_neuron_path("fused")
     return result
 
 

@@ -134,14 +134,9 @@ def build_flexsnn(path: str = "fused"):
     "compiled" (fused BPTT with torch.compile'd kernels, flexsnn.neurons.compiled).
     """
     from flexsnn.multistep import MultiStepModule, TimeFirstSequential
-    from flexsnn.neurons.functional import neuron_params, reference_multistep
+    from flexsnn.neurons.functional import multistep_runner, neuron_params
 
-    if path == "fused":
-        from flexsnn.neurons.fused import fused_multistep as run
-    elif path == "compiled":
-        from flexsnn.neurons.compiled import compiled_multistep as run
-    else:
-        run = reference_multistep
+    run = multistep_runner(path)  # the backend LIF(backend=path) uses
     params = neuron_params(v_th=1.0, decay=0.5, reset="hard", surrogate="triangle")
 
     class Neuron(MultiStepModule):

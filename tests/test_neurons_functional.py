@@ -172,3 +172,48 @@ def test_bad_input_tensor(x, match):
 def test_bad_parameters_name_the_argument(kw, match):
     with pytest.raises(InputError, match=match):
         lif_multistep(torch.zeros(2, 1, 3), **kw)
+
+
+# ---------------------------------------------------------------- one entry point, three backends
+@pytest.mark.parametrize("backend", ["fused", "compiled"])
+def test_backend_argument_matches_reference_values_and_gradients(backend):
+    torch.manual_seed(3)
+    x = (torch.randn(5, 2, 3, 4) * 1.5).requires_grad_()
+    kw = dict(decay=0.5, reset="hard", multi_spike=False, v_min=-1.0)
+    s_ref, v_ref = lif_multistep(x, **kw)
+    s, v = lif_multistep(x, **kw, backend=backend)
+    assert s_ref.sum() > 0 and torch.equal(s, s_ref)
+    torch.testing.assert_close(v, v_ref)
+    w = torch.randn_like(s)
+    (g_ref,) = torch.autograd.grad((s_ref * w).sum() + v_ref.sum(), x)
+    (g,) = torch.autograd.grad((s * w).sum() + v.sum(), x)
+    assert g_ref.abs().sum() > 0
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_backend_is_validated_before_running():
+    with pytest.raises(InputError, match="backend must be one of 'reference', 'fused', 'compiled', got 'cuda'"):
+        lif_multistep(torch.zeros(2, 1), backend="cuda")
+
+
+def test_old_per_backend_functions_are_deprecated_aliases():
+    from flexsnn.neurons import lif_multistep_fused
+    from flexsnn.neurons.compiled import lif_multistep_compiled
+
+    x = torch.tensor([[0.6], [1.2], [0.3]])
+    for alias in (lif_multistep_fused, lif_multistep_compiled):
+        with pytest.warns(DeprecationWarning, match="backend="):
+            s, v = alias(x, reset="subtract")
+        assert s.flatten().tolist() == [0.0, 1.0, 0.0]  # 0.6 | 0.3+1.2=1.5 -> 1, u=0.5 | 0.25+0.3
+
+
+def test_input_check_does_not_break_torch_compile_graphs():
+    from flexsnn.errors import check_finite
+
+    def f(x):
+        return check_finite(x * 2.0, "x") + 1.0
+
+    explained = torch._dynamo.explain(f)(torch.ones(3))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    with pytest.raises(InputError, match="NaN"):  # eager calls still check
+        f(torch.tensor([float("nan")]))

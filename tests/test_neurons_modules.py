@@ -43,7 +43,7 @@ def test_if_event_driven_neuron_hand_trace():
     assert IF(multi_spike=True, v_min=-1.0)(x).flatten().tolist() == [2.0, 0.0, 0.0, 0.0, 3.0]
 
 
-@pytest.mark.parametrize("backend", ["auto", "fused", "reference"])
+@pytest.mark.parametrize("backend", ["auto", "fused", "reference", "compiled"])
 def test_backends_agree_with_functional(backend):
     torch.manual_seed(0)
     x = (torch.randn(6, 4, 3, 5, dtype=torch.float64) + 0.5).requires_grad_()
@@ -125,7 +125,7 @@ def test_edited_attributes_take_effect_and_are_validated():
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: LIF(backend="cuda"), "backend must be one of 'auto', 'fused', 'reference'"),
+        (lambda: LIF(backend="cuda"), "backend must be one of 'auto', 'fused', 'reference', 'compiled'"),
         (lambda: LIF(decay=0.0), "decay"),
         (lambda: LIF(v_th=-1.0), "v_th"),
         (lambda: IF(reset="soft"), "reset"),

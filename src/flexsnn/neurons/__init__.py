@@ -4,7 +4,7 @@ Every function and layer takes time-first input ``[T, B, ...]`` and returns spik
 same shape, dtype and device.
 """
 from flexsnn.neurons.functional import NeuronParams, lif_multistep, neuron_params
-from flexsnn.neurons.fused import lif_multistep_fused
+from flexsnn.neurons.fused import lif_multistep_fused  # deprecated alias
 from flexsnn.neurons.modules import IF, LIF, SpikingNeuron
 from flexsnn.neurons.surrogate import SURROGATES, spike
 

@@ -32,10 +32,9 @@ import warnings
 from typing import Callable, Optional
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from flexsnn.neurons import fused
-from flexsnn.neurons.functional import NeuronParams, check_input, neuron_params
+from flexsnn.neurons.functional import NeuronParams, lif_multistep
 from flexsnn.neurons.surrogate import gate_surrogate, spike_forward, spike_surrogate
 
 MAX_COMPILED_STEPS = 64
@@ -171,46 +170,19 @@ def _run_backward(h: torch.Tensor, grad_spikes, grad_v, p: NeuronParams) -> torc
     return fused._backward(h, grad_spikes, grad_v, p)
 
 
-class CompiledLIFFunction(torch.autograd.Function):
-    """autograd.Function over all T steps, compiled kernels: ``apply(x, params)``."""
-
-    @staticmethod
-    def forward(ctx, x, p):  # noqa: D102
-        spikes, v_last, h_all = _run_forward(x, p, keep_membrane=True)
-        ctx.save_for_backward(h_all)
-        ctx.params = p
-        return spikes, v_last
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_spikes, grad_v):  # noqa: D102
-        (h_all,) = ctx.saved_tensors
-        return _run_backward(h_all, grad_spikes, grad_v, ctx.params), None
+COMPILED_KERNELS: fused.Kernels = (_run_forward, _run_backward)
 
 
 def compiled_multistep(x: torch.Tensor, p: NeuronParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """Compiled dynamics (no input checks); saves nothing when no gradient is needed."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return CompiledLIFFunction.apply(x, p)
-    with torch.no_grad():
-        spikes, v_last, _ = _run_forward(x, p, keep_membrane=False)
-    return spikes, v_last
+    """Compiled dynamics (no input checks): the fused autograd node with compiled kernels."""
+    return fused.fused_multistep(x, p, COMPILED_KERNELS)
 
 
-def lif_multistep_compiled(
-    x: torch.Tensor,
-    v_th: float = 1.0,
-    decay: float = 0.5,
-    reset: str = "hard",
-    multi_spike: bool = False,
-    v_min: Optional[float] = None,
-    surrogate: str = "triangle",
-    alpha: Optional[float] = None,
-    detach_reset: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Compiled equivalent of :func:`~flexsnn.neurons.functional.lif_multistep` (same arguments).
-
-    ``x`` ``[T, B, ...]`` -> ``(spikes [T, B, ...], v_last [B, ...])``, same dtype/device.
-    """
-    p = neuron_params(v_th, decay, reset, multi_spike, v_min, surrogate, alpha, detach_reset)
-    return compiled_multistep(check_input(x), p)
+def lif_multistep_compiled(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deprecated alias of ``lif_multistep(..., backend="compiled")`` (same arguments)."""
+    warnings.warn(
+        'lif_multistep_compiled is deprecated; use lif_multistep(..., backend="compiled")',
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return lif_multistep(*args, backend="compiled", **kwargs)

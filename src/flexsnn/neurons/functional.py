@@ -12,15 +12,23 @@ same shape, dtype and device. The membrane starts at 0 on every call. Per step `
 ``detach_reset=True`` detaches the reset term's dependence on ``s`` (``H(s > 0)`` or ``s``)
 from the graph. Surrogate gradients are described in :mod:`flexsnn.neurons.surrogate`.
 
-This module builds one autograd node per step (simple, slow, the ground truth for tests);
-:mod:`flexsnn.neurons.fused` computes the same values and gradients with a hand-written BPTT.
+Backends (``lif_multistep(..., backend=...)``; every one gives the same spikes and
+gradients allclose to the reference):
+
+- ``"reference"``: this module, one autograd node per step (simple, slow, the ground truth
+  for tests);
+- ``"fused"``: :mod:`flexsnn.neurons.fused`, one node for all T steps with a hand-written
+  BPTT, eager (the layers' default);
+- ``"compiled"``: :mod:`flexsnn.neurons.compiled`, the same BPTT as torch.compile'd kernels.
+  Opt-in: the first call per (T, parameters, dtype, device) compiles for seconds and needs a
+  C++ compiler (without one it warns and runs the fused path).
 """
 from __future__ import annotations
 
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -28,6 +36,7 @@ from flexsnn.errors import InputError, check_choice, check_finite, check_time_fi
 from flexsnn.neurons.surrogate import SpikeFunction, SurrogateGrad, resolve_surrogate
 
 RESETS = ("hard", "subtract")
+BACKENDS = ("reference", "fused", "compiled")
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,20 @@ def reference_multistep(x: torch.Tensor, p: NeuronParams) -> tuple[torch.Tensor,
     return torch.stack(spikes), u
 
 
+def multistep_runner(backend: str) -> Callable[[torch.Tensor, NeuronParams], tuple[torch.Tensor, torch.Tensor]]:
+    """``run(x, params) -> (spikes, v_last)`` of a backend in :data:`BACKENDS` (no input checks)."""
+    check_choice(backend, "backend", BACKENDS)
+    if backend == "fused":
+        from flexsnn.neurons.fused import fused_multistep  # lazy: fused imports this module
+
+        return fused_multistep
+    if backend == "compiled":
+        from flexsnn.neurons.compiled import compiled_multistep
+
+        return compiled_multistep
+    return reference_multistep
+
+
 def lif_multistep(
     x: torch.Tensor,
     v_th: float = 1.0,
@@ -123,13 +146,16 @@ def lif_multistep(
     surrogate: str = "triangle",
     alpha: Optional[float] = None,
     detach_reset: bool = False,
+    backend: str = "reference",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run LIF (IF when ``decay=1``) over ``x`` ``[T, B, ...]``; reference implementation.
+    """Run LIF (IF when ``decay=1``) over ``x`` ``[T, B, ...]``.
 
     Returns ``(spikes, v_last)``: spikes ``[T, B, ...]`` (0/1, or counts when
     ``multi_spike``) in ``x``'s dtype and device, and the membrane after the last step's
     reset, ``[B, ...]``. Both are differentiable w.r.t. ``x`` through the surrogate.
     ``alpha=None`` uses the surrogate's default width (triangle 1, sigmoid 4, atan 2).
+    ``backend``: ``"reference"`` | ``"fused"`` | ``"compiled"`` (module docstring).
     """
+    run = multistep_runner(backend)
     p = neuron_params(v_th, decay, reset, multi_spike, v_min, surrogate, alpha, detach_reset)
-    return reference_multistep(check_input(x), p)
+    return run(check_input(x), p)

@@ -15,10 +15,10 @@ import torch
 
 from flexsnn.errors import check_choice
 from flexsnn.multistep import MultiStepModule
-from flexsnn.neurons.functional import NeuronParams, check_input, neuron_params, reference_multistep
-from flexsnn.neurons.fused import fused_multistep
+from flexsnn.neurons.functional import NeuronParams, check_input, multistep_runner, neuron_params
 
-BACKENDS = ("auto", "fused", "reference")
+# "auto" is the fused path; "compiled" is opt-in (compiles per T, needs a C++ compiler).
+BACKENDS = ("auto", "fused", "reference", "compiled")
 
 
 class SpikingNeuron(MultiStepModule):
@@ -71,8 +71,7 @@ class SpikingNeuron(MultiStepModule):
         x = check_input(x)
         p = self.neuron_params()
         backend = check_choice(self.backend, "backend", BACKENDS)
-        run = reference_multistep if backend == "reference" else fused_multistep
-        spikes, _ = run(x, p)
+        spikes, _ = multistep_runner("fused" if backend == "auto" else backend)(x, p)
         if self.record:
             self.last_spike_count = float(spikes.detach().sum(dtype=torch.float64))
             self.last_num_neurons = math.prod(x.shape[2:])
@@ -100,7 +99,9 @@ class LIF(SpikingNeuron):
     ``u = decay * u + x[t]``; spike at ``u >= v_th`` (or ``floor(u / v_th)`` spikes with
     ``multi_spike``); ``reset="hard"`` sets u to 0 after a spike, ``"subtract"`` removes
     ``s * v_th``; ``v_min`` clips the membrane from below. ``backend``: ``"auto"`` and
-    ``"fused"`` use the hand-written BPTT, ``"reference"`` the per-step autograd loop.
+    ``"fused"`` use the hand-written BPTT, ``"reference"`` the per-step autograd loop,
+    ``"compiled"`` (opt-in) the same BPTT as torch.compile'd kernels: the first call per T
+    and parameter set compiles for seconds and needs a C++ compiler.
     """
 
     def __init__(
