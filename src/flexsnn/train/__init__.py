@@ -1,6 +1,9 @@
 """Training: TimeConfig samplers (SDT, NMT, MTT), the loop, BN calibration, checkpoints."""
 from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn, model_input
+from flexsnn.train.bn_calibration import fixed_calibration_loader
 from flexsnn.train.checkpoint import load_model, save_model
+from flexsnn.train.distributed import calibrate_bn_synced, distributed_loader, init_distributed, wrap_ddp
+from flexsnn.train.logging import MetricsLogger
 from flexsnn.train.loop import TrainOptions, fit, time_averaged_loss, train_step
 from flexsnn.train.samplers import (
     METHODS,
@@ -12,6 +15,8 @@ from flexsnn.train.samplers import (
 )
 
 __all__ = [
+    "MetricsLogger", "calibrate_bn_synced", "distributed_loader", "fixed_calibration_loader",
+    "init_distributed", "wrap_ddp",
     "METHODS", "MTTSampler", "NMTSampler", "SDTSampler", "TrainOptions", "batchnorm_layers",
     "calibrate_bn", "fit", "load_model", "make_sampler", "model_input", "sampler_from_dict",
     "save_model", "time_averaged_loss", "train_step",
