@@ -38,3 +38,17 @@ def test_finite_and_choice():
 
 def test_all_errors_share_the_base_class():
     assert issubclass(InputError, FlexSNNError) and issubclass(InputError, ValueError)
+
+
+def test_finite_check_is_exact_when_the_fast_sum_overflows():
+    huge = torch.full((4,), 3e38)  # finite, but the sum overflows to inf
+    assert check_finite(huge) is huge
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        x = torch.ones(1000)
+        x[517] = bad
+        with pytest.raises(InputError, match="NaN or infinite"):
+            check_finite(x, "x")
+    mixed = torch.tensor([float("inf"), float("-inf")])  # sums to NaN
+    with pytest.raises(InputError):
+        check_finite(mixed)
+    assert check_finite(torch.arange(3)) is not None  # integer tensors need no check

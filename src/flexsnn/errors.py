@@ -65,11 +65,14 @@ def check_finite(x: torch.Tensor, name: str = "x") -> torch.Tensor:
     Skipped while torch.compile traces: the data-dependent ``bool()`` would break the graph
     at every call site (compiled code is the fast path; eager calls still check).
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or not x.is_floating_point():
         return x
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise InputError(f"{name} contains NaN or infinite values; expected finite numbers")
-    return x
+    # Hot path (every neuron forward): one sum, ~35x cheaper than an elementwise isfinite.
+    # NaN and inf propagate into the sum; only when it is not finite (NaN/inf, or huge finite
+    # values overflowing) does the exact elementwise check decide.
+    if bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all()):
+        return x
+    raise InputError(f"{name} contains NaN or infinite values; expected finite numbers")
 
 
 def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
