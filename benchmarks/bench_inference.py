@@ -6,7 +6,7 @@ path, no autograd), "flexsnn_runner" goes through flexsnn.inference.InferenceRun
 (torch.compile, one compile per T, done in the warm-up and reported apart). The peers run
 their eager forward. Libraries are interleaved per repeat; the figure is the median.
 
-    .venv-bench/bin/python benchmarks/bench_inference.py [--steps 1 2 4 8 16] [--repeats 5]
+    .venv-bench/bin/python benchmarks/bench_inference.py [--steps 1 2 4 8 16] [--repeats 5] [--allocator tuned]
 """
 from __future__ import annotations
 
@@ -21,18 +21,20 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-PEER_LIBS = ("plain_pytorch", "snntorch", "spikingjelly", "norse", "sinabs")
+PEER_LIBS = ("plain_pytorch", "plain_pytorch_cl", "snntorch", "spikingjelly", "norse", "sinabs")
 
 
 def flexsnn_staged():
     from flexsnn.neurons import LIF
+    from flexsnn.runtime import use_channels_last
     from flexsnn.staged import staged_from_layers
     from torch import nn
 
     torch.manual_seed(0)
     layers = [nn.Conv2d(2, 32, 3, padding=1), LIF(), nn.AvgPool2d(2), nn.Conv2d(32, 64, 3, padding=1), LIF(),
               nn.AvgPool2d(2), nn.Flatten(), nn.Linear(64 * 8 * 8, common.NUM_CLASSES)]
-    return staged_from_layers(layers, [], input_kind="frames").eval()
+    net = staged_from_layers(layers, [], input_kind="frames").eval()
+    return use_channels_last(net)  # as InferenceRunner lays it out
 
 
 def run(steps_list, repeats: int, warmup: int, compile_runner: bool = True) -> dict:
@@ -96,7 +98,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--json")
+    common.add_allocator_arg(ap)
     args = ap.parse_args(argv)
+    common.set_allocator(args.allocator)
     result = run(args.steps, args.repeats, args.warmup, not args.no_compile)
     print(format_table(result))
     if args.json:

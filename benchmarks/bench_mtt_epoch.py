@@ -7,7 +7,7 @@ path: "fused" (flexsnn's default eager BPTT) and "compiled" (flexsnn.neurons.com
 swapped in for this benchmark); for "compiled" the number of kernels compiled during each
 MTT epoch is reported (the first epoch meets every T once; later epochs must compile 0).
 
-    .venv-bench/bin/python benchmarks/bench_mtt_epoch.py [--t-max 10] [--rounds 2]
+    .venv-bench/bin/python benchmarks/bench_mtt_epoch.py [--t-max 10] [--rounds 2] [--allocator tuned]
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dic
     from flexsnn.data import make_loaders
     from flexsnn.models import build_model
     from flexsnn.neurons import compiled
+    from flexsnn.runtime import use_channels_last
     from flexsnn.train import MTTSampler, SDTSampler
 
     train_loader, _ = make_loaders("digits_dvs", n_time_bins=t_max, batch_size=batch, seed=0)
@@ -61,7 +62,7 @@ def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dic
         for r in range(rounds):
             for method, sampler in samplers.items():
                 torch.manual_seed(0)
-                model = build_model("digits_conv")
+                model = use_channels_last(build_model("digits_conv"))  # as fit() lays it out
                 use_neuron_path(model, path)
                 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
                 before = compiled.compile_count()
@@ -97,7 +98,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--paths", nargs="+", default=["fused", "compiled"], choices=["fused", "compiled"])
     ap.add_argument("--json")
+    common.add_allocator_arg(ap)
     args = ap.parse_args(argv)
+    common.set_allocator(args.allocator)
     result = run(args.t_max, args.rounds, args.batch, tuple(args.paths))
     print(format_table(result))
     if args.json:

@@ -10,7 +10,10 @@ pages (gc + glibc malloc_trim(0)), resets the kernel's peak-RSS mark (/proc/self
 "5"), records VmRSS, runs 3 steps and reports VmHWM - VmRSS: the extra resident memory the
 steps needed. (tracemalloc does not see torch's allocations.)
 
-    .venv-bench/bin/python benchmarks/bench_training.py [--steps 4 10 16] [--repeats 10]
+    .venv-bench/bin/python benchmarks/bench_training.py [--steps 4 10 16] [--repeats 10] [--allocator tuned]
+
+"plain_pytorch_cl" (the plain loop with channels_last conv weights) is a reference row that
+shows how much of flexsnn's lead is the memory format; it is not a peer.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-LIBS = ("plain_pytorch", "flexsnn_fused", "flexsnn_compiled", "snntorch", "spikingjelly", "norse", "sinabs")
+LIBS = ("plain_pytorch", "plain_pytorch_cl", "flexsnn_fused", "flexsnn_compiled", "snntorch", "spikingjelly", "norse", "sinabs")
 
 
 def make_step(name: str):
@@ -102,7 +105,8 @@ def run(steps_list, repeats: int, warmup: int, memory: bool, libs=LIBS) -> dict:
         fastest, speedup = ratios(times, common.PEERS)
         row = {"step_ms": times, "fastest_peer": fastest, "speedup_vs_fastest_peer": speedup}
         if memory:
-            mem = {n: common.run_subprocess_json([__file__, "--child-memory", n, str(steps), str(warmup)])
+            mem = {n: common.run_subprocess_json([__file__, "--child-memory", n, str(steps), str(warmup),
+                                                  "--allocator", common.allocator_mode()])
                    for n in names}
             row["peak_step_mib"] = {n: m.get("peak_step_mib", float("nan")) for n, m in mem.items()}
             errors = {n: m["error"] for n, m in mem.items() if "error" in m}
@@ -136,7 +140,9 @@ def main(argv=None) -> int:
     ap.add_argument("--libs", nargs="+", default=list(LIBS))
     ap.add_argument("--json", help="write the result here")
     ap.add_argument("--child-memory", nargs=3, help=argparse.SUPPRESS)
+    common.add_allocator_arg(ap)
     args = ap.parse_args(argv)
+    common.set_allocator(args.allocator)
     if args.child_memory:
         name, steps, warmup = args.child_memory
         print(json.dumps(peak_memory_child(name, int(steps), int(warmup))))

@@ -35,11 +35,43 @@ IN_SHAPE = (2, 34, 34)
 PEERS = ("snntorch", "spikingjelly", "norse", "sinabs")
 
 
+ALLOCATORS = ("default", "tuned")
+TUNED_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "2147483647"}
+
+
+def set_allocator(mode: str) -> None:
+    """``"tuned"``: flexsnn.runtime.tune_cpu_allocator() for this whole process (every library in
+    it alike) and the same settings as environment variables for child processes; ``"default"``:
+    glibc's own settings."""
+    if mode not in ALLOCATORS:
+        raise SystemExit(f"--allocator must be one of {ALLOCATORS}, got {mode!r}")
+    if mode == "tuned":
+        from flexsnn.runtime import tune_cpu_allocator
+
+        if not tune_cpu_allocator():
+            raise SystemExit("--allocator tuned needs glibc (Linux)")
+        os.environ.update(TUNED_ENV)
+
+
+def allocator_mode() -> str:
+    from flexsnn.runtime import allocator_tuned
+
+    tuned = allocator_tuned() or all(os.environ.get(k) == v for k, v in TUNED_ENV.items())
+    return "tuned" if tuned else "default"
+
+
+def add_allocator_arg(ap) -> None:
+    ap.add_argument("--allocator", choices=ALLOCATORS, default="tuned",
+                    help="glibc malloc settings for the whole process, all libraries alike "
+                         "(tuned = flexsnn.runtime.tune_cpu_allocator; default = glibc's own)")
+
+
 def allocator_settings() -> dict:
     """The glibc malloc variables (they changed eager timings by up to 2x) and threads."""
-    keys = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "MALLOC_TOP_PAD_",
-            "LD_PRELOAD", "OMP_NUM_THREADS")
+    keys = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX",
+            "MALLOC_TOP_PAD_", "LD_PRELOAD", "OMP_NUM_THREADS")
     env = {k: os.environ.get(k, "unset") for k in keys}
+    env["mode"] = allocator_mode()
     env["torch_threads"] = torch.get_num_threads()
     return env
 
@@ -51,7 +83,8 @@ def machine_header() -> dict:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "allocator": "glibc malloc" + ("" if not os.environ.get("LD_PRELOAD") else " + LD_PRELOAD"),
+        "allocator": f"glibc malloc, {allocator_mode()} settings"
+                     + ("" if not os.environ.get("LD_PRELOAD") else " + LD_PRELOAD"),
         "allocator_env": allocator_settings(),
         "load_avg_at_start": os.getloadavg(),
     }
@@ -126,15 +159,25 @@ def build_plain():
     return mod, forward
 
 
+def build_plain_channels_last():
+    """Reference row, not a peer: the plain loop with its conv weights in channels_last."""
+    mod, forward = build_plain()
+    mod.to(memory_format=torch.channels_last)
+    return mod, forward
+
+
 # ---------------------------------------------------------------- flexsnn
 def build_flexsnn(path: str = "fused"):
     """flexsnn: time-first flattening for stateless layers + a multi-step neuron path.
 
     ``path``: "reference" (per-step autograd), "fused" (hand-written BPTT, eager),
     "compiled" (fused BPTT with torch.compile'd kernels, flexsnn.neurons.compiled).
+    Conv weights in channels_last, as ``fit`` and ``InferenceRunner`` lay them out
+    (flexsnn.runtime.use_channels_last).
     """
     from flexsnn.multistep import MultiStepModule, TimeFirstSequential
     from flexsnn.neurons.functional import multistep_runner, neuron_params
+    from flexsnn.runtime import use_channels_last
 
     run = multistep_runner(path)  # the backend LIF(backend=path) uses
     params = neuron_params(v_th=1.0, decay=0.5, reset="hard", surrogate="triangle")
@@ -144,7 +187,7 @@ def build_flexsnn(path: str = "fused"):
             return run(x, params)[0]
 
     c1, p1, c2, p2, fl, fc = _layers()
-    mod = TimeFirstSequential(c1, Neuron(), p1, c2, Neuron(), p2, fl, fc)
+    mod = use_channels_last(TimeFirstSequential(c1, Neuron(), p1, c2, Neuron(), p2, fl, fc))
     return mod, mod
 
 
@@ -236,6 +279,7 @@ def build_sinabs():
 
 BUILDERS: dict[str, Callable] = {
     "plain_pytorch": build_plain,
+    "plain_pytorch_cl": build_plain_channels_last,
     "flexsnn_fused": lambda: build_flexsnn("fused"),
     "flexsnn_compiled": lambda: build_flexsnn("compiled"),
     "snntorch": build_snntorch,

@@ -95,3 +95,28 @@ def test_bad_inputs(compile):
         InferenceRunner(net, compile="yes")
     with pytest.raises(InputError, match="model"):
         InferenceRunner("net")
+
+
+def conv_net():
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(2, 4, 3, padding=1), LIF(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3, padding=1), LIF(multi_spike=True),
+              nn.Flatten(), nn.Linear(4 * 3 * 3, 5), LIF()]
+    return staged_from_layers(layers, [3, 6], head=nn.Linear(5, 3), input_kind="frames")
+
+
+def test_channels_last_conv_net_compiles_one_graph_per_config_and_matches_eager():
+    net = conv_net()
+    x = torch.rand(4, 2, 2, 6, 6) * 2
+    reference = eager(net, x, (4, 2, 3))
+    runner = InferenceRunner(net, compile=True)  # lays the conv weights out channels_last
+    assert net.stages[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(runner(x, (4, 2, 3)), reference)
+    torch.testing.assert_close(runner(x, (1, 5, 2)), eager(net, x, (1, 5, 2)))
+    # one graph per key: no graph break (out= into channels_last slices is not traceable)
+    assert runner.compile_count == 2 == len(runner.compiled_keys)
+
+
+def test_channels_last_can_be_declined():
+    net = conv_net()
+    InferenceRunner(net, compile=False, channels_last=False)
+    assert net.stages[0][0].weight.is_contiguous()

@@ -163,3 +163,27 @@ def test_cuda_matches_cpu():
     x = torch.rand(7, 3, 4)
     for mode in MODES:
         assert torch.allclose(ttm(x.cuda(), 3, mode).cpu(), ttm(x, 3, mode), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft", "trim"])
+@pytest.mark.parametrize("t_in,t_out", [(5, 3), (3, 5), (4, 1), (1, 4), (6, 6)])
+def test_channels_last_activations_keep_their_layout_values_and_gradients(mode, t_in, t_out):
+    torch.manual_seed(0)
+    x = torch.randn(t_in, 2, 3, 4, 5, dtype=torch.float64)
+    x_cl = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3).requires_grad_()  # [T, B, C, H, W] CL
+    out = ttm(x_cl, t_out, mode)
+    expected = torch.tensordot(transform_matrix(t_in, t_out, mode), x, dims=([1], [0]))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    assert out.permute(0, 1, 3, 4, 2).is_contiguous()  # no copy back to NCHW for the next conv
+    g = torch.randn_like(expected)
+    (grad,) = torch.autograd.grad(out, x_cl, g)
+    torch.testing.assert_close(grad, torch.tensordot(transform_matrix(t_in, t_out, mode), g, dims=([0], [0])),
+                               rtol=0, atol=1e-12)
+
+
+def test_hard_downsampling_adds_left_to_right_exactly():
+    x = torch.tensor([1e8, 1.0, -1e8, 3.0], dtype=torch.float32)  # float32: the order of the sum matters
+    left_to_right = torch.zeros((), dtype=torch.float32)
+    for v in x:
+        left_to_right = left_to_right + v  # ((1e8 + 1) - 1e8) + 3 = 3 (the 1 is lost), pairwise gives 4
+    assert ttm(x, 1).item() == left_to_right.item() == 3.0

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from flexsnn.errors import InputError, check_finite
+from flexsnn.runtime import use_channels_last
 
 TimeConfigLike = Union[int, Sequence[int]]
 COMPILE_CHOICES = ("auto", True, False)
@@ -64,6 +65,8 @@ class InferenceRunner:
         compile: ``"auto"`` (compile when available), ``True`` (always; errors surface),
             ``False`` (eager, no autograd).
         backend: torch.compile backend name (default ``"inductor"``).
+        channels_last: re-lay out the model's conv weights as channels_last (in place, values
+            unchanged; :func:`flexsnn.runtime.use_channels_last`): faster convolutions.
     """
 
     def __init__(
@@ -72,12 +75,13 @@ class InferenceRunner:
         time_config: Optional[TimeConfigLike] = None,
         compile: Union[str, bool] = "auto",
         backend: str = "inductor",
+        channels_last: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be an nn.Module (a StagedNet), got {type(model).__name__}")
         if compile not in COMPILE_CHOICES or isinstance(compile, int) and not isinstance(compile, bool):
             raise InputError(f"compile must be 'auto', True or False, got {compile!r}")
-        self.model = model
+        self.model = use_channels_last(model) if channels_last else model
         self._was_training = model.training
         model.eval()
         self.compile = compile_available() if compile == "auto" else bool(compile)

@@ -2,9 +2,11 @@
 
 A TTM sits at every stage boundary of a :class:`flexsnn.staged.StagedNet` (and at the input
 of a frames model whose data T differs from stage 1's T). Every mode is a linear map over
-the time axis, ``out[j] = sum_i M[j, i] * x[i]`` with ``M`` of shape ``[t_out, t_in]``, so it
-runs as one ``tensordot`` on any trailing shape and is differentiable. ``t_in == t_out`` is
-the identity (the input tensor is returned as it is).
+the time axis, ``out[j] = sum_i M[j, i] * x[i]`` with ``M`` of shape ``[t_out, t_in]``, and
+differentiable. "soft" runs as one matrix product; "hard" and "trim" (0/1 matrices) as an
+index_select (copies), an index_add (block sums, added left to right) or a slice, on the
+``[T, N]`` memory view of ``x`` so that channels_last activations are never re-laid out.
+``t_in == t_out`` is the identity (the input tensor is returned as it is).
 
 Modes (PAPER.md, "Temporal Transformation Module"); let ``r(k, a, b) = round(k * a / b)``
 with Python's ``round``, i.e. round half to EVEN, computed exactly on fractions:
@@ -114,8 +116,56 @@ def ttm(x: torch.Tensor, t_out: int, mode: str = "hard") -> torch.Tensor:
         return x
     if not (x.is_floating_point() or x.is_complex()):
         x = x.to(torch.get_default_dtype())
-    m = _matrix_on(t_in, t_out, mode, x.device, x.dtype)
-    return torch.tensordot(m, x, dims=([1], [0]))
+    flat, restore = _time_major(x)
+    if mode == "soft":
+        out = _matrix_on(t_in, t_out, mode, x.device, x.dtype) @ flat
+    elif t_in > t_out and mode == "trim":
+        out = flat[:t_out]
+    elif t_in > t_out:  # hard, down: out[j] = sum of its input block, added left to right
+        index = torch.tensor(_hard_index(t_in, t_out), device=x.device)
+        out = flat.new_zeros(t_out, flat.shape[1]).index_add(0, index, flat)
+    else:  # hard or trim, up: out[j] = the input step it copies
+        out = flat.index_select(0, torch.tensor(_hard_index(t_in, t_out), device=x.device))
+    return restore(out)
+
+
+def _round_ratio(num: int, den: int) -> int:
+    """``round(num / den)`` (half to even) in integers, exactly as :func:`block_edges` rounds."""
+    q, r = divmod(num, den)
+    return q + (1 if 2 * r > den or (2 * r == den and q % 2) else 0)
+
+
+def _hard_index(t_in: int, t_out: int) -> tuple[int, ...]:
+    """Hard TTM as indices (the position of the single 1 in each column / row of ``M``):
+    down, the output block of every input step; up, the input step every output step copies.
+
+    Integer arithmetic only and no cache: torch.compile folds it into a constant instead of
+    guarding on a cache that every new config would change.
+    """
+    n, m = (t_out, t_in) if t_in > t_out else (t_in, t_out)
+    return tuple(k for k in range(n) for _ in range(_round_ratio((k + 1) * m, n) - _round_ratio(k * m, n)))
+
+
+def _time_major(x: torch.Tensor):
+    """``x`` ``[T, ...]`` as a ``[T, N]`` view in memory order, and a function that turns a
+    ``[T', N]`` result back into ``[T', ...]`` with ``x``'s layout.
+
+    Why: a channels_last activation ``[T, B, C, H, W]`` is not viewable as ``[T, B*C*H*W]``;
+    reshaping it would copy it, and the result would be copied back to channels_last by the
+    next convolution. Time being the outermost dimension in memory is all a TTM needs.
+    """
+    order = tuple(range(x.dim()))
+    if not x.is_contiguous() and x.dim() == 5 and x.permute(0, 1, 3, 4, 2).is_contiguous():
+        order = (0, 1, 3, 4, 2)  # channels_last frames / activations
+    xp = x.permute(order)
+    flat = xp.reshape(x.shape[0], math.prod(xp.shape[1:]))  # a view when xp is contiguous (the common case)
+    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
+    inner = xp.shape[1:]
+
+    def restore(out: torch.Tensor) -> torch.Tensor:
+        return out.reshape(out.shape[0], *inner).permute(inverse)
+
+    return flat, restore
 
 
 class TTM(MultiStepModule):

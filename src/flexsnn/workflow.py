@@ -161,6 +161,7 @@ def train_run(
     to metrics.json / metrics.csv / train.log (and TensorBoard when installed).
     """
     from flexsnn.models import build_model
+    from flexsnn.runtime import use_channels_last
     from flexsnn.train.distributed import barrier, calibrate_bn_synced, current_info, distributed_loader, wrap_ddp
     from flexsnn.train.logging import MetricsLogger
 
@@ -182,6 +183,8 @@ def train_run(
         write_json(run_dir / "run_spec.json", config)
     opts = spec.train_options()
     opts.device = info.device
+    if opts.channels_last:
+        use_channels_last(model)  # before DDP wraps it: DDP's gradient buckets follow the layout
     net = wrap_ddp(model, info, spec.sync_bn)
     model = getattr(net, "module", net)
     with MetricsLogger(run_dir, enabled=info.is_main, resume=resume, epochs=spec.epochs) as metrics:

@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from flexsnn.errors import FlexSNNError
+from flexsnn.runtime import tune_cpu_allocator
 
 EPILOG = """examples:
   flexsnn demo --out runs/demo
@@ -63,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The CLI owns its process: keep large tensors on malloc's heap (flexsnn.runtime; opt out
+    # with FLEXSNN_CPU_ALLOCATOR=default). Up to ~2x faster CPU steps on glibc.
+    tune_cpu_allocator()
     try:
         return int(args.func(args) or 0)
     except (FlexSNNError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:

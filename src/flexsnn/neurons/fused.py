@@ -29,7 +29,7 @@ from typing import Callable, Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from flexsnn.neurons.functional import NeuronParams, lif_multistep
+from flexsnn.neurons.functional import NeuronParams, lif_multistep, reference_multistep
 from flexsnn.neurons.surrogate import spike_forward
 
 
@@ -160,7 +160,20 @@ class FusedLIFFunction(torch.autograd.Function):
 def fused_multistep(
     x: torch.Tensor, p: NeuronParams, kernels: Kernels = EAGER_KERNELS
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused dynamics (no input checks); saves nothing when no gradient is needed."""
+    """Fused dynamics (no input checks); saves nothing when no gradient is needed.
+
+    Under ``torch.compile`` (InferenceRunner, a user's compiled model) the loops above cannot
+    be traced (dynamo rejects ``out=`` into channels_last slices), so the traceable
+    formulations run instead: the functional forward of :mod:`flexsnn.neurons.compiled`,
+    which inductor fuses into one kernel, or the reference loop when a gradient is needed.
+    """
+    if torch.compiler.is_compiling() and kernels[0] is _forward_loop:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return reference_multistep(x, p)
+        from flexsnn.neurons.compiled import _forward_kernel  # lazy: compiled imports this module
+
+        spikes, v_last, _ = _forward_kernel(x, p, False)
+        return spikes, v_last
     if torch.is_grad_enabled() and x.requires_grad:
         return FusedLIFFunction.apply(x, p, kernels)
     with torch.no_grad():

@@ -95,6 +95,8 @@ def threshold_reached(u: torch.Tensor, v_th: float, multi_spike: bool) -> torch.
     ``floor(u / v_th) >= 1`` (it can differ from ``u >= v_th`` by rounding, in the last ulp).
     Comparisons write straight into a float tensor: much faster on CPU than a bool mask.
     """
+    if torch.compiler.is_compiling():  # dynamo cannot trace out= into channels_last tensors
+        return ((u / v_th >= 1.0) if multi_spike else (u >= v_th)).to(u.dtype)
     out = torch.empty_like(u)
     if multi_spike:
         return torch.ge(u / v_th, 1.0, out=out)
@@ -108,6 +110,8 @@ def spike_forward(u: torch.Tensor, v_th: float, multi_spike: bool, out: Optional
     optional tensor like ``u`` to write into.
     """
     if out is None:
+        if torch.compiler.is_compiling():  # dynamo cannot trace out= into channels_last tensors
+            return torch.floor(u / v_th).clamp_min(0.0) if multi_spike else (u >= v_th).to(u.dtype)
         out = torch.empty_like(u)
     if multi_spike:
         return torch.div(u, v_th, out=out).floor_().clamp_min_(0.0)

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from flexsnn.errors import CheckpointError, ConfigError, InputError, check_choice, check_positive_int
+from flexsnn.runtime import use_channels_last
 from flexsnn.train.bn_calibration import model_input
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, save_training_state
 from flexsnn.train.samplers import Sampler, TimeConfig
@@ -114,6 +115,7 @@ class TrainOptions:
     amp: str = "none"  # none | auto (fp16 on CUDA, none on CPU) | bf16 | fp16 (GradScaler)
     checkpoint_every_steps: int = 0  # 0: only at the end of each epoch
     max_steps_per_epoch: int = 0  # 0: the whole loader; >0 cuts every epoch short (smoke runs)
+    channels_last: bool = True  # conv weights (and so activations) channels_last: faster convs (flexsnn.runtime)
 
     def __post_init__(self) -> None:
         check_positive_int(self.epochs, "epochs")
@@ -122,6 +124,8 @@ class TrainOptions:
         check_choice(self.amp, "amp", AMP_MODES)
         if not self.lr > 0:
             raise InputError(f"lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.channels_last, bool):
+            raise InputError(f"channels_last must be True or False, got {self.channels_last!r}")
         for name in ("checkpoint_every_steps", "max_steps_per_epoch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -243,6 +247,8 @@ def fit(
     state = TrainState()
     generator = loader_generator(train_loader)
     model.to(device)
+    if opts.channels_last and model is core:  # a DDP wrapper is laid out before wrapping (wrap_ddp)
+        use_channels_last(core)
 
     pending_rng = None  # mid-epoch resume: RNG state to restore once the done batches are skipped
     if resume:
