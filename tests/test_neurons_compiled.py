@@ -86,3 +86,19 @@ def test_bad_input_raises_input_error():
         lif_multistep_compiled(torch.tensor([[float("nan")]]))
     with pytest.raises(InputError, match="reset"):
         lif_multistep_compiled(torch.ones(2, 2), reset="soft")
+
+
+def test_channels_last_activations_stay_channels_last_with_equal_values_and_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 4, 6, 6) * 1.5
+    x_cl = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3).requires_grad_()  # [T, B, C, H, W] CL
+    x_ref = x.clone().requires_grad_()
+    s_ref, v_ref = lif_multistep(x_ref)
+    s_cl, v_cl = lif_multistep(x_cl, backend="compiled")
+    assert torch.equal(s_cl, s_ref) and torch.equal(v_cl, v_ref)
+    assert s_cl.permute(0, 1, 3, 4, 2).is_contiguous()  # not copied back to NCHW
+    g, gv = torch.randn_like(x), torch.randn_like(x[0])
+    (gx_ref,) = torch.autograd.grad((s_ref * g).sum() + (v_ref * gv).sum(), x_ref)
+    (gx_cl,) = torch.autograd.grad((s_cl * g).sum() + (v_cl * gv).sum(), x_cl)
+    torch.testing.assert_close(gx_cl, gx_ref, rtol=1e-5, atol=1e-6)
+    assert gx_cl.permute(0, 1, 3, 4, 2).is_contiguous()

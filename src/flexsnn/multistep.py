@@ -9,6 +9,8 @@ and the fastest way to run it.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -44,3 +46,31 @@ class TimeFirstSequential(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return run_time_first(self, x)
+
+
+# ---- the [T, N] memory view of a time-first tensor ----------------------------------------
+# Kernels that act along time only (TTMs, compiled neurons) see a [T, ...] tensor as [T, N].
+# A channels_last activation [T, B, C, H, W] is not viewable as [T, B*C*H*W]: reshaping it
+# copies it, and the next convolution copies the result back to channels_last. Time being the
+# outermost dimension in memory is all these kernels need, so they flatten in memory order.
+CHANNELS_LAST_ORDER = (0, 1, 3, 4, 2)  # [T, B, C, H, W] -> [T, B, H, W, C]
+
+
+def time_major_order(x: torch.Tensor) -> tuple[int, ...]:
+    """A permutation (time first) under which ``x`` is contiguous; the identity otherwise."""
+    if x.dim() == 5 and not x.is_contiguous() and x.permute(CHANNELS_LAST_ORDER).is_contiguous():
+        return CHANNELS_LAST_ORDER
+    return tuple(range(x.dim()))
+
+
+def to_time_major(x: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
+    """``x`` ``[T, ...]`` as ``[T, N]`` in ``order`` (a view when ``x`` is laid out that way)."""
+    xp = x.permute(order)
+    return xp.reshape(x.shape[0], math.prod(xp.shape[1:]))
+
+
+def from_time_major(flat: torch.Tensor, shape, order: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`to_time_major`: ``[T', N]`` -> ``[T', *shape[1:]]`` with the layout of ``order``."""
+    inner = [shape[k] for k in order[1:]]
+    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
+    return flat.reshape(flat.shape[0], *inner).permute(inverse)

@@ -40,7 +40,7 @@ from fractions import Fraction
 import torch
 
 from flexsnn.errors import check_choice, check_positive_int, check_time_first
-from flexsnn.multistep import MultiStepModule
+from flexsnn.multistep import MultiStepModule, from_time_major, time_major_order, to_time_major
 
 MODES = ("hard", "soft", "trim")
 
@@ -116,7 +116,8 @@ def ttm(x: torch.Tensor, t_out: int, mode: str = "hard") -> torch.Tensor:
         return x
     if not (x.is_floating_point() or x.is_complex()):
         x = x.to(torch.get_default_dtype())
-    flat, restore = _time_major(x)
+    order = time_major_order(x)
+    flat = to_time_major(x, order)
     if mode == "soft":
         out = _matrix_on(t_in, t_out, mode, x.device, x.dtype) @ flat
     elif t_in > t_out and mode == "trim":
@@ -126,7 +127,7 @@ def ttm(x: torch.Tensor, t_out: int, mode: str = "hard") -> torch.Tensor:
         out = flat.new_zeros(t_out, flat.shape[1]).index_add(0, index, flat)
     else:  # hard or trim, up: out[j] = the input step it copies
         out = flat.index_select(0, torch.tensor(_hard_index(t_in, t_out), device=x.device))
-    return restore(out)
+    return from_time_major(out, x.shape, order)
 
 
 def _round_ratio(num: int, den: int) -> int:
@@ -144,28 +145,6 @@ def _hard_index(t_in: int, t_out: int) -> tuple[int, ...]:
     """
     n, m = (t_out, t_in) if t_in > t_out else (t_in, t_out)
     return tuple(k for k in range(n) for _ in range(_round_ratio((k + 1) * m, n) - _round_ratio(k * m, n)))
-
-
-def _time_major(x: torch.Tensor):
-    """``x`` ``[T, ...]`` as a ``[T, N]`` view in memory order, and a function that turns a
-    ``[T', N]`` result back into ``[T', ...]`` with ``x``'s layout.
-
-    Why: a channels_last activation ``[T, B, C, H, W]`` is not viewable as ``[T, B*C*H*W]``;
-    reshaping it would copy it, and the result would be copied back to channels_last by the
-    next convolution. Time being the outermost dimension in memory is all a TTM needs.
-    """
-    order = tuple(range(x.dim()))
-    if not x.is_contiguous() and x.dim() == 5 and x.permute(0, 1, 3, 4, 2).is_contiguous():
-        order = (0, 1, 3, 4, 2)  # channels_last frames / activations
-    xp = x.permute(order)
-    flat = xp.reshape(x.shape[0], math.prod(xp.shape[1:]))  # a view when xp is contiguous (the common case)
-    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
-    inner = xp.shape[1:]
-
-    def restore(out: torch.Tensor) -> torch.Tensor:
-        return out.reshape(out.shape[0], *inner).permute(inverse)
-
-    return flat, restore
 
 
 class TTM(MultiStepModule):

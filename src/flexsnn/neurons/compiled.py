@@ -33,6 +33,7 @@ from typing import Callable, Optional
 
 import torch
 
+from flexsnn.multistep import from_time_major, time_major_order, to_time_major
 from flexsnn.neurons import fused
 from flexsnn.neurons.functional import NeuronParams, lif_multistep
 from flexsnn.neurons.surrogate import gate_surrogate, spike_forward, spike_surrogate
@@ -124,12 +125,14 @@ def _kernel(kind: str, key: tuple) -> Callable:
     return compiled
 
 
-def _flat(t: Optional[torch.Tensor], steps: Optional[int] = None) -> Optional[torch.Tensor]:
+def _flat(t: Optional[torch.Tensor], order: tuple[int, ...]) -> Optional[torch.Tensor]:
+    """``t`` ``[T, ...]`` as ``[T, N]`` in memory ``order`` (no copy for contiguous or
+    channels_last activations); the neuron dimension is marked dynamic."""
     if t is None:
         return None
-    t = t.contiguous().reshape(steps, -1) if steps is not None else t.contiguous().reshape(-1)
+    t = to_time_major(t, order)
     if t.shape[-1] > 1:
-        torch._dynamo.maybe_mark_dynamic(t, t.dim() - 1)
+        torch._dynamo.maybe_mark_dynamic(t, 1)
     return t
 
 
@@ -148,9 +151,12 @@ def _run_forward(x: torch.Tensor, p: NeuronParams, keep_membrane: bool):
     if _usable(steps):
         key = (steps, p, x.dtype, x.device.type, keep_membrane)
         try:
-            s, v, h = _kernel("fwd", key)(_flat(x, steps), p, keep_membrane)
+            order = time_major_order(x)
+            s, v, h = _kernel("fwd", key)(_flat(x, order), p, keep_membrane)
             shape = x.shape
-            return s.reshape(shape), v.reshape(shape[1:]), (h.reshape(shape) if h is not None else None)
+            v = from_time_major(v.unsqueeze(0), shape, order)[0]
+            h = from_time_major(h, shape, order) if h is not None else None
+            return from_time_major(s, shape, order), v, h
         except Exception as exc:  # no C++ compiler / triton: stay correct, just slower
             _disable(exc)
     _stats["fallbacks"] += 1
@@ -162,8 +168,14 @@ def _run_backward(h: torch.Tensor, grad_spikes, grad_v, p: NeuronParams) -> torc
     if _usable(steps):
         key = (steps, p, h.dtype, h.device.type, grad_spikes is not None, grad_v is not None)
         try:
-            dx = _kernel("bwd", key)(_flat(h, steps), _flat(grad_spikes, steps), _flat(grad_v), p)
-            return dx.reshape(h.shape)
+            order = time_major_order(h)  # the gradients are read in h's memory order
+            gv = None
+            if grad_v is not None:
+                gv = to_time_major(grad_v.unsqueeze(0), order)[0]
+                if gv.shape[0] > 1:
+                    torch._dynamo.maybe_mark_dynamic(gv, 0)
+            dx = _kernel("bwd", key)(_flat(h, order), _flat(grad_spikes, order), gv, p)
+            return from_time_major(dx, h.shape, order)
         except Exception as exc:
             _disable(exc)
     _stats["fallbacks"] += 1
