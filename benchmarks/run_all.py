@@ -1,7 +1,7 @@
 """Run every flexsnn benchmark in one go; write benchmarks/results/*.json and FIGURES.md.
 
     bash benchmarks/setup_env.sh            # once: .venv-bench with the peers
-    .venv-bench/bin/python benchmarks/run_all.py [--quick]
+    .venv-bench/bin/python benchmarks/run_all.py [--quick] [--allocator tuned|default]
 
 The peers are optional: a library that is not installed is listed as skipped. The
 event-driven simulator's throughput comes from bench_simulator.py (written separately) when
@@ -64,7 +64,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and T values (a smoke run)")
     ap.add_argument("--out", default=str(HERE / "results"))
+    common.add_allocator_arg(ap)
     args = ap.parse_args(argv)
+    common.set_allocator(args.allocator)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
         (out / f"{name}.json").write_text(json.dumps(res, indent=1))
     header = common.machine_header()
     text = [
-        f"Command: {sys.executable} benchmarks/run_all.py{' --quick' if args.quick else ''}",
+        f"Command: {sys.executable} benchmarks/run_all.py{' --quick' if args.quick else ''} --allocator {args.allocator}",
         f"Machine: {header['cpu']}, {header['cores']} cores, torch {header['torch']}, python {header['python']}",
         f"Allocator: {header['allocator']}; env {header['allocator_env']}",
         f"Load average at the end: {os.getloadavg()} (other processes share the cores)",
