@@ -3,7 +3,8 @@
 The issue's network (benchmarks/common.py), batch 32, forward only under torch.no_grad().
 flexsnn runs as a one-stage StagedNet: "flexsnn_eager" calls it directly (fused neuron
 path, no autograd), "flexsnn_runner" goes through flexsnn.inference.InferenceRunner
-(torch.compile, one compile per T, done in the warm-up and reported apart). The peers run
+(torch.compile, one compile per T, done in the warm-up and reported apart),
+"flexsnn_runner_bf16" the same with ``amp="bf16"`` (an extra row: not float32). The peers run
 their eager forward. Libraries are interleaved per repeat; the figure is the median.
 
     .venv-bench/bin/python benchmarks/bench_inference.py [--steps 1 2 4 8 16] [--repeats 5] [--allocator tuned]
@@ -49,17 +50,20 @@ def run(steps_list, repeats: int, warmup: int, compile_runner: bool = True) -> d
     net = flexsnn_staged()
     fwd["flexsnn_eager"] = lambda x: net(x, time_config=x.shape[0])
     runner = InferenceRunner(net, compile=compile_runner)
+    runner_bf16 = InferenceRunner(net, compile=compile_runner, amp="bf16")  # extra row, not the fp32 target
     if runner.compile:
         fwd["flexsnn_runner"] = lambda x: runner(x, x.shape[0])
+        fwd["flexsnn_runner_bf16"] = lambda x: runner_bf16(x, x.shape[0])
     result = {"header": common.machine_header(), "peers": common.peer_versions(), "skipped": skipped,
               "batch": common.BATCH, "repeats": repeats, "by_T": {}, "compile_s": {}}
     for steps in steps_list:
         x, _ = common.synthetic_batch(steps)
         with torch.no_grad():
-            if "flexsnn_runner" in fwd:
-                t0 = time.perf_counter()
-                fwd["flexsnn_runner"](x)
-                result["compile_s"][str(steps)] = time.perf_counter() - t0
+            for name in ("flexsnn_runner", "flexsnn_runner_bf16"):
+                if name in fwd:
+                    t0 = time.perf_counter()
+                    fwd[name](x)
+                    result["compile_s"].setdefault(name, {})[str(steps)] = time.perf_counter() - t0
             samples = {n: [] for n in fwd}
             for i in range(warmup + repeats):
                 for n, f in fwd.items():
@@ -74,6 +78,7 @@ def run(steps_list, repeats: int, warmup: int, compile_runner: bool = True) -> d
                                       "speedup_vs_fastest_peer": {n: ms[fastest] / t for n, t in ms.items()}
                                       if fastest else {}}
     result["runner"] = runner.stats()
+    result["runner_bf16"] = runner_bf16.stats()
     return result
 
 
@@ -81,13 +86,16 @@ def format_table(result: dict) -> str:
     rows = result["by_T"]
     names = sorted(next(iter(rows.values()))["ms"])
     lines = ["inference ms/batch (batch %d); last columns: flexsnn speedup vs the fastest eager peer" % result["batch"],
-             "  T  " + " ".join(f"{n:>15s}" for n in names) + "   eager x  runner x"]
+             "  T  " + " ".join(f"{n:>15s}" for n in names) + "   eager x  runner x  bf16 x"]
     for steps, row in rows.items():
         sp = row["speedup_vs_fastest_peer"]
         lines.append(f"{int(steps):3d}  " + " ".join(f"{row['ms'][n]:15.1f}" for n in names)
-                     + f"  {sp.get('flexsnn_eager', float('nan')):7.2f}  {sp.get('flexsnn_runner', float('nan')):7.2f}")
+                     + f"  {sp.get('flexsnn_eager', float('nan')):7.2f}  {sp.get('flexsnn_runner', float('nan')):7.2f}"
+                     + f"  {sp.get('flexsnn_runner_bf16', float('nan')):6.2f}")
     lines.append(f"runner: {result['runner']}; first-call compile seconds per T: "
-                 + ", ".join(f"{k}:{v:.1f}" for k, v in result["compile_s"].items()))
+                 + ", ".join(f"{k}:{v:.1f}" for k, v in result["compile_s"].get("flexsnn_runner", {}).items()))
+    lines.append("flexsnn_runner_bf16: the same runner with amp='bf16' (convs / linear under CPU autocast, "
+                 "neurons in float32): not the fp32 comparison the target asks for")
     return "\n".join(lines)
 
 

@@ -120,3 +120,32 @@ def test_channels_last_can_be_declined():
     net = conv_net()
     InferenceRunner(net, compile=False, channels_last=False)
     assert net.stages[0][0].weight.is_contiguous()
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_bf16_autocast_stays_close_to_float32_with_float32_membranes(compile):
+    net = conv_net()
+    x = torch.rand(4, 8, 2, 6, 6) * 2
+    reference = eager(net, x, (4, 2, 3))
+    runner = InferenceRunner(net, compile=compile, amp="bf16")
+    out = runner(x, (4, 2, 3))
+    assert out.dtype == torch.float32
+    assert not torch.equal(out, reference)  # really ran in bf16
+    # currents rounded to 8 mantissa bits move a few spikes, not the output as a whole
+    assert (out - reference).abs().mean() < 0.1 * reference.abs().mean()
+    assert runner.compile_count == (1 if compile else 0)
+
+
+def test_neurons_integrate_in_float32_under_autocast():
+    x = torch.full((3, 1, 4), 0.4, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        spikes = LIF(decay=1.0)(x)  # IF: 0.4, 0.8, 1.2 -> fires at t = 2
+    assert spikes.dtype == torch.float32
+    assert spikes[:, 0, 0].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_bad_amp_and_channels_last_arguments():
+    with pytest.raises(InputError, match="amp must be one of"):
+        InferenceRunner(tiny_net(), amp="int8")
+    with pytest.raises(InputError, match="channels_last must be True or False"):
+        InferenceRunner(tiny_net(), channels_last="yes")

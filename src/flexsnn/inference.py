@@ -19,6 +19,7 @@ not pay for a handful of calls (a compile costs seconds). ``compile="auto"`` com
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import types
 from typing import Any, Callable, Optional, Sequence, Union
@@ -31,6 +32,7 @@ from flexsnn.runtime import use_channels_last
 
 TimeConfigLike = Union[int, Sequence[int]]
 COMPILE_CHOICES = ("auto", True, False)
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _model_call(model: nn.Module, x: torch.Tensor, time_config) -> torch.Tensor:
@@ -67,6 +69,11 @@ class InferenceRunner:
         backend: torch.compile backend name (default ``"inductor"``).
         channels_last: re-lay out the model's conv weights as channels_last (in place, values
             unchanged; :func:`flexsnn.runtime.use_channels_last`): faster convolutions.
+        amp: ``"none"`` (float32), ``"bf16"`` or ``"fp16"``: convolutions and linear layers
+            under ``torch.autocast`` (about 2x faster convolutions on CPUs with AVX512-BF16,
+            tensor cores on CUDA); neurons integrate in float32 and the output is float32.
+            Not bit-identical to float32: currents are rounded to 8 (bf16) or 11 (fp16)
+            mantissa bits, which can move a spike that sits at the threshold.
     """
 
     def __init__(
@@ -76,11 +83,17 @@ class InferenceRunner:
         compile: Union[str, bool] = "auto",
         backend: str = "inductor",
         channels_last: bool = True,
+        amp: str = "none",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be an nn.Module (a StagedNet), got {type(model).__name__}")
         if compile not in COMPILE_CHOICES or isinstance(compile, int) and not isinstance(compile, bool):
             raise InputError(f"compile must be 'auto', True or False, got {compile!r}")
+        if not isinstance(channels_last, bool):
+            raise InputError(f"channels_last must be True or False, got {channels_last!r}")
+        if amp not in AMP_DTYPES:
+            raise InputError(f"amp must be one of {', '.join(map(repr, AMP_DTYPES))}, got {amp!r}")
+        self.amp = amp
         self.model = use_channels_last(model) if channels_last else model
         self._was_training = model.training
         model.eval()
@@ -152,12 +165,19 @@ class InferenceRunner:
         if self.model.training:  # someone trained in between: BN must use running stats again
             self.model.eval()
         self.calls += 1
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast(x):
             if not self.compile:
-                return _model_call(self.model, x, cfg)
+                return self._output(_model_call(self.model, x, cfg))
             check_finite(x, "x")  # once, eagerly, so a bad batch raises InputError as in eager mode
-            key = (cfg, tuple(x.shape), x.dtype, str(x.device))
-            return self._compiled_for(key)(self.model, x, cfg)
+            key = (cfg, tuple(x.shape), x.dtype, str(x.device), self.amp)
+            return self._output(self._compiled_for(key)(self.model, x, cfg))
+
+    def _output(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.amp == "none" else out.float()  # the head ran in low precision
+
+    def _autocast(self, x: torch.Tensor):
+        dtype = AMP_DTYPES[self.amp]
+        return torch.autocast(x.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     def predict(self, x: torch.Tensor, time_config: Optional[TimeConfigLike] = None) -> torch.Tensor:
         """Readout ``[B, classes]``: the output averaged over time."""
@@ -172,4 +192,4 @@ class InferenceRunner:
 
     def stats(self) -> dict[str, Any]:
         return {"compile": self.compile, "compile_count": self.compile_count, "keys": len(self._compiled),
-                "calls": self.calls}
+                "calls": self.calls, "amp": self.amp}

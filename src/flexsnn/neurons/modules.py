@@ -21,6 +21,8 @@ from flexsnn.neurons.functional import NeuronParams, check_input, multistep_runn
 BACKENDS = ("auto", "fused", "reference", "compiled")
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
 class SpikingNeuron(MultiStepModule):
     """Common base of :class:`LIF` and :class:`IF`; see :mod:`flexsnn.neurons.functional`.
 
@@ -69,6 +71,10 @@ class SpikingNeuron(MultiStepModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[T, B, ...]`` input current -> spikes ``[T, B, ...]``."""
         x = check_input(x)
+        if x.dtype in LOW_PRECISION and torch.is_autocast_enabled(x.device.type):
+            # Mixed precision: currents may arrive in bf16 / fp16, the membrane integrates in
+            # float32 (an 8-bit mantissa would move spikes at the threshold over T steps).
+            x = x.float()
         p = self.neuron_params()
         backend = check_choice(self.backend, "backend", BACKENDS)
         spikes, _ = multistep_runner("fused" if backend == "auto" else backend)(x, p)
