@@ -239,3 +239,18 @@ def test_sinabs_reads_the_exported_graph():
         out = out[0]
     out = out.reshape(b, t, -1).transpose(0, 1)
     torch.testing.assert_close(out, net(x, time_config=(t, t)))
+
+
+def test_channels_last_weights_export_contiguous_and_identical(tmp_path):
+    from flexsnn.runtime import use_channels_last
+
+    net = deployable_net().eval()
+    reference = to_nir(net)
+    use_channels_last(net)  # as fit() / InferenceRunner leave a trained model
+    graph = to_nir(net)
+    for name in ("conv2d_0", "conv2d_3"):
+        assert graph.nodes[name].weight.flags["C_CONTIGUOUS"]
+        np.testing.assert_array_equal(graph.nodes[name].weight, reference.nodes[name].weight)
+    nir.write(tmp_path / "net.nir", graph)
+    x = random_frames()
+    assert torch.equal(from_nir(nir.read(tmp_path / "net.nir")).eval()(x, time_config=(4, 3)), net(x, time_config=(4, 3)))

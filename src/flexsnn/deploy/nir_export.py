@@ -326,7 +326,7 @@ def _pad_pair(pad: Any) -> tuple[int, int]:
 
 def _scaled(weight: torch.Tensor, pending: list[tuple[str, float]]) -> np.ndarray:
     # Computed like EventNet.from_torch (float64 product, cast once), so both paths agree bit for bit.
-    w = weight.detach().cpu().numpy()
+    w = np.ascontiguousarray(weight.detach().cpu().numpy())  # channels_last weights (fit lays them out so)
     if not pending:
         return w.astype(np.float32)
     scale = math.prod(s for _, s in pending)
