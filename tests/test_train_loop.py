@@ -191,3 +191,20 @@ def test_sampler_configs_depend_only_on_the_seed():
     s = MTTSampler(1, 6, sample_num=3)
     r1, r2 = random.Random(1000), random.Random(1000)
     assert [s.sample(r1, 4) for _ in range(5)] == [s.sample(r2, 4) for _ in range(5)]
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fit_lays_conv_weights_out_channels_last_unless_told_not_to(channels_last):
+    from flexsnn.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("digits_conv", channels=(4, 4), hidden=8)
+    conv = model.stages[0][0]
+    x = (torch.rand(8, 2, 2, 34, 34) < 0.2).float()  # frames batch-first, as the loaders yield them
+    loader = DataLoader(list(zip(x, torch.randint(0, 10, (8,)))), batch_size=4)
+    before = conv.weight.detach().clone()
+    fit(model, loader, SDTSampler(2), TrainOptions(epochs=1, max_steps_per_epoch=1, channels_last=channels_last),
+        progress=False)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert conv.weight.is_contiguous() != channels_last
+    assert not torch.equal(conv.weight.detach(), before)  # it trained (the optimizer saw the same Parameter)
