@@ -19,9 +19,8 @@ from flexsnn.neurons.functional import NeuronParams, check_input, multistep_runn
 
 # "auto" is the fused path; "compiled" is opt-in (compiles per T, needs a C++ compiler).
 BACKENDS = ("auto", "fused", "reference", "compiled")
+LOW_PRECISION = (torch.float16, torch.bfloat16)  # autocast dtypes; neurons integrate in float32
 
-
-LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 class SpikingNeuron(MultiStepModule):
     """Common base of :class:`LIF` and :class:`IF`; see :mod:`flexsnn.neurons.functional`.
