@@ -217,3 +217,13 @@ def test_input_check_does_not_break_torch_compile_graphs():
     assert explained.graph_break_count == 0 and explained.graph_count == 1
     with pytest.raises(InputError, match="NaN"):  # eager calls still check
         f(torch.tensor([float("nan")]))
+
+
+def test_finiteness_is_checked_on_cpu_and_not_read_back_from_accelerators():
+    from flexsnn.neurons.functional import check_input
+
+    with pytest.raises(InputError, match="NaN or infinite"):
+        check_input(torch.tensor([[0.1, float("nan")]]))
+    # a "meta" tensor has no data: reading a value back would raise, so no check may read it
+    x = torch.empty(3, 2, 4, device="meta")
+    assert check_input(x) is x
