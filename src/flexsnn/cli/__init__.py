@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import Sequence
 
+from flexsnn import __version__
 from flexsnn.errors import FlexSNNError
 from flexsnn.runtime import tune_cpu_allocator
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"flexsnn {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for module in (train_cmd, evaluate_cmd, demo_cmd, *_optional_verbs()):
         module.register(sub)
