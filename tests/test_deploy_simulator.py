@@ -454,7 +454,7 @@ def test_many_samples_in_chunks_on_threads_match_one_by_one():
 def test_each_kernel_is_compiled_once():
     # Every path (single / list / record, leak, conv readout, pooling) must reuse one compiled
     # version of each kernel: a literal argument would make numba compile (and cache) another.
-    from flexsnn.deploy import simulator
+    from flexsnn.deploy.simulator import kernels
 
     rng = np.random.default_rng(2)
     leaky, sensor = random_net(rng, allow_leak=True)
@@ -462,8 +462,8 @@ def test_each_kernel_is_compiled_once():
     simulate(leaky, [random_events(rng, 10, sensor)] * 3, sensor, num_threads=2)
     simulate(leaky, random_events(rng, 10, sensor), sensor, record_spikes=True)
     simulate(conv_readout, make_events([(1, 1, 0, 0), (2, 3, 1, 0)]), (6, 6, 1))
-    assert len(simulator._run_batch.signatures) == 1 and len(simulator._run_sample.signatures) == 1
+    assert len(kernels.run_batch.signatures) == 1 and len(kernels.run_sample.signatures) == 1
     # the helpers are only listed when compiled in this process (not when loaded from numba's cache)
-    helpers = [simulator._run_core, simulator._add_clip, simulator._leak_add_clip, simulator._add_scores,
-               simulator._fire, simulator._merge_runs]
+    helpers = [kernels._run_core, kernels._add_clip, kernels._leak_add_clip, kernels._add_scores,
+               kernels._fire, kernels._merge_runs]
     assert all(len(k.signatures) <= 1 for k in helpers)

@@ -1,7 +1,7 @@
 """Deployment: the event-driven (clock-free) simulator and the numpy description it runs.
 
 ``simulate(model, events, sensor_size)`` runs a bias-free IF network on event streams, one
-event at a time, with no time steps (rules: :mod:`flexsnn.deploy.simulator`).
+event at a time, with no time steps (rules: ``docs/event_driven.md``).
 ``EventNet.from_torch(model)`` converts a flexsnn StagedNet / ``nn.Sequential``.
 """
 from flexsnn.deploy.eventnet import Conv, EventNet, Flatten, Linear, NeuronSpec, SumPool

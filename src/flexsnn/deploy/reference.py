@@ -1,10 +1,10 @@
 """Deliberately simple pure-Python event-driven simulator: a test oracle, not for real use.
 
-It implements exactly the rules documented in :mod:`flexsnn.deploy.simulator`, with dicts,
-lists, one global FIFO queue of pending spikes and obvious loops over every output neuron,
-straight from the :class:`~flexsnn.deploy.eventnet.EventNet` layer specs (no flat-array
-encoding). The tests compare it spike for spike with the compiled kernel, so the two must
-never share simulation code; only input validation is reused.
+It implements exactly the rules of ``docs/event_driven.md``, with dicts, lists, one global
+FIFO queue of pending spikes and obvious loops over every output neuron, straight from the
+:class:`~flexsnn.deploy.eventnet.EventNet` layer specs (no flat-array encoding). The tests
+compare it spike for spike with the compiled kernel, so the two must never share simulation
+code; only input validation is reused.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from flexsnn.deploy.eventnet import Conv, EventNet, Flatten, Linear, NeuronSpec, SumPool
-from flexsnn.deploy.simulator import SimulationResult, _as_eventnet, check_events, check_sensor_size
+from flexsnn.deploy.simulator.simulate import SimulationResult, _as_eventnet, check_events, check_sensor_size
 
 __all__ = ["simulate_reference"]
 

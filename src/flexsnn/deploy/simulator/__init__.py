@@ -1,0 +1,22 @@
+"""Event-driven (clock-free) simulator of a deployable spiking network, compiled with numba.
+
+Rules: ``docs/event_driven.md``. Three modules, one job each:
+
+- :mod:`~flexsnn.deploy.simulator.kernels`: the numba kernels, flat on purpose (one kernel
+  runs any stack encoded as flat arrays, compiled once per process and cached on disk);
+- :mod:`~flexsnn.deploy.simulator.compile`: an :class:`~flexsnn.deploy.eventnet.EventNet`
+  encoded as those arrays (:class:`CompiledNet`);
+- :mod:`~flexsnn.deploy.simulator.simulate`: the public :func:`simulate` and
+  :class:`SimulationResult`.
+"""
+from flexsnn.deploy.simulator.compile import CompiledNet, compile_net
+from flexsnn.deploy.simulator.simulate import (
+    SimulationError,
+    SimulationResult,
+    check_events,
+    check_sensor_size,
+    simulate,
+)
+
+__all__ = ["simulate", "SimulationResult", "SimulationError", "compile_net", "CompiledNet", "check_events",
+           "check_sensor_size"]

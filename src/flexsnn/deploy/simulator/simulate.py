@@ -1,0 +1,289 @@
+"""The public entry point of the event-driven simulator: :func:`simulate` and its result.
+
+The rules the simulation follows are the contract in ``docs/event_driven.md`` (one copy, not
+repeated here); :mod:`flexsnn.deploy.reference` implements them in plain Python and the tests
+compare the two spike for spike.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from flexsnn.deploy.eventnet import EventNet
+from flexsnn.deploy.simulator.compile import compile_net
+from flexsnn.deploy.simulator.kernels import run_batch, run_sample
+from flexsnn.errors import FlexSNNError, InputError
+
+__all__ = ["simulate", "SimulationResult", "SimulationError", "check_events", "check_sensor_size"]
+
+DEFAULT_MAX_QUEUE = 1 << 27  # spikes one layer may emit in one input event's cascade
+
+
+class SimulationError(FlexSNNError, RuntimeError):
+    """The simulation could not finish (e.g. a runaway cascade exceeded max_queue)."""
+
+
+@dataclass
+class SimulationResult:
+    """Outcome of one sample. Attributes are also readable as ``result["scores"]``.
+
+    scores: float64 [num_outputs], accumulated input of the readout (flat for a conv readout).
+    prediction: argmax of scores, -1 while all scores are zero (no decision).
+    output_spikes: int64 [num_outputs], spikes of the readout's counting neuron.
+    layer_spikes: int64 [num_weighted_layers], spikes emitted by each weighted layer's neurons
+        (the last entry is output_spikes.sum()).
+    layer_synops: int64 [num_weighted_layers], synaptic operations delivered INTO each layer.
+    synops: total synaptic operations (sum of layer_synops).
+    num_events: input events processed. empty: True for an empty stream (zero scores).
+    first_decision_time / decision_settle_time: event timestamps (rule 6 of docs/event_driven.md) or None.
+    spike_trace: with ``record_spikes=True``, per weighted layer an int64 array [n, 2] of
+        (input event index, flat neuron index) in emission order; else None.
+    membranes: with ``record_spikes=True``, final membrane of each weighted layer (float64,
+        layer output shape; the readout's counting neuron last); else None.
+    """
+
+    scores: np.ndarray
+    prediction: int
+    output_spikes: np.ndarray
+    layer_spikes: np.ndarray
+    layer_synops: np.ndarray
+    synops: int
+    num_events: int
+    empty: bool
+    first_decision_time: Any = None
+    decision_settle_time: Any = None
+    spike_trace: list[np.ndarray] | None = None
+    membranes: list[np.ndarray] | None = None
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self)]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(f"{key!r}; SimulationResult keys are {', '.join(self.keys())}")
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.keys() else default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.keys()}
+
+
+# ---- input checks ---------------------------------------------------------------------------
+def check_sensor_size(sensor_size: Any) -> tuple[int, int, int]:
+    """Return ``(W, H, P)`` from a Tonic-style sensor size, or raise InputError."""
+    try:
+        values = tuple(sensor_size)
+        ok = len(values) == 3 and all(float(v) == int(v) and int(v) >= 1 for v in values)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"sensor_size must be Tonic-style (width, height, polarities) of positive ints, got {sensor_size!r}")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def check_events(events: Any, sensor_size: Sequence[int], name: str = "events") -> np.ndarray:
+    """Validate one event stream and return it sorted by ``t`` (stable sort; a copy only if needed).
+
+    Expected form: a 1-D numpy structured array with integer fields ``x, y, p`` (``p`` may be
+    bool) and an integer or float field ``t``, with ``0 <= x < W``, ``0 <= y < H``,
+    ``0 <= p < P`` for ``sensor_size = (W, H, P)``.
+    """
+    form = "a 1-D numpy structured array with fields x, y, t, p (Tonic style)"
+    if not isinstance(events, np.ndarray) or events.dtype.names is None:
+        raise InputError(f"{name} must be {form}, got {type(events).__name__}")
+    missing = [f for f in ("x", "y", "t", "p") if f not in events.dtype.names]
+    if missing:
+        raise InputError(f"{name} must be {form}; missing fields {missing} (has {list(events.dtype.names)})")
+    if events.ndim != 1:
+        raise InputError(f"{name} must be {form}, got shape {events.shape}")
+    width, height, pols = sensor_size
+    for f, size in (("x", width), ("y", height), ("p", pols)):
+        col = events[f]
+        if col.dtype.kind not in "iub":  # signed / unsigned integer or bool
+            raise InputError(f"{name}['{f}'] must hold integers, got dtype {col.dtype}")
+        if col.size:
+            lo, hi = int(col.min()), int(col.max())
+            if lo < 0 or hi >= size:
+                bad = lo if lo < 0 else hi
+                raise InputError(
+                    f"{name}['{f}'] has value {bad} outside [0, {size}) given sensor_size (W, H, P) = {tuple(sensor_size)}"
+                )
+    t = events["t"]
+    if t.dtype.kind not in "iuf":
+        raise InputError(f"{name}['t'] must hold integer or float timestamps, got dtype {t.dtype}")
+    if t.dtype.kind == "f" and not np.isfinite(t).all():
+        raise InputError(f"{name}['t'] contains NaN or infinite timestamps")
+    if t.size > 1 and bool((t[1:] < t[:-1]).any()):
+        events = events[np.argsort(t, kind="stable")]
+    return events
+
+
+def _as_eventnet(model: Any) -> EventNet:
+    if isinstance(model, EventNet):
+        return model
+    return EventNet.from_torch(model)
+
+
+def _py_time(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+# ---- public entry point ----------------------------------------------------------------------
+def _pack_events(streams: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All streams as one array of packed input keys (p << 32 | y << 16 | x), float64 times and
+    int64 offsets [n_streams + 1] (stream b is keys[offsets[b]:offsets[b + 1]])."""
+    sizes = np.fromiter((s.size for s in streams), dtype=np.int64, count=len(streams))
+    offsets = np.zeros(len(streams) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    if len(streams) == 1:
+        p, y, x, t = (streams[0][f] for f in ("p", "y", "x", "t"))
+    else:
+        p, y, x, t = (np.concatenate([s[f] for s in streams]) for f in ("p", "y", "x", "t"))
+    keys = (p.astype(np.int64) << 32) | (y.astype(np.int64) << 16) | x.astype(np.int64)
+    return keys, t.astype(np.float64), offsets
+
+
+def _chunks(n: int, threads: int) -> list[np.ndarray]:
+    """Sample ids in chunks of a few per kernel call: small enough to balance the threads, large
+    enough that the per-call overhead stays negligible."""
+    size = max(1, min(64, n // (4 * threads)))
+    return [np.arange(i, min(i + size, n), dtype=np.int64) for i in range(0, n, size)]
+
+
+def simulate(
+    model: Any,
+    events: Any,
+    sensor_size: Sequence[int],
+    num_threads: int | None = None,
+    progress: bool = False,
+    record_spikes: bool = False,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+) -> SimulationResult | list[SimulationResult]:
+    """Run the event-driven simulation of ``model`` on one event stream or a list of them.
+
+    model: an :class:`EventNet` or a torch model accepted by :meth:`EventNet.from_torch`.
+    events: a Tonic-style structured array (fields x, y, t, p) or a non-empty list of them,
+        one per sample. sensor_size: Tonic-style ``(W, H, P)``; the input map is ``[P, H, W]``.
+    num_threads: worker threads for a list (default: all cores). progress: show a tqdm bar.
+    record_spikes: also return every spike in order (``spike_trace``) and final membranes
+        (runs the samples one by one).
+    max_queue: cap on the spikes one layer may emit in one input event's cascade.
+    Returns one :class:`SimulationResult` for one stream, a list for a list. An empty stream
+    gives zero scores, prediction -1 and ``empty=True``.
+    The kernel is compiled on the first call in a process (seconds; numba caches it on disk,
+    so later processes only load it).
+    """
+    sensor = check_sensor_size(sensor_size)
+    single = isinstance(events, np.ndarray)
+    if single:
+        streams = [check_events(events, sensor)]
+    else:
+        if not isinstance(events, (list, tuple)):
+            raise InputError(
+                f"events must be a structured array with fields x, y, t, p or a list of them, got {type(events).__name__}"
+            )
+        if len(events) == 0:
+            raise InputError("events is an empty list; expected at least one event stream (structured array x, y, t, p)")
+        streams = [check_events(ev, sensor, name=f"events[{i}]") for i, ev in enumerate(events)]
+    net = _as_eventnet(model)
+    width, height, pols = sensor
+    compiled = compile_net(net, (pols, height, width))
+    if isinstance(max_queue, bool) or not isinstance(max_queue, (int, np.integer)) or max_queue < 16:
+        raise InputError(f"max_queue must be an int >= 16, got {max_queue!r}")
+    threads = num_threads if num_threads is not None else (os.cpu_count() or 1)
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise InputError(f"num_threads must be a positive int or None, got {num_threads!r}")
+    threads = min(int(threads), len(streams))
+
+    n, n_w = len(streams), len(compiled.shapes)
+    n_out = int(np.prod(compiled.shapes[-1]))
+    scores = np.zeros((n, n_out))
+    out_spikes = np.zeros((n, n_out), dtype=np.int64)
+    layer_spikes = np.zeros((n, n_w), dtype=np.int64)
+    layer_synops = np.zeros((n, n_w), dtype=np.int64)
+    info = np.zeros((n, 4), dtype=np.int64)
+    keys, times, offsets = _pack_events(streams)
+    net_args = (compiled.ops, compiled.lut, compiled.weights, compiled.neurons, compiled.n_state)
+    traces: list[Any] = [None] * n
+    membranes: list[Any] = [None] * n
+
+    def run_recorded(b: int) -> int:
+        lo, hi = offsets[b], offsets[b + 1]
+        u = np.empty(compiled.n_state)
+        t_last = np.empty(compiled.n_state if (compiled.neurons[:, 4] > 0).any() else 1)
+        first, settle, decision, status, log = run_sample(
+            keys[lo:hi], times[lo:hi], *net_args[:4], True, int(max_queue), u, t_last,
+            scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
+        info[b] = first, settle, decision, status
+        traces[b] = [np.ascontiguousarray(log[1:, log[0] == li].T) for li in range(n_w)]
+        membranes[b] = _unpack_membranes(u, compiled.shapes)
+        return 1
+
+    def run_chunk(samples: np.ndarray) -> int:
+        run_batch(keys, times, offsets, samples, *net_args, False, int(max_queue),
+                   scores, out_spikes, layer_spikes, layer_synops, info)
+        return samples.size
+
+    jobs = [(run_recorded, b) for b in range(n)] if record_spikes else [(run_chunk, c) for c in _chunks(n, threads)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="simulate", unit="sample")
+    try:
+        if threads == 1:
+            for fn, arg in jobs:
+                done = fn(arg)
+                if bar is not None:
+                    bar.update(done)
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                for future in [pool.submit(fn, arg) for fn, arg in jobs]:
+                    done = future.result()
+                    if bar is not None:
+                        bar.update(done)
+    finally:
+        if bar is not None:
+            bar.close()
+    if info[:, 3].any():
+        raise SimulationError(
+            f"an input event's cascade emitted more than max_queue={max_queue} spikes in one layer; the "
+            "network's activity runs away (weights too large?) or raise max_queue"
+        )
+    results = []
+    for b, stream in enumerate(streams):
+        first, settle, decision, _ = (int(v) for v in info[b])
+        t = stream["t"]
+        results.append(SimulationResult(
+            scores=scores[b], prediction=decision, output_spikes=out_spikes[b], layer_spikes=layer_spikes[b],
+            layer_synops=layer_synops[b], synops=int(layer_synops[b].sum()), num_events=int(stream.size),
+            empty=stream.size == 0,
+            first_decision_time=None if first < 0 else _py_time(t[first]),
+            decision_settle_time=None if settle < 0 or decision < 0 else _py_time(t[settle]),
+            spike_trace=traces[b], membranes=membranes[b],
+        ))
+    return results[0] if single else results
+
+
+def _unpack_membranes(u: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """Split the kernel's state into one membrane array per weighted layer, in the layer's shape."""
+    offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
+    out = []
+    for i, shape in enumerate(shapes):
+        segment = u[offsets[i]:offsets[i + 1]]
+        if len(shape) == 3:  # conv membranes are stored [H, W, C] in the kernel
+            segment = segment.reshape(shape[1], shape[2], shape[0]).transpose(2, 0, 1)
+        out.append(np.ascontiguousarray(segment.reshape(shape)))
+    return out
