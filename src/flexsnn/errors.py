@@ -32,6 +32,11 @@ class CalibrationError(FlexSNNError, RuntimeError):
     """A BatchNorm model is evaluated at a TimeConfig it was not calibrated for."""
 
 
+class DatasetError(FlexSNNError, ValueError):
+    """A dataset file is corrupt, out of range or outside the dataset folder; the message names
+    the file, the field and the bad value."""
+
+
 class DatasetNotFoundError(InputError, FileNotFoundError):
     """A dataset's files are not where the loader looks (or no data folder was given); the
     message says where to put what. flexsnn never downloads datasets."""

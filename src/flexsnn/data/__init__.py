@@ -31,7 +31,8 @@ from flexsnn.data.augment import (
     shift2d,
 )
 from flexsnn.data.cache import cache_dir, cache_key, cached_arrays
-from flexsnn.data.digits_dvs import EVENT_DTYPE, DigitsDVS, DVSSimParams
+from flexsnn.data.digits_dvs import DigitsDVS, DVSSimParams
+from flexsnn.data.events import EVENT_DTYPE, check_events, check_sensor_size, make_events, sort_by_time
 from flexsnn.data.encoding import direct_encode, frames_to_time_first
 from flexsnn.data.event_datasets import (
     CIFAR10DVS,

@@ -27,13 +27,11 @@ from typing import Any, Callable
 import numpy as np
 
 from flexsnn.data.cache import cached_arrays
+from flexsnn.data.events import EVENT_DTYPE
 from flexsnn.errors import InputError
 
 # Bump when the generator's output changes for the same parameters (invalidates caches).
 GENERATOR_VERSION = 1
-
-EVENT_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", np.int8)])
-
 
 @dataclass(frozen=True)
 class DVSSimParams:

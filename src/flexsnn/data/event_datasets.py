@@ -53,8 +53,8 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 import numpy as np
 
 from flexsnn.data.cache import cached_arrays
-from flexsnn.data.digits_dvs import EVENT_DTYPE  # x, y: pixel column / row; t: us; p: 0 or 1
-from flexsnn.data.frames import check_sensor_size, spatial_pool, to_frames
+from flexsnn.data.events import EVENT_DTYPE, check_sensor_size, make_events
+from flexsnn.data.frames import spatial_pool, to_frames
 from flexsnn.errors import DatasetNotFoundError, InputError, check_choice, check_positive_int
 
 __all__ = [
@@ -63,14 +63,6 @@ __all__ = [
     "event_frames", "make_events", "natural_key", "per_class_split", "read_aedat2_dvs128",
     "read_aedat31_polarity", "read_atis_bin", "read_events_npz", "read_tonic_gesture_npy",
 ]
-
-
-def make_events(x, y, t, p) -> np.ndarray:
-    """Pack coordinate arrays into an :data:`EVENT_DTYPE` structured array (same order)."""
-    x = np.asarray(x)
-    events = np.empty(x.shape[0], dtype=EVENT_DTYPE)
-    events["x"], events["y"], events["t"], events["p"] = x, y, t, p
-    return events
 
 
 # ----------------------------------------------------------------------------- file readers

@@ -14,54 +14,27 @@ Bin rules (``t_start``/``t_end`` default to the first/last event's timestamp):
 - ``time_window=w``: bins of fixed duration ``w`` starting at ``t_start``; their number is
   ``max(1, ceil((t_end - t_start) / w))`` and the last bin again includes ``t_end``.
 
-Events outside ``[t_start, t_end]`` are dropped. With ``P == 1`` polarity is ignored.
+Events outside ``[t_start, t_end]`` are dropped. With ``P == 1`` polarities are merged (``p``
+must still be 0 or 1). Events are checked by :func:`flexsnn.data.events.check_events`; float
+timestamps must hold whole microseconds. The frames' size is checked before allocating
+(``max_values``, default :data:`MAX_FRAME_VALUES`).
 """
 from __future__ import annotations
 
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from flexsnn.data.events import check_events, check_sensor_size
 from flexsnn.errors import InputError, check_positive_int
 
-_FIELDS = ("x", "y", "t", "p")
-_DTYPE_HINT = "[('x', int16), ('y', int16), ('t', int64), ('p', int8)] (DigitsDVS.dtype)"
-
-
-def check_sensor_size(sensor_size: Sequence[int], name: str = "sensor_size") -> tuple[int, int, int]:
-    """Return ``sensor_size`` as a ``(W, H, P)`` tuple of positive ints, else raise InputError."""
-    if not isinstance(sensor_size, (tuple, list)) or len(sensor_size) != 3:
-        raise InputError(f"{name} must be a (width, height, polarities) tuple, got {sensor_size!r}")
-    width, height, pol = (check_positive_int(v, f"{name}[{i}]") for i, v in enumerate(sensor_size))
-    return width, height, pol
-
-
-def check_events(events: np.ndarray, sensor_size: tuple[int, int, int], name: str = "events") -> np.ndarray:
-    """Check ``events`` is a non-empty structured array with x, y, t, p inside ``sensor_size``."""
-    if not isinstance(events, np.ndarray) or events.dtype.names is None or not set(_FIELDS) <= set(
-        events.dtype.names
-    ):
-        got = events.dtype if isinstance(events, np.ndarray) else type(events).__name__
-        raise InputError(f"{name} must be a 1-D structured numpy array with fields x, y, t, p, e.g. "
-                         f"dtype {_DTYPE_HINT}; got {got}")
-    if events.ndim != 1:
-        raise InputError(f"{name} must be 1-D (one record per event), got shape {events.shape}")
-    if events.size == 0:
-        raise InputError(f"{name} is empty; expected at least one event to bin")
-    width, height, pol = sensor_size
-    limits = {"x": width, "y": height} if pol == 1 else {"x": width, "y": height, "p": pol}
-    for field, limit in limits.items():
-        values = events[field]
-        lo, hi = values.min(), values.max()
-        if lo < 0 or hi >= limit:
-            raise InputError(
-                f"{name}['{field}'] must lie in [0, {limit - 1}] for sensor_size {sensor_size}, "
-                f"got values in [{lo}, {hi}]"
-            )
-    return events
+# Frames above this many values (4 GiB of float32) are refused before allocating: a tiny
+# time_window or a huge sensor_size would otherwise ask for terabytes. Override per call.
+MAX_FRAME_VALUES = 2**30
+_MAX_BIN = 2**62  # bin indices are clipped here so huge bin counts reach the size check, not an overflow
 
 
 def _check_time_window(time_window: float) -> float:
@@ -70,6 +43,32 @@ def _check_time_window(time_window: float) -> float:
     ):
         raise InputError(f"time_window must be a positive number of microseconds, got {time_window!r}")
     return time_window
+
+
+def _timestamps(t: np.ndarray) -> np.ndarray:
+    """``t`` as int64 microseconds; float timestamps must be whole numbers (no truncation)."""
+    t = np.asarray(t)
+    if t.dtype.kind == "f":
+        if not np.isfinite(t).all():
+            raise InputError("events['t'] contains NaN or infinite timestamps")
+        whole = t == np.floor(t)
+        if not whole.all():
+            raise InputError(f"events['t'] has value {t[~whole][0].item()!r}; binning needs whole microseconds")
+        if t.size and float(np.abs(t).max()) > 2.0**53:
+            raise InputError(f"events['t'] has float value {float(np.abs(t).max())!r} too large to be exact; "
+                             "store timestamps as int64")
+    elif t.dtype.kind == "u" and t.size and int(t.max()) > np.iinfo(np.int64).max:
+        raise InputError(f"events['t'] has value {int(t.max())} beyond the int64 range")
+    return t.astype(np.int64)
+
+
+def _bound(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name} must be an integer timestamp in microseconds, got {value!r}")
+    info = np.iinfo(np.int64)
+    if not info.min <= int(value) <= info.max:
+        raise InputError(f"{name} must fit int64 microseconds, got {value}")
+    return int(value)
 
 
 def time_bin_index(
@@ -84,25 +83,36 @@ def time_bin_index(
     if (n_time_bins is None) == (time_window is None):
         raise InputError("give exactly one of n_time_bins or time_window, "
                          f"got n_time_bins={n_time_bins!r}, time_window={time_window!r}")
-    t = np.asarray(t, dtype=np.int64)
-    start = int(t.min()) if t_start is None else int(t_start)
-    end = int(t.max()) if t_end is None else int(t_end)
+    t = _timestamps(t)
+    start = int(t.min()) if t_start is None else _bound(t_start, "t_start")
+    end = int(t.max()) if t_end is None else _bound(t_end, "t_end")
     if end < start:
         raise InputError(f"t_end must be >= t_start, got t_start={start}, t_end={end}")
-    rel = t - start
+    span = end - start  # a Python int: exact even when it exceeds int64
+    inside = (t >= start) & (t <= end)
+    rel = np.zeros(t.shape, dtype=np.uint64)
+    # t - start lies in [0, span] for kept events; uint64 holds it even when span > int64 max.
+    rel[inside] = t[inside].astype(np.uint64) - np.uint64(start % 2**64)
     if n_time_bins is not None:
         count = check_positive_int(n_time_bins, "n_time_bins")
-        span = end - start
-        index = rel * count // span if span > 0 else np.zeros_like(rel)
+        if span == 0:
+            index = np.zeros(t.shape, dtype=np.int64)
+        elif span * count < 2**63:
+            index = (rel.astype(np.int64) * count) // span
+        else:  # rel * count would overflow int64: exact Python-int arithmetic (rare, slower)
+            index = np.array([min(int(r) * count // span, _MAX_BIN) for r in rel], dtype=np.int64)
     else:
         window = _check_time_window(time_window)
-        count = max(1, math.ceil((end - start) / window))
         if isinstance(window, numbers.Integral):
-            index = rel // int(window)
+            count = max(1, -(-span // int(window)))
+            index = np.minimum(rel // np.uint64(min(int(window), 2**64 - 1)), _MAX_BIN).astype(np.int64)
         else:
-            index = np.floor(rel / float(window)).astype(np.int64)
-    index = np.minimum(index, count - 1)  # t == t_end belongs to the last (closed) bin
-    index[(t < start) | (t > end)] = -1
+            ratio = span / float(window)  # may be inf for a tiny window: refused by the caller's size check
+            count = max(1, math.ceil(ratio)) if ratio < _MAX_BIN else _MAX_BIN + 1
+            with np.errstate(over="ignore"):
+                index = np.floor(np.minimum(rel.astype(np.float64) / float(window), _MAX_BIN)).astype(np.int64)
+    index = np.minimum(index, min(count - 1, _MAX_BIN))  # t == t_end belongs to the last (closed) bin
+    index[~inside] = -1
     return index, count
 
 
@@ -113,27 +123,37 @@ def to_frames(
     time_window: float | None = None,
     t_start: int | None = None,
     t_end: int | None = None,
+    max_values: int = MAX_FRAME_VALUES,
 ) -> np.ndarray:
     """Count events per time bin, polarity and pixel.
 
     Args:
-        events: structured array with fields x, y, t (microseconds), p.
+        events: structured array with fields x, y, t (microseconds), p; checked by
+            :func:`flexsnn.data.events.check_events` (with ``P == 1``, ``p`` may be 0 or 1).
         sensor_size: ``(W, H, P)``.
         n_time_bins: number of equal bins over ``[t_start, t_end]`` (exclusive with time_window).
         time_window: bin duration in microseconds (exclusive with n_time_bins).
         t_start, t_end: the binned span; default first and last event timestamps.
+        max_values: refuse (InputError) frames with more values than this, before allocating.
 
     Returns:
         float32 array ``[T, P, H, W]``; ``frames[i, p, y, x]`` is the number of events in bin i
         at pixel (x, y) with polarity p.
     """
     width, height, pol = check_sensor_size(sensor_size)
-    check_events(events, (width, height, pol))
+    # P == 1 merges polarities, but a polarity must still be one (0 or 1).
+    check_events(events, (width, height, max(pol, 2)) if pol == 1 else (width, height, pol))
+    limit = check_positive_int(max_values, "max_values")
     index, count = time_bin_index(events["t"], n_time_bins, time_window, t_start, t_end)
+    values = count * pol * height * width
+    if values > limit:
+        raise InputError(f"to_frames would allocate {count} bins x {pol} x {height} x {width} = {values} "
+                         f"float32 values ({values * 4 / 2**30:.1f} GiB) > max_values={limit}; "
+                         "use fewer time bins, a longer time_window or raise max_values")
     keep = index >= 0
     polarity = events["p"].astype(np.int64) if pol > 1 else np.zeros(len(events), np.int64)
-    flat = ((index * pol + polarity) * height + events["y"].astype(np.int64)) * width + events["x"]
-    counts = np.bincount(flat[keep], minlength=count * pol * height * width)
+    flat = ((index * pol + polarity) * height + events["y"].astype(np.int64)) * width + events["x"].astype(np.int64)
+    counts = np.bincount(flat[keep], minlength=values)
     return counts.astype(np.float32).reshape(count, pol, height, width)
 
 

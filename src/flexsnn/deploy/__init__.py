@@ -4,9 +4,10 @@
 event at a time, with no time steps (rules: ``docs/event_driven.md``).
 ``EventNet.from_torch(model)`` converts a flexsnn StagedNet / ``nn.Sequential``.
 """
+from flexsnn.data.events import check_events
 from flexsnn.deploy.eventnet import Conv, EventNet, Flatten, Linear, NeuronSpec, SumPool
 from flexsnn.deploy.reference import simulate_reference
-from flexsnn.deploy.simulator import SimulationError, SimulationResult, check_events, simulate
+from flexsnn.deploy.simulator import SimulationError, SimulationResult, simulate
 
 __all__ = [
     "simulate", "simulate_reference", "SimulationResult", "SimulationError", "check_events",

@@ -14,8 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from flexsnn.data.events import check_events, check_sensor_size, sort_by_time
 from flexsnn.deploy.eventnet import Conv, EventNet, Flatten, Linear, NeuronSpec, SumPool
-from flexsnn.deploy.simulator.simulate import SimulationResult, _as_eventnet, check_events, check_sensor_size
+from flexsnn.deploy.simulator.simulate import SimulationResult, _as_eventnet
 
 __all__ = ["simulate_reference"]
 
@@ -33,7 +34,7 @@ def _fire(u: float, spec: NeuronSpec) -> tuple[int, float]:
 def simulate_reference(model: Any, events: np.ndarray, sensor_size: Sequence[int]) -> SimulationResult:
     """Simulate one event stream; returns a SimulationResult with spike_trace and membranes."""
     width, height, pols = check_sensor_size(sensor_size)
-    events = check_events(events, (width, height, pols))
+    events = sort_by_time(check_events(events, (width, height, pols), allow_empty=True))
     net: EventNet = _as_eventnet(model)
     shapes = net.shapes((pols, height, width))
     layers = net.layers

@@ -9,14 +9,9 @@ Rules: ``docs/event_driven.md``. Three modules, one job each:
 - :mod:`~flexsnn.deploy.simulator.simulate`: the public :func:`simulate` and
   :class:`SimulationResult`.
 """
+from flexsnn.data.events import check_events, check_sensor_size
 from flexsnn.deploy.simulator.compile import CompiledNet, compile_net
-from flexsnn.deploy.simulator.simulate import (
-    SimulationError,
-    SimulationResult,
-    check_events,
-    check_sensor_size,
-    simulate,
-)
+from flexsnn.deploy.simulator.simulate import SimulationError, SimulationResult, simulate
 
 __all__ = ["simulate", "SimulationResult", "SimulationError", "compile_net", "CompiledNet", "check_events",
            "check_sensor_size"]

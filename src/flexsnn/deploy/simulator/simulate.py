@@ -13,12 +13,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from flexsnn.data.events import check_events, check_sensor_size, sort_by_time
 from flexsnn.deploy.eventnet import EventNet
 from flexsnn.deploy.simulator.compile import compile_net
 from flexsnn.deploy.simulator.kernels import run_batch, run_sample
 from flexsnn.errors import FlexSNNError, InputError
 
-__all__ = ["simulate", "SimulationResult", "SimulationError", "check_events", "check_sensor_size"]
+__all__ = ["simulate", "SimulationResult", "SimulationError"]
 
 DEFAULT_MAX_QUEUE = 1 << 27  # spikes one layer may emit in one input event's cascade
 
@@ -80,56 +81,6 @@ class SimulationResult:
         return {k: getattr(self, k) for k in self.keys()}
 
 
-# ---- input checks ---------------------------------------------------------------------------
-def check_sensor_size(sensor_size: Any) -> tuple[int, int, int]:
-    """Return ``(W, H, P)`` from a Tonic-style sensor size, or raise InputError."""
-    try:
-        values = tuple(sensor_size)
-        ok = len(values) == 3 and all(float(v) == int(v) and int(v) >= 1 for v in values)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InputError(f"sensor_size must be Tonic-style (width, height, polarities) of positive ints, got {sensor_size!r}")
-    return tuple(int(v) for v in values)  # type: ignore[return-value]
-
-
-def check_events(events: Any, sensor_size: Sequence[int], name: str = "events") -> np.ndarray:
-    """Validate one event stream and return it sorted by ``t`` (stable sort; a copy only if needed).
-
-    Expected form: a 1-D numpy structured array with integer fields ``x, y, p`` (``p`` may be
-    bool) and an integer or float field ``t``, with ``0 <= x < W``, ``0 <= y < H``,
-    ``0 <= p < P`` for ``sensor_size = (W, H, P)``.
-    """
-    form = "a 1-D numpy structured array with fields x, y, t, p (Tonic style)"
-    if not isinstance(events, np.ndarray) or events.dtype.names is None:
-        raise InputError(f"{name} must be {form}, got {type(events).__name__}")
-    missing = [f for f in ("x", "y", "t", "p") if f not in events.dtype.names]
-    if missing:
-        raise InputError(f"{name} must be {form}; missing fields {missing} (has {list(events.dtype.names)})")
-    if events.ndim != 1:
-        raise InputError(f"{name} must be {form}, got shape {events.shape}")
-    width, height, pols = sensor_size
-    for f, size in (("x", width), ("y", height), ("p", pols)):
-        col = events[f]
-        if col.dtype.kind not in "iub":  # signed / unsigned integer or bool
-            raise InputError(f"{name}['{f}'] must hold integers, got dtype {col.dtype}")
-        if col.size:
-            lo, hi = int(col.min()), int(col.max())
-            if lo < 0 or hi >= size:
-                bad = lo if lo < 0 else hi
-                raise InputError(
-                    f"{name}['{f}'] has value {bad} outside [0, {size}) given sensor_size (W, H, P) = {tuple(sensor_size)}"
-                )
-    t = events["t"]
-    if t.dtype.kind not in "iuf":
-        raise InputError(f"{name}['t'] must hold integer or float timestamps, got dtype {t.dtype}")
-    if t.dtype.kind == "f" and not np.isfinite(t).all():
-        raise InputError(f"{name}['t'] contains NaN or infinite timestamps")
-    if t.size > 1 and bool((t[1:] < t[:-1]).any()):
-        events = events[np.argsort(t, kind="stable")]
-    return events
-
-
 def _as_eventnet(model: Any) -> EventNet:
     if isinstance(model, EventNet):
         return model
@@ -188,7 +139,7 @@ def simulate(
     sensor = check_sensor_size(sensor_size)
     single = isinstance(events, np.ndarray)
     if single:
-        streams = [check_events(events, sensor)]
+        streams = [sort_by_time(check_events(events, sensor, allow_empty=True))]
     else:
         if not isinstance(events, (list, tuple)):
             raise InputError(
@@ -196,7 +147,8 @@ def simulate(
             )
         if len(events) == 0:
             raise InputError("events is an empty list; expected at least one event stream (structured array x, y, t, p)")
-        streams = [check_events(ev, sensor, name=f"events[{i}]") for i, ev in enumerate(events)]
+        streams = [sort_by_time(check_events(ev, sensor, allow_empty=True, name=f"events[{i}]"))
+                   for i, ev in enumerate(events)]
     net = _as_eventnet(model)
     width, height, pols = sensor
     compiled = compile_net(net, (pols, height, width))
