@@ -20,7 +20,8 @@ the field's type, raises :class:`~flexsnn.errors.InputError` before anything is 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
