@@ -176,11 +176,12 @@ def build_flexsnn(path: str = "fused"):
     (flexsnn.runtime.use_channels_last).
     """
     from flexsnn.multistep import MultiStepModule, TimeFirstSequential
-    from flexsnn.neurons.functional import multistep_runner, neuron_params
+    from flexsnn.neurons import NeuronParams
+    from flexsnn.neurons.dispatch import multistep_runner
     from flexsnn.runtime import use_channels_last
 
     run = multistep_runner(path)  # the backend LIF(backend=path) uses
-    params = neuron_params(v_th=1.0, decay=0.5, reset="hard", surrogate="triangle")
+    params = NeuronParams(v_th=1.0, decay=0.5, reset="hard", surrogate="triangle")
 
     class Neuron(MultiStepModule):
         def forward(self, x):

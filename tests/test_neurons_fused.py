@@ -7,9 +7,16 @@ import pytest
 import torch
 
 from flexsnn.errors import InputError
-from flexsnn.neurons import lif_multistep, lif_multistep_fused
+from flexsnn.neurons import NeuronParams, lif_multistep
 from flexsnn.neurons.fused import FusedLIFFunction, fused_multistep
-from flexsnn.neurons.functional import neuron_params
+
+
+def reference(x, **kw):
+    return lif_multistep(x, NeuronParams(**kw), backend="reference")
+
+
+def fused(x, **kw):
+    return lif_multistep(x, NeuronParams(**kw), backend="fused")
 
 MODES = list(
     itertools.product(
@@ -39,8 +46,8 @@ def random_input(seed, shape=(7, 3, 2, 4), dtype=torch.float64):
 def test_fused_matches_reference_values_and_gradients(mode):
     kw = mode_kwargs(mode)
     x = random_input(MODES.index(mode)).requires_grad_()
-    s_ref, v_ref = lif_multistep(x, **kw)
-    s_fus, v_fus = lif_multistep_fused(x, **kw)
+    s_ref, v_ref = reference(x, **kw)
+    s_fus, v_fus = fused(x, **kw)
     assert torch.equal(s_ref, s_fus)
     assert torch.equal(v_ref, v_fus)
     g = torch.Generator().manual_seed(1)
@@ -62,7 +69,7 @@ def test_fused_matches_reference_values_and_gradients(mode):
 def test_gradients_are_not_trivially_zero():
     # guard against the comparison above passing on all-zero gradients
     x = random_input(3).requires_grad_()
-    s, _ = lif_multistep_fused(x, reset="subtract")
+    s, _ = fused(x, reset="subtract")
     s.sum().backward()
     assert (x.grad != 0).float().mean() > 0.3
     assert (x.grad[:-1] != x.grad[-1]).any()  # earlier steps get temporal contributions
@@ -73,14 +80,14 @@ def test_fused_hand_computed_gradient():
     # -> dL/dx = [0.90143, 0.5635, 0.3] (hard reset), [1.15, 0.7, 0.3] (detach_reset)
     for detach, expected in ((False, [0.90143, 0.5635, 0.3]), (True, [1.15, 0.7, 0.3])):
         x = torch.tensor([0.8, 0.9, 0.3], dtype=torch.float64).reshape(3, 1, 1).requires_grad_()
-        s, _ = lif_multistep_fused(x, detach_reset=detach)
+        s, _ = fused(x, detach_reset=detach)
         s.sum().backward()
         assert torch.allclose(x.grad.flatten(), torch.tensor(expected, dtype=torch.float64))
 
 
 def test_fused_hand_trace_if_multi_spike_clip():
     x = torch.tensor([2.5, -3.0, 0.4, 1.2, 2.7], dtype=torch.float64).reshape(5, 1, 1)
-    s, v = lif_multistep_fused(x, decay=1.0, reset="subtract", multi_spike=True, v_min=-1.0)
+    s, v = fused(x, decay=1.0, reset="subtract", multi_spike=True, v_min=-1.0)
     assert s.flatten().tolist() == [2.0, 0.0, 0.0, 0.0, 3.0]
     assert float(v) == pytest.approx(0.3)
 
@@ -90,8 +97,8 @@ def test_fused_hand_trace_if_multi_spike_clip():
 def test_low_precision_forward_identical_and_gradients_close(dtype, mode):
     kw = mode_kwargs(mode)
     x = random_input(5, dtype=dtype).requires_grad_()
-    s_ref, v_ref = lif_multistep(x, **kw)
-    s_fus, v_fus = lif_multistep_fused(x, **kw)
+    s_ref, v_ref = reference(x, **kw)
+    s_fus, v_fus = fused(x, **kw)
     assert s_fus.dtype == dtype and v_fus.dtype == dtype
     assert torch.equal(s_ref, s_fus) and torch.equal(v_ref, v_fus)
     (g_ref,) = torch.autograd.grad(s_ref.sum() + v_ref.sum(), x)
@@ -103,13 +110,13 @@ def test_low_precision_forward_identical_and_gradients_close(dtype, mode):
 
 def test_no_graph_without_grad_and_single_node_with_grad():
     x = random_input(2)
-    s, v = lif_multistep_fused(x)
+    s, v = fused(x)
     assert s.grad_fn is None and v.grad_fn is None
-    s, v = lif_multistep_fused(x.requires_grad_())
+    s, v = fused(x.requires_grad_())
     assert type(s.grad_fn).__name__.startswith("FusedLIFFunction")
     assert s.grad_fn is v.grad_fn  # one node for all T steps
     with torch.no_grad():
-        s, _ = lif_multistep_fused(x)
+        s, _ = fused(x)
     assert s.grad_fn is None
 
 
@@ -118,7 +125,7 @@ def test_gradient_flows_to_upstream_parameters():
     w = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     inp = torch.rand(5, 3, 4, dtype=torch.float64) * 2
     grads = []
-    for fn in (lif_multistep, lif_multistep_fused):
+    for fn in (reference, fused):
         w.grad = None
         s, _ = fn(inp @ w, reset="subtract")
         s.sum().backward()
@@ -128,15 +135,15 @@ def test_gradient_flows_to_upstream_parameters():
 
 def test_fused_validates_like_reference():
     with pytest.raises(InputError, match="decay"):
-        lif_multistep_fused(torch.zeros(2, 1), decay=2.0)
+        fused(torch.zeros(2, 1), decay=2.0)
     with pytest.raises(InputError, match="T = 0"):
-        lif_multistep_fused(torch.zeros(0, 1))
+        fused(torch.zeros(0, 1))
     with pytest.raises(InputError, match="NaN"):
-        lif_multistep_fused(torch.full((2, 1), float("nan")))
+        fused(torch.full((2, 1), float("nan")))
 
 
 def test_low_level_function_is_reachable():
-    p = neuron_params(decay=1.0, reset="subtract")
+    p = NeuronParams(decay=1.0, reset="subtract")
     x = random_input(4).requires_grad_()
     s1, v1 = FusedLIFFunction.apply(x, p)
     s2, v2 = fused_multistep(x, p)
@@ -147,10 +154,10 @@ def test_low_level_function_is_reachable():
 def test_cuda_matches_cpu():
     kw = mode_kwargs((1.0, "subtract", True, -1.0, "triangle", False))
     x = random_input(6).requires_grad_()
-    s_cpu, v_cpu = lif_multistep_fused(x, **kw)
+    s_cpu, v_cpu = fused(x, **kw)
     (g_cpu,) = torch.autograd.grad(s_cpu.sum() + v_cpu.sum(), x)
     xc = x.detach().cuda().requires_grad_()
-    s_gpu, v_gpu = lif_multistep_fused(xc, **kw)
+    s_gpu, v_gpu = fused(xc, **kw)
     assert s_gpu.device.type == "cuda"
     (g_gpu,) = torch.autograd.grad(s_gpu.sum() + v_gpu.sum(), xc)
     assert torch.allclose(s_cpu, s_gpu.cpu()) and torch.allclose(g_cpu, g_gpu.cpu())
@@ -162,8 +169,8 @@ def test_non_contiguous_batch_first_input_transposed_to_time_first():
     x = batch_first.transpose(0, 1)
     assert not x.is_contiguous()
     kw = mode_kwargs((0.5, "hard", True, -1.0, "triangle", False))
-    s_ref, v_ref = lif_multistep(x, **kw)
-    s_fus, v_fus = lif_multistep_fused(x, **kw)
+    s_ref, v_ref = reference(x, **kw)
+    s_fus, v_fus = fused(x, **kw)
     assert torch.equal(s_ref, s_fus) and torch.equal(v_ref, v_fus)
     (g_ref,) = torch.autograd.grad(s_ref.sum() + v_ref.sum(), batch_first)
     (g_fus,) = torch.autograd.grad(s_fus.sum() + v_fus.sum(), batch_first)

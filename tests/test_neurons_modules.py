@@ -7,7 +7,7 @@ from torch import nn
 
 from flexsnn.errors import InputError
 from flexsnn.multistep import MultiStepModule, TimeFirstSequential
-from flexsnn.neurons import IF, LIF, lif_multistep
+from flexsnn.neurons import IF, LIF, NeuronParams, lif_multistep
 
 
 def test_defaults_and_attributes_are_plain_values():
@@ -49,7 +49,8 @@ def test_backends_agree_with_functional(backend):
     x = (torch.randn(6, 4, 3, 5, dtype=torch.float64) + 0.5).requires_grad_()
     layer = LIF(decay=0.7, reset="subtract", multi_spike=True, v_min=-0.5, backend=backend)
     s = layer(x)
-    s_ref, _ = lif_multistep(x, decay=0.7, reset="subtract", multi_spike=True, v_min=-0.5)
+    assert layer.params == NeuronParams(decay=0.7, reset="subtract", multi_spike=True, v_min=-0.5)
+    s_ref, _ = lif_multistep(x, layer.params, backend="reference")
     assert torch.equal(s, s_ref)
     (g,) = torch.autograd.grad(s.sum(), x)
     (g_ref,) = torch.autograd.grad(s_ref.sum(), x)
@@ -117,8 +118,14 @@ def test_edited_attributes_take_effect_and_are_validated():
     assert layer(x).flatten().tolist() == [0.0, 0.0]
     layer.v_th = 0.5
     assert layer(x).flatten().tolist() == [1.0, 1.0]
-    layer.decay = 3.0
-    with pytest.raises(InputError, match="decay"):
+    assert layer.params.v_th == 0.5
+    with pytest.raises(InputError, match="decay"):  # refused at assignment, the layer unchanged
+        layer.decay = 3.0
+    assert layer.decay == 0.5 and layer(x).flatten().tolist() == [1.0, 1.0]
+    with pytest.raises(InputError, match="v_min must be below v_th"):
+        layer.v_min = 0.7
+    layer.backend = "cuda"  # the backend is checked when the layer runs
+    with pytest.raises(InputError, match="backend"):
         layer(x)
 
 

@@ -9,7 +9,6 @@ import torch
 from flexsnn.errors import InputError
 from flexsnn.neurons import SURROGATES
 from flexsnn.neurons.surrogate import (
-    DEFAULT_ALPHA,
     SpikeFunction,
     resolve_surrogate,
     spike,
@@ -23,7 +22,7 @@ X = torch.tensor([-2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5], dtype=torc
 
 def test_registry_names_and_defaults():
     assert set(SURROGATES) == {"triangle", "sigmoid", "atan"}
-    assert DEFAULT_ALPHA == {"triangle": 1.0, "sigmoid": 4.0, "atan": 2.0}
+    assert {name: s.default_alpha for name, s in SURROGATES.items()} == {"triangle": 1.0, "sigmoid": 4.0, "atan": 2.0}
 
 
 def test_triangle_default_is_the_papers_max_0_1_minus_abs():
@@ -52,7 +51,7 @@ def test_triangle_alpha_is_half_width_with_unit_area():
 )
 @pytest.mark.parametrize("alpha", [None, 0.5, 3.0])
 def test_smooth_surrogates_are_derivatives_of_their_primitive(name, primitive, alpha):
-    a = DEFAULT_ALPHA[name] if alpha is None else alpha
+    a = SURROGATES[name].default_alpha if alpha is None else alpha
     x = X.clone().requires_grad_()
     (autograd_grad,) = torch.autograd.grad(primitive(x, a).sum(), x)
     fn, resolved = resolve_surrogate(name, alpha)

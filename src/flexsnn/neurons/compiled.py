@@ -1,8 +1,10 @@
 """Compiled multi-step LIF / IF: the fused BPTT with each direction as ONE generated kernel.
 
-Same dynamics, values and surrogate gradients as
-:func:`flexsnn.neurons.functional.lif_multistep` (equations there). Layout: ``x``
-``[T, B, ...]`` -> ``(spikes [T, B, ...], v_last [B, ...])``.
+Same dynamics, values and surrogate gradients as the reference loop
+(:mod:`flexsnn.neurons.reference`). Layout: ``x`` ``[T, B, ...]`` -> ``(spikes [T, B, ...],
+v_last [B, ...])``. The kernels compiled are the traceable loops of
+:mod:`flexsnn.neurons.kernels`, run through the fused autograd node
+(:class:`flexsnn.neurons.fused.FusedLIFFunction`).
 
 Why: the eager fused path (:mod:`flexsnn.neurons.fused`) runs a handful of elementwise
 kernels per time step, each streaming the whole ``[B, ...]`` slice through memory, plus
@@ -34,9 +36,9 @@ from typing import Callable, Optional
 import torch
 
 from flexsnn.multistep import from_time_major, time_major_order, to_time_major
-from flexsnn.neurons import fused
-from flexsnn.neurons.functional import NeuronParams, lif_multistep
-from flexsnn.neurons.surrogate import gate_surrogate, spike_forward, spike_surrogate
+from flexsnn.neurons.fused import fused_multistep
+from flexsnn.neurons.kernels import Kernels, backward_loop, backward_traced, forward_loop, forward_traced
+from flexsnn.neurons.params import NeuronParams
 
 MAX_COMPILED_STEPS = 64
 
@@ -56,52 +58,6 @@ def fallback_count() -> int:
     return _stats["fallbacks"]
 
 
-def _forward_kernel(x: torch.Tensor, p: NeuronParams, keep_membrane: bool):
-    """x ``[T, N]`` -> (spikes ``[T, N]``, v_last ``[N]``, h ``[T, N]`` or None); traced."""
-    u = torch.zeros_like(x[0])
-    spikes, hs = [], []
-    for t in range(x.shape[0]):
-        h = u + x[t] if p.decay == 1.0 else p.decay * u + x[t]
-        m = h if p.v_min is None else torch.clamp_min(h, p.v_min)
-        s = spike_forward(m, p.v_th, p.multi_spike)
-        if p.reset == "hard":
-            u = torch.where(m >= p.v_th, torch.zeros_like(m), m)
-        else:
-            u = m - s * p.v_th
-        spikes.append(s)
-        hs.append(h)
-    return torch.stack(spikes), u, (torch.stack(hs) if keep_membrane else None)
-
-
-def _backward_kernel(h: torch.Tensor, grad_spikes, grad_v, p: NeuronParams):
-    """dL/dx ``[T, N]`` from the pre-clip membrane ``h``: the recurrence of fused.py; traced."""
-    m = h if p.v_min is None else torch.clamp_min(h, p.v_min)
-    s_prime = spike_surrogate(m, p.v_th, p.multi_spike, p.grad_fn, p.alpha)
-    if p.reset == "hard":
-        coef = (m < p.v_th).to(h.dtype)
-        if not p.detach_reset:
-            gate_prime = gate_surrogate(m, p.v_th, p.grad_fn, p.alpha) if p.multi_spike else s_prime
-            coef = coef - m * gate_prime
-    else:
-        coef = None if p.detach_reset else 1.0 - p.v_th * s_prime
-    direct = grad_spikes * s_prime if grad_spikes is not None else torch.zeros_like(h)
-    if p.v_min is not None:
-        passed = (h >= p.v_min).to(h.dtype)
-        direct = direct * passed
-        coef = passed if coef is None else coef * passed
-    last = h.shape[0] - 1
-    d = direct[last]
-    if grad_v is not None:
-        d = d + (grad_v if coef is None else coef[last] * grad_v)
-    out = [d]
-    for t in range(last - 1, -1, -1):
-        carry = p.decay * d
-        d = direct[t] + (carry if coef is None else coef[t] * carry)
-        out.append(d)
-    out.reverse()
-    return torch.stack(out)
-
-
 def _counting_backend(gm, example_inputs):
     from torch._inductor.compile_fx import compile_fx
 
@@ -119,7 +75,7 @@ def _kernel(kind: str, key: tuple) -> Callable:
     with _lock:
         compiled = _kernels.get((kind, key))
         if compiled is None:
-            base = _forward_kernel if kind == "fwd" else _backward_kernel
+            base = forward_traced if kind == "fwd" else backward_traced
             compiled = torch.compile(_fresh(base, str(len(_kernels))), backend=_counting_backend)
             _kernels[(kind, key)] = compiled
     return compiled
@@ -160,7 +116,7 @@ def _run_forward(x: torch.Tensor, p: NeuronParams, keep_membrane: bool):
         except Exception as exc:  # no C++ compiler / triton: stay correct, just slower
             _disable(exc)
     _stats["fallbacks"] += 1
-    return fused._forward_loop(x, p, keep_membrane)
+    return forward_loop(x, p, keep_membrane)
 
 
 def _run_backward(h: torch.Tensor, grad_spikes, grad_v, p: NeuronParams) -> torch.Tensor:
@@ -179,22 +135,12 @@ def _run_backward(h: torch.Tensor, grad_spikes, grad_v, p: NeuronParams) -> torc
         except Exception as exc:
             _disable(exc)
     _stats["fallbacks"] += 1
-    return fused._backward(h, grad_spikes, grad_v, p)
+    return backward_loop(h, grad_spikes, grad_v, p)
 
 
-COMPILED_KERNELS: fused.Kernels = (_run_forward, _run_backward)
+COMPILED_KERNELS = Kernels(_run_forward, _run_backward)
 
 
 def compiled_multistep(x: torch.Tensor, p: NeuronParams) -> tuple[torch.Tensor, torch.Tensor]:
     """Compiled dynamics (no input checks): the fused autograd node with compiled kernels."""
-    return fused.fused_multistep(x, p, COMPILED_KERNELS)
-
-
-def lif_multistep_compiled(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deprecated alias of ``lif_multistep(..., backend="compiled")`` (same arguments)."""
-    warnings.warn(
-        'lif_multistep_compiled is deprecated; use lif_multistep(..., backend="compiled")',
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return lif_multistep(*args, backend="compiled", **kwargs)
+    return fused_multistep(x, p, COMPILED_KERNELS)

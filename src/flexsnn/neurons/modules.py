@@ -1,29 +1,54 @@
-"""LIF and IF layers: thin nn.Module wrappers over the multi-step dynamics.
+"""LIF and IF layers: thin nn.Modules holding one :class:`~flexsnn.neurons.params.NeuronParams`.
 
 ``forward(x [T, B, ...]) -> spikes [T, B, ...]`` (same dtype and device). The membrane
 starts at 0 on every call: no state is kept between calls, so there is nothing to reset.
-Parameters are plain Python floats/strings stored as attributes (``v_th``, ``decay``,
-``reset``, ...), read again at every call, so export code can read (and deployment code
-can change) them; they are not in ``state_dict``.
+
+The layer's parameters are ``layer.params`` (frozen, passed unchanged to
+:func:`flexsnn.neurons.lif_multistep`'s backends). Each field is also an attribute
+(``layer.v_th``, ``layer.decay``, ``layer.reset``, ...) that export code can read and
+deployment code can assign: an assignment builds a new NeuronParams, so a bad value raises
+:class:`flexsnn.errors.InputError` at once and leaves the layer as it was. They are not in
+``state_dict``.
+
+Why the reset defaults differ: ``LIF`` resets hard (to 0), ``IF`` by subtraction. Each is
+the paper's choice for the nets that use it: time-stepped LIF nets reset to 0 (the triangle
+surrogate, decay 0.5), while the event-driven IF neuron (no leak, multi-spike, the chip's
+neuron) subtracts the threshold, so the excess charge above ``v_th`` is kept and the spike
+count over time tracks the integrated input, as on the target hardware. Making them equal
+would silently change one of the two paper models; pass ``reset=`` to get the other.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from flexsnn.errors import check_choice
 from flexsnn.multistep import MultiStepModule
-from flexsnn.neurons.functional import NeuronParams, check_input, multistep_runner, neuron_params
+from flexsnn.neurons.dispatch import BACKENDS, check_input, multistep_runner
+from flexsnn.neurons.params import NeuronParams
 
-# "auto" is the fused path; "compiled" is opt-in (compiles per T, needs a C++ compiler).
-BACKENDS = ("auto", "fused", "reference", "compiled")
 LOW_PRECISION = (torch.float16, torch.bfloat16)  # autocast dtypes; neurons integrate in float32
 
 
+class _ParamField:
+    """A layer attribute that reads one field of ``layer.params``; assigning replaces the
+    params with a validated copy (``dataclasses.replace``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, layer: Any, owner: Optional[type] = None) -> Any:
+        return self if layer is None else getattr(layer.params, self.name)
+
+    def __set__(self, layer: Any, value: Any) -> None:
+        layer.params = dataclasses.replace(layer.params, **{self.name: value})
+
+
 class SpikingNeuron(MultiStepModule):
-    """Common base of :class:`LIF` and :class:`IF`; see :mod:`flexsnn.neurons.functional`.
+    """Common base of :class:`LIF` and :class:`IF`: ``SpikingNeuron(params, backend="auto")``.
 
     Spike recording: set ``record = True`` and every forward stores ``last_spike_count``
     (float, total spikes over T, batch and neurons; multi-spikes counted by value),
@@ -31,41 +56,24 @@ class SpikingNeuron(MultiStepModule):
     (T) and ``last_batch_size`` (B). They are ``None`` until a recorded forward.
     """
 
-    def __init__(
-        self,
-        v_th: float,
-        decay: float,
-        reset: str,
-        multi_spike: bool,
-        v_min: Optional[float],
-        surrogate: str,
-        alpha: Optional[float],
-        detach_reset: bool,
-        backend: str,
-    ) -> None:
+    v_th = _ParamField()
+    decay = _ParamField()
+    reset = _ParamField()
+    multi_spike = _ParamField()
+    v_min = _ParamField()
+    surrogate = _ParamField()
+    alpha = _ParamField()  # resolved: the surrogate's default when None was given
+    detach_reset = _ParamField()
+
+    def __init__(self, params: NeuronParams, backend: str = "auto") -> None:
         super().__init__()
-        p = neuron_params(v_th, decay, reset, multi_spike, v_min, surrogate, alpha, detach_reset)
-        self.v_th = p.v_th
-        self.decay = p.decay
-        self.reset = p.reset
-        self.multi_spike = p.multi_spike
-        self.v_min = p.v_min
-        self.surrogate = p.surrogate
-        self.alpha = p.alpha  # resolved: the surrogate's default when None was given
-        self.detach_reset = p.detach_reset
+        self.params = params
         self.backend = check_choice(backend, "backend", BACKENDS)
         self.record = False
         self.last_spike_count: Optional[float] = None
         self.last_num_neurons: Optional[int] = None
         self.last_time_steps: Optional[int] = None
         self.last_batch_size: Optional[int] = None
-
-    def neuron_params(self) -> NeuronParams:
-        """The current attributes, validated (they may have been edited since __init__)."""
-        return neuron_params(
-            self.v_th, self.decay, self.reset, self.multi_spike, self.v_min,
-            self.surrogate, self.alpha, self.detach_reset,
-        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[T, B, ...]`` input current -> spikes ``[T, B, ...]``."""
@@ -74,9 +82,7 @@ class SpikingNeuron(MultiStepModule):
             # Mixed precision: currents may arrive in bf16 / fp16, the membrane integrates in
             # float32 (an 8-bit mantissa would move spikes at the threshold over T steps).
             x = x.float()
-        p = self.neuron_params()
-        backend = check_choice(self.backend, "backend", BACKENDS)
-        spikes, _ = multistep_runner("fused" if backend == "auto" else backend)(x, p)
+        spikes, _ = multistep_runner(self.backend)(x, self.params)
         if self.record:
             self.last_spike_count = float(spikes.detach().sum(dtype=torch.float64))
             self.last_num_neurons = math.prod(x.shape[2:])
@@ -85,14 +91,15 @@ class SpikingNeuron(MultiStepModule):
         return spikes
 
     def extra_repr(self) -> str:
-        parts = [f"v_th={self.v_th}"]
+        p = self.params
+        parts = [f"v_th={p.v_th}"]
         if not isinstance(self, IF):
-            parts.append(f"decay={self.decay}")
-        parts += [f"reset={self.reset!r}", f"multi_spike={self.multi_spike}"]
-        if self.v_min is not None:
-            parts.append(f"v_min={self.v_min}")
-        parts += [f"surrogate={self.surrogate!r}", f"alpha={self.alpha}"]
-        if self.detach_reset:
+            parts.append(f"decay={p.decay}")
+        parts += [f"reset={p.reset!r}", f"multi_spike={p.multi_spike}"]
+        if p.v_min is not None:
+            parts.append(f"v_min={p.v_min}")
+        parts += [f"surrogate={p.surrogate!r}", f"alpha={p.alpha}"]
+        if p.detach_reset:
             parts.append("detach_reset=True")
         parts.append(f"backend={self.backend!r}")
         return ", ".join(parts)
@@ -103,10 +110,11 @@ class LIF(SpikingNeuron):
 
     ``u = decay * u + x[t]``; spike at ``u >= v_th`` (or ``floor(u / v_th)`` spikes with
     ``multi_spike``); ``reset="hard"`` sets u to 0 after a spike, ``"subtract"`` removes
-    ``s * v_th``; ``v_min`` clips the membrane from below. ``backend``: ``"auto"`` and
-    ``"fused"`` use the hand-written BPTT, ``"reference"`` the per-step autograd loop,
-    ``"compiled"`` (opt-in) the same BPTT as torch.compile'd kernels: the first call per T
-    and parameter set compiles for seconds and needs a C++ compiler.
+    ``s * v_th``; ``v_min`` clips the membrane from below. The keywords are the fields of
+    :class:`~flexsnn.neurons.params.NeuronParams`. ``backend``: ``"auto"`` and ``"fused"``
+    use the hand-written BPTT, ``"reference"`` the per-step autograd loop, ``"compiled"``
+    (opt-in) the same BPTT as torch.compile'd kernels: the first call per T and parameter
+    set compiles for seconds and needs a C++ compiler.
     """
 
     def __init__(
@@ -121,13 +129,16 @@ class LIF(SpikingNeuron):
         detach_reset: bool = False,
         backend: str = "auto",
     ) -> None:
-        super().__init__(v_th, decay, reset, multi_spike, v_min, surrogate, alpha, detach_reset, backend)
+        super().__init__(
+            NeuronParams(v_th, decay, reset, multi_spike, v_min, surrogate, alpha, detach_reset), backend
+        )
 
 
 class IF(SpikingNeuron):
     """Integrate-and-fire layer (LIF without leak, ``decay = 1``), reset by subtraction.
 
-    The paper's event-driven neuron is ``IF(multi_spike=True, v_min=-1.0)``.
+    The paper's event-driven neuron is ``IF(multi_spike=True, v_min=-1.0)``. Why the reset
+    default differs from :class:`LIF`'s: module docstring.
     """
 
     def __init__(
@@ -141,4 +152,6 @@ class IF(SpikingNeuron):
         detach_reset: bool = False,
         backend: str = "auto",
     ) -> None:
-        super().__init__(v_th, 1.0, reset, multi_spike, v_min, surrogate, alpha, detach_reset, backend)
+        super().__init__(
+            NeuronParams(v_th, 1.0, reset, multi_spike, v_min, surrogate, alpha, detach_reset), backend
+        )

@@ -4,11 +4,12 @@ A spiking neuron fires when its membrane ``u`` reaches the threshold ``v_th``. T
 function is a step, whose true derivative is zero almost everywhere, so training replaces
 d spike / d u by a smooth *surrogate* evaluated at ``x = u - v_th``.
 
-Surrogates (``SURROGATES[name](x, alpha)`` -> d spike / d u, elementwise, any shape):
+Surrogates (``SURROGATES[name]``, a :class:`Surrogate`; ``SURROGATES[name](x, alpha)`` is
+d spike / d u at ``x = u - v_th`` for ``v_th = 1``, elementwise, any shape):
 
-- ``"triangle"`` (the paper's): ``max(0, 1 - |x| / alpha) / alpha``. ``alpha`` is the
-  half-width of the triangle; the height ``1 / alpha`` keeps the area at 1. The default
-  ``alpha = 1`` gives exactly the paper's ``max(0, 1 - |u - V_th|)``.
+- ``"triangle"`` (the paper's, for time-stepped LIF nets): ``max(0, 1 - |x| / alpha) / alpha``.
+  ``alpha`` is the half-width of the triangle; the height ``1 / alpha`` keeps the area at 1.
+  The default ``alpha = 1`` gives exactly the paper's ``max(0, 1 - |u - V_th|)``.
 - ``"sigmoid"``: ``alpha * sig(alpha x) * (1 - sig(alpha x))`` (derivative of
   ``sig(alpha x)``), default ``alpha = 4``.
 - ``"atan"``: ``(alpha / 2) / (1 + (pi / 2 * alpha * x) ** 2)`` (derivative of
@@ -31,6 +32,7 @@ surrogate ``grad(u - v_th)`` in both modes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -66,23 +68,45 @@ def atan_grad(x: torch.Tensor, alpha: float = 2.0, inplace: bool = False) -> tor
     return y.mul_(math.pi / 2.0 * alpha).square_().add_(1.0).reciprocal_().mul_(alpha / 2.0)
 
 
-SURROGATES: dict[str, SurrogateGrad] = {
-    "triangle": triangle_grad,
-    "sigmoid": sigmoid_grad,
-    "atan": atan_grad,
+@dataclass(frozen=True)
+class Surrogate:
+    """A surrogate gradient: the function, its default ``alpha`` and how it meets the neuron.
+
+    ``scales_with_threshold``: the function receives ``alpha * v_th`` instead of ``alpha``
+    (a width relative to the threshold, as Sinabs' ``grad_width``).
+    ``multi_spike_envelope``: multi-spike neurons use ``1 / v_th`` at or above threshold
+    (True) or the same function at every membrane value (False); module docstring.
+    """
+
+    grad: SurrogateGrad
+    default_alpha: float
+    scales_with_threshold: bool = False
+    multi_spike_envelope: bool = True
+
+    def slope(self, x: torch.Tensor, alpha: float, v_th: float, inplace: bool = False) -> torch.Tensor:
+        """d spike / d u at ``x = u - v_th`` for a neuron with threshold ``v_th``."""
+        return self.grad(x, alpha * v_th if self.scales_with_threshold else alpha, inplace)
+
+    def __call__(self, x: torch.Tensor, alpha: Optional[float] = None, inplace: bool = False) -> torch.Tensor:
+        """d spike / d u at ``x = u - 1`` (threshold 1); ``alpha=None`` is the default."""
+        return self.grad(x, self.default_alpha if alpha is None else alpha, inplace)
+
+
+SURROGATES: dict[str, Surrogate] = {
+    "triangle": Surrogate(triangle_grad, 1.0),
+    "sigmoid": Surrogate(sigmoid_grad, 4.0),
+    "atan": Surrogate(atan_grad, 2.0),
 }
 
-DEFAULT_ALPHA: dict[str, float] = {"triangle": 1.0, "sigmoid": 4.0, "atan": 2.0}
 
-
-def resolve_surrogate(surrogate: str, alpha: Optional[float] = None) -> tuple[SurrogateGrad, float]:
-    """Return ``(grad_fn, alpha)`` for a surrogate name; ``alpha=None`` picks its default."""
+def resolve_surrogate(surrogate: str, alpha: Optional[float] = None) -> tuple[Surrogate, float]:
+    """Return ``(Surrogate, alpha)`` for a surrogate name; ``alpha=None`` picks its default."""
     if surrogate not in SURROGATES:
         raise InputError(
             f"surrogate must be one of {', '.join(map(repr, SURROGATES))}, got {surrogate!r}"
         )
     if alpha is None:
-        return SURROGATES[surrogate], DEFAULT_ALPHA[surrogate]
+        return SURROGATES[surrogate], SURROGATES[surrogate].default_alpha
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
         raise InputError(f"alpha must be a finite number > 0 (or None for the default), got {alpha!r}")
     return SURROGATES[surrogate], float(alpha)
@@ -119,33 +143,33 @@ def spike_forward(u: torch.Tensor, v_th: float, multi_spike: bool, out: Optional
 
 
 def spike_surrogate(
-    u: torch.Tensor, v_th: float, multi_spike: bool, grad_fn: SurrogateGrad, alpha: float
+    u: torch.Tensor, v_th: float, multi_spike: bool, surrogate: Surrogate, alpha: float
 ) -> torch.Tensor:
     """Surrogate d spike / d u at membrane ``u`` (the module docstring gives the rules)."""
-    base = grad_fn(u - v_th, alpha, inplace=True)
-    if not multi_spike:
+    base = surrogate.slope(u - v_th, alpha, v_th, inplace=True)
+    if not (multi_spike and surrogate.multi_spike_envelope):
         return base
     # Above threshold: 1 / v_th. Arithmetic blend with a 0/1 float mask (no bool masks).
     reached = threshold_reached(u, v_th, True)
     return base.mul_(1.0 - reached).add_(reached, alpha=1.0 / v_th)
 
 
-def gate_surrogate(u: torch.Tensor, v_th: float, grad_fn: SurrogateGrad, alpha: float) -> torch.Tensor:
+def gate_surrogate(u: torch.Tensor, v_th: float, surrogate: Surrogate, alpha: float) -> torch.Tensor:
     """Surrogate d H(s > 0) / d u for the hard-reset gate: the single-spike surrogate."""
-    return grad_fn(u - v_th, alpha, inplace=True)
+    return surrogate.slope(u - v_th, alpha, v_th, inplace=True)
 
 
 class SpikeFunction(torch.autograd.Function):
-    """Spike with surrogate gradient: ``apply(u, v_th, multi_spike, grad_fn, alpha, gate=False)``.
+    """Spike with surrogate gradient: ``apply(u, v_th, multi_spike, surrogate, alpha, gate=False)``.
 
-    ``gate=True`` returns the hard-reset gate ``H(s > 0)`` instead of ``s``, with the
-    single-spike surrogate.
+    ``surrogate`` is a :class:`Surrogate`. ``gate=True`` returns the hard-reset gate
+    ``H(s > 0)`` instead of ``s``, with the single-spike surrogate.
     """
 
     @staticmethod
-    def forward(ctx, u, v_th, multi_spike, grad_fn, alpha, gate=False):  # noqa: D102
+    def forward(ctx, u, v_th, multi_spike, surrogate, alpha, gate=False):  # noqa: D102
         ctx.save_for_backward(u)
-        ctx.params = (v_th, multi_spike, grad_fn, alpha, gate)
+        ctx.params = (v_th, multi_spike, surrogate, alpha, gate)
         if gate:
             return threshold_reached(u, v_th, multi_spike)
         return spike_forward(u, v_th, multi_spike)
@@ -153,11 +177,11 @@ class SpikeFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # noqa: D102
         (u,) = ctx.saved_tensors
-        v_th, multi_spike, grad_fn, alpha, gate = ctx.params
+        v_th, multi_spike, surrogate, alpha, gate = ctx.params
         if gate:
-            slope = gate_surrogate(u, v_th, grad_fn, alpha)
+            slope = gate_surrogate(u, v_th, surrogate, alpha)
         else:
-            slope = spike_surrogate(u, v_th, multi_spike, grad_fn, alpha)
+            slope = spike_surrogate(u, v_th, multi_spike, surrogate, alpha)
         return grad_out * slope, None, None, None, None, None
 
 
@@ -169,5 +193,5 @@ def spike(
     alpha: Optional[float] = None,
 ) -> torch.Tensor:
     """Differentiable spike function: forward as :func:`spike_forward`, backward by surrogate."""
-    grad_fn, alpha = resolve_surrogate(surrogate, alpha)
-    return SpikeFunction.apply(u, float(v_th), bool(multi_spike), grad_fn, alpha)
+    fn, alpha = resolve_surrogate(surrogate, alpha)
+    return SpikeFunction.apply(u, float(v_th), bool(multi_spike), fn, alpha)
