@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from flexsnn.deploy import SumPool2d, from_nir, simulate, to_nir
-from flexsnn.deploy.nir_export import METADATA_KEY, nir_metadata
+from flexsnn.deploy.nir import METADATA_KEY, nir_metadata
 from flexsnn.errors import InputError
 from flexsnn.neurons import IF
 from flexsnn.staged import staged_from_layers
@@ -146,29 +146,114 @@ def _graph(nodes, edges):
         return nir.NIRGraph(nodes=nodes, edges=edges)
 
 
-def test_graph_without_metadata_uses_deployment_defaults():
+def test_graph_without_metadata_follows_the_nir_spec():
+    """No flexsnn metadata: single spike, reset to v_reset = 0, no floor (NIR's IF), dt = 1."""
     graph = _plain_graph(v_th=0.5)
     assert nir_metadata(graph) is None
     net = from_nir(graph)
     assert net.num_stages == 1 and isinstance(net.head, nn.Linear)
     neuron = net.stages[0][1]
     assert isinstance(neuron, IF)
-    assert (neuron.v_th, neuron.reset, neuron.multi_spike, neuron.v_min) == (0.5, "subtract", True, -1.0)
-    # hand check of the defaults on one step: conv -> IF(0.5, multi, subtract) -> flatten -> fc
-    x = torch.rand(1, 2, 2, 6, 6)
-    conv = nn.functional.conv2d(x[0], torch.from_numpy(graph.nodes["conv"].weight))
-    u = torch.clamp(conv, min=-1.0)
-    spikes = torch.clamp(torch.floor(u / 0.5), min=0)
-    expected = spikes.flatten(1) @ torch.from_numpy(graph.nodes["fc"].weight).T
-    torch.testing.assert_close(net.eval()(x)[0], expected)
+    assert (neuron.v_th, neuron.reset, neuron.multi_spike, neuron.v_min) == (0.5, "hard", False, None)
+    # hand trace over two steps: conv -> IF(0.5, one spike, reset to 0) -> flatten -> fc
+    x = torch.rand(2, 1, 2, 6, 6) * 2
+    w_conv = torch.from_numpy(graph.nodes["conv"].weight)
+    w_fc = torch.from_numpy(graph.nodes["fc"].weight)
+    u = torch.zeros(1, 3, 4, 4)
+    expected = []
+    for t in range(2):
+        u = u + nn.functional.conv2d(x[t], w_conv)
+        s = (u >= 0.5).float()
+        u = u * (1 - s)
+        expected.append(s.flatten(1) @ w_fc.T)
+    out = net.eval()(x)
+    assert out.abs().sum() > 0
+    torch.testing.assert_close(out, torch.stack(expected))
+
+
+def test_biases_are_kept_and_vector_input_graphs_load():
+    """An MLP as peers write it: Input (N,), Affine with biases, LIF with scalar params, LI readout."""
+    rng = np.random.default_rng(3)
+    w1, b1 = rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=5).astype(np.float32)
+    w2, b2 = rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    dt, tau = 1e-3, 4e-3  # decay 1 - dt/tau = 0.75
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([4])}),
+        "fc1": nir.Affine(weight=w1, bias=b1),
+        "lif": nir.LIF(tau=np.array(tau), r=np.array(1.0), v_leak=np.array(0.0), v_threshold=np.array(0.25)),
+        "fc2": nir.Affine(weight=w2, bias=b2),
+        "li": nir.LI(tau=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3)),
+        "output": nir.Output(output_type={"output": np.array([3])}),
+    }
+    order = list(nodes)
+    graph = _graph(nodes, list(zip(order[:-1], order[1:])))
+    net = from_nir(graph, dt=dt).eval()
+    assert net.input_shape == (4,) and net.head is None  # the LI readout is a neuron: no separate head
+    x = torch.randn(5, 2, 4)
+    # Euler steps of NIR's ODEs with r = 1: v += dt/tau * (-v + r * I)
+    v, li, expected = torch.zeros(2, 5), torch.zeros(2, 3), []
+    for t in range(5):
+        v = v + dt / tau * (-v + (x[t] @ torch.from_numpy(w1).T + torch.from_numpy(b1)))
+        s = (v >= 0.25).float()
+        v = v * (1 - s)
+        li = li + dt / 2e-3 * (-li + s @ torch.from_numpy(w2).T + torch.from_numpy(b2))
+        expected.append(li)
+    torch.testing.assert_close(net(x), torch.stack(expected), rtol=1e-5, atol=1e-5)
+    lif = net.stages[0][1]
+    assert lif.decay == pytest.approx(0.75) and (lif.reset, lif.multi_spike, lif.v_min) == ("hard", False, None)
+
+
+def test_cuba_lif_node_hand_trace():
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(3, 2)).astype(np.float32)
+    dt = 1e-4
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2])}),
+        "fc": nir.Linear(weight=w),
+        "cuba": nir.CubaLIF(tau_syn=np.full(3, 2e-4), tau_mem=np.full(3, 5e-4), r=np.full(3, 5.0),
+                            v_leak=np.zeros(3), v_threshold=np.full(3, 0.5), w_in=np.full(3, 2.0)),
+        "output": nir.Output(output_type={"output": np.array([3])}),
+    }
+    order = list(nodes)
+    net = from_nir(_graph(nodes, list(zip(order[:-1], order[1:]))), dt=dt).eval()
+    x = torch.rand(6, 1, 2) * 2
+    # snnTorch's Synaptic (what this node describes): i = 0.5 i + x W^T (w_in dt/tau_syn = 1),
+    # v = 0.8 v + i (r dt/tau_mem = 1), one spike at v >= 0.5, reset to 0
+    i, v, expected = torch.zeros(1, 3), torch.zeros(1, 3), []
+    for t in range(6):
+        i = 0.5 * i + x[t] @ torch.from_numpy(w).T
+        v = 0.8 * v + i
+        s = (v >= 0.5).float()
+        v = v * (1 - s)
+        expected.append(s)
+    out = net(x)
+    assert out.sum() > 0
+    torch.testing.assert_close(out, torch.stack(expected))
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(bias=np.ones(4, np.float32)), "non-zero bias"),
-    (dict(extra_node=nir.LI(tau=np.ones(48), r=np.ones(48), v_leak=np.zeros(48))), "LI is not supported"),
+    (dict(extra_node=nir.Threshold(threshold=np.ones((3, 4, 4)))), "Threshold is not supported"),
 ])
 def test_bad_graphs_raise_clear_errors(bad, message):
     graph = _plain_graph(**bad)
+    with pytest.raises(InputError, match=message):
+        from_nir(graph)
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda g: g.nodes["conv"].weight.__setitem__((0, 0, 0, 0), np.nan), r"node 'conv' \(Conv2d\): weight contains NaN"),
+    (lambda g: g.nodes["fc"].weight.__setitem__((1, 2), np.inf), r"node 'fc' \(Affine\): weight contains NaN or inf"),
+    (lambda g: setattr(g.nodes["fc"], "bias", np.array([0.0, np.nan, 0.0, 0.0])), r"node 'fc' \(Affine\): bias"),
+    (lambda g: setattr(g.nodes["spk"], "v_threshold", np.full((3, 4, 4), np.inf)), r"node 'spk' \(IF\): v_threshold"),
+    (lambda g: setattr(g.nodes["fc"], "weight", np.ones((4, 47), np.float32)), r"node 'fc' \(Linear\) does not fit its input shaped \(48,\)"),
+    (lambda g: setattr(g.nodes["fc"], "bias", np.zeros(5, np.float32)), r"node 'fc' \(Affine\): bias must have 4 entries"),
+    (lambda g: setattr(g.nodes["conv"], "weight", np.ones((3, 2, 3), np.float32)), r"node 'conv' \(Conv2d\): weight must be \[C_out"),
+    (lambda g: setattr(g.nodes["spk"], "r", np.ones((3, 5, 5), np.float32)), r"node 'spk' \(IF\): r has shape \(3, 5, 5\)"),
+    (lambda g: setattr(g.nodes["spk"], "v_reset", np.full((3, 4, 4), 0.2, np.float32)), r"node 'spk' \(IF\): a reset to v_reset != 0"),
+])
+def test_hostile_values_and_shapes_are_refused_naming_the_node(corrupt, message):
+    graph = _plain_graph()
+    corrupt(graph)
     with pytest.raises(InputError, match=message):
         from_nir(graph)
 
@@ -201,7 +286,7 @@ def test_to_nir_refuses_batchnorm_biases_and_unknown_layers():
     net = deployable_net()
     with pytest.raises(InputError, match="input_shape"):
         to_nir(nn.Sequential(nn.Conv2d(2, 2, 1, bias=False), deploy_if(), nn.Flatten(), nn.Linear(8, 2, bias=False)))
-    with pytest.raises(InputError, match="fold BatchNorm"):
+    with pytest.raises(InputError, match="fold BN first"):
         to_nir(nn.Sequential(nn.Conv2d(2, 2, 1, bias=False), nn.BatchNorm2d(2)), input_shape=(2, 4, 4))
     with pytest.raises(InputError, match="non-zero bias"):
         to_nir(nn.Sequential(nn.Conv2d(2, 2, 1)), input_shape=(2, 4, 4))

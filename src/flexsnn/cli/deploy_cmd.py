@@ -157,7 +157,7 @@ def run_export(args: argparse.Namespace) -> int:
     import nir
 
     from flexsnn.deploy.finetune import load_deployed
-    from flexsnn.deploy.nir_export import to_nir
+    from flexsnn.deploy.nir import to_nir
     from flexsnn.io import atomic_write
 
     model, config = load_deployed(args.run)

@@ -5,13 +5,13 @@ event at a time, with no time steps (rules: ``docs/event_driven.md``).
 ``EventNet.from_torch(model)`` converts a flexsnn StagedNet / ``nn.Sequential``.
 """
 from flexsnn.data.events import check_events
-from flexsnn.deploy.eventnet import Conv, EventNet, Flatten, Linear, NeuronSpec, SumPool
+from flexsnn.deploy.eventnet import Conv, DeployStep, EventNet, Flatten, Linear, NeuronSpec, SumPool, walk_torch
 from flexsnn.deploy.reference import simulate_reference
 from flexsnn.deploy.simulator import SimulationError, SimulationResult, simulate
 
 __all__ = [
     "simulate", "simulate_reference", "SimulationResult", "SimulationError", "check_events",
-    "EventNet", "NeuronSpec", "Conv", "SumPool", "Flatten", "Linear",
+    "EventNet", "NeuronSpec", "Conv", "SumPool", "Flatten", "Linear", "DeployStep", "walk_torch",
 ]
 
 # Bias removal, the bias-free fine-tune, NIR export and the deployment comparison (H6).
@@ -31,11 +31,11 @@ from flexsnn.deploy.compare import (  # noqa: E402
     spike_count_divergence,
 )
 from flexsnn.deploy.finetune import deployment_sampler, finetune_bias_free, load_deployed, prepare_deployment  # noqa: E402
-from flexsnn.deploy.nir_export import SumPool2d, from_nir, to_nir  # noqa: E402
+from flexsnn.deploy.nir import PROFILES, Profile, SumPool2d, from_nir, read_nir, to_nir, write_nir  # noqa: E402
 
 __all__ += [
     "check_bias_free", "fold_batchnorm", "freeze_biases", "remove_biases", "strip_batchnorm", "zero_biases",
     "DeploymentComparison", "DeploymentMetrics", "compare_deployment", "evaluate_deployment",
     "spike_count_divergence", "deployment_sampler", "finetune_bias_free", "load_deployed", "prepare_deployment",
-    "SumPool2d", "from_nir", "to_nir",
+    "SumPool2d", "from_nir", "to_nir", "read_nir", "write_nir", "Profile", "PROFILES",
 ]

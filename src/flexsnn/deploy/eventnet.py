@@ -26,11 +26,14 @@ map) and the next weighted layer, e.g. ``SumPool(4) -> Conv -> SumPool(2) -> Con
 -> Linear``. The input map is ``[P, H, W]`` for an event sensor of size ``(W, H, P)``: an event
 ``(x, y, t, p)`` is one spike at ``(p, y, x)``.
 
-:meth:`EventNet.from_torch` converts a flexsnn StagedNet or any ``nn.Sequential``; see its
-docstring for the accepted modules and how average pooling is folded.
+:func:`walk_torch` is the one walker from a torch model (a flexsnn StagedNet or any
+``nn.Sequential``) to its deployable layers, with the accepted modules and the folding of
+average pooling; :meth:`EventNet.from_torch` builds an EventNet from it, and the NIR export
+(:mod:`flexsnn.deploy.nir`) writes its nodes from the same steps.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -39,7 +42,7 @@ import numpy as np
 
 from flexsnn.errors import InputError
 
-__all__ = ["NeuronSpec", "Conv", "SumPool", "Flatten", "Linear", "EventNet", "RESETS"]
+__all__ = ["NeuronSpec", "Conv", "SumPool", "Flatten", "Linear", "EventNet", "RESETS", "DeployStep", "walk_torch"]
 
 RESETS = ("subtract", "hard")
 
@@ -280,94 +283,147 @@ class EventNet:
     def from_torch(cls, model: Any, step_duration: float | None = None) -> "EventNet":
         """Convert a flexsnn StagedNet (``stages`` + ``head``) or an ``nn.Sequential``.
 
-        Accepted modules (nested ``nn.Sequential`` are flattened): ``nn.Conv2d`` (groups 1,
-        dilation 1, zero padding) and ``nn.Linear`` with bias None or all zero (otherwise run
-        bias removal first); ``nn.AvgPool2d`` (no padding, floor mode), converted to
-        :class:`SumPool` with its ``1 / (kh * kw)`` scale (or ``1 / divisor_override``) folded
-        into the NEXT weighted layer's weights, which is exact because pooling and the layer
-        are both linear; a SumPool2d-like module (class name ``SumPool2d``/``SumPool`` with
-        ``kernel_size``, ``stride``); ``nn.Flatten``; neurons duck-typed by class name: ``IF``
-        with attributes ``v_th, v_min, multi_spike, reset``, and ``LIF`` (also ``decay``;
-        ``decay == 1`` is an IF; otherwise the leak becomes ``tau = -step_duration / ln(decay)``
-        and ``step_duration``, the events' time per training step, is required);
-        ``nn.Identity``, ``nn.Dropout*`` and ``TTM`` modules are skipped (no time steps here).
-        A neuron right after the last weighted layer becomes the readout's output neuron (it
-        only counts output spikes). BatchNorm raises: fold it first with
-        ``flexsnn.deploy.fold_batchnorm``.
+        The model is read by :func:`walk_torch` (accepted modules and the average-pool folding
+        are described there). Each neuron becomes the ``neuron`` of the weighted layer before
+        it; a neuron after the last weighted layer becomes the readout's output neuron (it only
+        counts output spikes). A leaky neuron (``decay < 1``) becomes the time constant
+        ``tau = -step_duration / ln(decay)``, so ``step_duration``, the events' time per
+        training step, is required for leaky models.
         """
-        modules = list(_walk(model))
         layers: list[Layer] = []
-        scale = 1.0
-        after_weighted = False  # the previous kept layer is weighted and still lacks its neuron
-        for pos, (name, module) in enumerate(modules):
-            kind = type(module).__name__
-            where = f"module {name!r} ({kind})"
-            if _is_batchnorm(module):
-                raise InputError(
-                    f"{where}: BatchNorm cannot run event-driven; fold BN first: flexsnn.deploy.fold_batchnorm(model)"
-                )
-            if _is_skipped(module):
-                continue
-            if kind in ("IF", "LIF"):
-                if not after_weighted:
-                    raise InputError(f"{where}: a spiking neuron must directly follow a Conv2d or Linear layer")
-                layers[-1].neuron = _neuron_from_torch(module, where, step_duration)
-                after_weighted = False
-                continue
-            converted = _convert_torch_layer(module, where)
-            if after_weighted:
-                raise InputError(
-                    f"{where} follows the weighted layer {type(layers[-1]).__name__} without a spiking neuron in "
-                    "between; every weighted layer except the last (the readout) needs an IF neuron after it"
-                )
-            if isinstance(converted, SumPool):
-                scale *= _avgpool_scale(module, converted)
-            if isinstance(converted, WEIGHTED):
-                if scale != 1.0:
-                    converted.weight = (converted.weight.astype(np.float64) * scale).astype(np.float32)
-                    scale = 1.0
-                converted.neuron = None
-                after_weighted = True
-            layers.append(converted)
-        if not layers or not isinstance(layers[-1], WEIGHTED):
-            raise InputError(
-                "the model must end with its readout layer (nn.Linear or nn.Conv2d, optionally followed by an IF "
-                f"neuron); supported modules: {_SUPPORTED_TORCH}"
-            )
+        for step in walk_torch(model):
+            if isinstance(step.layer, NeuronSpec):
+                layers[-1].neuron = _with_leak(step, step_duration)
+            else:
+                layers.append(step.layer)
         return cls(layers)
 
 
+# ---- the walker: torch model -> deployable steps ------------------------------------------------
+@dataclass
+class DeployStep:
+    """One deployable piece of a torch model, in execution order (what :func:`walk_torch` returns).
+
+    layer: a :class:`Conv` / :class:`SumPool` / :class:`Flatten` / :class:`Linear` (weights with the
+    average-pool scale already folded in, ``neuron`` None) or, for a spiking neuron, its
+    :class:`NeuronSpec` (``tau`` None: a step-based leak is ``decay``). name: the module's path in
+    the model (``"stages.1.0"``). stage: the StagedNet stage it belongs to, -1 for the head.
+    module: the torch module it came from. pool_scale: for a SumPool that came from an
+    ``nn.AvgPool2d``, its ``1 / (kh * kw)``. folded_scale: for a weighted layer, the product of
+    the pool scales folded into its weights (1.0 if none). decay: for a neuron, the per-step
+    membrane decay (1.0 = IF).
+    """
+
+    layer: Any
+    name: str
+    stage: int
+    module: Any
+    pool_scale: float = 1.0
+    folded_scale: float = 1.0
+    decay: float = 1.0
+
+
+def walk_torch(model: Any) -> list[DeployStep]:
+    """The deployable steps of a flexsnn StagedNet or an ``nn.Sequential`` (nested ones flattened).
+
+    Accepted modules: ``nn.Conv2d`` (groups 1, dilation 1, zero padding) and ``nn.Linear`` with
+    bias None or all zero (otherwise run bias removal first); ``nn.AvgPool2d`` (no padding,
+    floor mode), converted to :class:`SumPool` with its ``1 / (kh * kw)`` scale (or
+    ``1 / divisor_override``) folded into the NEXT weighted layer's weights, which is exact
+    because pooling and the layer are both linear; a SumPool2d-like module (class name
+    ``SumPool2d``/``SumPool`` with ``kernel_size``, ``stride``); ``nn.Flatten``; neurons
+    duck-typed by class name: ``IF`` with attributes ``v_th, v_min, multi_spike, reset``, and
+    ``LIF`` (also ``decay``); ``nn.Identity``, ``nn.Dropout*`` and ``TTM`` modules are skipped
+    (no time steps here). Structure: a neuron directly follows a weighted layer and every
+    weighted layer except the last (the readout) has one. BatchNorm raises: fold it first with
+    ``flexsnn.deploy.fold_batchnorm``.
+    """
+    steps: list[DeployStep] = []
+    scale = 1.0
+    after_weighted = False  # the previous kept step is weighted and still lacks its neuron
+    for name, stage, module in _modules(model):
+        kind = type(module).__name__
+        where = f"module {name!r} ({kind})"
+        convert = _converter(module, where)
+        if convert is None:  # skipped: no time steps, no weights
+            continue
+        step = DeployStep(convert(module, where), name, stage, module)
+        if isinstance(step.layer, NeuronSpec):
+            if not after_weighted:
+                raise InputError(f"{where}: a spiking neuron must directly follow a Conv2d or Linear layer")
+            step.decay = _decay(module, where)
+            after_weighted = False
+        else:
+            if after_weighted:
+                raise InputError(
+                    f"{where} follows the weighted layer {type(steps[-1].layer).__name__} without a spiking neuron "
+                    "in between; every weighted layer except the last (the readout) needs an IF neuron after it"
+                )
+            if isinstance(step.layer, SumPool):
+                step.pool_scale = _avgpool_scale(module, step.layer)
+                scale *= step.pool_scale
+            elif isinstance(step.layer, WEIGHTED):
+                if scale != 1.0:  # float64 product, cast once: every export path gives the same weights
+                    step.layer.weight = (step.layer.weight.astype(np.float64) * scale).astype(np.float32)
+                    step.folded_scale, scale = scale, 1.0
+                step.layer.neuron = None
+                after_weighted = True
+        steps.append(step)
+    layers = [s.layer for s in steps if not isinstance(s.layer, NeuronSpec)]
+    if not layers or not isinstance(layers[-1], WEIGHTED):
+        raise InputError(
+            "the model must end with its readout layer (nn.Linear or nn.Conv2d, optionally followed by an IF "
+            f"neuron); supported modules: {_SUPPORTED_TORCH}"
+        )
+    return steps
+
+
+def _with_leak(step: DeployStep, step_duration: float | None) -> NeuronSpec:
+    if step.decay == 1.0:
+        return step.layer
+    if step_duration is None or not step_duration > 0:
+        raise InputError(
+            f"module {step.name!r} leaks (decay={step.decay}); pass step_duration > 0 (event time per training "
+            "step) so the leak can become a time constant tau = -step_duration / ln(decay)"
+        )
+    return dataclasses.replace(step.layer, tau=-float(step_duration) / math.log(step.decay))
+
+
 # ---- torch helpers (torch imported lazily so this module stays numpy-only) -----------------
-def _walk(model: Any, prefix: str = ""):
+def _modules(model: Any, prefix: str = "", stage: int = 0):
+    """(name, stage, leaf module) in execution order; stage -1 is a StagedNet's head."""
     import torch.nn as nn
 
     if hasattr(model, "stages") and hasattr(model, "head") and not isinstance(model, nn.Sequential):
-        for i, stage in enumerate(model.stages):
-            yield from _walk(stage, f"{prefix}stages.{i}")
+        for i, stage_module in enumerate(model.stages):
+            yield from _modules(stage_module, f"{prefix}stages.{i}", i)
         if model.head is not None:
-            yield from _walk(model.head, f"{prefix}head")
+            yield from _modules(model.head, f"{prefix}head", -1)
         return
-    if isinstance(model, nn.Sequential):
+    if isinstance(model, (nn.Sequential, nn.ModuleList)):
         for child_name, child in model.named_children():
-            yield from _walk(child, f"{prefix}.{child_name}" if prefix else child_name)
+            yield from _modules(child, f"{prefix}.{child_name}" if prefix else child_name, stage)
         return
     if not isinstance(model, nn.Module):
         raise InputError(
             f"model must be a torch nn.Module (a flexsnn StagedNet or nn.Sequential) or an EventNet, got {type(model).__name__}"
         )
-    yield (prefix or type(model).__name__, model)
+    yield (prefix or type(model).__name__, stage, model)
 
 
-def _is_batchnorm(module: Any) -> bool:
-    import torch.nn as nn
-
-    return isinstance(module, nn.modules.batchnorm._BatchNorm) or "BatchNorm" in type(module).__name__
-
-
-def _is_skipped(module: Any) -> bool:
-    import torch.nn as nn
-
-    return isinstance(module, (nn.Identity, nn.modules.dropout._DropoutNd)) or type(module).__name__ == "TTM"
+def _converter(module: Any, where: str):
+    """The converter of ``module`` (looked up by class name along its MRO), None to skip it."""
+    for cls in type(module).__mro__:
+        name = cls.__name__
+        if "BatchNorm" in name:
+            name = "_BatchNorm"
+        if name in _SKIPPED:
+            return None
+        if name in _REFUSED:
+            raise InputError(f"{where}{_REFUSED[name]}")
+        if name in _CONVERTERS:
+            return _CONVERTERS[name]
+    raise InputError(f"{where} is not supported by the event-driven simulator; supported: {_SUPPORTED_TORCH}")
 
 
 def _bias_free(module: Any, where: str) -> None:
@@ -375,73 +431,91 @@ def _bias_free(module: Any, where: str) -> None:
     if bias is not None and bool((bias.detach() != 0).any()):
         raise InputError(
             f"{where} has a non-zero bias; the event-driven simulator (like the target chips) has no biases: "
-            "run bias removal first (flexsnn.deploy bias removal phase) or set bias=None"
+            "run bias removal first (flexsnn.deploy.remove_biases(model), then fine-tune) or set bias=None"
         )
 
 
-def _convert_torch_layer(module: Any, where: str) -> Layer:
-    import torch.nn as nn
+def _conv_from_torch(module: Any, where: str) -> Conv:
+    if module.groups != 1 or tuple(module.dilation) != (1, 1):
+        raise InputError(f"{where}: only groups=1, dilation=1 convolutions are supported")
+    if module.padding_mode != "zeros":
+        raise InputError(f"{where}: only zero padding is supported, got padding_mode={module.padding_mode!r}")
+    padding = module.padding
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0, 0)
+        else:  # "same" (stride 1 only in torch); symmetric only for odd kernels
+            if any(k % 2 == 0 for k in module.kernel_size):
+                raise InputError(f"{where}: padding='same' with an even kernel is asymmetric; use explicit padding")
+            padding = tuple((k - 1) // 2 for k in module.kernel_size)
+    _bias_free(module, where)
+    # contiguous copy: channels_last weights (fit / InferenceRunner lay them out so) come out C-ordered
+    return Conv(module.weight.detach().cpu().numpy(), stride=tuple(module.stride), padding=tuple(padding))
 
-    kind = type(module).__name__
-    if isinstance(module, nn.Conv2d):
-        if module.groups != 1 or tuple(module.dilation) != (1, 1):
-            raise InputError(f"{where}: only groups=1, dilation=1 convolutions are supported")
-        if module.padding_mode != "zeros":
-            raise InputError(f"{where}: only zero padding is supported, got padding_mode={module.padding_mode!r}")
-        padding = module.padding
-        if isinstance(padding, str):
-            if padding == "valid":
-                padding = (0, 0)
-            else:  # "same" (stride 1 only in torch); symmetric only for odd kernels
-                if any(k % 2 == 0 for k in module.kernel_size):
-                    raise InputError(f"{where}: padding='same' with an even kernel is asymmetric; use explicit padding")
-                padding = tuple((k - 1) // 2 for k in module.kernel_size)
-        _bias_free(module, where)
-        return Conv(module.weight.detach().cpu().numpy(), stride=tuple(module.stride), padding=tuple(padding))
-    if isinstance(module, nn.Linear):
-        _bias_free(module, where)
-        return Linear(module.weight.detach().cpu().numpy())
-    if isinstance(module, nn.Flatten):
-        if module.start_dim != 1 or module.end_dim != -1:
-            raise InputError(f"{where}: only nn.Flatten(start_dim=1, end_dim=-1) is supported")
-        return Flatten()
-    if isinstance(module, nn.AvgPool2d):
-        if _pair(module.padding, f"{where}.padding", 0) != (0, 0) or module.ceil_mode:
-            raise InputError(f"{where}: only AvgPool2d without padding and with ceil_mode=False is supported")
-        return SumPool(module.kernel_size, module.stride if module.stride else None)
-    if kind in ("SumPool2d", "SumPool") and hasattr(module, "kernel_size"):
-        return SumPool(module.kernel_size, getattr(module, "stride", None) or None)
-    if isinstance(module, (nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        raise InputError(f"{where} cannot be expressed as event routing; use nn.AvgPool2d (sum pooling) instead")
-    raise InputError(f"{where} is not supported by the event-driven simulator; supported: {_SUPPORTED_TORCH}")
+
+def _linear_from_torch(module: Any, where: str) -> Linear:
+    _bias_free(module, where)
+    return Linear(module.weight.detach().cpu().numpy())
+
+
+def _flatten_from_torch(module: Any, where: str) -> Flatten:
+    if module.start_dim != 1 or module.end_dim != -1:
+        raise InputError(f"{where}: only nn.Flatten(start_dim=1, end_dim=-1) is supported")
+    return Flatten()
+
+
+def _avgpool_from_torch(module: Any, where: str) -> SumPool:
+    if _pair(module.padding, f"{where}.padding", 0) != (0, 0) or module.ceil_mode:
+        raise InputError(f"{where}: only AvgPool2d without padding and with ceil_mode=False is supported")
+    return SumPool(module.kernel_size, module.stride if module.stride else None)
+
+
+def _sumpool_from_torch(module: Any, where: str) -> SumPool:
+    if not hasattr(module, "kernel_size"):
+        raise InputError(f"{where}: a sum pool needs a kernel_size attribute")
+    return SumPool(module.kernel_size, getattr(module, "stride", None) or None)
 
 
 def _avgpool_scale(module: Any, pool: SumPool) -> float:
-    import torch.nn as nn
-
-    if isinstance(module, nn.AvgPool2d):
+    if any(cls.__name__ == "AvgPool2d" for cls in type(module).__mro__):
         divisor = module.divisor_override or pool.kernel[0] * pool.kernel[1]
         return 1.0 / float(divisor)
     return 1.0  # a true sum pool has no scale
 
 
-def _neuron_from_torch(module: Any, where: str, step_duration: float | None) -> NeuronSpec:
+def _neuron_from_torch(module: Any, where: str) -> NeuronSpec:
     missing = [a for a in ("v_th", "v_min", "multi_spike", "reset") if not hasattr(module, a)]
     if missing:
         raise InputError(f"{where}: a neuron needs attributes v_th, v_min, multi_spike, reset; missing {missing}")
-    tau = None
-    decay = float(getattr(module, "decay", 1.0))
-    if decay != 1.0:
-        if not 0.0 < decay < 1.0:
-            raise InputError(f"{where}: decay must be in (0, 1] for event-driven leak, got {decay}")
-        if step_duration is None or not step_duration > 0:
-            raise InputError(
-                f"{where} leaks (decay={decay}); pass step_duration > 0 (event time per training step) "
-                "so the leak can become a time constant tau = -step_duration / ln(decay)"
-            )
-        tau = -float(step_duration) / math.log(decay)
     reset = module.reset
     if reset not in RESETS:
         raise InputError(f"{where}: reset must be one of {RESETS}, got {reset!r}")
     v_min = None if module.v_min is None else float(module.v_min)
-    return NeuronSpec(v_th=float(module.v_th), v_min=v_min, multi_spike=bool(module.multi_spike), reset=reset, tau=tau)
+    return NeuronSpec(v_th=float(module.v_th), v_min=v_min, multi_spike=bool(module.multi_spike), reset=reset)
+
+
+def _decay(module: Any, where: str) -> float:
+    decay = float(getattr(module, "decay", 1.0))
+    if not 0.0 < decay <= 1.0:
+        raise InputError(f"{where}: decay must be in (0, 1] for event-driven leak, got {decay}")
+    return decay
+
+
+#: {class name (anywhere in the module's MRO): converter(module, where) -> layer spec}.
+_CONVERTERS: dict[str, Any] = {
+    "Conv2d": _conv_from_torch,
+    "Linear": _linear_from_torch,
+    "Flatten": _flatten_from_torch,
+    "AvgPool2d": _avgpool_from_torch,
+    "SumPool2d": _sumpool_from_torch,
+    "SumPool": _sumpool_from_torch,
+    "IF": _neuron_from_torch,
+    "LIF": _neuron_from_torch,
+}
+_SKIPPED = frozenset({"Identity", "_DropoutNd", "TTM"})
+_REFUSED = {
+    "_BatchNorm": ": BatchNorm cannot run event-driven; fold BN first: flexsnn.deploy.fold_batchnorm(model)",
+    "MaxPool2d": " cannot be expressed as event routing; use nn.AvgPool2d (sum pooling) instead",
+    "AdaptiveAvgPool2d": " cannot be expressed as event routing; use nn.AvgPool2d (sum pooling) instead",
+    "AdaptiveMaxPool2d": " cannot be expressed as event routing; use nn.AvgPool2d (sum pooling) instead",
+}
