@@ -44,8 +44,8 @@ def test_required_steps_follow_the_ttm():
     assert required_steps((5, 3)).tolist()[0] == [2, 3, 5]  # 5->3: in0+in1, in2, in3+in4
     assert required_steps((5, 3), "trim").tolist()[0] == [1, 2, 3]  # keeps the first 3
     assert required_steps((3, 5)).tolist()[0] == [1, 1, 2, 3, 3]  # 3->5 copies in0, in0, in1, in2, in2
-    # 2->3 copies in0 to outputs 0, 1 and in1 to 2 (round(1.5) = 2); 6->2 sums blocks of 3
-    assert required_steps((6, 2, 3)).tolist() == [[3, 3, 6], [1, 1, 2], [1, 2, 3]]
+    # 2->3 copies in0 to output 0 and in1 to 1, 2 (the edge 1.5 rounds down); 6->2 sums blocks of 3
+    assert required_steps((6, 2, 3)).tolist() == [[3, 6, 6], [1, 2, 2], [1, 2, 3]]
     assert required_steps((4, 4, 4)).tolist() == [[1, 2, 3, 4]] * 3
 
 

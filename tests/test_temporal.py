@@ -5,7 +5,7 @@ import torch
 
 from flexsnn.errors import InputError
 from flexsnn.multistep import MultiStepModule
-from flexsnn.temporal import MODES, TTM, transform_matrix, ttm
+from flexsnn.temporal import MODES, TTM, block_edges, transform_matrix, ttm
 
 PAIRS = list(itertools.product(range(1, 13), range(1, 13)))
 
@@ -34,15 +34,77 @@ def test_hard_up_3_to_5_exact():
     assert transform_matrix(3, 5).tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]]
 
 
-def test_hard_block_ends_round_half_to_even():
-    # 3 -> 2: block end round(1.5) = 2 (half to even) -> [in0 + in1, in2].
-    assert transform_matrix(3, 2).tolist() == [[1, 1, 0], [0, 0, 1]]
-    # 5 -> 2: round(2.5) = 2 -> [in0 + in1, in2 + in3 + in4].
-    assert transform_matrix(5, 2).tolist() == [[1, 1, 0, 0, 0], [0, 0, 1, 1, 1]]
-    # 2 -> 5: run ends round(2.5) = 2 -> in0 to outputs 0-1, in1 to outputs 2-4.
-    assert transform_matrix(2, 5).tolist() == [[1, 0], [1, 0], [0, 1], [0, 1], [0, 1]]
-    # 7 -> 2: round(3.5) = 4 (half to even) -> blocks [0, 4), [4, 7).
-    assert transform_matrix(7, 2).tolist() == [[1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1]]
+def _authors_edges(t_in, t_out):
+    """Block edges the way the authors compute them: round(k * more / fewer - 1e-5) in floats."""
+    fewer, more = min(t_in, t_out), max(t_in, t_out)
+    return [round(k * more / fewer - 1e-5) for k in range(fewer + 1)]
+
+
+def _expected_hard(t_in, t_out):
+    """The hard TTM matrix [t_out, t_in] built from the edges: block sums down, copied runs up."""
+    edges = _authors_edges(t_in, t_out)
+    m = torch.zeros(t_out, t_in, dtype=torch.float64)
+    for k in range(min(t_in, t_out)):
+        if t_in > t_out:
+            m[k, edges[k]:edges[k + 1]] = 1.0
+        else:
+            m[edges[k]:edges[k + 1], k] = 1.0
+    return m
+
+
+ALL_PAIRS_16 = [(a, b) for a in range(1, 17) for b in range(1, 17)]
+
+
+def test_block_edges_match_the_integer_formula_and_the_authors_float_rule():
+    for t_in, t_out in ALL_PAIRS_16:
+        fewer, more = min(t_in, t_out), max(t_in, t_out)
+        formula = [(2 * k * more + fewer - 1) // (2 * fewer) for k in range(fewer + 1)]
+        assert block_edges(t_in, t_out) == formula == _authors_edges(t_in, t_out), (t_in, t_out)
+    assert block_edges(3, 2) == [0, 1, 3] and block_edges(2, 3) == [0, 1, 3]  # 1.5 -> 1 (half DOWN)
+    assert block_edges(7, 2) == [0, 3, 7]  # 3.5 -> 3
+    with pytest.raises(InputError, match="t_out"):
+        block_edges(3, 0)
+
+
+@pytest.mark.parametrize("t_in,t_out", ALL_PAIRS_16)
+def test_hard_and_trim_up_exact_tables_up_to_16(t_in, t_out):
+    expected = _expected_hard(t_in, t_out)
+    assert torch.equal(transform_matrix(t_in, t_out, "hard"), expected)
+    x = _steps(t_in)
+    # the forward (index_add / index_select paths) applies exactly that matrix
+    torch.testing.assert_close(ttm(x, t_out, "hard"), torch.tensordot(expected, x, dims=([1], [0])),
+                               rtol=0, atol=1e-12)
+    if t_in < t_out:
+        assert torch.equal(transform_matrix(t_in, t_out, "trim"), expected)
+        assert torch.equal(ttm(x, t_out, "trim"), ttm(x, t_out, "hard"))
+
+
+def _assert_outputs(out, x, recipe):
+    """recipe[j] lists the input steps summed into output j."""
+    assert out.shape[0] == len(recipe)
+    for j, steps in enumerate(recipe):
+        torch.testing.assert_close(out[j], sum(x[i] for i in steps), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("t_in,t_out,recipe", [
+    (3, 2, [[0], [1, 2]]),                          # tie: the block edge 1.5 goes DOWN to 1
+    (2, 3, [[0], [1], [1]]),                        # tie: in1 covers outputs 1 and 2
+    (4, 6, [[0], [1], [1], [2], [3], [3]]),         # edges 0, 1.5, 3, 4.5, 6 -> 0, 1, 3, 4, 6
+    (6, 4, [[0], [1, 2], [3], [4, 5]]),
+    (2, 7, [[0], [0], [0], [1], [1], [1], [1]]),    # edge 3.5 -> 3
+    (7, 2, [[0, 1, 2], [3, 4, 5, 6]]),
+    (5, 3, [[0, 1], [2], [3, 4]]),                  # no tie: 5/3, 10/3 -> 2, 3
+    (3, 5, [[0], [0], [1], [2], [2]]),
+    (5, 2, [[0, 1], [2, 3, 4]]),                    # edge 2.5 -> 2
+    (2, 5, [[0], [0], [1], [1], [1]]),
+])
+def test_hard_hand_written_cases(t_in, t_out, recipe):
+    x = _steps(t_in)
+    _assert_outputs(ttm(x, t_out, "hard"), x, recipe)
+    if t_in < t_out:
+        _assert_outputs(ttm(x, t_out, "trim"), x, recipe)
+    else:
+        _assert_outputs(ttm(x, t_out, "trim"), x, [[j] for j in range(t_out)])
 
 
 def test_soft_exact_tables():

@@ -8,17 +8,21 @@ index_select (copies), an index_add (block sums, added left to right) or a slice
 ``[T, N]`` memory view of ``x`` so that channels_last activations are never re-laid out.
 ``t_in == t_out`` is the identity (the input tensor is returned as it is).
 
-Modes (PAPER.md, "Temporal Transformation Module"); let ``r(k, a, b) = round(k * a / b)``
-with Python's ``round``, i.e. round half to EVEN, computed exactly on fractions:
+Modes (PAPER.md, "Temporal Transformation Module"). "hard" and "trim"'s upsampling cut the
+longer side into ``fewer = min(t_in, t_out)`` contiguous blocks; block ``k`` ends at
+``e_{k+1}``, where ``e_k = k * more / fewer`` (``more = max(t_in, t_out)``) rounded to the
+nearest integer with exact halves rounded DOWN, in integers
+``e_k = floor((2 * k * more + fewer - 1) / (2 * fewer))`` (see :func:`block_edges`):
 
 ``"hard"`` (default)
-    ``t_in > t_out``: output ``j`` is the SUM of the input block ``[r(j), r(j+1))`` with
-    ``r(j) = r(j, t_in, t_out)``; the blocks partition the input, so the total spike count is
-    kept and outputs become counts. Example 5 -> 3: ``out0 = in0 + in1, out1 = in2,
-    out2 = in3 + in4``.
-    ``t_in < t_out``: input ``i`` is COPIED to the outputs ``[r(i), r(i+1))`` with
-    ``r(i) = r(i, t_out, t_in)``; the runs partition the output, so per-step magnitude is
-    kept. Example 3 -> 5: ``out0 = out1 = in0, out2 = in1, out3 = out4 = in2``.
+    ``t_in > t_out``: output ``j`` is the SUM of the input block ``[e_j, e_{j+1})``; the blocks
+    partition the input, so the total spike count is kept and outputs become counts.
+    Examples: 5 -> 3 gives ``out0 = in0 + in1, out1 = in2, out2 = in3 + in4``; the tie
+    3 -> 2 gives ``out0 = in0, out1 = in1 + in2``.
+    ``t_in < t_out``: input ``i`` is COPIED to the outputs ``[e_i, e_{i+1})``; the runs
+    partition the output, so per-step magnitude is kept. Examples: 3 -> 5 gives
+    ``out0 = out1 = in0, out2 = in1, out3 = out4 = in2``; the tie 2 -> 3 gives
+    ``out0 = in0, out1 = out2 = in1``.
 ``"soft"``
     Input step ``i`` is the interval ``[i, i+1)``, output bin ``j`` is
     ``[j * t_in / t_out, (j+1) * t_in / t_out)`` (both in input-step units) and
@@ -29,7 +33,7 @@ with Python's ``round``, i.e. round half to EVEN, computed exactly on fractions:
     the output steps it covers (1 -> 2 gives ``0.5 * in0`` twice).
 ``"trim"``
     ``t_in > t_out``: keep the first ``t_out`` steps (the rest are dropped); ``t_in < t_out``:
-    as ``"hard"``.
+    as ``"hard"`` (same tie rule).
 """
 from __future__ import annotations
 
@@ -47,9 +51,22 @@ MODES = ("hard", "soft", "trim")
 __all__ = ["MODES", "TTM", "block_edges", "transform_matrix", "ttm"]
 
 
-def block_edges(n: int, scale: Fraction) -> list[int]:
-    """``[round(k * scale) for k in 0..n]`` with exact round-half-to-even (Python ``round``)."""
-    return [round(k * scale) for k in range(n + 1)]
+def block_edges(t_in: int, t_out: int) -> list[int]:
+    """The ``fewer + 1`` block edges of the hard TTM ``t_in -> t_out`` on the longer side's axis.
+
+    ``e_k = floor((2 * k * more + fewer - 1) / (2 * fewer))`` for ``k = 0..fewer``: ``k * more /
+    fewer`` rounded to the nearest integer, exact halves DOWN (the authors' ``round(x - 1e-5)``,
+    in exact integers). Block ``k`` is ``[e_k, e_{k+1})``: the input steps summed into output
+    ``k`` (downsampling) or the output steps that copy input ``k`` (upsampling).
+    """
+    t_in = check_positive_int(t_in, "t_in")
+    t_out = check_positive_int(t_out, "t_out")
+    fewer, more = min(t_in, t_out), max(t_in, t_out)
+    return [_edge(k, fewer, more) for k in range(fewer + 1)]
+
+
+def _edge(k: int, fewer: int, more: int) -> int:
+    return (2 * k * more + fewer - 1) // (2 * fewer)
 
 
 def _check_pair(t_in, t_out, mode) -> tuple[int, int, str]:
@@ -76,11 +93,11 @@ def _matrix_cpu64(t_in: int, t_out: int, mode: str) -> torch.Tensor:
                 if overlap > 0:
                     m[j, i] = float(overlap)
     elif t_in > t_out:  # hard, down: sum each input block
-        edges = block_edges(t_out, Fraction(t_in, t_out))
+        edges = block_edges(t_in, t_out)
         for j in range(t_out):
             m[j, edges[j]:edges[j + 1]] = 1.0
     else:  # hard or trim, up: copy each input step to a run of outputs
-        edges = block_edges(t_in, Fraction(t_out, t_in))
+        edges = block_edges(t_in, t_out)
         for i in range(t_in):
             m[edges[i]:edges[i + 1], i] = 1.0
     return m
@@ -130,12 +147,6 @@ def ttm(x: torch.Tensor, t_out: int, mode: str = "hard") -> torch.Tensor:
     return from_time_major(out, x.shape, order)
 
 
-def _round_ratio(num: int, den: int) -> int:
-    """``round(num / den)`` (half to even) in integers, exactly as :func:`block_edges` rounds."""
-    q, r = divmod(num, den)
-    return q + (1 if 2 * r > den or (2 * r == den and q % 2) else 0)
-
-
 def _hard_index(t_in: int, t_out: int) -> tuple[int, ...]:
     """Hard TTM as indices (the position of the single 1 in each column / row of ``M``):
     down, the output block of every input step; up, the input step every output step copies.
@@ -143,8 +154,8 @@ def _hard_index(t_in: int, t_out: int) -> tuple[int, ...]:
     Integer arithmetic only and no cache: torch.compile folds it into a constant instead of
     guarding on a cache that every new config would change.
     """
-    n, m = (t_out, t_in) if t_in > t_out else (t_in, t_out)
-    return tuple(k for k in range(n) for _ in range(_round_ratio((k + 1) * m, n) - _round_ratio(k * m, n)))
+    fewer, more = min(t_in, t_out), max(t_in, t_out)
+    return tuple(k for k in range(fewer) for _ in range(_edge(k + 1, fewer, more) - _edge(k, fewer, more)))
 
 
 class TTM(MultiStepModule):
