@@ -8,17 +8,16 @@ import pytest
 
 from flexsnn.data.event_datasets import (
     CIFAR10DVS,
-    DVSGesture,
-    EVENT_DTYPE,
     NMNIST,
-    DatasetNotFoundError,
+    DVSGesture,
     NCaltech101,
     event_frames,
     natural_key,
     per_class_split,
-    read_atis_bin,
 )
-from flexsnn.errors import InputError
+from flexsnn.data.events import EVENT_DTYPE
+from flexsnn.data.readers import read_atis_bin
+from flexsnn.errors import DatasetError, DatasetNotFoundError, InputError
 
 # ----------------------------------------------------------------------------- fake file writers
 # Each writer packs bits by hand from the format's documentation, independently of the readers.
@@ -81,7 +80,7 @@ def test_atis_overflow_marker_adds_2_pow_13_and_is_dropped(tmp_path):
 def test_atis_truncated_file_is_rejected(tmp_path):
     f = tmp_path / "bad.bin"
     f.write_bytes(b"\x00" * 7)
-    with pytest.raises(InputError, match="multiple of 5"):
+    with pytest.raises(DatasetError, match="multiple of 5"):
         read_atis_bin(f)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from flexsnn.data import SpatialPool, ToFrame, spatial_pool, to_frames
-from flexsnn.data.digits_dvs import EVENT_DTYPE
+from flexsnn.data.events import EVENT_DTYPE
 from flexsnn.errors import InputError
 
 SENSOR = (4, 3, 2)  # W=4, H=3, P=2 -> frames [T, 2, 3, 4]

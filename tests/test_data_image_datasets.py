@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from flexsnn.data.event_datasets import DatasetNotFoundError
 from flexsnn.data.image_datasets import (
     CIFAR10,
     CIFAR10_MEAN,
@@ -15,7 +14,7 @@ from flexsnn.data.image_datasets import (
     normalize,
     read_cifar_records,
 )
-from flexsnn.errors import InputError
+from flexsnn.errors import DatasetNotFoundError, InputError
 
 
 def fake_image(seed: int) -> np.ndarray:

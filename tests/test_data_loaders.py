@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from flexsnn.data import DATASETS, load_frames, make_loaders, register_frame_dataset
+from flexsnn.data import DATASETS, load_frames, make_loaders
+from flexsnn.data.loaders import register_frame_dataset
 from flexsnn.data import digits_dvs, loaders
 from flexsnn.data.digits_dvs import load_source, simulate_dvs
 from flexsnn.data.frames import to_frames

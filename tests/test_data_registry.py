@@ -14,22 +14,16 @@ import torch
 
 import flexsnn.data.event_datasets as event_datasets
 import flexsnn.errors
-from flexsnn.data import (
-    DATASETS,
-    NMNIST,
+from flexsnn.data import DATASETS, EVENT_DTYPE, NMNIST, dataset_info, load_frames, make_loaders, to_frames
+from flexsnn.data.augment import hflip, shift2d
+from flexsnn.data.image_datasets import normalize
+from flexsnn.data.loaders import (
     AugmentFramesCollate,
-    DatasetNotFoundError,
     check_model_input,
-    dataset_info,
     dataset_model_kwargs,
-    hflip,
-    load_frames,
-    make_loaders,
-    normalize,
     register_frame_dataset,
-    shift2d,
-    to_frames,
 )
+from flexsnn.errors import DatasetNotFoundError
 from flexsnn.data.image_datasets import CIFAR10_MEAN, CIFAR10_STD
 from flexsnn.errors import InputError
 from flexsnn.models import MODELS, build_model
@@ -78,7 +72,7 @@ def nmnist_folder(root):
 
 
 def frames_of(events, t):
-    arr = np.zeros(len(events), dtype=event_datasets.EVENT_DTYPE)
+    arr = np.zeros(len(events), dtype=EVENT_DTYPE)
     for k, (x, y, ts, p) in enumerate(events):
         arr[k] = (x, y, ts, p)
     return torch.from_numpy(to_frames(arr, (34, 34, 2), n_time_bins=t))

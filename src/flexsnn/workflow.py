@@ -99,7 +99,7 @@ def with_dataset_defaults(spec: RunSpec) -> RunSpec:
     the model accepts; kwargs the user gave win."""
     import inspect
 
-    from flexsnn.data import dataset_model_kwargs
+    from flexsnn.data.loaders import dataset_model_kwargs
     from flexsnn.models import MODELS
 
     if spec.model not in MODELS:
@@ -112,7 +112,7 @@ def with_dataset_defaults(spec: RunSpec) -> RunSpec:
 def build_loaders(spec: RunSpec, shuffle_seed: int | None = None):
     """``(train_loader, test_loader)`` of ``spec.dataset``; first checks that ``spec.model``
     takes what the dataset yields (input kind, shape, classes), before any data is read."""
-    from flexsnn.data import check_model_input, make_loaders
+    from flexsnn.data.loaders import check_model_input, make_loaders
     from flexsnn.models import build_model
 
     try:

@@ -1,181 +1,75 @@
 """Real event-camera datasets read from a user's disk: N-MNIST, DVS Gesture, CIFAR10-DVS, N-Caltech101.
 
-flexsnn never downloads. Each class reads the dataset's own on-disk layout under ``root``
-(either ``root/<folder>`` as Tonic's ``save_to`` lays it out, or ``root`` itself) and yields
-Tonic-style samples ``(events, label)``: ``events`` is a structured array with fields
-``x, y, t, p`` (:data:`EVENT_DTYPE`, ``t`` in microseconds, ``p`` in {0, 1}), ``label`` an int.
+Thin Tonic-style classes over :mod:`flexsnn.data.readers`: each sets ``sensor_size``,
+``dtype``, ``classes``, its ``folder`` and expected file layout as class attributes, lists its
+files and reads a sample with one reader call. flexsnn never downloads: each class reads the
+dataset's own on-disk layout under ``root`` (either ``root/<folder>`` as Tonic's ``save_to``
+lays it out, or ``root`` itself) and yields samples ``(events, label)``: ``events`` is an
+:data:`~flexsnn.data.events.EVENT_DTYPE` array sorted by ``t`` (microseconds, ``p`` in {0, 1}),
+``label`` an int.
 
 Why not ``tonic.datasets`` directly: Tonic downloads when its existence check fails, and its
 checks need the full archives (10,000 N-MNIST .bin files, the .zip next to them, ...). We read
-the same layouts ourselves with small numpy readers, so a partial or re-packed copy works
-and nothing is ever fetched. File formats:
+the same layouts ourselves, so a partial or re-packed copy works and nothing is ever fetched.
+Layouts:
 
-- N-MNIST / N-Caltech101 ``.bin``: 5 bytes per event, ``x`` (8 bits), ``y`` (8 bits), polarity
-  (1 bit), timestamp (23 bits, microseconds); ``y == 240`` marks a timestamp-overflow event
-  that adds 2**13 to every later timestamp (the readers of Orchard's ``eventvision.py`` and Tonic).
-- DVS Gesture, Tonic's preprocessed copy: ``ibmGesture{Train,Test}/userNN_<lighting>/<label>.npy``,
-  an ``[N, 4]`` array of ``x, y, p, t`` with ``t`` in milliseconds.
-  IBM's original ``DvsGesture/`` folder: AEDAT 3.1 recordings ``userNN_<lighting>.aedat``,
-  ``userNN_<lighting>_labels.csv`` (class 1..11, start and end in microseconds) and
-  ``trials_to_{train,test}.txt``; a sample is the events with ``start <= t < end``.
-- CIFAR10-DVS: the original ``<class>/cifar10_<class>_<i>.aedat`` files (AEDAT 2.0: ASCII header
-  lines starting with ``#``, then big-endian ``(address, timestamp)`` uint32 pairs of a DVS128),
-  or SpikingJelly's converted ``events_np/<class>/*.npz`` (keys ``t, x, y, p``). Coordinates
-  follow SpikingJelly's orientation (``x = 127 - y_addr``, ``y = 127 - x_addr``, ``p = 1 - p_addr``),
-  so frames match the ones most CIFAR10-DVS SNN papers train on.
+- N-MNIST: ``Train/<digit>/*.bin``, ``Test/<digit>/*.bin``; N-Caltech101:
+  ``Caltech101/<class>/*.bin`` (events keep the raw sensor coordinates; frames use a 240x180
+  canvas, as SpikingJelly does, and drop the rare events outside it).
+- DVS Gesture, Tonic's preprocessed copy: ``ibmGesture{Train,Test}/userNN_<lighting>/<label>.npy``;
+  IBM's original ``DvsGesture/`` folder: ``userNN_<lighting>.aedat`` (AEDAT 3.1),
+  ``userNN_<lighting>_labels.csv`` and ``trials_to_{train,test}.txt``; a sample is the events
+  with ``start <= t < end`` of one label row.
+- CIFAR10-DVS: the original ``<class>/cifar10_<class>_<i>.aedat`` files (AEDAT 2.0), or
+  SpikingJelly's converted ``events_np/<class>/*.npz``, in SpikingJelly's orientation.
+
+Every sample is checked as it is read (:mod:`flexsnn.data.readers`: ranges, integrality, at
+most ``max_events`` events, names inside the dataset folder); a bad file raises
+:class:`~flexsnn.errors.DatasetError` naming it.
 
 Splits: N-MNIST and DVS Gesture ship train/test. CIFAR10-DVS and N-Caltech101 do not;
 :func:`per_class_split` splits each class deterministically: the first ``n_train`` files of
 the class in natural file-name order (numbers compared as numbers) are train, the rest test.
 CIFAR10-DVS uses the paper's 900 / 100 per class; N-Caltech101 puts ``floor(0.9 * n)`` of each
 class in train. Frames: :meth:`EventDataset.frames` bins each sample to ``T`` frames
-``[T, P, H, W]`` (``flexsnn.data.frames.to_frames``), optionally pools them over
-``spatial_factor`` x ``spatial_factor`` blocks (average by default, as the paper's CIFAR10-DVS
-VGG9; or sum), and caches the stacked split on disk keyed by every binning parameter;
-:meth:`EventDataset.build_frames` is the same without the cache. ``flexsnn.data.loaders`` registers
-every dataset here under a name of ``make_loaders`` (``root`` = the data folder, read only).
-Binning and pooling are :func:`bin_event_samples` (also used for the embedded ``digits_dvs``),
-built on ``flexsnn.data.frames.to_frames`` / ``spatial_pool``. The cache holds integer counts
-as uint8/16/32 when they fit; averaged frames as float32.
-Memory: the split is returned as one float32 array, e.g. CIFAR10-DVS train at T = 10 is 11.8 GB at
-128x128 and 0.74 GB at ``spatial_factor=4``.
+``[T, P, H, W]`` and optionally pools them (:func:`flexsnn.data.frames.bin_event_samples`),
+caching the stacked split on disk keyed by every binning parameter;
+:meth:`EventDataset.build_frames` is the same without the cache. The cache holds integer counts
+as uint8/16/32 when they fit; averaged frames as float32. Memory: the split is returned as one
+float32 array, e.g. CIFAR10-DVS train at T = 10 is 11.8 GB at 128x128 and 0.74 GB at
+``spatial_factor=4``.
 """
 from __future__ import annotations
 
-import csv
 import os
 import re
-import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from flexsnn.data.cache import cached_arrays
-from flexsnn.data.events import EVENT_DTYPE, check_sensor_size, make_events
-from flexsnn.data.frames import spatial_pool, to_frames
-from flexsnn.errors import DatasetNotFoundError, InputError, check_choice, check_positive_int
+from flexsnn.data.cache import cached_arrays, count_dtype
+from flexsnn.data.events import EVENT_DTYPE, sort_by_time
+from flexsnn.data.frames import POOL_MODES, bin_event_samples
+from flexsnn.data.readers import (
+    check_event_count,
+    default_max_events,
+    read_aedat2_dvs128,
+    read_aedat31_polarity,
+    read_atis_bin,
+    read_events_npz,
+    read_gesture_labels,
+    read_tonic_gesture_npy,
+    read_trial_list,
+)
+from flexsnn.errors import DatasetError, DatasetNotFoundError, InputError, check_choice, check_positive_int
 
 __all__ = [
-    "CIFAR10DVS", "DVSGesture", "DatasetNotFoundError", "EVENT_DATASETS", "EVENT_DTYPE", "EventDataset",
-    "GESTURE_CLASSES", "NCaltech101", "NMNIST", "bin_event_dataset", "bin_event_samples", "count_dtype",
-    "event_frames", "make_events", "natural_key", "per_class_split", "read_aedat2_dvs128",
-    "read_aedat31_polarity", "read_atis_bin", "read_events_npz", "read_tonic_gesture_npy",
+    "CIFAR10DVS", "DVSGesture", "EVENT_DATASETS", "EventDataset", "GESTURE_CLASSES", "NCaltech101", "NMNIST",
+    "event_frames", "natural_key", "per_class_split",
 ]
-
-
-# ----------------------------------------------------------------------------- file readers
-
-def read_atis_bin(path: str | os.PathLike) -> np.ndarray:
-    """Decode an N-MNIST / N-Caltech101 ``.bin`` file into events (40 bits per event).
-
-    Byte 0 = x, byte 1 = y, byte 2 bit 7 = polarity, bits 22..0 of bytes 2-4 = timestamp (us).
-    Events with ``y == 240`` are timestamp-overflow markers: they are dropped and add 2**13 us
-    to the timestamps of every event from there on.
-    """
-    raw = np.fromfile(path, dtype=np.uint8)
-    if raw.size % 5:
-        raise InputError(f"{path} is truncated or not an N-MNIST/N-Caltech101 .bin file: "
-                         f"{raw.size} bytes is not a multiple of 5 (5 bytes per event)")
-    raw = raw.reshape(-1, 5).astype(np.int64)
-    x, y = raw[:, 0], raw[:, 1]
-    p = raw[:, 2] >> 7
-    t = ((raw[:, 2] & 0x7F) << 16) | (raw[:, 3] << 8) | raw[:, 4]
-    overflow = y == 240
-    t = t + np.cumsum(overflow) * 2**13
-    keep = ~overflow
-    return make_events(x[keep], y[keep], t[keep], p[keep])
-
-
-def _skip_ascii_header(data: bytes) -> int:
-    """Offset of the first byte after the ``#``-prefixed header lines of an AEDAT file."""
-    pos = 0
-    while data[pos:pos + 1] == b"#":
-        end = data.find(b"\n", pos)
-        if end < 0:
-            return len(data)
-        pos = end + 1
-        if data[pos - 14:pos] == b"#!END-HEADER\r\n":  # AEDAT 3.x ends its header explicitly
-            break
-    return pos
-
-
-def read_aedat2_dvs128(path: str | os.PathLike) -> np.ndarray:
-    """Decode a CIFAR10-DVS ``.aedat`` (AEDAT 2.0, DVS128 addresses) into events.
-
-    After the ``#`` header, each event is a big-endian uint32 address then a uint32 timestamp.
-    Address bits: polarity = bit 0, x_addr = bits 1-7, y_addr = bits 8-14. Output orientation
-    follows SpikingJelly: ``x = 127 - y_addr``, ``y = 127 - x_addr``, ``p = 1 - polarity``.
-    """
-    data = Path(path).read_bytes()
-    body = data[_skip_ascii_header(data):]
-    if len(body) % 8:
-        raise InputError(f"{path} is truncated or not an AEDAT 2.0 file: {len(body)} data bytes "
-                         "is not a multiple of 8 (address + timestamp per event)")
-    words = np.frombuffer(body, dtype=">u4").astype(np.int64).reshape(-1, 2)
-    addr, t = words[:, 0], words[:, 1]
-    x_addr = (addr & 0xFE) >> 1
-    y_addr = (addr & 0x7F00) >> 8
-    pol = addr & 1
-    return make_events(127 - y_addr, 127 - x_addr, t, 1 - pol)
-
-
-def read_aedat31_polarity(path: str | os.PathLike) -> np.ndarray:
-    """Decode the polarity events of an AEDAT 3.1 file (IBM DVS Gesture recordings).
-
-    After the header, packets follow: a 28-byte little-endian header (type int16, source int16,
-    event size, ts offset, ts overflow, capacity, number, valid: int32) and ``capacity * size``
-    bytes. Polarity packets (type 1) hold 8-byte events: ``data`` (x = bits 17-31, y = bits 2-16,
-    p = bit 1) and a 31-bit timestamp extended by ``overflow << 31``. Other packets are skipped.
-    """
-    data = Path(path).read_bytes()
-    pos = _skip_ascii_header(data)
-    chunks = []
-    while pos < len(data):
-        if pos + 28 > len(data):
-            raise InputError(f"{path} is truncated: a packet header is cut at byte {pos}")
-        e_type, _src, e_size, _off, e_overflow, e_cap, e_num, _valid = struct.unpack_from("<hhiiiiii", data, pos)
-        pos += 28
-        length = e_cap * e_size
-        if e_size <= 0 or e_cap < 0 or pos + length > len(data):
-            raise InputError(f"{path} is truncated or corrupt: packet at byte {pos - 28} claims "
-                             f"{e_cap} events of {e_size} bytes, {len(data) - pos} bytes remain")
-        if e_type == 1 and e_num > 0:
-            if e_size < 8:
-                raise InputError(f"{path}: polarity packet with event size {e_size} (expected 8)")
-            block = np.frombuffer(data, dtype="<u4", count=e_num * e_size // 4, offset=pos)
-            block = block.reshape(e_num, e_size // 4).astype(np.int64)
-            word, ts = block[:, 0], block[:, 1] | (int(e_overflow) << 31)
-            chunks.append(make_events((word >> 17) & 0x7FFF, (word >> 2) & 0x7FFF, ts, (word >> 1) & 1))
-        pos += length
-    return np.concatenate(chunks) if chunks else np.empty(0, dtype=EVENT_DTYPE)
-
-
-def read_events_npz(path: str | os.PathLike) -> np.ndarray:
-    """Read SpikingJelly's ``events_np`` ``.npz`` (arrays ``t, x, y, p``); pickles are refused."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in "txyp" if k not in data.files]
-            if missing:
-                raise InputError(f"{path} lacks arrays {missing}; expected an .npz with t, x, y, p")
-            return make_events(data["x"], data["y"], data["t"], data["p"])
-    except (ValueError, OSError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"{path} is not a readable events .npz ({exc})") from None
-
-
-def read_tonic_gesture_npy(path: str | os.PathLike) -> np.ndarray:
-    """Read one sample of Tonic's preprocessed DVS Gesture: ``[N, 4]`` = x, y, p, t (ms) -> t in us."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path} is not a readable .npy array ({exc})") from None
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise InputError(f"{path} has shape {arr.shape}; expected [N, 4] columns x, y, p, t (ms)")
-    t_us = np.rint(arr[:, 3].astype(np.float64) * 1000).astype(np.int64)
-    return make_events(arr[:, 0], arr[:, 1], t_us, arr[:, 2])
 
 
 # ----------------------------------------------------------------------------- splits
@@ -209,71 +103,6 @@ def per_class_split(
     return train, test
 
 
-# ----------------------------------------------------------------------------- frames
-
-POOL_MODES = ("avg", "sum")
-
-
-def count_dtype(x: np.ndarray) -> np.dtype:
-    """The smallest unsigned int type holding ``x`` exactly when it holds counts (non-negative
-    integers), else float32: binned frames are cached in it (a quarter of the disk and load time
-    of float32 for uint8 counts)."""
-    if x.size == 0 or (x.min() >= 0 and np.array_equal(x, np.round(x))):
-        for dtype in (np.uint8, np.uint16, np.uint32):
-            if x.size == 0 or x.max() <= np.iinfo(dtype).max:
-                return np.dtype(dtype)
-    return np.dtype(np.float32)
-
-
-def bin_event_samples(
-    samples: Iterable[tuple[np.ndarray, int]],
-    count: int,
-    sensor_size: Sequence[int],
-    n_time_bins: int,
-    spatial_factor: int = 1,
-    pool: str = "avg",
-    progress: bool = False,
-    desc: str = "binning",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Bin ``count`` ``(events, label)`` samples: ``(x [N, T, P, H/f, W/f] float32, y [N] int64)``.
-
-    Each sample is binned by :func:`flexsnn.data.frames.to_frames` (counts in ``n_time_bins``
-    equal bins between its first and last event; an empty recording gives all-zero frames
-    instead of an error mid-way through a split), then pooled over ``spatial_factor`` x
-    ``spatial_factor`` blocks with :func:`flexsnn.data.frames.spatial_pool`: ``pool="sum"``
-    keeps the counts, ``"avg"`` divides them by ``factor**2`` (the paper's CIFAR10-DVS input).
-    """
-    from tqdm import tqdm
-
-    width, height, pol = check_sensor_size(tuple(sensor_size))
-    n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
-    factor = check_positive_int(spatial_factor, "spatial_factor")
-    check_choice(pool, "pool", POOL_MODES)
-    if height % factor or width % factor:
-        raise InputError(f"spatial_factor={factor} must divide the sensor size {height}x{width} (H x W)")
-    x = np.zeros((count, n_time_bins, pol, height // factor, width // factor), dtype=np.float32)
-    y = np.zeros(count, dtype=np.int64)
-    for i, (events, label) in enumerate(tqdm(samples, total=count, desc=desc, disable=not progress)):
-        if i >= count:
-            raise InputError(f"samples yielded more than count={count} items")
-        if len(events):  # else: left all-zero
-            x[i] = spatial_pool(to_frames(events, (width, height, pol), n_time_bins=n_time_bins), factor)
-        y[i] = label
-    if pool == "avg" and factor > 1:
-        x /= np.float32(factor * factor)
-    return x, y
-
-
-def bin_event_dataset(dataset, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg",
-                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Bin every sample of a Tonic-style event dataset (``sensor_size``, ``len``, items
-    ``(events, label)``): ``(x [N, T, P, H/f, W/f] float32, y [N] int64)``; see
-    :func:`bin_event_samples`."""
-    items = (dataset[i] for i in range(len(dataset)))
-    return bin_event_samples(items, len(dataset), dataset.sensor_size, n_time_bins, spatial_factor, pool,
-                             progress, desc=f"binning {type(dataset).__name__}")
-
-
 # ----------------------------------------------------------------------------- base class
 
 @dataclass(frozen=True)
@@ -282,12 +111,17 @@ class _Sample:
     start: int | None = None  # [start, end) in us, for samples cut from a longer recording
     end: int | None = None
 
+    def __str__(self) -> str:
+        return str(self.path) if self.start is None else f"{self.path} [{self.start}, {self.end}) us"
+
 
 class EventDataset:
     """Base of the event datasets: scan ``root`` once, read one sample per ``__getitem__``.
 
-    Subclasses set the Tonic-style class attributes and implement ``_scan`` / ``_read``.
-    ``sensor_size`` is ``(W, H, P)`` as in Tonic; frames are ``[T, P, H, W]``.
+    Subclasses set the Tonic-style class attributes and implement ``_scan`` (list the files)
+    and ``_read`` (one reader call). ``sensor_size`` is ``(W, H, P)`` as in Tonic; frames are
+    ``[T, P, H, W]``. ``max_events``: the per-sample cap (default
+    :func:`flexsnn.data.readers.default_max_events`); a larger sample raises DatasetError.
     """
 
     folder: ClassVar[str]                     # Tonic's folder name under its save_to
@@ -299,13 +133,14 @@ class EventDataset:
     download_from: ClassVar[str]
 
     def __init__(self, root: str | os.PathLike, train: bool = True, transform: Callable | None = None,
-                 target_transform: Callable | None = None):
+                 target_transform: Callable | None = None, max_events: int | None = None):
         if root is None:
             raise InputError(f"{type(self).__name__} needs root= the folder holding the dataset files")
         self.root = Path(root).expanduser()
         self.train = bool(train)
         self.transform = transform
         self.target_transform = target_transform
+        self.max_events = default_max_events() if max_events is None else check_positive_int(max_events, "max_events")
         self.location = self._locate()
         samples, targets = self._scan(self.location)
         if not samples:
@@ -342,11 +177,15 @@ class EventDataset:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _load(self, sample: _Sample) -> np.ndarray:
+        """One sample's events, capped at ``max_events`` and sorted by ``t`` (stable)."""
+        events = self._read(sample)
+        check_event_count(len(events), self.max_events, str(sample))
+        return sort_by_time(events)
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         """``(events [N] EVENT_DTYPE sorted by t, label int)``."""
-        events = self._read(self.samples[index])
-        if len(events) > 1 and np.any(np.diff(events["t"]) < 0):
-            events = events[np.argsort(events["t"], kind="stable")]
+        events = self._load(self.samples[index])
         target = self.targets[index]
         if self.transform is not None:
             events = self.transform(events)
@@ -376,9 +215,10 @@ class EventDataset:
         Each sample is binned by ``flexsnn.data.frames.to_frames`` (event counts in ``T`` equal
         time bins between its first and last event), then pooled over ``spatial_factor`` x
         ``spatial_factor`` pixel blocks: ``pool="avg"`` (the paper's CIFAR10-DVS VGG9 average-pools
-        128x128 by 4 to 32x32) or ``"sum"`` (keeps integer counts); see :func:`bin_event_samples`.
+        128x128 by 4 to 32x32) or ``"sum"`` (keeps integer counts); see
+        :func:`flexsnn.data.frames.bin_event_samples`.
         """
-        samples = ((self._inside_sensor(self._read(s)), t) for s, t in zip(self.samples, self.targets))
+        samples = ((self._inside_sensor(self._load(s)), t) for s, t in zip(self.samples, self.targets))
         return bin_event_samples(samples, len(self), self.sensor_size, n_time_bins, spatial_factor, pool,
                                  progress, desc=f"binning {type(self).__name__} {self.split}")
 
@@ -422,7 +262,7 @@ class EventDataset:
 
 # ----------------------------------------------------------------------------- datasets
 
-def _bins_in_class_folders(location: Path, suffix: str) -> dict[str, list[str]]:
+def _files_in_class_folders(location: Path, suffix: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for cls_dir in sorted(p for p in location.iterdir() if p.is_dir()):
         names = [f.name for f in cls_dir.iterdir() if f.is_file() and f.name.endswith(suffix)]
@@ -436,7 +276,7 @@ class NMNIST(EventDataset):
 
     folder = "NMNIST"
     sensor_size = (34, 34, 2)
-    classes = [str(d) for d in range(10)]
+    classes = tuple(str(d) for d in range(10))
     expected_layout = ("  Train/0/*.bin ... Train/9/*.bin   (60,000 files, from Train.zip)\n"
                        "  Test/0/*.bin  ... Test/9/*.bin    (10,000 files, from Test.zip)")
     download_from = ("https://www.garrickorchard.com/datasets/n-mnist (Train.zip, Test.zip; "
@@ -450,16 +290,16 @@ class NMNIST(EventDataset):
         if not split_dir.is_dir():
             self._missing(f"folder {split_dir} is missing")
         samples, targets = [], []
-        for cls, names in _bins_in_class_folders(split_dir, ".bin").items():
+        for cls, names in _files_in_class_folders(split_dir, ".bin").items():
             if cls not in self.classes:
-                raise InputError(f"unexpected class folder {split_dir / cls}; N-MNIST class folders are 0..9")
+                raise DatasetError(f"unexpected class folder {split_dir / cls}; N-MNIST class folders are 0..9")
             for name in sorted(names, key=natural_key):
                 samples.append(_Sample(split_dir / cls / name))
                 targets.append(int(cls))
         return samples, targets
 
     def _read(self, sample):
-        return read_atis_bin(sample.path)
+        return read_atis_bin(sample.path, self.sensor_size, max_events=self.max_events)
 
 
 class NCaltech101(EventDataset):
@@ -480,21 +320,22 @@ class NCaltech101(EventDataset):
     download_from = ("https://www.garrickorchard.com/datasets/n-caltech101 "
                      "(mirror: https://data.mendeley.com/datasets/cy6cvx3ryv)")
 
-    def __init__(self, root, train=True, transform=None, target_transform=None, train_ratio: float = 0.9):
+    def __init__(self, root, train=True, transform=None, target_transform=None, train_ratio: float = 0.9,
+                 max_events: int | None = None):
         self.train_ratio = float(train_ratio)
-        super().__init__(root, train, transform, target_transform)
+        super().__init__(root, train, transform, target_transform, max_events)
 
     def _looks_right(self, path: Path) -> bool:
         return (path / "Caltech101").is_dir()
 
     def _scan(self, location):
         data_dir = location / "Caltech101"
-        by_class = _bins_in_class_folders(data_dir, ".bin")
+        by_class = _files_in_class_folders(data_dir, ".bin")
         self.classes = sorted(by_class)
         return self._split_samples(data_dir, per_class_split(by_class, train_ratio=self.train_ratio))
 
     def _read(self, sample):
-        return read_atis_bin(sample.path)
+        return read_atis_bin(sample.path, max_events=self.max_events)  # raw coordinates, cropped for frames
 
     def _inside_sensor(self, events):
         w, h, _ = self.sensor_size
@@ -511,16 +352,17 @@ class CIFAR10DVS(EventDataset):
 
     folder = "CIFAR10DVS"
     sensor_size = (128, 128, 2)
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     expected_layout = ("  <class>/cifar10_<class>_<i>.aedat   for <class> in airplane automobile bird cat deer\n"
                        "                                      dog frog horse ship truck, i = 0..999\n"
                        "                                      (unzip airplane.zip ... truck.zip here)\n"
                        "  or SpikingJelly's converted copy: events_np/<class>/cifar10_<class>_<i>.npz")
     download_from = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671"
 
-    def __init__(self, root, train=True, transform=None, target_transform=None, n_train_per_class: int = 900):
+    def __init__(self, root, train=True, transform=None, target_transform=None, n_train_per_class: int = 900,
+                 max_events: int | None = None):
         self.n_train_per_class = check_positive_int(n_train_per_class, "n_train_per_class")
-        super().__init__(root, train, transform, target_transform)
+        super().__init__(root, train, transform, target_transform, max_events)
 
     def _candidates(self):
         base = super()._candidates()
@@ -546,13 +388,13 @@ class CIFAR10DVS(EventDataset):
 
     def _read(self, sample):
         if sample.path.suffix == ".npz":
-            return read_events_npz(sample.path)
-        return read_aedat2_dvs128(sample.path)
+            return read_events_npz(sample.path, self.sensor_size, max_events=self.max_events)
+        return read_aedat2_dvs128(sample.path, max_events=self.max_events)
 
 
-GESTURE_CLASSES = ["hand clapping", "right hand wave", "left hand wave", "right arm clockwise",
+GESTURE_CLASSES = ("hand clapping", "right hand wave", "left hand wave", "right arm clockwise",
                    "right arm counter-clockwise", "left arm clockwise", "left arm counter-clockwise",
-                   "arm roll", "air drums", "air guitar", "other gestures"]
+                   "arm roll", "air drums", "air guitar", "other gestures")
 
 
 class DVSGesture(EventDataset):
@@ -574,9 +416,9 @@ class DVSGesture(EventDataset):
     download_from = ("https://research.ibm.com/interactive/dvsgesture/ (DvsGesture.tar.gz); Tonic's copy: "
                      "https://figshare.com/ndownloader/files/38022171 (train), .../38020584 (test)")
 
-    def __init__(self, root, train=True, transform=None, target_transform=None):
+    def __init__(self, root, train=True, transform=None, target_transform=None, max_events: int | None = None):
         self._memo: tuple[Path, np.ndarray] | None = None  # last decoded .aedat recording
-        super().__init__(root, train, transform, target_transform)
+        super().__init__(root, train, transform, target_transform, max_events)
 
     def _looks_right(self, path: Path) -> bool:
         return any((path / d).is_dir() for d in ("ibmGestureTrain", "ibmGestureTest", "DvsGesture"))
@@ -594,7 +436,7 @@ class DVSGesture(EventDataset):
         for trial in sorted((p for p in split_dir.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
             for f in sorted(trial.glob("*.npy"), key=lambda p: natural_key(p.name)):
                 if not f.stem.isdigit() or not 0 <= int(f.stem) < len(self.classes):
-                    raise InputError(f"{f}: Tonic's DVS Gesture files are named <label>.npy with label 0..10")
+                    raise DatasetError(f"{f}: Tonic's DVS Gesture files are named <label>.npy with label 0..10")
                 samples.append(_Sample(f))
                 targets.append(int(f.stem))
         return samples, targets
@@ -604,28 +446,20 @@ class DVSGesture(EventDataset):
         if not list_file.is_file():
             self._missing(f"{list_file} is missing")
         samples, targets = [], []
-        for line in list_file.read_text().splitlines():
-            name = line.strip()
-            if not name:
-                continue
-            rec = data_dir / name
-            labels = data_dir / (Path(name).stem + "_labels.csv")
+        for rec in read_trial_list(list_file, data_dir):
+            labels = rec.with_name(rec.stem + "_labels.csv")
             if not rec.is_file() or not labels.is_file():
                 self._missing(f"{rec.name} or its {labels.name} is missing from {data_dir}")
-            with open(labels, newline="") as fh:
-                rows = [r for r in csv.reader(fh) if r and r[0].strip().isdigit()]  # skip the header row
-            for cls, start, end in (map(int, r[:3]) for r in rows):
-                if not 1 <= cls <= len(self.classes):
-                    raise InputError(f"{labels}: class {cls} outside 1..{len(self.classes)}")
+            for label, start, end in read_gesture_labels(labels, len(self.classes)):
                 samples.append(_Sample(rec, start, end))
-                targets.append(cls - 1)
+                targets.append(label)
         return samples, targets
 
     def _read(self, sample):
         if sample.start is None:
-            return read_tonic_gesture_npy(sample.path)
+            return read_tonic_gesture_npy(sample.path, self.sensor_size, max_events=self.max_events)
         if self._memo is None or self._memo[0] != sample.path:
-            self._memo = (sample.path, read_aedat31_polarity(sample.path))
+            self._memo = (sample.path, read_aedat31_polarity(sample.path, self.sensor_size))
         events = self._memo[1]
         return events[(events["t"] >= sample.start) & (events["t"] < sample.end)]
 
@@ -644,7 +478,8 @@ def event_frames(name: str, root: str | os.PathLike, split: str = "train", n_tim
     """Frames of a real event dataset's split: ``{"x": [N, T, P, H, W] float32, "y": [N] int64}``.
 
     ``name`` is one of :data:`EVENT_DATASETS`; ``dataset_kwargs`` go to the dataset class
-    (e.g. ``n_train_per_class`` for CIFAR10-DVS). Cached on disk; see :meth:`EventDataset.frames`.
+    (e.g. ``n_train_per_class`` for CIFAR10-DVS, ``max_events``). Cached on disk; see
+    :meth:`EventDataset.frames`.
     """
     if name not in EVENT_DATASETS:
         raise InputError(f"name must be one of {', '.join(map(repr, EVENT_DATASETS))}, got {name!r}")

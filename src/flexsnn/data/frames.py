@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from flexsnn.data.events import check_events, check_sensor_size
-from flexsnn.errors import InputError, check_positive_int
+from flexsnn.errors import InputError, check_choice, check_positive_int
 
 # Frames above this many values (4 GiB of float32) are refused before allocating: a tiny
 # time_window or a huge sensor_size would otherwise ask for terabytes. Override per call.
@@ -171,6 +171,58 @@ def spatial_pool(frames: np.ndarray, factor: int) -> np.ndarray:
     h, w = frames.shape[-2] // factor, frames.shape[-1] // factor
     blocks = frames.reshape(*frames.shape[:-2], h, factor, w, factor)
     return blocks.sum(axis=(-3, -1))
+
+
+POOL_MODES = ("avg", "sum")
+
+
+def bin_event_samples(
+    samples: Iterable[tuple[np.ndarray, int]],
+    count: int,
+    sensor_size: Sequence[int],
+    n_time_bins: int,
+    spatial_factor: int = 1,
+    pool: str = "avg",
+    progress: bool = False,
+    desc: str = "binning",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bin ``count`` ``(events, label)`` samples: ``(x [N, T, P, H/f, W/f] float32, y [N] int64)``.
+
+    Each sample is binned by :func:`to_frames` (counts in ``n_time_bins``
+    equal bins between its first and last event; an empty recording gives all-zero frames
+    instead of an error mid-way through a split), then pooled over ``spatial_factor`` x
+    ``spatial_factor`` blocks with :func:`spatial_pool`: ``pool="sum"``
+    keeps the counts, ``"avg"`` divides them by ``factor**2`` (the paper's CIFAR10-DVS input).
+    """
+    from tqdm import tqdm
+
+    width, height, pol = check_sensor_size(tuple(sensor_size))
+    n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
+    factor = check_positive_int(spatial_factor, "spatial_factor")
+    check_choice(pool, "pool", POOL_MODES)
+    if height % factor or width % factor:
+        raise InputError(f"spatial_factor={factor} must divide the sensor size {height}x{width} (H x W)")
+    x = np.zeros((count, n_time_bins, pol, height // factor, width // factor), dtype=np.float32)
+    y = np.zeros(count, dtype=np.int64)
+    for i, (events, label) in enumerate(tqdm(samples, total=count, desc=desc, disable=not progress)):
+        if i >= count:
+            raise InputError(f"samples yielded more than count={count} items")
+        if len(events):  # else: left all-zero
+            x[i] = spatial_pool(to_frames(events, (width, height, pol), n_time_bins=n_time_bins), factor)
+        y[i] = label
+    if pool == "avg" and factor > 1:
+        x /= np.float32(factor * factor)
+    return x, y
+
+
+def bin_event_dataset(dataset, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg",
+                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Bin every sample of a Tonic-style event dataset (``sensor_size``, ``len``, items
+    ``(events, label)``): ``(x [N, T, P, H/f, W/f] float32, y [N] int64)``; see
+    :func:`bin_event_samples`."""
+    items = (dataset[i] for i in range(len(dataset)))
+    return bin_event_samples(items, len(dataset), dataset.sensor_size, n_time_bins, spatial_factor, pool,
+                             progress, desc=f"binning {type(dataset).__name__}")
 
 
 @dataclass(frozen=True)

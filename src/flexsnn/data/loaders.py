@@ -52,15 +52,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate, get_worker_info
 
 from flexsnn.data.augment import augment_frames_batch, cifar_train_transform
-from flexsnn.data.cache import cached_arrays
-from flexsnn.data.event_datasets import (
-    CIFAR10DVS,
-    NMNIST,
-    DVSGesture,
-    NCaltech101,
-    bin_event_dataset,
-    count_dtype,
-)
+from flexsnn.data.cache import cached_arrays, count_dtype
+from flexsnn.data.event_datasets import CIFAR10DVS, NMNIST, DVSGesture, NCaltech101
+from flexsnn.data.frames import bin_event_dataset
 from flexsnn.data.image_datasets import CIFAR10, CIFAR100
 from flexsnn.errors import DatasetNotFoundError, InputError, check_choice, check_positive_int
 

@@ -8,8 +8,8 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from flexsnn.data.encoding import model_input
 from flexsnn.errors import InputError
-from flexsnn.train.bn_calibration import model_input
 
 
 @dataclass

@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from flexsnn.data.encoding import model_input
 from flexsnn.errors import InputError
-from flexsnn.train.bn_calibration import model_input
 
 #: Energy per accumulate (pJ): 32-bit float add, 45 nm (Horowitz, ISSCC 2014). An estimate.
 E_AC_PJ = 0.9

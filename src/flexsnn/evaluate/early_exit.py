@@ -30,11 +30,12 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
+from flexsnn.data.encoding import model_input
 from flexsnn.errors import InputError
 from flexsnn.evaluate.cost import E_AC_PJ, E_MAC_PJ, OpCounter, PerSampleCost
 from flexsnn.train.bn_calibration import fixed_calibration_loader
 from flexsnn.temporal import transform_matrix
-from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn, model_input
+from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn
 from flexsnn.evaluate.plotting import pyplot, save_figure
 
 __all__ = [

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from flexsnn.data.encoding import model_input
 from flexsnn.errors import InputError, check_positive_int
-from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn, model_input
+from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn
 
 TimeConfigLike = int | Sequence[int]
 

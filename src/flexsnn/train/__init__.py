@@ -1,5 +1,6 @@
 """Training: TimeConfig samplers (SDT, NMT, MTT), the loop, BN calibration, checkpoints."""
-from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn, model_input
+from flexsnn.data.encoding import model_input
+from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn
 from flexsnn.train.bn_calibration import fixed_calibration_loader
 from flexsnn.train.checkpoint import load_model, save_model
 from flexsnn.train.distributed import calibrate_bn_synced, distributed_loader, init_distributed, wrap_ddp

@@ -13,18 +13,12 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from flexsnn.data.encoding import model_input
 from flexsnn.errors import InputError, check_positive_int
 
 
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-
-
-def model_input(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """Loader batches are batch-first ``[B, T, ...]`` for frames; models take ``[T, B, ...]``."""
-    if getattr(model, "input_kind", "static") == "frames":
-        return x.transpose(0, 1)
-    return x
 
 
 @torch.no_grad()

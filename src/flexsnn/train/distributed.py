@@ -34,8 +34,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from flexsnn.data.encoding import model_input
 from flexsnn.errors import ConfigError, InputError, check_positive_int
-from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn, model_input
+from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from flexsnn.data.encoding import model_input
 from flexsnn.errors import CheckpointError, ConfigError, InputError, check_choice, check_positive_int
 from flexsnn.runtime import use_channels_last
-from flexsnn.train.bn_calibration import model_input
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, save_training_state
 from flexsnn.train.samplers import Sampler, TimeConfig
 
