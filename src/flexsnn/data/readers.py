@@ -40,6 +40,7 @@ import csv
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -109,7 +110,9 @@ def _reading(path: PathLike, what: str) -> Iterator[None]:
     except FlexSNNError:
         raise
     except (OSError, ValueError, OverflowError, EOFError, zipfile.BadZipFile, zlib.error, struct.error,
-            UnicodeDecodeError, csv.Error) as exc:
+            UnicodeDecodeError, csv.Error, SyntaxError, tokenize.TokenError, NotImplementedError,
+            RuntimeError) as exc:  # numpy parses .npy headers with tokenize/ast; zipfile raises the last two
+
         raise DatasetError(f"{path} is not a readable {what} ({type(exc).__name__}: {exc})") from None
 
 
@@ -275,22 +278,22 @@ def _whole_timestamps(t: np.ndarray, scale: int, path: PathLike, unit: str) -> n
     if t.dtype.kind == "f":
         bad = ~np.isfinite(t)
         if bad.any():
-            raise DatasetError(f"{path}: t has value {t[bad][0].item()!r}; expected finite timestamps")
+            raise DatasetError(f"{path}: events['t'] has value {t[bad][0].item()!r}; expected finite timestamps")
     lo = t.min().item()
     if lo < 0:
-        raise DatasetError(f"{path}: t has value {lo} {unit}; expected timestamps >= 0")
+        raise DatasetError(f"{path}: events['t'] has value {lo} {unit}; expected timestamps >= 0")
     hi = t.max().item()
     if hi * scale > np.iinfo(np.int64).max // 2:
-        raise DatasetError(f"{path}: t has value {hi} {unit}, beyond the int64 microsecond range")
+        raise DatasetError(f"{path}: events['t'] has value {hi} {unit}, beyond the int64 microsecond range")
     if t.dtype.kind in "iub":
         return t.astype(np.int64) * scale
     us = t.astype(np.float64) * scale
     whole = np.rint(us)
     off = np.abs(us - whole) > 1e-3
     if off.any():
-        raise DatasetError(f"{path}: t has value {t[off][0].item()!r} {unit}, not a whole number of microseconds")
+        raise DatasetError(f"{path}: events['t'] has value {t[off][0].item()!r} {unit}, not a whole number of microseconds")
     if float(whole.max()) > 2.0**53:
-        raise DatasetError(f"{path}: t has float value {hi} {unit}, too large to be an exact microsecond")
+        raise DatasetError(f"{path}: events['t'] has float value {hi} {unit}, too large to be an exact microsecond")
     return whole.astype(np.int64)
 
 
@@ -382,7 +385,8 @@ def read_trial_list(path: PathLike, data_dir: PathLike) -> list[Path]:
                 continue
             pure = PurePath(name)
             if pure.is_absolute() or ".." in pure.parts or name.startswith(("/", "\\")) or ":" in name:
-                raise DatasetError(f"{path}, line {line_no}: {name!r} is not a file name inside the dataset folder")
+                raise DatasetError(f"{path}, line {line_no}: {name!r} points outside the dataset folder {root} "
+                                   "(names must be relative, without '..')")
             target = base / pure
             if not target.resolve().is_relative_to(root):
                 raise DatasetError(f"{path}, line {line_no}: {name!r} resolves to {target.resolve()}, "
