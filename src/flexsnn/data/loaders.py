@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 from flexsnn.data.augment import augment_frames_batch, cifar_train_transform
 from flexsnn.data.cache import cached_arrays, count_dtype
+from flexsnn.data.digits_dvs import GENERATOR_VERSION as DIGITS_DVS_VERSION
 from flexsnn.data.event_datasets import CIFAR10DVS, NMNIST, DVSGesture, NCaltech101
 from flexsnn.data.frames import bin_event_dataset
 from flexsnn.data.image_datasets import CIFAR10, CIFAR100
@@ -182,7 +183,9 @@ def _register_event_dataset(name: str, cls: type, spatial_factor: int, num_class
                            num_classes=num_classes, root_is_data=True, source=cls)
 
 
-register_frame_dataset("digits_dvs", _digits_dvs_frames, version=1, in_shape=(2, 34, 34), num_classes=10)
+# the frames cache follows the event generator: new events, new frames
+register_frame_dataset("digits_dvs", _digits_dvs_frames, version=DIGITS_DVS_VERSION, in_shape=(2, 34, 34),
+                       num_classes=10)
 _register_event_dataset("nmnist", NMNIST, spatial_factor=1, num_classes=10)
 _register_event_dataset("dvs_gesture", DVSGesture, spatial_factor=4, num_classes=len(DVSGesture.classes))
 _register_event_dataset("cifar10_dvs", CIFAR10DVS, spatial_factor=4, num_classes=len(CIFAR10DVS.classes))
