@@ -108,6 +108,7 @@ def test_metadata_survives_write_read(tmp_path):
                                        "multi_spike": True, "v_min": -1.0, "threshold_rule": "u >= v_th"}
     assert meta["stages"] == [["conv2d_0", "if_1", "sumpool2d_2"], ["conv2d_3", "if_4", "flatten_5", "affine_6", "if_7"]]
     assert meta["head"] == ["affine_8"] and meta["time_config"] == [4, 3] and meta["ttm_mode"] == "hard"
+    assert meta["input_ttm_mode"] == "hard"
     assert meta["pool_folding"] == {"sumpool2d_2": {"from": "AvgPool2d", "scale": 0.25, "folded_into": "conv2d_3"}}
     path = tmp_path / "net.nir"
     nir.write(path, graph)
@@ -117,6 +118,17 @@ def test_metadata_survives_write_read(tmp_path):
     back = from_nir(read).eval()
     x = random_frames()
     assert torch.equal(net.eval()(x, time_config=(4, 2)), back(x, time_config=(4, 2)))
+
+
+def test_input_ttm_mode_survives_the_graph():
+    net = deployable_net()
+    trimmed = staged_from_layers([m for s in net.stages for m in s], [3], head=net.head, input_kind="frames",
+                                 input_shape=SHAPE, input_ttm_mode="trim")
+    back = from_nir(to_nir(trimmed, input_shape=SHAPE))
+    assert (back.ttm_mode, back.input_ttm_mode) == ("hard", "trim")
+    x = random_frames(t=6)
+    assert torch.equal(trimmed.eval()(x, time_config=(2, 3)), back.eval()(x, time_config=(2, 3)))
+    assert torch.equal(back(x, time_config=(2, 3)), back(x[:2], time_config=(2, 3)))  # only the first 2 frames
 
 
 def _plain_graph(v_th=0.5, bias=None, extra_node=None):

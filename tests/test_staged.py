@@ -79,6 +79,33 @@ def test_ttm_mode_is_used_between_stages_and_at_the_input():
     assert net.ttm_mode == "soft"
 
 
+def test_input_ttm_trim_keeps_the_first_t1_frames_and_stage_boundaries_stay_hard():
+    net, recs = _recorder_net(3, input_kind="frames", input_ttm_mode="trim")
+    assert (net.ttm_mode, net.input_ttm_mode) == ("hard", "trim")
+    x = torch.arange(1.0, 11.0).reshape(10, 1, 1)  # frame t holds the value t + 1
+    out = net(x, time_config=(3, 2, 4))
+    assert recs[0].seen[0].flatten().tolist() == [1.0, 2.0, 3.0]  # the first 3 of 10 frames, not block sums
+    assert recs[1].seen[0].flatten().tolist() == [1.0, 5.0]  # hard 3 -> 2: in0, in1 + in2 (edge 1.5 -> 1)
+    assert recs[2].seen[0].flatten().tolist() == [1.0, 1.0, 5.0, 5.0]  # hard 2 -> 4 copies
+    assert out.flatten().tolist() == [1.0, 1.0, 5.0, 5.0]
+    # upsampling at the input (trim copies like hard): 2 frames -> T_1 = 3 gives in0, in1, in1
+    net(torch.tensor([[[1.0]], [[2.0]]]), time_config=(3, 3, 3))
+    assert recs[0].seen[1].flatten().tolist() == [1.0, 2.0, 2.0]
+    # the default input TTM is hard like the stages: 10 -> 3 sums blocks [0,3), [3,7), [7,10)
+    hard, hard_recs = _recorder_net(1, input_kind="frames")
+    assert hard.input_ttm_mode == "hard"
+    hard(x, time_config=(3,))
+    assert hard_recs[0].seen[0].flatten().tolist() == [6.0, 22.0, 27.0]
+    assert "input_ttm_mode='trim'" in repr(net) and "ttm_mode='hard'" in repr(net)
+
+
+def test_input_ttm_mode_defaults_to_ttm_mode_and_is_validated():
+    assert StagedNet([[Recorder()]], ttm_mode="soft", input_kind="frames").input_ttm_mode == "soft"
+    assert StagedNet([[Recorder()]], ttm_mode="soft", input_ttm_mode="hard").input_ttm_mode == "hard"
+    with pytest.raises(InputError, match="input_ttm_mode"):
+        StagedNet([[Recorder()]], input_kind="frames", input_ttm_mode="first")
+
+
 def test_time_config_set_vs_per_call_and_defaults():
     net, recs = _recorder_net(2, input_kind="frames")
     x = torch.rand(5, 1, 2)

@@ -10,7 +10,14 @@ Inputs (``input_kind``):
 - ``"static"``: ``x`` ``[B, ...]`` (e.g. images ``[B, 3, 32, 32]``), repeated ``T_1`` times
   (direct encoding);
 - ``"frames"``: ``x`` ``[T_in, B, ...]`` (e.g. event frames ``[T, B, 2, 34, 34]``), resampled to
-  ``T_1`` by a TTM when ``T_in != T_1``.
+  ``T_1`` by the input TTM when ``T_in != T_1``.
+
+The input TTM has its own mode (``input_ttm_mode``, default: the stage boundaries'
+``ttm_mode``). The TimeConfig holds the stages' T only: the input's T is the data's (frames
+binned at ``T_in``), so "the input pinned at T, every stage drawn" is a frames input at
+``T_in = T`` with any TimeConfig; the input TTM maps ``T -> T_1``. E.g. the authors' DVS
+Gesture net trims its 40 input frames to the first ``T_1`` (``input_ttm_mode="trim"``) and
+uses hard TTMs between stages.
 
 BatchNorm running statistics depend on the time configuration, so a BN model tracks whether
 its statistics are fresh: ``bn_calibrated_for`` is the TimeConfig they were last estimated at
@@ -112,14 +119,19 @@ class StagedNet(nn.Module):
         head: optional classifier run on the last stage's output: a multi-step module gets
             ``[T, B, ...]``; an ``nn.Sequential`` / list runs as a ``TimeFirstSequential``; any
             other module runs per time step on the ``[T*B, ...]`` view.
-        ttm_mode: ``"hard"`` | ``"soft"`` | ``"trim"`` (see :mod:`flexsnn.temporal`).
+        ttm_mode: ``"hard"`` | ``"soft"`` | ``"trim"`` (see :mod:`flexsnn.temporal`): the TTM at
+            every stage boundary.
         input_kind: ``"static"`` (``x`` ``[B, ...]``) or ``"frames"`` (``x`` ``[T_in, B, ...]``).
         time_config: initial TimeConfig (int or one int per stage). ``None``: a frames model
             runs every stage at the input's T until a config is set; a static model needs one.
         input_shape: optional per-sample shape (``None`` entries match any size), checked on
             every forward, e.g. ``(2, 34, 34)`` or ``(3, None, None)``.
+        input_ttm_mode: mode of the TTM from a frames input's ``T_in`` to ``T_1``; ``None`` (the
+            default) means ``ttm_mode``. Unused for static input (direct encoding repeats the
+            image ``T_1`` times).
 
-    Attributes: ``stages`` (``nn.ModuleList``), ``head``, ``ttm``, ``input_kind``,
+    Attributes: ``stages`` (``nn.ModuleList``), ``head``, ``ttm`` (stage boundaries),
+    ``input_ttm`` (frames input -> stage 1), ``input_kind``,
     ``require_calibration`` (bool), ``bn_calibrated_for`` (TimeConfig or None), ``model_spec``
     (dict set by :func:`flexsnn.models.build_model`, else None).
     """
@@ -132,6 +144,7 @@ class StagedNet(nn.Module):
         input_kind: str = "static",
         time_config: Optional[TimeConfigLike] = None,
         input_shape: Optional[Sequence[Optional[int]]] = None,
+        input_ttm_mode: Optional[str] = None,
     ) -> None:
         super().__init__()
         if (isinstance(stages, nn.Module) and not isinstance(stages, nn.ModuleList)) or not _is_iterable(stages):
@@ -148,6 +161,8 @@ class StagedNet(nn.Module):
             raise InputError(f"head must be None, an nn.Module or a list of modules, got {type(head).__name__}")
         self.head = head
         self.ttm = TTM(check_choice(ttm_mode, "ttm_mode", MODES))
+        self.input_ttm = TTM(ttm_mode if input_ttm_mode is None
+                             else check_choice(input_ttm_mode, "input_ttm_mode", MODES))
         self.input_kind = check_choice(input_kind, "input_kind", INPUT_KINDS)
         self.input_shape = None if input_shape is None else tuple(
             None if s is None else int(s) for s in input_shape
@@ -166,7 +181,13 @@ class StagedNet(nn.Module):
 
     @property
     def ttm_mode(self) -> str:
+        """Mode of the TTMs at the stage boundaries."""
         return self.ttm.mode
+
+    @property
+    def input_ttm_mode(self) -> str:
+        """Mode of the TTM from a frames input's T to stage 1's T."""
+        return self.input_ttm.mode
 
     def normalize_time_config(self, cfg: TimeConfigLike) -> TimeConfig:
         """``cfg`` validated for this net's number of stages (int -> uniform)."""
@@ -256,7 +277,7 @@ class StagedNet(nn.Module):
         if self.input_kind == "static":
             x = x.unsqueeze(0).expand(cfg[0], *x.shape)  # direct encoding (a view, no copy)
         else:
-            x = self.ttm(x, cfg[0])
+            x = self.input_ttm(x, cfg[0])
         for i, stage in enumerate(self.stages):
             if i > 0:
                 x = self.ttm(x, cfg[i])
@@ -272,7 +293,11 @@ class StagedNet(nn.Module):
         return out.mean(0)
 
     def extra_repr(self) -> str:
-        return f"input_kind={self.input_kind!r}, num_stages={self.num_stages}, time_config={self._time_config}"
+        modes = f"ttm_mode={self.ttm_mode!r}"
+        if self.input_kind == "frames":
+            modes += f", input_ttm_mode={self.input_ttm_mode!r}"
+        return (f"input_kind={self.input_kind!r}, num_stages={self.num_stages}, {modes}, "
+                f"time_config={self._time_config}")
 
 
 def staged_from_layers(

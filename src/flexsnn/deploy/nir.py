@@ -33,7 +33,7 @@ cannot say is stored in the graph's ``metadata["flexsnn"]`` as ONE JSON string (
 strings intact; nested dicts would come back as numpy arrays): ``format``, ``dt``,
 ``profile``, ``neurons`` (per node: ``v_th``, ``decay``, ``reset``, ``multi_spike``,
 ``v_min``, ``threshold_rule``), ``stages``/``head`` (node names per stage), ``ttm_mode``,
-``input_kind``, ``time_config``, ``input_shape``, ``pool_folding``, ``readout``,
+``input_ttm_mode``, ``input_kind``, ``time_config``, ``input_shape``, ``pool_folding``, ``readout``,
 ``model_spec`` and anything passed as ``extra``.
 
 Profiles (:data:`PROFILES`) say how one reader understands NIR. ``"flexsnn"`` (the default)
@@ -453,7 +453,8 @@ def to_nir(
         meta = {
             "format": FORMAT, "dt": step_dt, "profile": prof.name, "schema": prof.schema,
             "neurons": ex.neurons, "stages": stages, "head": ex.stage_nodes.get(-1, []),
-            "ttm_mode": getattr(model, "ttm_mode", None), "input_kind": getattr(model, "input_kind", "frames"),
+            "ttm_mode": getattr(model, "ttm_mode", None), "input_ttm_mode": getattr(model, "input_ttm_mode", None),
+            "input_kind": getattr(model, "input_kind", "frames"),
             "time_config": _time_config(model), "input_shape": list(shape), "pool_folding": ex.folding,
             "readout": "accumulated input of the last weighted layer (sum over time of its output); argmax = class",
             "model_spec": getattr(model, "model_spec", None), "extra": extra or {},
@@ -950,6 +951,8 @@ def from_nir(
     mode = ttm_mode or (meta or {}).get("ttm_mode")
     if mode:
         kwargs["ttm_mode"] = mode
+    if (meta or {}).get("input_ttm_mode"):
+        kwargs["input_ttm_mode"] = meta["input_ttm_mode"]
     net = staged_from_layers(body, boundaries, **kwargs)
     cfg = (meta or {}).get("time_config")
     if cfg and len(cfg) == net.num_stages:
