@@ -36,6 +36,7 @@ EXPECTED = {  # name: (input_kind, per-sample shape, classes)
     "digits_dvs": ("frames", (2, 34, 34), 10),
     "nmnist": ("frames", (2, 34, 34), 10),
     "dvs_gesture": ("frames", (2, 32, 32), 11),
+    "dvs_gesture_128": ("frames", (2, 128, 128), 11),
     "cifar10_dvs": ("frames", (2, 32, 32), 10),
     "cifar10_dvs_128": ("frames", (2, 128, 128), 10),
     "ncaltech101": ("frames", (2, 45, 60), 101),
@@ -320,7 +321,8 @@ def test_model_checks_name_the_mismatch():
         check_model_input("cifar10_dvs", build_model("vgg9_dvs", in_size=128, input_pool=4, width=0.0625))
     check_model_input("cifar10_dvs_128", build_model("vgg9_dvs", in_size=128, input_pool=4, width=0.0625))
     check_model_input("cifar10", build_model("resnet18", width=0.0625))
-    check_model_input("dvs_gesture", build_model("gesture_net"))
+    check_model_input("dvs_gesture_128", build_model("gesture_net"))  # the paper's net takes 128x128 frames
+    check_model_input("dvs_gesture", build_model("gesture_net", in_size=32))
     check_model_input("cifar10_dvs", build_model("vgg9_dvs", width=0.0625))
 
 

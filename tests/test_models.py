@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -16,12 +17,12 @@ TINY = {
     "digits_conv": ({"channels": [4, 8], "hidden": 16}, (2, 34, 34), 3, 10),
     "resnet18": ({"width": 1 / 16}, (3, 16, 16), 8, 10),
     "resnet19": ({"width": 1 / 16, "num_classes": 100}, (3, 16, 16), 8, 100),
-    "vgg14": ({"width": 1 / 16}, (3, 32, 32), 7, 10),
+    "vgg14": ({"width": 1 / 16}, (3, 32, 32), 13, 10),
     "vgg9_dvs": ({"width": 1 / 16}, (2, 32, 32), 4, 10),
     "nmnist_net": ({}, (2, 34, 34), 2, 10),
-    "gesture_net": ({"channels": [4, 4, 8, 8]}, (2, 32, 32), 2, 11),
+    "gesture_net": ({"channels": [4, 4, 8, 8], "hidden": 8, "in_size": 32}, (2, 32, 32), 3, 11),
 }
-NONUNIFORM = (3, 1, 2, 4, 1, 2, 3, 2)
+NONUNIFORM = (3, 1, 2, 4, 1, 2, 3, 2, 1, 3, 2, 1, 2)
 
 
 def _input(net, shape, batch=2, t=3):
@@ -59,7 +60,10 @@ def test_model_spec_round_trips_through_json(name):
     kwargs = TINY[name][0]
     net = build_model(name, **kwargs)
     spec = json.loads(json.dumps(net.model_spec))
-    assert spec == {"name": name, "kwargs": json.loads(json.dumps(kwargs))}
+    modes = {"ttm_mode": "hard"}
+    if net.input_kind == "frames":
+        modes["input_ttm_mode"] = "trim" if name == "gesture_net" else "hard"
+    assert spec == {"name": name, "kwargs": {**json.loads(json.dumps(kwargs)), **modes}}
     again = build_model(spec["name"], **spec["kwargs"])
     a, b = net.state_dict(), again.state_dict()
     assert list(a) == list(b)
@@ -69,7 +73,8 @@ def test_model_spec_round_trips_through_json(name):
 
 def test_tuples_are_recorded_as_json_lists():
     net = build_model("digits_mlp", hidden=(16, 8), in_shape=(2, 6, 6), pool=1)
-    assert net.model_spec["kwargs"] == {"hidden": [16, 8], "in_shape": [2, 6, 6], "pool": 1}
+    assert net.model_spec["kwargs"] == {"hidden": [16, 8], "in_shape": [2, 6, 6], "pool": 1,
+                                        "ttm_mode": "hard", "input_ttm_mode": "hard"}
     assert net.input_shape == (2, 6, 6)
 
 
@@ -129,9 +134,9 @@ def test_deployable_nets_are_bias_free_if_networks(name, kwargs):
     assert isinstance(net.head, nn.Linear)  # readout: a bias-free Linear, no neuron after it
     pools = [m for m in net.modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d))]
     assert pools and all(type(m) is nn.AvgPool2d for m in pools)
-    # a stage is a group of (at most) two conv layers
+    # a conv stage is a group of (at most) two conv layers (gesture_net adds an FC stage)
     convs = [sum(isinstance(m, nn.Conv2d) for m in stage) for stage in net.stages]
-    assert all(1 <= c <= 2 for c in convs) and sum(c == 2 for c in convs) >= 1
+    assert all(c <= 2 for c in convs) and sum(c == 2 for c in convs) >= 1 and convs[0] >= 1
     x = (torch.rand(4, 1, *net.input_shape) < 0.2).float()
     out = net(x, time_config=(4,) + (2,) * (net.num_stages - 1))
     assert out.shape[:2] == (2, 1)
@@ -151,6 +156,68 @@ def test_nmnist_net_has_about_6k_weights():
     assert 5000 <= sum(w.numel() for w in weights) <= 7000
 
 
+def _count(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_paper_model_parameter_counts():
+    assert _count(build_model("gesture_net")) == 48_768  # weights + BN scale/shift (the paper's authors' net)
+    assert _count(build_model("resnet19", num_classes=10)) == 12_569_226
+    assert build_model("vgg14", width=1 / 16).num_stages == 13
+    assert build_model("vgg14", width=1 / 16, convs_per_stage=2).num_stages == 7
+
+
+def test_gesture_net_is_the_authors_net():
+    net = build_model("gesture_net")
+    assert net.num_stages == 3 and net.input_shape == (2, 128, 128)
+    assert (net.ttm_mode, net.input_ttm_mode) == ("hard", "trim")
+    layout = []
+    for stage in net.stages:
+        row = []
+        for m in stage:
+            if isinstance(m, nn.Conv2d):
+                assert m.kernel_size == (3, 3) and m.padding == (1, 1) and m.bias is None
+                row.append(f"conv{m.in_channels}-{m.out_channels}s{m.stride[0]}")
+            elif isinstance(m, nn.Linear):
+                assert m.bias is None
+                row.append(f"fc{m.in_features}-{m.out_features}")
+            else:
+                row.append({nn.AvgPool2d: "pool", nn.BatchNorm2d: "bn", IF: "if", nn.Flatten: "flat"}[type(m)])
+        layout.append(" ".join(row))
+    assert layout == [
+        "pool conv2-8s2 bn if pool conv8-16s1 bn if",
+        "pool conv16-32s1 bn if pool conv32-32s1 bn if",
+        "flat fc512-64 if",
+    ]
+    assert (net.head.in_features, net.head.out_features, net.head.bias) == (64, 11, None)
+    # trimmed input: frames after the first T_1 do not reach the net
+    torch.manual_seed(0)
+    x = (torch.rand(40, 2, 2, 128, 128) < 0.1).float() * 3
+    later = x.clone()
+    later[5:] = 0
+    with torch.no_grad():
+        out = net(x, time_config=(5, 3, 4))
+        assert torch.equal(out, net(later, time_config=(5, 3, 4)))
+        assert torch.equal(out, net(x[:5], time_config=(5, 3, 4)))
+    with pytest.raises(InputError, match="channels"):
+        build_model("gesture_net", channels=[8, 16, 32])
+
+
+def test_input_ttm_mode_is_kept_by_a_checkpoint(tmp_path):
+    from flexsnn.train import load_model, save_model
+
+    for name, kwargs, mode in [("gesture_net", {"in_size": 32}, "trim"),
+                               ("digits_conv", {"channels": [4, 8], "hidden": 16, "input_ttm_mode": "trim"}, "trim"),
+                               ("nmnist_net", {}, "hard")]:
+        net = build_model(name, **kwargs)
+        assert net.input_ttm_mode == mode and net.model_spec["kwargs"]["input_ttm_mode"] == mode
+        save_model(tmp_path / name, net, {})
+        loaded, config = load_model(tmp_path / name)
+        assert loaded.input_ttm_mode == mode and config["model"]["kwargs"]["input_ttm_mode"] == mode
+    with pytest.raises(InputError, match="input_ttm_mode"):
+        build_model("nmnist_net", input_ttm_mode="first")
+
+
 def test_digits_shapes():
     mlp = build_model("digits_mlp")
     lin = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
@@ -167,6 +234,9 @@ def test_resnet_structure_and_grouping():
     assert [b.residual[0].out_channels for b in blocks] == [8, 8, 8, 16, 16, 16, 32, 32]
     assert all(len(list(stage.children())) >= 1 for stage in r19.stages)
     assert [sum(isinstance(m, BasicBlock) for m in s) for s in r19.stages] == [1] * 8
+    # the authors' head: global pool -> Linear(512 * width, C), no hidden FC + LIF after the pool
+    assert [type(m) for m in list(r19.stages[-1])[-2:]] == [nn.AdaptiveAvgPool2d, nn.Flatten]
+    assert isinstance(r19.head, nn.Linear) and r19.head.in_features == 32
     r18 = build_model("resnet18", width=1 / 16, group_block_num=3)
     assert [sum(isinstance(m, BasicBlock) for m in s) for s in r18.stages] == [3, 3, 2]
     assert r18.head.in_features == 32
@@ -226,3 +296,34 @@ def test_zoo_uniform_config_equals_stages_without_ttm():
             y = run_time_first(stage, y)
         ref = net.head(y.reshape(6, -1)).reshape(3, 2, 10)
     assert torch.equal(out, ref)
+
+
+def test_gesture_net_deploys_and_the_simulator_matches_time_stepped():
+    import numpy as np
+
+    from flexsnn.data.events import make_events
+    from flexsnn.deploy import EventNet, remove_biases, simulate
+
+    torch.manual_seed(0)
+    net = build_model("gesture_net").double()
+    remove_biases(net)  # BN folded into the convs, biases gone
+    assert not net.has_batchnorm
+    kinds = [type(layer).__name__ for layer in EventNet.from_torch(net).layers]
+    assert kinds == ["SumPool", "Conv", "SumPool", "Conv", "SumPool", "Conv", "SumPool", "Conv",
+                     "Flatten", "Linear", "Linear"]
+    rng = np.random.default_rng(0)
+    with torch.no_grad():  # non-negative dyadic weights (exact sums, no FIFO effects) of gain ~ 2 per layer
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                scale = 8 / 2 ** math.ceil(math.log2(m.weight[0].numel()))
+                m.weight.copy_(torch.as_tensor(rng.integers(0, 8, size=tuple(m.weight.shape)) * scale))
+    n = 40
+    xs, ys, ps = rng.integers(48, 80, n), rng.integers(48, 80, n), rng.integers(0, 2, n)
+    events = make_events(xs, ys, np.arange(n), ps)
+    frames = torch.zeros(n, 1, 2, 128, 128, dtype=torch.float64)  # one event per time step
+    frames[torch.arange(n), 0, torch.as_tensor(ps), torch.as_tensor(ys), torch.as_tensor(xs)] = 1.0
+    with torch.no_grad():
+        stepped = net(frames, time_config=n)  # uniform T = the data's T: every TTM is the identity
+    res = simulate(net, events, (128, 128, 2))
+    assert (res.layer_spikes[:5] > 0).all()  # activity reaches the FC layer, so the comparison means something
+    np.testing.assert_allclose(res.scores, stepped.sum(0)[0].numpy(), rtol=1e-12)

@@ -26,7 +26,7 @@ PAPER = {
     "cifar10dvs_resnet18_mtt.yaml": ("cifar10_dvs", "resnet18", "mtt", 1, 10, 3),
     "ncaltech101_resnet18_mtt.yaml": ("ncaltech101", "resnet18", "mtt", 1, 10, 3),
     "cifar10dvs_vgg9_deploy.yaml": ("cifar10_dvs_128", "vgg9_dvs", "sdt", None, 10, None),
-    "dvsgesture_net_deploy.yaml": ("dvs_gesture", "gesture_net", "sdt", None, 40, None),
+    "dvsgesture_net_deploy.yaml": ("dvs_gesture_128", "gesture_net", "sdt", None, 40, None),
     "nmnist_net_deploy.yaml": ("nmnist", "nmnist_net", "sdt", None, 10, None),
 }
 # bias-removal fine-tune (PAPER.md): stage 1 at T, others from [1, T]; epochs where given

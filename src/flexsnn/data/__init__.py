@@ -1,7 +1,7 @@
 """Datasets, event streams, binning, input encoding and the loaders that serve them to training.
 
 - :func:`make_loaders` / :func:`load_frames` / :func:`dataset_info`: every dataset by name
-  (:data:`DATASETS`: digits_dvs, nmnist, dvs_gesture, cifar10_dvs, cifar10_dvs_128,
+  (:data:`DATASETS`: digits_dvs, nmnist, dvs_gesture, dvs_gesture_128, cifar10_dvs, cifar10_dvs_128,
   ncaltech101, cifar10, cifar100), their DataLoaders and model checks (:mod:`.loaders`).
 - :class:`DigitsDVS`: the embedded default dataset (sklearn digits seen by a simulated DVS).
 - :class:`NMNIST`, :class:`DVSGesture`, :class:`CIFAR10DVS`, :class:`NCaltech101`: real event

@@ -9,6 +9,7 @@ name             input  per sample       classes ``root``
 digits_dvs       frames [T, 2, 34, 34]   10      optional cache folder (embedded, generated)
 nmnist           frames [T, 2, 34, 34]   10      data folder (required), full resolution
 dvs_gesture      frames [T, 2, 32, 32]   11      data folder; 128x128 average-pooled by 4
+dvs_gesture_128  frames [T, 2, 128, 128] 11      data folder; unpooled (the paper's ``gesture_net``)
 cifar10_dvs      frames [T, 2, 32, 32]   10      data folder; 128x128 average-pooled by 4 (paper)
 cifar10_dvs_128  frames [T, 2, 128, 128] 10      data folder; unpooled (vgg9_dvs ``input_pool=4``)
 ncaltech101      frames [T, 2, 45, 60]   101     data folder; 240x180 average-pooled by 4
@@ -188,6 +189,7 @@ register_frame_dataset("digits_dvs", _digits_dvs_frames, version=DIGITS_DVS_VERS
                        num_classes=10)
 _register_event_dataset("nmnist", NMNIST, spatial_factor=1, num_classes=10)
 _register_event_dataset("dvs_gesture", DVSGesture, spatial_factor=4, num_classes=len(DVSGesture.classes))
+_register_event_dataset("dvs_gesture_128", DVSGesture, spatial_factor=1, num_classes=len(DVSGesture.classes))
 _register_event_dataset("cifar10_dvs", CIFAR10DVS, spatial_factor=4, num_classes=len(CIFAR10DVS.classes))
 _register_event_dataset("cifar10_dvs_128", CIFAR10DVS, spatial_factor=1, num_classes=len(CIFAR10DVS.classes))
 _register_event_dataset("ncaltech101", NCaltech101, spatial_factor=4, num_classes=101)

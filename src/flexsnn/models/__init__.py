@@ -6,20 +6,28 @@ name       input        architecture                                            
 digits_mlp frames 2x34  avg-pool 2, Linear 578-256-128 (+BN1d+LIF), head 10     2
 digits_conv frames 2x34 Conv 16/s2, Conv 32/s2, Linear 128 (+BN+LIF), head 10   3
 resnet18   static 3x32  CIFAR ResNet-18 (LIF), one stage per block              8
-resnet19   static 3x32  CIFAR ResNet-19 (LIF), one stage per block              8
-vgg14      static 3x32  13 conv (+BN+LIF) + Linear, 2 convs per stage           7
+resnet19   static 3x32  CIFAR ResNet-19 (LIF), one stage per block, pool + FC   8
+vgg14      static 3x32  13 conv (+BN+LIF) + Linear, one conv per stage          13
 vgg9_dvs   frames 2x32  8 conv + Linear; ``deployable=True``: bias-free IF      4
 nmnist_net frames 2x34  deployable 3 conv + FC (~6k weights)                    2
-gesture_net frames 2x32 deployable 4 conv + FC                                  2
+gesture_net frames 2x128 deployable 4 conv + 2 FC (48,768 parameters), trimmed  3
 ========== ============ ====================================================== =========
+
+The paper's models as its authors build them: ResNet-19 ends global pool -> Linear(512, C)
+(12,569,226 parameters on CIFAR-10), VGG-14 has one stage per conv, and ``gesture_net`` is
+their DVS Gesture net (input trimmed to the first T_1 frames, hard TTMs between stages).
 
 Time-stepped models use ``LIF(v_th=1, decay=0.5, reset="hard")``; deployable ones
 ``IF(v_th=1, reset="subtract", multi_spike=True, v_min=-1)``. Every builder takes
-``neuron={...}`` to override neuron arguments (e.g. ``{"decay": 0.25}``) and ``ttm_mode``;
-ResNets/VGGs take a ``width`` multiplier so tests can build tiny ones.
+``neuron={...}`` to override neuron arguments (e.g. ``{"decay": 0.25}``), ``ttm_mode`` (the
+stage boundaries' TTM) and ``input_ttm_mode`` (frames input -> stage 1; default: ``ttm_mode``,
+``"trim"`` for ``gesture_net``); ResNets/VGGs take a ``width`` multiplier so tests can build
+tiny ones.
 
 :func:`build_model` records ``net.model_spec = {"name": ..., "kwargs": {...}}`` (JSON), from
-which a checkpoint rebuilds the same architecture.
+which a checkpoint rebuilds the same architecture. The kwargs always hold the TTM modes the
+net uses (``ttm_mode``, and ``input_ttm_mode`` for frames input), so a checkpoint keeps its
+temporal protocol even if a builder's default changes.
 """
 from __future__ import annotations
 
@@ -64,6 +72,10 @@ def build_model(name: str, **kwargs: Any) -> StagedNet:
     except (TypeError, ValueError) as exc:
         raise InputError(f"model arguments must be JSON values (numbers, strings, lists, dicts): {exc}") from None
     net = builder(**kwargs)
+    if "ttm_mode" in accepted:
+        spec_kwargs.setdefault("ttm_mode", net.ttm_mode)
+    if "input_ttm_mode" in accepted and net.input_kind == "frames":
+        spec_kwargs.setdefault("input_ttm_mode", net.input_ttm_mode)
     net.model_spec = {"name": name, "kwargs": spec_kwargs}
     return net
 

@@ -2,8 +2,9 @@
 
 Layout ``[T, B, C, H, W]`` inside; static images ``[B, 3, 32, 32]`` are direct-encoded by the
 StagedNet, DVS frames (``in_channels=2, input_kind="frames"``) come as ``[T, B, 2, H, W]``.
-The stem (conv3x3 + BN + LIF) belongs to the first stage and the global average pool (and
-ResNet-19's hidden FC + LIF) to the last; the head is a Linear. A stage is one
+The stem (conv3x3 + BN + LIF) belongs to the first stage and the global average pool to the
+last; the head is a Linear on the pooled features (both nets, as the paper's authors build
+them). A stage is one
 :class:`BasicBlock`, or ``group_block_num`` consecutive blocks (equivalent to drawing one T
 per group of stages in the sampler; use one of the two, not both).
 """
@@ -48,7 +49,6 @@ class BasicBlock(MultiStepModule):
 def _resnet(
     layers: list[tuple[int, int, int]],
     stem: int,
-    fc_hidden: Optional[int],
     num_classes: int,
     in_channels: int,
     input_kind: str,
@@ -56,6 +56,7 @@ def _resnet(
     group_block_num: int,
     neuron: Optional[dict],
     ttm_mode: str,
+    input_ttm_mode: Optional[str],
 ) -> StagedNet:
     num_classes = check_positive_int(num_classes, "num_classes")
     in_channels = check_positive_int(in_channels, "in_channels")
@@ -75,13 +76,8 @@ def _resnet(
     ]
     stages[0] = conv_unit(in_channels, scaled(stem, width), make, bn=True) + stages[0]
     stages[-1] = stages[-1] + [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    features = planes_in
-    if fc_hidden is not None:
-        hidden = scaled(fc_hidden, width)
-        stages[-1] += [nn.Linear(features, hidden), make()]
-        features = hidden
-    return StagedNet(stages, head=nn.Linear(features, num_classes), ttm_mode=ttm_mode,
-                     input_kind=input_kind, input_shape=(in_channels, None, None))
+    return StagedNet(stages, head=nn.Linear(planes_in, num_classes), ttm_mode=ttm_mode,
+                     input_kind=input_kind, input_shape=(in_channels, None, None), input_ttm_mode=input_ttm_mode)
 
 
 def resnet18(
@@ -92,13 +88,16 @@ def resnet18(
     group_block_num: int = 1,
     neuron: Optional[dict] = None,
     ttm_mode: str = "hard",
+    input_ttm_mode: Optional[str] = None,
 ) -> StagedNet:
     """CIFAR ResNet-18: stem 64, blocks [2, 2, 2, 2] x [64, 128, 256, 512] (strides 1, 2, 2, 2).
 
     8 blocks -> ``ceil(8 / group_block_num)`` stages; head Linear(512, num_classes).
+    ``input_ttm_mode`` (frames input): the TTM from the data's T to stage 1's (default
+    ``ttm_mode``; ``"trim"`` feeds the first T_1 frames).
     """
-    return _resnet([(64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2)], 64, None, num_classes,
-                   in_channels, input_kind, width, group_block_num, neuron, ttm_mode)
+    return _resnet([(64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2)], 64, num_classes,
+                   in_channels, input_kind, width, group_block_num, neuron, ttm_mode, input_ttm_mode)
 
 
 def resnet19(
@@ -109,14 +108,16 @@ def resnet19(
     group_block_num: int = 1,
     neuron: Optional[dict] = None,
     ttm_mode: str = "hard",
+    input_ttm_mode: Optional[str] = None,
 ) -> StagedNet:
-    """CIFAR ResNet-19 (tdBN / TET family): stem 128, blocks [3, 3, 2] x [128, 256, 512]
-    (strides 1, 2, 2), global pool, FC 512 -> 256 + LIF, head Linear(256, num_classes).
+    """CIFAR ResNet-19 as the paper's authors build it: stem 128, blocks [3, 3, 2] x
+    [128, 256, 512] (strides 1, 2, 2), global pool, head Linear(512, num_classes) (no hidden
+    FC; 12,569,226 parameters for 10 classes).
 
     8 blocks -> ``ceil(8 / group_block_num)`` stages.
     """
-    return _resnet([(128, 3, 1), (256, 3, 2), (512, 2, 2)], 128, 256, num_classes,
-                   in_channels, input_kind, width, group_block_num, neuron, ttm_mode)
+    return _resnet([(128, 3, 1), (256, 3, 2), (512, 2, 2)], 128, num_classes,
+                   in_channels, input_kind, width, group_block_num, neuron, ttm_mode, input_ttm_mode)
 
 
 __all__ = ["BasicBlock", "resnet18", "resnet19"]

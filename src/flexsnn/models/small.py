@@ -23,6 +23,7 @@ def digits_mlp(
     bn: bool = True,
     neuron: Optional[dict] = None,
     ttm_mode: str = "hard",
+    input_ttm_mode: Optional[str] = None,
 ) -> StagedNet:
     """MLP on frames ``[T, B, C, H, W]``: ``len(hidden)`` stages, output ``[T_last, B, num_classes]``.
 
@@ -46,7 +47,7 @@ def digits_mlp(
         stages.append(layers)
         features = width
     return StagedNet(stages, head=nn.Linear(features, num_classes), ttm_mode=ttm_mode,
-                     input_kind="frames", input_shape=(c, h, w))
+                     input_kind="frames", input_shape=(c, h, w), input_ttm_mode=input_ttm_mode)
 
 
 def digits_conv(
@@ -57,6 +58,7 @@ def digits_conv(
     bn: bool = True,
     neuron: Optional[dict] = None,
     ttm_mode: str = "hard",
+    input_ttm_mode: Optional[str] = None,
 ) -> StagedNet:
     """Conv net on frames ``[T, B, C, H, W]``: ``len(channels) + 1`` stages.
 
@@ -80,4 +82,4 @@ def digits_conv(
     last.append(make())
     stages.append(last)
     return StagedNet(stages, head=nn.Linear(hidden, num_classes), ttm_mode=ttm_mode,
-                     input_kind="frames", input_shape=check_in_shape(in_shape))
+                     input_kind="frames", input_shape=check_in_shape(in_shape), input_ttm_mode=input_ttm_mode)

@@ -1,8 +1,9 @@
 """Spiking VGGs: ``vgg14`` (static CIFAR images) and ``vgg9_dvs`` (CIFAR10-DVS frames).
 
 Every conv is conv3x3 (padding 1) + BN + neuron; pooling is AvgPool2d(2); the classifier head
-is a single Linear on the flattened last feature map. A stage is ``convs_per_stage`` (default
-2, PAPER.md) consecutive convs with their pooling. Layout ``[T, B, C, H, W]`` inside.
+is a single Linear on the flattened last feature map. A stage is ``convs_per_stage``
+consecutive convs with their pooling: VGG-14 defaults to one stage per conv (13 stages, as
+the paper's authors split it), VGG-9 to two convs per stage. Layout ``[T, B, C, H, W]`` inside.
 """
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ def vgg14(
     in_size: int = 32,
     input_kind: str = "static",
     width: float = 1.0,
-    convs_per_stage: int = 2,
+    convs_per_stage: int = 1,
     neuron: Optional[dict] = None,
     ttm_mode: str = "hard",
+    input_ttm_mode: Optional[str] = None,
 ) -> StagedNet:
-    """VGG-14 on ``[B, 3, in_size, in_size]`` images: 13 convs in 7 stages (2, 2, 2, 2, 2, 2, 1
-    convs), 5 avg-pools, head Linear(512 * (in_size/32)^2, num_classes)."""
+    """VGG-14 on ``[B, 3, in_size, in_size]`` images: 13 convs, one stage each by default
+    (``convs_per_stage=2`` gives 7 stages of 2, 2, 2, 2, 2, 2, 1 convs), 5 avg-pools, head
+    Linear(512 * (in_size/32)^2, num_classes)."""
     num_classes = check_positive_int(num_classes, "num_classes")
     in_channels = check_positive_int(in_channels, "in_channels")
     in_size = check_positive_int(in_size, "in_size")
@@ -41,7 +44,8 @@ def vgg14(
                                        convs_per_stage, check_width(width))
     stages[-1].append(nn.Flatten())
     return StagedNet(stages, head=nn.Linear(c * size * size, num_classes), ttm_mode=ttm_mode,
-                     input_kind=input_kind, input_shape=(in_channels, in_size, in_size))
+                     input_kind=input_kind, input_shape=(in_channels, in_size, in_size),
+                     input_ttm_mode=input_ttm_mode)
 
 
 def vgg9_dvs(
@@ -55,6 +59,7 @@ def vgg9_dvs(
     convs_per_stage: int = 2,
     neuron: Optional[dict] = None,
     ttm_mode: str = "hard",
+    input_ttm_mode: Optional[str] = None,
 ) -> StagedNet:
     """VGG-9 on frames ``[T, B, 2, in_size, in_size]``: 8 convs in 4 stages, 4 avg-pools.
 
@@ -82,7 +87,7 @@ def vgg9_dvs(
     stages[-1].append(nn.Flatten())
     head = nn.Linear(c * size * size, num_classes, bias=not deployable)
     return StagedNet(stages, head=head, ttm_mode=ttm_mode, input_kind="frames",
-                     input_shape=(in_channels, in_size, in_size))
+                     input_shape=(in_channels, in_size, in_size), input_ttm_mode=input_ttm_mode)
 
 
 __all__ = ["VGG14_CFG", "VGG9_CFG", "vgg14", "vgg9_dvs"]
