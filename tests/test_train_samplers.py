@@ -69,3 +69,15 @@ def test_factory_roundtrip_and_errors():
         NMTSampler(5, 2)
     with pytest.raises(InputError, match="t_min must be a positive integer"):
         MTTSampler(0, 3)
+
+
+def test_mtt_without_a_pin_draws_every_stage_including_the_first():
+    rng = random.Random(3)
+    per_stage = [Counter() for _ in range(3)]
+    for _ in range(300):
+        for cfg in MTTSampler(1, 10).sample(rng, 3):
+            for stage, t in enumerate(cfg):
+                per_stage[stage][t] += 1
+    assert all(set(c) == set(range(1, 11)) for c in per_stage)  # stage 1 too: the input is not a stage
+    pinned = MTTSampler(1, 10, first_stage_t=10).sample(random.Random(3), 3)
+    assert [cfg[0] for cfg in pinned] == [10, 10, 10] and len({cfg[1:] for cfg in pinned}) > 1

@@ -7,8 +7,14 @@ stage) that a training iteration forwards the same batch with:
 - NMT (naive mixture training): one config, one random T in [t_min, t_max] for the whole net.
 - MTT (mixed time-step training): ``sample_num`` configs, each stage's T drawn uniformly
   from [t_min, t_max]; ``group_block_num`` consecutive stages share a draw; optionally the
-  first stage is pinned to the input's T (the event-driven recipe: others drawn from
-  [T - L, T + R]).
+  first stage is pinned (``first_stage_t``).
+
+A TimeConfig holds the stages' T only. The input's T is the data's (frames binned at T), and
+the net's input TTM maps it to the drawn T_1, so "the input pinned at T, every stage drawn
+from [T - L, T + R]" (the paper's authors' event-driven fine-tune) is an MTTSampler over
+[T - L, T + R] with no pin, fed frames binned at T (see
+:func:`flexsnn.deploy.deployment_sampler`). ``first_stage_t = T`` keeps stage 1 at T too,
+so only the later stages are drawn (one stage fewer is mixed).
 
 Samplers take a ``random.Random`` so that every rank of a distributed run, seeded alike,
 draws the same configs.
@@ -64,7 +70,10 @@ class NMTSampler:
 
 @dataclass(frozen=True)
 class MTTSampler:
-    """Mixed time-step training: ``sample_num`` per-stage configs per iteration."""
+    """Mixed time-step training: ``sample_num`` per-stage configs per iteration.
+
+    ``first_stage_t``: ``None`` (default) draws every stage; an int pins stage 1 to it.
+    """
 
     t_min: int
     t_max: int
