@@ -20,13 +20,13 @@ def tiny_loaders():
 
 @pytest.fixture
 def base_run(tmp_path, monkeypatch):
-    import flexsnn.workflow as workflow
-    from flexsnn.workflow import RunSpec, train_run
+    import flexsnn.runs.deploy as run_deploy
+    from flexsnn.runs import RunSpec, train_run
 
     spec = RunSpec(model="nmnist_net", model_kwargs=MODEL_KW, method="sdt", t_min=1, t_max=4, epochs=1,
                    batch_size=16, calib_batches=2)
     train_run(spec, tmp_path / "base", progress=False, loaders=tiny_loaders())
-    monkeypatch.setattr(workflow, "build_loaders", lambda spec, shuffle_seed=None: tiny_loaders())
+    monkeypatch.setattr(run_deploy, "build_loaders", lambda spec, shuffle_seed=None: tiny_loaders())
     return tmp_path / "base"
 
 
@@ -50,8 +50,9 @@ def one_line_error(capsys, argv, expected):
 
 
 def test_prepare_simulate_export(base_run, tmp_path, capsys, monkeypatch):
-    import flexsnn.deploy.compare as compare
-    from flexsnn.deploy import from_nir, load_deployed
+    import flexsnn.cli.deploy_cmd as deploy_cmd
+    from flexsnn.deploy import from_nir
+    from flexsnn.runs import load_deployed
 
     for method in ("sdt", "mtt"):
         assert main(["deploy", "prepare", "--run", str(base_run), "--out", str(tmp_path / method), "--method", method,
@@ -59,7 +60,7 @@ def test_prepare_simulate_export(base_run, tmp_path, capsys, monkeypatch):
         out = capsys.readouterr().out
         assert "time-stepped accuracy at T=4 (bias-free)" in out
 
-    monkeypatch.setattr(compare, "load_event_split", fake_event_split)
+    monkeypatch.setattr(deploy_cmd, "load_event_split", fake_event_split)
     assert main(["deploy", "simulate", "--run", str(tmp_path / "sdt"), "--run", str(tmp_path / "mtt"),
                  "--max-samples", "5", "--threads", "1", "--quiet", "--out", str(tmp_path / "sim")]) == 0
     out = capsys.readouterr().out

@@ -5,9 +5,9 @@ import json
 import pytest
 from torch.utils.data import DataLoader
 
-import flexsnn.workflow as workflow
+import flexsnn.runs.evaluate as run_evaluate
 from flexsnn.cli import main
-from flexsnn.workflow import RunSpec, train_run
+from flexsnn.runs import RunSpec, train_run
 
 from conftest import make_frame_loaders
 
@@ -29,22 +29,7 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture
 def synthetic_data(monkeypatch, tiny_run):
     # the CLI builds the run's loaders from its spec: hand it the tiny synthetic ones instead
-    monkeypatch.setattr(workflow, "build_loaders", lambda spec, shuffle_seed=None: tiny_run[1])
-
-
-@pytest.fixture(autouse=True)
-def _early_exit_verb(monkeypatch):
-    # `early-exit` is an optional verb: make sure the parser has it even where the CLI's list lacks it
-    import flexsnn.cli as cli
-    from flexsnn.cli import early_exit_cmd
-
-    listed = cli._optional_verbs
-
-    def verbs():
-        found = list(listed())
-        return found if early_exit_cmd in found else [*found, early_exit_cmd]
-
-    monkeypatch.setattr(cli, "_optional_verbs", verbs)
+    monkeypatch.setattr(run_evaluate, "build_loaders", lambda spec, shuffle_seed=None: tiny_run[1])
 
 
 @pytest.mark.parametrize("verb", ["search", "early-exit"])

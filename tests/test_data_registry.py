@@ -27,7 +27,7 @@ from flexsnn.errors import DatasetNotFoundError
 from flexsnn.data.image_datasets import CIFAR10_MEAN, CIFAR10_STD
 from flexsnn.errors import InputError
 from flexsnn.models import MODELS, build_model
-from flexsnn.workflow import RunSpec, build_loaders
+from flexsnn.runs import RunSpec, build_loaders
 
 from test_data_event_datasets import write_atis
 from test_data_image_datasets import fake_image, write_cifar10

@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from conftest import make_frame_loaders
-from flexsnn.deploy import check_bias_free, deployment_sampler, finetune_bias_free, load_deployed, prepare_deployment
+from flexsnn.deploy import check_bias_free, deployment_sampler, finetune_bias_free
+from flexsnn.runs import load_deployed, load_run, prepare_deployment
 from flexsnn.errors import CheckpointError, ConfigError, InputError
-from flexsnn.train import MTTSampler, SDTSampler, TrainOptions
+from flexsnn.train import MTTSampler, SDTSampler, TrainOptions, load_model
 
 SHAPE = (2, 8, 8)
 MODEL_KW = {"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]}
@@ -79,7 +80,7 @@ def test_finetune_keeps_biases_zero_and_trains_weights(method):
 
 
 def _base_run(tmp_path, loaders):
-    from flexsnn.workflow import RunSpec, train_run
+    from flexsnn.runs import RunSpec, train_run
 
     spec = RunSpec(model="nmnist_net", model_kwargs=MODEL_KW, method="sdt", t_min=1, t_max=4, epochs=1,
                    batch_size=16, calib_batches=2)
@@ -101,6 +102,10 @@ def test_prepare_and_load_deployed_round_trip(tmp_path):
     model.eval(), loaded.eval()
     assert torch.equal(model(x, time_config=4), loaded(x, time_config=4))
     assert cfg["deploy"]["source_run"] == str(run)
+    # load_run picks the deployed loader by itself; the plain loader refuses a deployed folder
+    assert torch.equal(load_run(tmp_path / "mtt")[0].eval()(x, time_config=4), loaded(x, time_config=4))
+    with pytest.raises(CheckpointError, match="is a deployed run.*flexsnn.runs.load_run"):
+        load_model(tmp_path / "mtt")
     # refuses to overwrite, to re-deploy a deployed run, and to load a plain run as deployed
     with pytest.raises(CheckpointError, match="already holds a run"):
         prepare_deployment(run, tmp_path / "mtt", epochs=1, progress=False, loaders=loaders)

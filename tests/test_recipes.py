@@ -13,7 +13,7 @@ import yaml
 from flexsnn.cli import main
 from flexsnn.cli.train_cmd import load_config_file
 from flexsnn.errors import ConfigError
-from flexsnn.workflow import RunSpec, train_run
+from flexsnn.runs import RunSpec, train_run
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 ALL = sorted(p.name for p in RECIPES.glob("*.yaml"))

@@ -22,7 +22,7 @@ from flexsnn.errors import CheckpointError, ConfigError
 from flexsnn.train.checkpoint import CHECKPOINT_FILE
 from flexsnn.train.loop import TrainOptions, fit
 from flexsnn.train.samplers import MTTSampler
-from flexsnn.workflow import prepare_run_dir
+from flexsnn.runs import prepare_run_dir
 from test_train_loop import NoisyFrames, TinyStaged
 
 TESTS = Path(__file__).resolve().parent

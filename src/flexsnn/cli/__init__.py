@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from flexsnn import __version__
+from flexsnn.cli import deploy_cmd, demo_cmd, early_exit_cmd, evaluate_cmd, search_cmd, train_cmd
 from flexsnn.errors import FlexSNNError
 from flexsnn.runtime import tune_cpu_allocator
 
@@ -28,9 +29,11 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from flexsnn.cli import demo_cmd, evaluate_cmd, train_cmd
+# One module per verb, each with ``register(subparsers)``, in the order `flexsnn --help` lists them.
+VERBS = (train_cmd, evaluate_cmd, demo_cmd, deploy_cmd, search_cmd, early_exit_cmd)
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="flexsnn",
         description="Train temporally flexible spiking neural networks (MTT + TTM), evaluate "
@@ -40,21 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"flexsnn {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for module in (train_cmd, evaluate_cmd, demo_cmd, *_optional_verbs()):
+    for module in VERBS:
         module.register(sub)
     return parser
-
-
-def _optional_verbs():
-    """Verbs living in modules that may be absent from a partial install."""
-    import importlib
-
-    for name in ("flexsnn.cli.deploy_cmd", "flexsnn.cli.search_cmd", "flexsnn.cli.early_exit_cmd"):
-        try:
-            yield importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
 
 
 def one_line(message: str) -> str:

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from flexsnn.cli.common import HelpFormatter, positive_int
 from flexsnn.errors import CheckpointError
+from flexsnn.evaluate import format_table, plot_accuracy_vs_t, write_results
+from flexsnn.models import build_model
+from flexsnn.runs import RunSpec, build_loaders, compare_deployment, evaluate_run, train_run
 
 EXAMPLES = """examples:
   flexsnn demo --out runs/demo
@@ -52,9 +55,6 @@ def mixed_configs(num_stages: int, t_max: int) -> list[tuple[int, ...]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flexsnn.evaluate import format_table, plot_accuracy_vs_t, write_results
-    from flexsnn.workflow import RunSpec, build_loaders, evaluate_run, train_run
-
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
@@ -75,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{method.upper()}] trained in {time.perf_counter() - t0:.0f} s")
 
     print(f"evaluating at T = 1..{args.t_max} and at mixed per-stage configs")
-    from flexsnn.models import build_model
-
     mixed = mixed_configs(build_model(args.model).num_stages, args.t_max)
 
     def evaluate(method: str, calibration: str) -> dict:
@@ -104,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
           f"({100 * (results['mtt'][t_small] - results['sdt'][t_small]):+.2f} points), "
           f"SDT with per-T calibration {100 * sdt_calibrated['uniform'][t_small]:.2f}")
     if args.deploy:
-        from flexsnn.deploy import compare_deployment
-
         print("\nevent-driven deployment: nmnist_net (IF, multi-spike, bias-free) on the digits events")
         comparison = compare_deployment(out / "deploy", t=10, base_epochs=args.deploy_epochs,
                                         finetune_epochs=args.deploy_epochs, seed=args.seed,

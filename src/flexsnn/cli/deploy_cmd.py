@@ -13,6 +13,12 @@ import argparse
 from pathlib import Path
 
 from flexsnn.cli.common import HelpFormatter, positive_int
+from flexsnn.data import DigitsDVS
+from flexsnn.deploy import evaluate_deployment, to_nir
+from flexsnn.deploy.compare import format_deployment_table
+from flexsnn.errors import InputError
+from flexsnn.io import atomic_write, write_json
+from flexsnn.runs import compare_deployment, load_deployed, load_event_split, prepare_deployment, resolve_device
 
 EXAMPLES = """examples:
   flexsnn train --model nmnist_net --method sdt --t-max 10 --epochs 6 --out runs/base
@@ -83,10 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from flexsnn.deploy.finetune import prepare_deployment
-
     if args.resume and args.overwrite:
-        raise _input_error("--resume and --overwrite exclude each other")
+        raise InputError("--resume and --overwrite exclude each other")
     print(f"bias removal + {args.method.upper()} fine-tune of {args.run} for {args.epochs} epochs -> {args.out}")
     _, config = prepare_deployment(
         args.run, args.out, method=args.method, t=args.t, t_left=args.t_left, t_right=args.t_right,
@@ -99,22 +103,11 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _input_error(message: str):
-    from flexsnn.errors import InputError
-
-    return InputError(message)
-
-
 def run_simulate(args: argparse.Namespace) -> int:
-    from flexsnn.deploy.compare import compare_deployment, evaluate_deployment, format_deployment_table, load_event_split
-    from flexsnn.deploy.finetune import load_deployed
-    from flexsnn.io import write_json
-    from flexsnn.workflow import resolve_device
-
     resolve_device(args.device)
     if not args.run:
         if args.out is None:
-            raise _input_error("give deployed runs with --run, or --out to run the whole SDT vs MTT experiment")
+            raise InputError("give deployed runs with --run, or --out to run the whole SDT vs MTT experiment")
         result = compare_deployment(
             args.out, dataset=args.dataset, model=args.model, t=args.t or 10, base_epochs=args.base_epochs,
             finetune_epochs=args.finetune_epochs, seed=args.seed, device=args.device, base_run=args.base_run,
@@ -149,16 +142,12 @@ def _shape_arg(text: str) -> tuple[int, int, int]:
     except ValueError:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
-        raise _input_error(f"--input-shape must be C,H,W positive integers like 2,34,34; got {text!r}")
+        raise InputError(f"--input-shape must be C,H,W positive integers like 2,34,34; got {text!r}")
     return shape  # type: ignore[return-value]
 
 
 def run_export(args: argparse.Namespace) -> int:
     import nir
-
-    from flexsnn.deploy.finetune import load_deployed
-    from flexsnn.deploy.nir import to_nir
-    from flexsnn.io import atomic_write
 
     model, config = load_deployed(args.run)
     if args.input_shape is not None:
@@ -176,8 +165,6 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _dataset_input_shape(dataset: str) -> tuple[int, int, int]:
     if dataset == "digits_dvs":
-        from flexsnn.data import DigitsDVS
-
         w, h, p = DigitsDVS.sensor_size
         return (p, h, w)
-    raise _input_error(f"cannot infer the input shape of dataset {dataset!r}; pass --input-shape C,H,W")
+    raise InputError(f"cannot infer the input shape of dataset {dataset!r}; pass --input-shape C,H,W")

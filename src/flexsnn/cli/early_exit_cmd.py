@@ -12,6 +12,9 @@ import argparse
 from pathlib import Path
 
 from flexsnn.cli.common import HelpFormatter, positive_int, time_config_arg
+from flexsnn.evaluate.early_exit import DEFAULT_THRESHOLDS, plot_early_exit, write_early_exit_csv
+from flexsnn.io import write_json
+from flexsnn.runs import early_exit_run
 
 EXAMPLES = """examples:
   flexsnn early-exit --run runs/mtt
@@ -37,14 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flexsnn.evaluate.early_exit import (
-        DEFAULT_THRESHOLDS,
-        early_exit_run,
-        plot_early_exit,
-        write_early_exit_csv,
-    )
-    from flexsnn.io import write_json
-
     cfg = args.config[0] if args.config is not None and len(args.config) == 1 else args.config
     result = early_exit_run(args.run, cfg, args.thresholds or DEFAULT_THRESHOLDS, args.calib_batches,
                             args.max_batches, args.device, rebinned=args.rebinned)

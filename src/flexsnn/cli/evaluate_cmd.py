@@ -6,6 +6,10 @@ import csv
 from pathlib import Path
 
 from flexsnn.cli.common import HelpFormatter, positive_int, time_config_arg
+from flexsnn.evaluate import format_table, plot_accuracy_vs_t, write_results
+from flexsnn.io import atomic_write
+from flexsnn.runs import evaluate_run
+from flexsnn.runs.evaluate import CALIBRATIONS
 
 EXAMPLES = """examples:
   flexsnn evaluate --run runs/mtt                      # T = 1..t_max
@@ -21,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=time_config_arg, action="append", default=[],
                    help="a per-stage TimeConfig like 6,1,3 (repeatable)")
     p.add_argument("--calib-batches", type=positive_int, default=None, help="BN calibration batches (default: the run's)")
-    p.add_argument("--calibration", choices=["per_config", "t_max", "none"], default="per_config",
+    p.add_argument("--calibration", choices=CALIBRATIONS, default="per_config",
                    help="BN statistics: re-estimated at every evaluated config, once at t_max, "
                         "or the run's saved ones")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -31,10 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flexsnn.evaluate import format_table, plot_accuracy_vs_t, write_results
-    from flexsnn.io import atomic_write
-    from flexsnn.workflow import evaluate_run
-
     result = evaluate_run(args.run, args.t, args.config, device=args.device,
                           calib_batches=args.calib_batches, progress=not args.quiet,
                           calibration=args.calibration)

@@ -13,6 +13,10 @@ import argparse
 from pathlib import Path
 
 from flexsnn.cli.common import HelpFormatter, positive_int
+from flexsnn.evaluate.pareto import COSTS, STRATEGIES, plot_pareto, write_search_csv
+from flexsnn.io import write_json
+from flexsnn.runs import search_run
+from flexsnn.runs.evaluate import SPLITS
 
 EXAMPLES = """examples:
   flexsnn search --run runs/mtt                              # T in [t_min, t_max] of the run
@@ -22,8 +26,6 @@ then: flexsnn evaluate --run runs/mtt --config 6,2,3   (the chosen config it pri
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from flexsnn.evaluate.pareto import COSTS, SPLITS, STRATEGIES
-
     p = sub.add_parser("search", help="Pareto search of per-stage TimeConfigs (accuracy vs synaptic ops)",
                        description=__doc__, epilog=EXAMPLES, formatter_class=HelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="run folder written by `flexsnn train`")
@@ -46,9 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flexsnn.evaluate.pareto import plot_pareto, search_run, write_search_csv
-    from flexsnn.io import write_json
-
     found = search_run(args.run, args.t_min, args.t_max, args.strategy, args.max_evals, args.cost, args.split,
                        args.budget, args.calib_batches, args.max_batches, args.device, args.seed,
                        progress=not args.quiet)

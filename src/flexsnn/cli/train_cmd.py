@@ -7,6 +7,10 @@ from pathlib import Path
 
 from flexsnn.cli.common import HelpFormatter, positive_int
 from flexsnn.errors import ConfigError
+from flexsnn.evaluate import format_table, write_results
+from flexsnn.evaluate.final_report import write_final_report
+from flexsnn.runs import RunSpec, evaluate_run, resolve_device, train_run
+from flexsnn.train.distributed import cleanup_distributed, init_distributed
 
 EXAMPLES = """examples:
   flexsnn train --method mtt --t-min 1 --t-max 6 --epochs 10 --out runs/mtt
@@ -102,9 +106,7 @@ def load_config_file(path: Path, smoke: bool = False) -> dict:
     return options
 
 
-def spec_from_args(args: argparse.Namespace):
-    from flexsnn.workflow import RunSpec
-
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if getattr(args, "smoke", False) and not args.config:
         raise ConfigError("--smoke needs --config RECIPE.yaml (it applies the recipe's `smoke:` overrides)")
     options = load_config_file(args.config, smoke=getattr(args, "smoke", False)) if args.config else {}
@@ -115,11 +117,6 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from flexsnn.evaluate import format_table, write_results
-    from flexsnn.evaluate.final_report import write_final_report
-    from flexsnn.train.distributed import cleanup_distributed, init_distributed
-    from flexsnn.workflow import evaluate_run, resolve_device, train_run
-
     spec = spec_from_args(args)
     resolve_device(spec.device)
     info = init_distributed(spec.device)  # joins torchrun's group; a no-op otherwise

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from flexsnn.data.image_datasets import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, Normalize
 from flexsnn.errors import InputError, check_choice, check_positive_int, check_probability
 
 Array = Any  # numpy.ndarray or torch.Tensor
@@ -390,8 +391,6 @@ def cifar_train_transform(dataset: str = "cifar10", autoaugment: bool = False, c
     """The usual CIFAR training pipeline on a uint8 ``[3, 32, 32]`` image -> float32 tensor:
     [AutoAugment] -> RandomCrop(32, padding 4) -> RandomHorizontalFlip -> Normalize -> [Cutout
     (16 px for CIFAR-10, 8 for CIFAR-100)]."""
-    from flexsnn.data.image_datasets import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, Normalize
-
     check_choice(dataset, "dataset", ("cifar10", "cifar100"))
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if dataset == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
     steps: list[Callable] = [CIFAR10AutoAugment()] if autoaugment else []

@@ -55,6 +55,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 from flexsnn.data.augment import augment_frames_batch, cifar_train_transform
 from flexsnn.data.cache import cached_arrays, count_dtype
 from flexsnn.data.digits_dvs import GENERATOR_VERSION as DIGITS_DVS_VERSION
+from flexsnn.data.digits_dvs import DigitsDVS
 from flexsnn.data.event_datasets import CIFAR10DVS, NMNIST, DVSGesture, NCaltech101
 from flexsnn.data.frames import bin_event_dataset
 from flexsnn.data.image_datasets import CIFAR10, CIFAR100
@@ -160,8 +161,6 @@ def dataset_info(name: str) -> DatasetInfo:
 # ----------------------------------------------------------------------------- registrations
 
 def _digits_dvs_frames(split: str, n_time_bins: int, root) -> tuple[np.ndarray, np.ndarray]:
-    from flexsnn.data.digits_dvs import DigitsDVS
-
     return bin_event_dataset(DigitsDVS(root=root, train=split == "train"), n_time_bins)
 
 

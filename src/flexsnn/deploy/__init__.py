@@ -23,19 +23,13 @@ from flexsnn.deploy.bias_removal import (  # noqa: E402
     strip_batchnorm,
     zero_biases,
 )
-from flexsnn.deploy.compare import (  # noqa: E402
-    DeploymentComparison,
-    DeploymentMetrics,
-    compare_deployment,
-    evaluate_deployment,
-    spike_count_divergence,
-)
-from flexsnn.deploy.finetune import deployment_sampler, finetune_bias_free, load_deployed, prepare_deployment  # noqa: E402
+from flexsnn.deploy.compare import DeploymentMetrics, evaluate_deployment, spike_count_divergence  # noqa: E402
+from flexsnn.deploy.finetune import deployment_sampler, finetune_bias_free  # noqa: E402
 from flexsnn.deploy.nir import PROFILES, Profile, SumPool2d, from_nir, read_nir, to_nir, write_nir  # noqa: E402
 
 __all__ += [
     "check_bias_free", "fold_batchnorm", "freeze_biases", "remove_biases", "strip_batchnorm", "zero_biases",
-    "DeploymentComparison", "DeploymentMetrics", "compare_deployment", "evaluate_deployment",
-    "spike_count_divergence", "deployment_sampler", "finetune_bias_free", "load_deployed", "prepare_deployment",
+    "DeploymentMetrics", "evaluate_deployment", "spike_count_divergence", "deployment_sampler",
+    "finetune_bias_free",
     "SumPool2d", "from_nir", "to_nir", "read_nir", "write_nir", "Profile", "PROFILES",
 ]

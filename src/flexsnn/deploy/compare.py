@@ -17,27 +17,28 @@ changes the scores. In the time-stepped run the same neuron runs on the readout'
 per step. The index i runs over (sample, class): the counts of all samples are summed
 before dividing, so samples with few spikes cannot blow the ratio up.
 
-:func:`compare_deployment` is the whole experiment on the default data (the demo and
-``flexsnn deploy simulate`` use it): train a deployable model time-stepped with SDT at
-``T``, run the bias-removal fine-tune with SDT and with MTT, and measure both.
+The whole experiment on run folders (train, fine-tune with SDT and MTT, measure both) is
+:func:`flexsnn.runs.compare_deployment`.
 """
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from flexsnn.data import to_frames
+from flexsnn.deploy.eventnet import EventNet
+from flexsnn.deploy.simulator import simulate
 from flexsnn.errors import InputError, check_positive_int
+from flexsnn.neurons import IF
 
 __all__ = [
-    "DeploymentMetrics", "DeploymentComparison", "spike_count_divergence", "time_stepped_outputs",
-    "evaluate_deployment", "compare_deployment", "load_event_split", "format_deployment_table",
+    "DeploymentMetrics", "spike_count_divergence", "time_stepped_outputs", "evaluate_deployment",
+    "format_deployment_table",
 ]
 
 
@@ -63,8 +64,6 @@ def spike_count_divergence(s0: Any, s: Any) -> float:
 
 
 def _counting_neuron(net) -> nn.Module:
-    from flexsnn.neurons import IF
-
     spec = net.output_neuron
     if spec.tau is not None:
         raise InputError("the readout's counting neuron leaks (tau set); expected an IF counting neuron")
@@ -84,8 +83,6 @@ def time_stepped_outputs(
     input (sum over time of the model output) and the spike counts of ``counting_neuron``
     (default: the deployment IF) driven by the per-step output.
     """
-    from flexsnn.neurons import IF
-
     was_training = model.training
     model.eval()
     try:
@@ -134,10 +131,6 @@ def evaluate_deployment(
     events: one Tonic-style structured array (x, y, t, p) per sample; labels: one int each.
     The model must already be bias-free (no BatchNorm, zero biases), else InputError.
     """
-    from flexsnn.data import to_frames
-    from flexsnn.deploy.eventnet import EventNet
-    from flexsnn.deploy.simulator import simulate
-
     t = check_positive_int(t, "t")
     batch_size = check_positive_int(batch_size, "batch_size")
     if len(events) == 0 or len(events) != len(labels):
@@ -188,130 +181,3 @@ def format_deployment_table(rows: Sequence[DeploymentMetrics]) -> str:
             f"{100 * r.sd:>8.2f}%{100 * r.agreement:>7.1f}%{r.synops_per_sample:>15,.0f}{r.events_per_second:>12,.0f}"
         )
     return "\n".join(lines)
-
-
-def load_event_split(dataset: str, split: str = "test", root: str | None = None,
-                     max_samples: int | None = None) -> tuple[list[np.ndarray], list[int], tuple[int, int, int]]:
-    """Event streams, labels and sensor size of a split of a Tonic-style event dataset.
-
-    ``digits_dvs`` is the embedded default; other names are looked up in
-    :mod:`flexsnn.data.event_datasets` (they need their files on disk).
-    """
-    if split not in ("train", "test"):
-        raise InputError(f"split must be 'train' or 'test', got {split!r}")
-    if dataset == "digits_dvs":
-        from flexsnn.data import DigitsDVS
-
-        ds = DigitsDVS(root=root, train=split == "train")
-    else:
-        ds = _other_event_dataset(dataset, split, root)
-    n = len(ds) if max_samples is None else min(len(ds), check_positive_int(max_samples, "max_samples"))
-    events, labels = [], []
-    for i in range(n):
-        ev, y = ds[i]
-        events.append(ev)
-        labels.append(int(y))
-    return events, labels, tuple(ds.sensor_size)
-
-
-def _other_event_dataset(dataset: str, split: str, root: str | None):
-    try:
-        from flexsnn.data import event_datasets as mod
-    except ImportError:  # pragma: no cover - partial install
-        mod = None
-    registry = getattr(mod, "EVENT_DATASETS", None) or getattr(mod, "DATASETS", None) or {}
-    if dataset not in registry:
-        choices = ["digits_dvs", *sorted(registry)]
-        raise InputError(f"dataset must be one of {', '.join(map(repr, choices))}, got {dataset!r}")
-    cls = registry[dataset]
-    try:
-        return cls(root=root, train=split == "train")
-    except TypeError:
-        return cls(root, train=split == "train")
-
-
-@dataclass
-class DeploymentComparison:
-    """Result of :func:`compare_deployment`: one :class:`DeploymentMetrics` per fine-tune method."""
-
-    rows: list[DeploymentMetrics]
-    base_accuracy: float  # the SDT-trained model with biases/BN, time-stepped at T
-    bias_removed_accuracy: float  # after bias removal, before any fine-tune
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def format_table(self) -> str:
-        return format_deployment_table(self.rows)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"rows": [r.as_dict() for r in self.rows], "base_accuracy": self.base_accuracy,
-                "bias_removed_accuracy": self.bias_removed_accuracy, "config": self.config}
-
-
-def compare_deployment(
-    out: str | Path,
-    dataset: str = "digits_dvs",
-    model: str = "nmnist_net",
-    t: int = 10,
-    base_epochs: int = 6,
-    finetune_epochs: int = 3,
-    methods: Sequence[str] = ("sdt", "mtt"),
-    seed: int = 1000,
-    device: str = "cpu",
-    base_run: str | Path | None = None,
-    max_test_samples: int | None = None,
-    base_lr: float = 0.1,
-    finetune_lr: float = 0.01,
-    batch_size: int = 64,
-    data_root: str | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> DeploymentComparison:
-    """The event-driven comparison on ``dataset`` (default: the embedded DigitsDVS events).
-
-    1. Base model: ``base_run`` (a run folder) or a new time-stepped SDT run of ``model`` at
-       ``t`` for ``base_epochs`` (written to ``out/base``).
-    2. For each method in ``methods``: a copy of the base goes through bias removal and the
-       bias-free fine-tune (``finetune_epochs``; MTT: first stage at ``t``, others from
-       [1, t]), written to ``out/deploy_<method>``.
-    3. Each fine-tuned model is measured by :func:`evaluate_deployment` on the test split's
-       events. Writes ``out/deploy_results.json`` and returns the comparison.
-    """
-    from flexsnn.deploy.bias_removal import remove_biases
-    from flexsnn.deploy.finetune import prepare_deployment
-    from flexsnn.evaluate import accuracy_at
-    from flexsnn.io import write_json
-    from flexsnn.train import load_model
-    from flexsnn.workflow import RunSpec, build_loaders, train_run
-
-    t = check_positive_int(t, "t")
-    out = Path(out)
-    start = time.perf_counter()
-    spec = RunSpec(dataset=dataset, model=model, method="sdt", t_min=1, t_max=t, epochs=base_epochs, seed=seed,
-                   device=device, lr=base_lr, batch_size=batch_size, data_root=data_root)
-    loaders = build_loaders(spec)
-    if base_run is None:
-        base_run = out / "base"
-        log(f"[base] training {model} time-stepped with SDT at T={t} for {base_epochs} epochs -> {base_run}")
-        train_run(spec, base_run, overwrite=True, progress=progress, loaders=loaders)
-    base, _ = load_model(base_run, device=device)
-    base_acc = accuracy_at(base, loaders[1], t)
-    stripped = remove_biases(copy.deepcopy(base))
-    removed_acc = accuracy_at(stripped, loaders[1], t)
-    log(f"[base] time-stepped accuracy at T={t}: {100 * base_acc:.2f}%; after bias removal (no fine-tune): "
-        f"{100 * removed_acc:.2f}%")
-    events, labels, sensor = load_event_split(dataset, "test", data_root, max_test_samples)
-    rows = []
-    for method in methods:
-        log(f"[{method.upper()}] bias-free fine-tune for {finetune_epochs} epochs"
-            + (f" (stage 1 at T={t}, other stages from [1, {t}])" if method == "mtt" else f" at T={t}"))
-        tuned, _ = prepare_deployment(base_run, out / f"deploy_{method}", method=method, t=t, epochs=finetune_epochs,
-                                      lr=finetune_lr, seed=seed, device=device, progress=progress, loaders=loaders,
-                                      overwrite=True)
-        log(f"[{method.upper()}] simulating {len(events)} test samples event-driven")
-        rows.append(evaluate_deployment(tuned, events, labels, sensor, t, label=method.upper()))
-    result = DeploymentComparison(rows, base_acc, removed_acc, config={
-        "dataset": dataset, "model": model, "t": t, "base_epochs": base_epochs, "finetune_epochs": finetune_epochs,
-        "seed": seed, "base_run": str(base_run), "seconds": time.perf_counter() - start,
-    })
-    write_json(out / "deploy_results.json", result.as_dict())
-    return result

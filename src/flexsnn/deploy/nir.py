@@ -71,6 +71,8 @@ from torch import nn
 from flexsnn.deploy.eventnet import Conv, DeployStep, Flatten, Linear, NeuronSpec, SumPool, walk_torch
 from flexsnn.errors import InputError, check_choice
 from flexsnn.multistep import MultiStepModule
+from flexsnn.neurons import IF, LIF
+from flexsnn.staged import staged_from_layers
 
 __all__ = [
     "SumPool2d", "LeakyIntegrator", "CurrentLIF", "Profile", "PROFILES", "to_nir", "from_nir",
@@ -744,8 +746,6 @@ def _fold_input(ctx: _Import, name: str, gain: float, drive: float) -> None:
 
 
 def _build_if(node: Any, name: str, ctx: _Import) -> nn.Module:
-    from flexsnn.neurons import IF
-
     for attr in ("r", "v_threshold"):
         _check_neuron_shape(node, attr, name, ctx)
     _check_v_reset(node, name)
@@ -761,8 +761,6 @@ def _build_if(node: Any, name: str, ctx: _Import) -> nn.Module:
 
 
 def _build_lif(node: Any, name: str, ctx: _Import) -> nn.Module:
-    from flexsnn.neurons import IF, LIF
-
     for attr in ("tau", "r", "v_leak", "v_threshold"):
         _check_neuron_shape(node, attr, name, ctx)
     _check_v_reset(node, name)
@@ -906,8 +904,6 @@ def from_nir(
     ``input_shape``, ``nir_metadata`` attributes. Raises InputError naming the node for
     unsupported nodes, non-finite values and shapes that do not chain.
     """
-    from flexsnn.staged import staged_from_layers
-
     order = _chain(graph)
     meta = nir_metadata(graph)
     prof = _profile(profile if profile is not None else ("flexsnn" if meta is not None else "nir"))

@@ -17,7 +17,7 @@ from flexsnn.evaluate.cost import (
     count_ops,
     energy_pj,
 )
-from flexsnn.evaluate.early_exit import EarlyExitResult, early_exit_run, early_exit_sweep, plot_early_exit
+from flexsnn.evaluate.early_exit import EarlyExitResult, early_exit_sweep, plot_early_exit
 from flexsnn.evaluate.pareto import (
     ConfigResult,
     SearchResult,
@@ -25,14 +25,12 @@ from flexsnn.evaluate.pareto import (
     plot_pareto,
     search,
     search_configs,
-    search_run,
 )
 
 __all__ = [
     "E_AC_PJ", "E_MAC_PJ", "LayerOps", "OpCounter", "OpCounts", "accuracy_and_ops", "count_ops",
-    "energy_pj", "EarlyExitResult", "early_exit_run", "early_exit_sweep", "plot_early_exit",
+    "energy_pj", "EarlyExitResult", "early_exit_sweep", "plot_early_exit",
     "ConfigResult", "SearchResult", "pareto_front", "plot_pareto", "search", "search_configs",
-    "search_run",
     "LayerActivity", "accuracy_at", "evaluate_config", "format_table", "plot_accuracy_vs_t",
     "recording", "results_from_sweep", "spike_stats", "spiking_layers", "sweep_configs",
     "sweep_uniform", "write_results",

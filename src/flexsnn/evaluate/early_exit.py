@@ -33,13 +33,13 @@ from torch import nn
 from flexsnn.data.encoding import model_input
 from flexsnn.errors import InputError
 from flexsnn.evaluate.cost import E_AC_PJ, E_MAC_PJ, OpCounter, PerSampleCost
-from flexsnn.train.bn_calibration import fixed_calibration_loader
+from flexsnn.evaluate.plotting import pyplot, save_figure
+from flexsnn.io import atomic_write
 from flexsnn.temporal import transform_matrix
 from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn
-from flexsnn.evaluate.plotting import pyplot, save_figure
 
 __all__ = [
-    "DEFAULT_THRESHOLDS", "EarlyExitPoint", "EarlyExitResult", "early_exit_run", "early_exit_sweep", "exit_steps",
+    "DEFAULT_THRESHOLDS", "EarlyExitPoint", "EarlyExitResult", "early_exit_sweep", "exit_steps",
     "plot_early_exit", "required_steps", "running_confidence", "write_early_exit_csv",
 ]
 
@@ -204,8 +204,6 @@ def write_early_exit_csv(path, result: EarlyExitResult) -> None:
     """CSV rows: mode (early_exit | fixed_T), threshold, accuracy, avg_T, acs, macs, synops, energy."""
     import csv
 
-    from flexsnn.io import atomic_write
-
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["mode", "threshold", "accuracy", "avg_T", "acs", "macs", "synops", "energy_uJ_estimate"])
@@ -250,41 +248,3 @@ def plot_early_exit(result: EarlyExitResult, path, title: Optional[str] = None):
     fig.suptitle(title or f"Early exit at config {','.join(map(str, result.time_config))}")
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-def early_exit_run(
-    run_dir,
-    time_config=None,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    calib_batches: Optional[int] = None,
-    max_batches: Optional[int] = None,
-    device: str = "cpu",
-    loaders=None,
-    rebinned: bool = False,
-) -> EarlyExitResult:
-    """:func:`early_exit_sweep` on a saved run's test split (``flexsnn early-exit``).
-
-    ``time_config`` defaults to uniform ``t_max`` of the run; BN is calibrated there on the
-    training split. ``rebinned=True`` also measures uniform T = 1..T_G the way ``flexsnn
-    evaluate`` does (input re-binned to T, BN calibrated per T) into ``result.rebinned``.
-    """
-    from flexsnn.errors import check_positive_int
-    from flexsnn.train import load_model
-    from flexsnn.workflow import RunSpec, build_loaders, resolve_device
-
-    resolve_device(device)
-    model, config = load_model(run_dir, device=device)
-    spec = RunSpec.from_dict(config["run"])
-    spec.device = device
-    calib = spec.calib_batches if calib_batches is None else check_positive_int(calib_batches, "calib_batches")
-    cfg = spec.t_max if time_config is None else time_config
-    train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
-    train_loader = fixed_calibration_loader(train_loader, calib, spec.seed)
-    result = early_exit_sweep(model, test_loader, cfg, thresholds, train_loader, calib, max_batches)
-    if rebinned:
-        from flexsnn.evaluate.report import results_from_sweep
-        from flexsnn.evaluate.sweep import sweep_uniform
-
-        ts = range(1, result.time_config[-1] + 1)
-        result.rebinned = results_from_sweep(sweep_uniform(model, test_loader, ts, train_loader, calib, progress=False))
-    return result

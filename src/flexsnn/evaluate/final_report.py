@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 from flexsnn.errors import CheckpointError, InputError
 from flexsnn.io import atomic_write, read_json
 from flexsnn.evaluate.plotting import pyplot, save_figure
+from flexsnn.evaluate.report import plot_accuracy_vs_t
 
 REPORT_FILE = "report.md"
 PLOT_FILE = "accuracy_vs_T.png"
@@ -94,8 +95,6 @@ def aggregate(runs: Sequence[RunSummary]) -> dict[str, dict[str, dict[str, float
 def plot_mean_accuracy(agg: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | os.PathLike,
                        title: str | None = None) -> Path:
     """Mean accuracy (%) against T per method, a +-std band when several runs; PNG, atomic."""
-    from flexsnn.evaluate.report import plot_accuracy_vs_t
-
     def label(method: str, per_t) -> str:
         n = max(v["n"] for v in per_t.values())
         return method.upper() + (f" (n={n})" if n > 1 else "")

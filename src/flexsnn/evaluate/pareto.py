@@ -43,16 +43,16 @@ from tqdm.auto import tqdm
 
 from flexsnn.errors import InputError, check_choice, check_positive_int
 from flexsnn.evaluate.cost import E_AC_PJ, E_MAC_PJ, PerSampleCost, accuracy_and_ops
-from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn, fixed_calibration_loader
 from flexsnn.evaluate.plotting import pyplot, save_figure
+from flexsnn.io import atomic_write
+from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn
 
 STRATEGIES = ("auto", "exhaustive", "greedy", "evolutionary")
 COSTS = ("synops", "energy")
 
 __all__ = [
-    "COSTS", "ConfigResult", "SPLITS", "STRATEGIES", "SearchResult", "config_space", "holdout_split", "pareto_front",
-    "plot_pareto", "search_run",
-    "search", "search_configs", "space_size", "write_search_csv",
+    "COSTS", "ConfigResult", "STRATEGIES", "SearchResult", "config_space", "holdout_split", "pareto_front",
+    "plot_pareto", "search", "search_configs", "space_size", "write_search_csv",
 ]
 
 TimeConfig = tuple[int, ...]
@@ -307,8 +307,6 @@ def write_search_csv(path, results: Sequence[ConfigResult], front: Sequence[Conf
     """CSV: config, accuracy, acs, macs, synops, energy_uJ_estimate, uniform, on_front (atomic)."""
     import csv
 
-    from flexsnn.io import atomic_write
-
     on_front = {r.config for r in front}
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -347,10 +345,7 @@ def plot_pareto(result: SearchResult, path, title: Optional[str] = None, annotat
     return save_figure(fig, path)
 
 
-# ---- on a run folder --------------------------------------------------------------------------
-SPLITS = ("half", "test")
-
-
+# ---- validation halves --------------------------------------------------------------------------
 def holdout_split(loader) -> tuple:
     """``(val_loader, report_loader)`` over the even / odd samples of ``loader.dataset``.
 
@@ -366,60 +361,3 @@ def holdout_split(loader) -> tuple:
     batch = loader.batch_size or 1
     halves = (Subset(dataset, range(0, len(dataset), 2)), Subset(dataset, range(1, len(dataset), 2)))
     return tuple(DataLoader(h, batch_size=batch, shuffle=False) for h in halves)
-
-
-def search_run(
-    run_dir,
-    t_min: Optional[int] = None,
-    t_max: Optional[int] = None,
-    strategy: str = "auto",
-    max_evals: int = 128,
-    cost: str = "synops",
-    split: str = "half",
-    budget: float = 0.5,
-    calib_batches: Optional[int] = None,
-    max_batches: Optional[int] = None,
-    device: str = "cpu",
-    seed: int = 0,
-    progress: bool = True,
-    loaders=None,
-) -> dict:
-    """Search the TimeConfigs of a saved run (``flexsnn search``); defaults from its run spec.
-
-    ``split="half"``: search on the even test samples, report the chosen config and uniform
-    ``t_max`` on the odd ones; ``"test"``: search on the whole test split (optimistic). The
-    chosen config is the most accurate front config costing at most ``budget`` times uniform
-    ``t_max``. Returns ``{"search": SearchResult, "chosen": ConfigResult | None,
-    "report": {...}, ...}``.
-    """
-    from flexsnn.train import load_model
-    from flexsnn.workflow import RunSpec, build_loaders, resolve_device
-
-    check_choice(split, "split", SPLITS)
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
-        raise InputError(f"budget must be a fraction in (0, 1] of uniform t_max's cost, got {budget!r}")
-    resolve_device(device)
-    model, config = load_model(run_dir, device=device)
-    spec = RunSpec.from_dict(config["run"])
-    spec.device = device
-    t_min = spec.t_min if t_min is None else check_positive_int(t_min, "t_min")
-    t_max = spec.t_max if t_max is None else check_positive_int(t_max, "t_max")
-    calib = spec.calib_batches if calib_batches is None else check_positive_int(calib_batches, "calib_batches")
-    train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
-    train_loader = fixed_calibration_loader(train_loader, calib, spec.seed)
-    val_loader, report_loader = holdout_split(test_loader) if split == "half" else (test_loader, None)
-    result = search_configs(model, val_loader, t_min, t_max, train_loader, calib, strategy, max_evals, cost,
-                            seed, max_batches, progress)
-    chosen = result.best_within(budget)
-    report = {}
-    if report_loader is not None:
-        has_bn = bool(batchnorm_layers(model))
-        for name, r in (("reference", result.reference), ("chosen", chosen)):
-            if r is None:
-                continue
-            if has_bn:
-                calibrate_bn(model, train_loader, r.config, calib)
-            acc, counts = accuracy_and_ops(model, report_loader, r.config)
-            report[name] = {"config": list(r.config), "accuracy": acc, "synops": counts.synops}
-    return {"search": result, "chosen": chosen, "budget": budget, "split": split, "report": report,
-            "method": spec.method, "model": spec.model}

@@ -15,15 +15,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from flexsnn.errors import CheckpointError
 from flexsnn.io import atomic_write, read_json, write_json
+from flexsnn.models import build_model
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -75,8 +76,6 @@ def load_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torc
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
         tensors = load_file(str(path))
@@ -99,10 +98,16 @@ def save_model(run_dir: str | os.PathLike, model: nn.Module, config: dict[str, A
     write_json(run_dir / CONFIG_FILE, config)
 
 
-def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a run folder from ``config.json`` and load its weights."""
-    from flexsnn.models import build_model
+def load_model(
+    run_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    prepare: Callable[[nn.Module], Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a run folder from ``config.json`` and load its weights.
 
+    ``prepare(model)`` runs on the freshly built model before its weights load: a deployed
+    run (BN folded away) strips its BN layers there (:func:`flexsnn.runs.load_deployed`).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder not found: {run_dir} (expected a folder written by `flexsnn train`)")
@@ -110,18 +115,14 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
     spec = config.get("model")
     if not isinstance(spec, dict) or "name" not in spec:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} has no model spec ({{'name': ..., 'kwargs': ...}})")
+    if "deploy" in config and prepare is None:
+        raise CheckpointError(f"{run_dir} is a deployed run (BN folded away, biases frozen); "
+                              "load it with flexsnn.runs.load_run or flexsnn.runs.load_deployed")
     model = build_model(spec["name"], **spec.get("kwargs", {}))
-    deployed = "deploy" in config
-    if deployed:  # written by `flexsnn deploy prepare`: BN folded away, biases zero and frozen
-        from flexsnn.deploy.bias_removal import strip_batchnorm
-
-        strip_batchnorm(model)
+    if prepare is not None:
+        prepare(model)
     tensors, _ = load_safetensors(run_dir / MODEL_FILE, what="model weights")
     load_state(model, tensors, run_dir / MODEL_FILE)
-    if deployed:
-        from flexsnn.deploy.bias_removal import freeze_biases
-
-        freeze_biases(model)
     model.to(device)
     calibrated = config.get("bn_calibrated_for")
     if calibrated is not None and hasattr(model, "mark_calibrated"):

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from flexsnn.errors import ConfigError
 from flexsnn.io import atomic_write, write_json
 
 METRICS_JSON = "metrics.json"
@@ -111,8 +112,6 @@ class MetricsLogger:
         if tensorboard == "auto":
             tensorboard = tensorboard_available()
         elif tensorboard and not tensorboard_available():
-            from flexsnn.errors import ConfigError
-
             raise ConfigError("tensorboard=True but the tensorboard package is not installed (pip install tensorboard)")
         self.use_tensorboard = bool(tensorboard) and enabled
         self._writer = None

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from flexsnn.data.encoding import model_input
 from flexsnn.errors import CheckpointError, ConfigError, InputError, check_choice, check_positive_int
 from flexsnn.runtime import use_channels_last
+from flexsnn.train import distributed as dist_utils
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, save_training_state
 from flexsnn.train.samplers import Sampler, TimeConfig
 
@@ -231,8 +232,6 @@ def fit(
     readout, over the sampled configs), lr (after the epoch's scheduler step), steps, seconds.
     ``on_epoch_end(epoch, row)`` is called on every rank (log on rank 0 only).
     """
-    from flexsnn.train import distributed as dist_utils
-
     rank = dist_utils.get_rank() if distributed_rank is None else distributed_rank
     device = torch.device(opts.device)
     seed_everything(opts.seed)

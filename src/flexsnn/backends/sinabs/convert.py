@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from flexsnn.deploy.eventnet import Conv, EventNet, Flatten, Linear, SumPool
 from flexsnn.errors import FlexSNNError, InputError
 
 __all__ = ["SinabsUnavailableError", "sinabs_available", "require_sinabs", "to_sinabs", "to_dynapcnn"]
@@ -90,8 +91,6 @@ def to_sinabs(
     """
     require_sinabs()
     import sinabs.layers as sl
-
-    from flexsnn.deploy.eventnet import Conv, EventNet, Flatten, Linear, SumPool
 
     if batch_size is None and num_timesteps is None:
         raise InputError("to_sinabs needs batch_size or num_timesteps (IAFSqueeze unflattens [B*T, ...] with it)")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flexsnn.errors import CheckpointError, ConfigError, InputError
-from flexsnn.workflow import RunSpec, evaluate_run, prepare_run_dir, train_run
+from flexsnn.runs import RunSpec, evaluate_run, prepare_run_dir, train_run
 
 from conftest import make_frame_loaders
 
@@ -42,7 +42,7 @@ def test_existing_run_is_never_overwritten_silently(tmp_path):
 def test_runspec_rejects_unknown_options_and_bad_device():
     with pytest.raises(ConfigError, match="unknown run option"):
         RunSpec.from_dict({"epochz": 3})
-    from flexsnn.workflow import resolve_device
+    from flexsnn.runs import resolve_device
 
     with pytest.raises(InputError, match="device must be"):
         resolve_device("tpu")

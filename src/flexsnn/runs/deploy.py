@@ -1,0 +1,199 @@
+"""Deployed runs: the bias-free fine-tune of a trained run folder, and the whole comparison.
+
+A deployed run folder holds ``config.json`` (the source run's spec plus a ``deploy``
+section: the recipe and the time-stepped accuracy at its T) and ``model.safetensors`` (the
+folded weights, no BN entries); :func:`flexsnn.runs.load_deployed` rebuilds it. The library
+functions underneath work on models and loaders: :func:`flexsnn.deploy.finetune_bias_free`,
+:func:`flexsnn.deploy.evaluate_deployment`.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from torch import nn
+
+from flexsnn.data import DigitsDVS
+from flexsnn.data.event_datasets import EVENT_DATASETS
+from flexsnn.deploy import remove_biases
+from flexsnn.deploy.compare import DeploymentMetrics, evaluate_deployment, format_deployment_table
+from flexsnn.deploy.finetune import DEPLOY_METHODS, deployment_sampler, finetune_bias_free
+from flexsnn.errors import InputError, check_choice, check_positive_int
+from flexsnn.evaluate import accuracy_at
+from flexsnn.io import write_json
+from flexsnn.runs.folder import is_deployed, load_run, prepare_run_dir
+from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device
+from flexsnn.runs.train import train_run
+from flexsnn.train import TrainOptions, save_model
+
+__all__ = ["DeploymentComparison", "compare_deployment", "load_event_split", "prepare_deployment"]
+
+
+def prepare_deployment(
+    run: str | os.PathLike,
+    out: str | os.PathLike,
+    method: str = "mtt",
+    t: int | None = None,
+    t_left: int | None = None,
+    t_right: int = 0,
+    sample_num: int = 3,
+    epochs: int = 3,
+    optimizer: str = "adamw",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    seed: int = 1000,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    progress: bool = True,
+    loaders: tuple | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """`flexsnn deploy prepare`: bias removal + fine-tune of a trained run into a deployed run.
+
+    run: a run folder written by ``flexsnn train``. out: the deployed run folder. t: the
+    input T (default: the run's t_max). Frames are binned at ``t``. Returns the bias-free
+    model and the saved config (``config["deploy"]`` holds the recipe and the time-stepped
+    accuracy at ``t``).
+    """
+    resolve_device(device)
+    check_choice(method, "method", DEPLOY_METHODS)
+    check_positive_int(epochs, "epochs")
+    if is_deployed(run):
+        raise InputError(f"--run {run} is already a deployed run; pass the run folder written by `flexsnn train`")
+    base, config = load_run(run, device=device)
+    spec = RunSpec.from_dict(config["run"])
+    t = spec.t_max if t is None else check_positive_int(t, "t")
+    spec.data_t = t  # frames binned at the deployment T
+    spec.device = device
+    if batch_size is not None:
+        spec.batch_size = check_positive_int(batch_size, "batch_size")
+    out = prepare_run_dir(out, resume=resume, overwrite=overwrite)
+    train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
+    options = TrainOptions(epochs=epochs, optimizer=optimizer, lr=lr, weight_decay=weight_decay, seed=seed,
+                           device=device)
+    model = copy.deepcopy(base)
+    sampler = deployment_sampler(method, t, t_left, t_right, sample_num)
+    recipe = {
+        "source_run": str(run), "method": method, "t": t, "t_left": t_left if t_left is not None else t - 1,
+        "t_right": t_right, "sample_num": sample_num, "sampler": sampler.describe(), "options": asdict(options),
+        "bias_free": True, "batchnorm_folded": True,
+    }
+    write_json(out / "deploy_spec.json", recipe)
+    history = finetune_bias_free(model, train_loader, method, t, t_left, t_right, sample_num, options,
+                                 run_dir=out, resume=resume, progress=progress)
+    recipe["history"] = history
+    recipe["accuracy_t"] = accuracy_at(model, test_loader, t)
+    new_config = {"run": asdict(spec), "sampler": sampler.describe(), "deploy": recipe}
+    save_model(out, model, new_config)
+    return model, {**new_config, "model": getattr(model, "model_spec", None)}
+
+
+def load_event_split(dataset: str, split: str = "test", root: str | None = None,
+                     max_samples: int | None = None) -> tuple[list[np.ndarray], list[int], tuple[int, int, int]]:
+    """Event streams, labels and sensor size of a split of a Tonic-style event dataset.
+
+    ``digits_dvs`` is the embedded default; the others are those of
+    :data:`flexsnn.data.event_datasets.EVENT_DATASETS` (they need their files on disk).
+    """
+    if split not in ("train", "test"):
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
+    if dataset == "digits_dvs":
+        ds = DigitsDVS(root=root, train=split == "train")
+    elif dataset in EVENT_DATASETS:
+        ds = EVENT_DATASETS[dataset](root=root, train=split == "train")
+    else:
+        choices = ["digits_dvs", *sorted(EVENT_DATASETS)]
+        raise InputError(f"dataset must be one of {', '.join(map(repr, choices))}, got {dataset!r}")
+    n = len(ds) if max_samples is None else min(len(ds), check_positive_int(max_samples, "max_samples"))
+    events, labels = [], []
+    for i in range(n):
+        ev, y = ds[i]
+        events.append(ev)
+        labels.append(int(y))
+    return events, labels, tuple(ds.sensor_size)
+
+
+@dataclass
+class DeploymentComparison:
+    """Result of :func:`compare_deployment`: one :class:`DeploymentMetrics` per fine-tune method."""
+
+    rows: list[DeploymentMetrics]
+    base_accuracy: float  # the SDT-trained model with biases/BN, time-stepped at T
+    bias_removed_accuracy: float  # after bias removal, before any fine-tune
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def format_table(self) -> str:
+        return format_deployment_table(self.rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": [r.as_dict() for r in self.rows], "base_accuracy": self.base_accuracy,
+                "bias_removed_accuracy": self.bias_removed_accuracy, "config": self.config}
+
+
+def compare_deployment(
+    out: str | Path,
+    dataset: str = "digits_dvs",
+    model: str = "nmnist_net",
+    t: int = 10,
+    base_epochs: int = 6,
+    finetune_epochs: int = 3,
+    methods: Sequence[str] = ("sdt", "mtt"),
+    seed: int = 1000,
+    device: str = "cpu",
+    base_run: str | Path | None = None,
+    max_test_samples: int | None = None,
+    base_lr: float = 0.1,
+    finetune_lr: float = 0.01,
+    batch_size: int = 64,
+    data_root: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> DeploymentComparison:
+    """The event-driven comparison on ``dataset`` (default: the embedded DigitsDVS events).
+
+    1. Base model: ``base_run`` (a run folder) or a new time-stepped SDT run of ``model`` at
+       ``t`` for ``base_epochs`` (written to ``out/base``).
+    2. For each method in ``methods``: a copy of the base goes through bias removal and the
+       bias-free fine-tune (``finetune_epochs``; MTT: first stage at ``t``, others from
+       [1, t]), written to ``out/deploy_<method>``.
+    3. Each fine-tuned model is measured by :func:`evaluate_deployment` on the test split's
+       events. Writes ``out/deploy_results.json`` and returns the comparison.
+    """
+    t = check_positive_int(t, "t")
+    out = Path(out)
+    start = time.perf_counter()
+    spec = RunSpec(dataset=dataset, model=model, method="sdt", t_min=1, t_max=t, epochs=base_epochs, seed=seed,
+                   device=device, lr=base_lr, batch_size=batch_size, data_root=data_root)
+    loaders = build_loaders(spec)
+    if base_run is None:
+        base_run = out / "base"
+        log(f"[base] training {model} time-stepped with SDT at T={t} for {base_epochs} epochs -> {base_run}")
+        train_run(spec, base_run, overwrite=True, progress=progress, loaders=loaders)
+    base, _ = load_run(base_run, device=device)
+    base_acc = accuracy_at(base, loaders[1], t)
+    stripped = remove_biases(copy.deepcopy(base))
+    removed_acc = accuracy_at(stripped, loaders[1], t)
+    log(f"[base] time-stepped accuracy at T={t}: {100 * base_acc:.2f}%; after bias removal (no fine-tune): "
+        f"{100 * removed_acc:.2f}%")
+    events, labels, sensor = load_event_split(dataset, "test", data_root, max_test_samples)
+    rows = []
+    for method in methods:
+        log(f"[{method.upper()}] bias-free fine-tune for {finetune_epochs} epochs"
+            + (f" (stage 1 at T={t}, other stages from [1, {t}])" if method == "mtt" else f" at T={t}"))
+        tuned, _ = prepare_deployment(base_run, out / f"deploy_{method}", method=method, t=t, epochs=finetune_epochs,
+                                      lr=finetune_lr, seed=seed, device=device, progress=progress, loaders=loaders,
+                                      overwrite=True)
+        log(f"[{method.upper()}] simulating {len(events)} test samples event-driven")
+        rows.append(evaluate_deployment(tuned, events, labels, sensor, t, label=method.upper()))
+    result = DeploymentComparison(rows, base_acc, removed_acc, config={
+        "dataset": dataset, "model": model, "t": t, "base_epochs": base_epochs, "finetune_epochs": finetune_epochs,
+        "seed": seed, "base_run": str(base_run), "seconds": time.perf_counter() - start,
+    })
+    write_json(out / "deploy_results.json", result.as_dict())
+    return result

@@ -1,0 +1,146 @@
+"""Evaluate a saved run: accuracy over T and configs, the TimeConfig search, early exit.
+
+Each function loads the run folder, rebuilds its loaders from the stored RunSpec (unless
+``loaders`` are given) and calls the library function of :mod:`flexsnn.evaluate` that works
+on a model and loaders. What ``flexsnn evaluate`` / ``search`` / ``early-exit`` run.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence
+
+from flexsnn.errors import InputError, check_choice, check_positive_int
+from flexsnn.evaluate import results_from_sweep, search_configs, sweep_configs, sweep_uniform
+from flexsnn.evaluate.cost import accuracy_and_ops
+from flexsnn.evaluate.early_exit import DEFAULT_THRESHOLDS, EarlyExitResult, early_exit_sweep
+from flexsnn.evaluate.pareto import holdout_split
+from flexsnn.runs.folder import load_run
+from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device
+from flexsnn.train import batchnorm_layers, calibrate_bn, fixed_calibration_loader
+
+__all__ = ["CALIBRATIONS", "SPLITS", "early_exit_run", "evaluate_run", "search_run"]
+
+CALIBRATIONS = ("per_config", "t_max", "none")
+SPLITS = ("half", "test")
+
+
+def _load(run_dir, device: str) -> tuple:
+    """``(model, spec)`` of a saved run, the model on ``device`` and ``spec.device`` set to it."""
+    resolve_device(device)
+    model, config = load_run(run_dir, device=device)
+    spec = RunSpec.from_dict(config["run"])
+    spec.device = device
+    return model, spec
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    t_values: Sequence[int] | None = None,
+    configs: Sequence[Sequence[int]] = (),
+    device: str = "cpu",
+    calib_batches: int | None = None,
+    progress: bool = True,
+    loaders=None,
+    calibration: str = "per_config",
+) -> dict[str, Any]:
+    """Accuracy of a saved run at each uniform T (default 1..t_max) and at per-stage configs.
+
+    ``calibration``: "per_config" re-estimates BN statistics at every evaluated config (the
+    MTT recipe), "t_max" once at uniform t_max for all (the paper authors' protocol), "none"
+    keeps the run's saved statistics (those of its training T: how plain SDT is used).
+    """
+    model, spec = _load(run_dir, device)
+    t_values = list(t_values) if t_values else list(range(1, spec.t_max + 1))
+    for t in t_values:
+        check_positive_int(t, "T")
+    calib = calib_batches if calib_batches is not None else spec.calib_batches
+    train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
+    train_loader = fixed_calibration_loader(train_loader, calib, spec.seed)
+    check_choice(calibration, "calibration", CALIBRATIONS)
+    if calibration == "t_max":
+        calibrate_bn(model, train_loader, spec.t_max, calib)
+    options = dict(calib_loader=train_loader, calib_batches=calib, progress=progress,
+                   calibrate=calibration == "per_config")
+    sweep = sweep_uniform(model, test_loader, t_values, **options)
+    rows = sweep_configs(model, test_loader, configs, **options) if configs else []
+    return {"uniform": results_from_sweep(sweep), "configs": rows, "method": spec.method,
+            "calibration": calibration}
+
+
+def search_run(
+    run_dir,
+    t_min: Optional[int] = None,
+    t_max: Optional[int] = None,
+    strategy: str = "auto",
+    max_evals: int = 128,
+    cost: str = "synops",
+    split: str = "half",
+    budget: float = 0.5,
+    calib_batches: Optional[int] = None,
+    max_batches: Optional[int] = None,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    loaders=None,
+) -> dict:
+    """Search the TimeConfigs of a saved run (``flexsnn search``); defaults from its run spec.
+
+    ``split="half"``: search on the even test samples, report the chosen config and uniform
+    ``t_max`` on the odd ones; ``"test"``: search on the whole test split (optimistic). The
+    chosen config is the most accurate front config costing at most ``budget`` times uniform
+    ``t_max``. Returns ``{"search": SearchResult, "chosen": ConfigResult | None,
+    "report": {...}, ...}``.
+    """
+    check_choice(split, "split", SPLITS)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+        raise InputError(f"budget must be a fraction in (0, 1] of uniform t_max's cost, got {budget!r}")
+    model, spec = _load(run_dir, device)
+    t_min = spec.t_min if t_min is None else check_positive_int(t_min, "t_min")
+    t_max = spec.t_max if t_max is None else check_positive_int(t_max, "t_max")
+    calib = spec.calib_batches if calib_batches is None else check_positive_int(calib_batches, "calib_batches")
+    train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
+    train_loader = fixed_calibration_loader(train_loader, calib, spec.seed)
+    val_loader, report_loader = holdout_split(test_loader) if split == "half" else (test_loader, None)
+    result = search_configs(model, val_loader, t_min, t_max, train_loader, calib, strategy, max_evals, cost,
+                            seed, max_batches, progress)
+    chosen = result.best_within(budget)
+    report = {}
+    if report_loader is not None:
+        has_bn = bool(batchnorm_layers(model))
+        for name, r in (("reference", result.reference), ("chosen", chosen)):
+            if r is None:
+                continue
+            if has_bn:
+                calibrate_bn(model, train_loader, r.config, calib)
+            acc, counts = accuracy_and_ops(model, report_loader, r.config)
+            report[name] = {"config": list(r.config), "accuracy": acc, "synops": counts.synops}
+    return {"search": result, "chosen": chosen, "budget": budget, "split": split, "report": report,
+            "method": spec.method, "model": spec.model}
+
+
+def early_exit_run(
+    run_dir,
+    time_config=None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    calib_batches: Optional[int] = None,
+    max_batches: Optional[int] = None,
+    device: str = "cpu",
+    loaders=None,
+    rebinned: bool = False,
+) -> EarlyExitResult:
+    """:func:`flexsnn.evaluate.early_exit_sweep` on a saved run's test split (``flexsnn early-exit``).
+
+    ``time_config`` defaults to uniform ``t_max`` of the run; BN is calibrated there on the
+    training split. ``rebinned=True`` also measures uniform T = 1..T_G the way ``flexsnn
+    evaluate`` does (input re-binned to T, BN calibrated per T) into ``result.rebinned``.
+    """
+    model, spec = _load(run_dir, device)
+    calib = spec.calib_batches if calib_batches is None else check_positive_int(calib_batches, "calib_batches")
+    cfg = spec.t_max if time_config is None else time_config
+    train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
+    train_loader = fixed_calibration_loader(train_loader, calib, spec.seed)
+    result = early_exit_sweep(model, test_loader, cfg, thresholds, train_loader, calib, max_batches)
+    if rebinned:
+        ts = range(1, result.time_config[-1] + 1)
+        result.rebinned = results_from_sweep(sweep_uniform(model, test_loader, ts, train_loader, calib, progress=False))
+    return result

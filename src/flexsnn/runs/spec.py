@@ -1,0 +1,110 @@
+"""RunSpec: everything a training run needs, and what it implies (device, model kwargs, loaders).
+
+A RunSpec is JSON/YAML-able and stored in the run's ``config.json``, so every later step on
+the run folder (evaluate, search, early exit, deploy) rebuilds the same data from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from flexsnn.data.loaders import check_model_input, dataset_model_kwargs, make_loaders
+from flexsnn.errors import ConfigError, InputError
+from flexsnn.models import MODELS, build_model
+from flexsnn.train import TrainOptions
+
+__all__ = ["RunSpec", "build_loaders", "resolve_device", "with_dataset_defaults"]
+
+
+@dataclass
+class RunSpec:
+    """Everything a training run needs (JSON/YAML-able; stored in the run's config.json)."""
+
+    dataset: str = "digits_dvs"
+    model: str = "digits_conv"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    method: str = "mtt"  # sdt | nmt | mtt
+    t_min: int = 1
+    t_max: int = 6
+    sample_num: int = 3
+    group_block_num: int = 1
+    first_stage_t: int | None = None
+    data_t: int | None = None  # frames are binned at this T (default t_max) and resampled by the first TTM
+    batch_size: int = 64
+    epochs: int = 10
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    seed: int = 1000
+    device: str = "cpu"
+    amp: str = "none"
+    calib_batches: int = 10
+    num_workers: int = 0
+    data_root: str | None = None  # real datasets: the folder with their files (read only); digits_dvs: its cache
+    augment: bool = False  # event datasets: random flips / rolls of training batches (static ones always augment)
+    autoaugment: bool = False  # cifar10 / cifar100: add AutoAugment to the training pipeline
+    checkpoint_every_steps: int = 0
+    max_steps_per_epoch: int = 0  # 0: whole epochs; >0 cuts epochs short (smoke runs)
+    sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm while training (default: per-rank BN stats)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown run option(s) {unknown}; known options: {sorted(known)}")
+        return cls(**data)
+
+    def train_options(self) -> TrainOptions:
+        return TrainOptions(
+            epochs=self.epochs, optimizer=self.optimizer, lr=self.lr, momentum=self.momentum,
+            weight_decay=self.weight_decay, schedule=self.schedule, seed=self.seed,
+            device=self.device, amp=self.amp, checkpoint_every_steps=self.checkpoint_every_steps,
+            max_steps_per_epoch=self.max_steps_per_epoch,
+        )
+
+    @property
+    def frames_t(self) -> int:
+        return self.data_t if self.data_t is not None else self.t_max
+
+
+def resolve_device(device: str) -> str:
+    """``device`` if it names a usable device ("cpu", "cuda[:N]"), else InputError."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise InputError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    return device
+
+
+def with_dataset_defaults(spec: RunSpec) -> RunSpec:
+    """``spec`` with the dataset's class count / input shape filled into the model kwargs
+    the model accepts; kwargs the user gave win."""
+    if spec.model not in MODELS:
+        return spec  # build_model raises the clear unknown-model error later
+    accepted = inspect.signature(MODELS[spec.model]).parameters
+    defaults = dataset_model_kwargs(spec.dataset, accepted)
+    return dataclasses.replace(spec, model_kwargs={**defaults, **spec.model_kwargs})
+
+
+def build_loaders(spec: RunSpec, shuffle_seed: int | None = None):
+    """``(train_loader, test_loader)`` of ``spec.dataset``; first checks that ``spec.model``
+    takes what the dataset yields (input kind, shape, classes), before any data is read."""
+    try:
+        with torch.device("meta"):  # only the model's input kind / shape / head are read
+            net = build_model(spec.model, **spec.model_kwargs)
+    except (RuntimeError, NotImplementedError):  # a model that cannot be built without data
+        net = None
+    if net is not None:
+        check_model_input(spec.dataset, net)
+    return make_loaders(
+        spec.dataset, n_time_bins=spec.frames_t, batch_size=spec.batch_size,
+        seed=spec.seed if shuffle_seed is None else shuffle_seed, root=spec.data_root,
+        num_workers=spec.num_workers, augment=True if spec.augment else None, autoaugment=spec.autoaugment,
+    )

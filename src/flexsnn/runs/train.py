@@ -1,0 +1,67 @@
+"""Train a model per a RunSpec into a run folder (what ``flexsnn train`` runs)."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from flexsnn.io import write_json
+from flexsnn.models import build_model
+from flexsnn.runs.folder import prepare_run_dir
+from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device, with_dataset_defaults
+from flexsnn.runtime import use_channels_last
+from flexsnn.train import MetricsLogger, fit, make_sampler, save_model
+from flexsnn.train.distributed import barrier, calibrate_bn_synced, current_info, distributed_loader, wrap_ddp
+
+__all__ = ["train_run"]
+
+
+def train_run(
+    spec: RunSpec,
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    loaders=None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train per ``spec`` into ``run_dir``; BN is calibrated at uniform t_max before saving.
+
+    Under torchrun (process group initialised, see flexsnn.train.distributed) the model is
+    wrapped in DDP, each rank loads its shard of every global batch of ``spec.batch_size``,
+    BN calibration is synced over ranks, and only rank 0 writes files. Per-epoch metrics go
+    to metrics.json / metrics.csv / train.log (and TensorBoard when installed).
+    """
+    resolve_device(spec.device)
+    spec = with_dataset_defaults(spec)
+    info = current_info(spec.device)
+    sampler = make_sampler(spec.method, spec.t_max, spec.t_min, spec.sample_num,
+                           spec.group_block_num, spec.first_stage_t)
+    # Data and model mismatches surface before the run folder is created.
+    train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
+    run_dir = prepare_run_dir(run_dir, resume, overwrite)
+    barrier()  # every rank has checked the folder before rank 0 writes into it
+    torch.manual_seed(spec.seed)  # model initialisation is part of the run's seed
+    model = build_model(spec.model, **spec.model_kwargs)
+    if info.distributed:
+        train_loader = distributed_loader(train_loader, info, spec.batch_size, spec.seed)
+    config = {"run": asdict(spec), "sampler": sampler.describe()}
+    if info.is_main:
+        write_json(run_dir / "run_spec.json", config)
+    opts = spec.train_options()
+    opts.device = info.device
+    if opts.channels_last:
+        use_channels_last(model)  # before DDP wraps it: DDP's gradient buckets follow the layout
+    net = wrap_ddp(model, info, spec.sync_bn)
+    model = getattr(net, "module", net)
+    with MetricsLogger(run_dir, enabled=info.is_main, resume=resume, epochs=spec.epochs) as metrics:
+        history = fit(net, train_loader, sampler, opts, run_dir=run_dir, resume=resume,
+                      progress=progress, on_epoch_end=metrics.log_epoch)
+    calibrate_bn_synced(model, train_loader, spec.t_max, spec.calib_batches)
+    config["history"] = history
+    if info.is_main:
+        save_model(run_dir, model, config)
+        write_json(run_dir / "history.json", history)
+    barrier()
+    return model, config
