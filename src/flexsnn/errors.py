@@ -29,7 +29,9 @@ class CheckpointError(FlexSNNError, OSError):
 
 
 class CalibrationError(FlexSNNError, RuntimeError):
-    """A BatchNorm model is evaluated at a TimeConfig it was not calibrated for."""
+    """A BatchNorm model is evaluated with stale statistics (trained, or never calibrated,
+    since its last calibration), or, with ``require_calibration = "exact"``, at a TimeConfig
+    other than the one it was calibrated for (the default only warns: CalibrationWarning)."""
 
 
 class DatasetError(FlexSNNError, ValueError):
@@ -40,6 +42,34 @@ class DatasetError(FlexSNNError, ValueError):
 class DatasetNotFoundError(InputError, FileNotFoundError):
     """A dataset's files are not where the loader looks (or no data folder was given); the
     message says where to put what. flexsnn never downloads datasets."""
+
+
+class StorageError(FlexSNNError, OSError):
+    """The operating system refused to read or write a file (disk full, read-only file system,
+    no permission, a path component that is a file); the message names the path."""
+
+
+class FlexSNNWarning(UserWarning):
+    """Base class of the warnings flexsnn issues on purpose."""
+
+
+class CalibrationWarning(FlexSNNWarning):
+    """A BatchNorm model is evaluated at a TimeConfig other than the one its statistics were
+    calibrated for (calibrate at that config, or silence it on purpose)."""
+
+
+class UnverifiedWeightsWarning(FlexSNNWarning):
+    """Weights were loaded from a file that carries no content hash (written by an older
+    flexsnn), so corruption cannot be ruled out."""
+
+
+def describe_os_error(exc: OSError, path: Any = None) -> str:
+    """One line for an OSError: its reason and the path it concerns (``path`` if it names none)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    if not names and path is not None:
+        names = [str(path)]
+    return f"{reason}: {' -> '.join(names)}" if names else reason
 
 
 def check_positive_int(value: Any, name: str) -> int:

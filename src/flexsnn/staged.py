@@ -24,18 +24,21 @@ its statistics are fresh: ``bn_calibrated_for`` is the TimeConfig they were last
 (:func:`flexsnn.train.calibrate_bn` calls :meth:`StagedNet.mark_calibrated`), and becomes
 ``None`` as soon as a forward runs in train mode. With ``require_calibration = True`` (the
 default) an eval-mode forward of a BN model whose statistics are stale raises
-:class:`flexsnn.errors.CalibrationError`.
+:class:`flexsnn.errors.CalibrationError`, and one at a TimeConfig other than
+``bn_calibrated_for`` issues a :class:`flexsnn.errors.CalibrationWarning` (once per config);
+``require_calibration = "exact"`` makes that an error too, ``False`` turns both checks off.
 """
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from flexsnn.errors import CalibrationError, ConfigError, InputError, check_choice, check_finite
+from flexsnn.errors import CalibrationError, CalibrationWarning, ConfigError, InputError, check_choice, check_finite
 from flexsnn.multistep import TimeFirstSequential, apply_flat, is_multistep
 from flexsnn.temporal import MODES, TTM
 
@@ -132,7 +135,7 @@ class StagedNet(nn.Module):
 
     Attributes: ``stages`` (``nn.ModuleList``), ``head``, ``ttm`` (stage boundaries),
     ``input_ttm`` (frames input -> stage 1), ``input_kind``,
-    ``require_calibration`` (bool), ``bn_calibrated_for`` (TimeConfig or None), ``model_spec``
+    ``require_calibration`` (True, ``"exact"`` or False), ``bn_calibrated_for`` (TimeConfig or None), ``model_spec``
     (dict set by :func:`flexsnn.models.build_model`, else None).
     """
 
@@ -170,8 +173,9 @@ class StagedNet(nn.Module):
         self._time_config: Optional[TimeConfig] = None
         if time_config is not None:
             self.set_time_config(time_config)
-        self.require_calibration = True
+        self.require_calibration: Union[bool, str] = True  # True | "exact" | False
         self.bn_calibrated_for: Optional[TimeConfig] = None
+        self._calibration_warned: set[TimeConfig] = set()
         self.model_spec: Optional[dict] = None
 
     # ---- time configuration ---------------------------------------------------------------
@@ -215,17 +219,33 @@ class StagedNet(nn.Module):
     def mark_calibrated(self, cfg: TimeConfigLike) -> None:
         """Record that BN running statistics were just estimated at ``cfg``."""
         self.bn_calibrated_for = self.normalize_time_config(cfg)
+        self._calibration_warned = set()
 
-    def _check_calibration(self) -> None:
+    def _check_calibration(self, cfg: TimeConfig) -> None:
         if self.training:
             # Any train-mode forward updates BN running stats: they are stale from now on.
             self.bn_calibrated_for = None
-        elif self.require_calibration and self.bn_calibrated_for is None and self.has_batchnorm:
-            raise CalibrationError(
-                "this model's BatchNorm running statistics are stale (it was trained, or never calibrated, since "
-                "the last calibration); call flexsnn.train.calibrate_bn(model, loader, time_config) before "
-                "evaluating, or set model.require_calibration = False to use the statistics as they are"
+            return
+        if not self.require_calibration:
+            return
+        if self.bn_calibrated_for is None:
+            if self.has_batchnorm:
+                raise CalibrationError(
+                    "this model's BatchNorm running statistics are stale (it was trained, or never calibrated, "
+                    "since the last calibration); call flexsnn.train.calibrate_bn(model, loader, time_config) "
+                    "before evaluating, or set model.require_calibration = False to use the statistics as they are"
+                )
+            return
+        if cfg != self.bn_calibrated_for and cfg not in self._calibration_warned and self.has_batchnorm:
+            message = (
+                f"this model's BatchNorm statistics were calibrated for TimeConfig {self.bn_calibrated_for}, "
+                f"not for {cfg}, the one this forward runs at; call flexsnn.train.calibrate_bn(model, loader, "
+                f"{cfg}) first, or set model.require_calibration = False to use them as they are"
             )
+            if self.require_calibration == "exact":
+                raise CalibrationError(message)
+            self._calibration_warned.add(cfg)
+            warnings.warn(CalibrationWarning(message), stacklevel=4)
 
     # ---- forward --------------------------------------------------------------------------
     def _check_input(self, x) -> torch.Tensor:
@@ -273,7 +293,7 @@ class StagedNet(nn.Module):
         """
         x = self._check_input(x)
         cfg = self.resolve_time_config(x, time_config)
-        self._check_calibration()
+        self._check_calibration(cfg)
         if self.input_kind == "static":
             x = x.unsqueeze(0).expand(cfg[0], *x.shape)  # direct encoding (a view, no copy)
         else:

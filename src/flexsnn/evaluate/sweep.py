@@ -6,6 +6,7 @@ every function here re-estimates the BN statistics at the evaluated configuratio
 """
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Sequence
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from flexsnn.data.encoding import model_input
-from flexsnn.errors import InputError, check_positive_int
+from flexsnn.errors import CalibrationWarning, InputError, check_positive_int
 from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn
 
 TimeConfigLike = int | Sequence[int]
@@ -66,7 +67,11 @@ def evaluate_config(
                 "re-estimated at every inference TimeConfig (pass the training loader)"
             )
         calibrate_bn(model, calib_loader, calib_config if calib_config is not None else time_config, calib_batches)
-    return accuracy_at(model, test_loader, time_config)
+    if calibrate and calib_config is None:
+        return accuracy_at(model, test_loader, time_config)
+    with warnings.catch_warnings():  # statistics of another config, asked for on purpose
+        warnings.simplefilter("ignore", CalibrationWarning)
+        return accuracy_at(model, test_loader, time_config)
 
 
 def sweep_uniform(

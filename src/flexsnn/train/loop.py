@@ -17,7 +17,10 @@ continues bit-for-bit like the uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +34,7 @@ from tqdm.auto import tqdm
 
 from flexsnn.data.encoding import model_input
 from flexsnn.errors import CheckpointError, ConfigError, InputError, check_choice, check_positive_int
+from flexsnn.io import Dict, Float, Int, ListOf, MapOf, Nullable
 from flexsnn.runtime import use_channels_last
 from flexsnn.train import distributed as dist_utils
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, save_training_state
@@ -123,14 +127,34 @@ class TrainOptions:
         check_choice(self.optimizer, "optimizer", ("sgd", "adamw"))
         check_choice(self.schedule, "schedule", ("cosine", "constant"))
         check_choice(self.amp, "amp", AMP_MODES)
-        if not self.lr > 0:
-            raise InputError(f"lr must be a positive number, got {self.lr!r}")
+        _check_number(self.lr, "lr", "a finite number > 0", lambda v: v > 0)
+        _check_number(self.momentum, "momentum", "a finite number in [0, 1)", lambda v: 0 <= v < 1)
+        _check_number(self.weight_decay, "weight_decay", "a finite number >= 0", lambda v: v >= 0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**63:
+            raise InputError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        check_device(self.device)
         if not isinstance(self.channels_last, bool):
             raise InputError(f"channels_last must be True or False, got {self.channels_last!r}")
         for name in ("checkpoint_every_steps", "max_steps_per_epoch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{name} must be an integer >= 0 (0 = off), got {value!r}")
+
+
+def _check_number(value: Any, name: str, expected: str, ok: Callable[[float], bool]) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
+        raise InputError(f"{name} must be {expected}, got {value!r}")
+
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def check_device(device: Any, name: str = "device") -> str:
+    """``device`` as a string "cpu", "cuda" or "cuda:N" (a torch.device is accepted too)."""
+    text = str(device) if isinstance(device, torch.device) else device
+    if not isinstance(text, str) or not _DEVICE.match(text):
+        raise InputError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return text
 
 
 # Options that may change between a run and its resumption without changing its result.
@@ -256,25 +280,30 @@ def fit(
         path = Path(run_dir) / CHECKPOINT_FILE
         if not path.is_file():
             raise CheckpointError(f"cannot resume: no {CHECKPOINT_FILE} in run folder {run_dir}")
-        meta, extra = load_training_state(run_dir, core, optimizer)
+        meta, extra = load_training_state(run_dir, core, optimizer, meta_schema=RESUME_SCHEMA)
         _check_resumable(meta, opts, sampler, path)
+        state = TrainState(**meta["train_state"])
+        _check_train_state(state, opts, "epoch_rng" in meta, path)
+        _check_like(meta["scheduler"], scheduler.state_dict(), "scheduler", path)
+        if scaler is not None and meta.get("scaler"):
+            _check_like(meta["scaler"], scaler.state_dict(), "scaler", path)
         try:
             scheduler.load_state_dict(meta["scheduler"])
             if scaler is not None and meta.get("scaler"):
                 scaler.load_state_dict(meta["scaler"])
-            state = TrainState(**meta["train_state"])
             if rank != 0:  # rank 0 holds the partial sums of all ranks
                 state.epoch_loss_sum, state.epoch_steps, state.epoch_correct, state.epoch_seen = 0.0, 0, 0, 0
             config_rng.setstate(_tuplify(meta["config_rng"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            if state.step_in_epoch == 0:
+                restore_rng(meta["rng"], extra, generator, device, "rng")
+            else:
+                # Replay the epoch's shuffling from its start; the step-time RNG comes back after
+                # the batches already trained have been skipped (their loading consumes RNG too).
+                restore_rng(meta["epoch_rng"], extra, generator, device, "epoch_rng")
+                pending_rng = (meta["rng"], extra)
+                _check_rng(meta["rng"], extra, generator, device, path)
+        except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, IndexError) as exc:
             raise CheckpointError(f"training checkpoint {path} is incomplete or malformed ({exc})") from None
-        if state.step_in_epoch == 0:
-            restore_rng(meta["rng"], extra, generator, device, "rng")
-        else:
-            # Replay the epoch's shuffling from its start; the step-time RNG comes back after
-            # the batches already trained have been skipped (their loading consumes RNG too).
-            restore_rng(meta["epoch_rng"], extra, generator, device, "epoch_rng")
-            pending_rng = (meta["rng"], extra)
 
     loader_sampler = getattr(train_loader, "sampler", None)
     if state.epoch > 0 and hasattr(loader_sampler, "set_epoch"):
@@ -333,6 +362,11 @@ def fit(
             stats: dict[str, float] = {}
             loss = train_step(model, x, y, configs, optimizer, autocast_dtype=autocast_dtype, scaler=scaler,
                               stats=stats)
+            if not math.isfinite(loss):
+                raise InputError(
+                    f"training diverged: the loss is {loss} at epoch {epoch + 1}, step {i + 1}; "
+                    f"lower the learning rate (lr={opts.lr})"
+                )
             state.epoch_loss_sum += loss
             state.epoch_steps += 1
             state.epoch_correct += int(stats["correct"])
@@ -352,6 +386,9 @@ def fit(
         scheduler.step()
         loss_sum, steps, correct, seen = dist_utils.all_reduce_sums(
             [state.epoch_loss_sum, state.epoch_steps, state.epoch_correct, state.epoch_seen], device)
+        if not steps:
+            raise InputError(f"train_loader yielded no batches in epoch {epoch + 1}; expected a non-empty "
+                             "iterable of (x, y) batches")
         row = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / steps if steps else float("nan"),
@@ -369,6 +406,71 @@ def fit(
             on_epoch_end(epoch + 1, row)
         checkpoint()  # after the callback, so RNG it consumes is part of the saved state
     return state.history
+
+
+_RNG_SCHEMA = Dict({"python": ListOf(), "numpy": ListOf()}, extra=True)
+RESUME_SCHEMA = Dict({
+    "train_state": Dict({
+        "epoch": Int(min=0), "step_in_epoch": Int(min=0), "global_step": Int(min=0),
+        "history": ListOf(MapOf()), "epoch_loss_sum": Float(), "epoch_steps": Int(min=0),
+        "epoch_correct": Int(min=0), "epoch_seen": Int(min=0), "epoch_seconds": Float(min=0),
+    }),
+    "scheduler": MapOf(),
+    "scaler?": Nullable(MapOf()),
+    "config_rng": ListOf(),
+    "rng": _RNG_SCHEMA,
+    "epoch_rng?": _RNG_SCHEMA,
+}, extra=True)
+
+
+def _check_train_state(state: TrainState, opts: TrainOptions, has_epoch_rng: bool, path: Path) -> None:
+    """Where the checkpoint says the run is must be a place this run can be."""
+    where = f"the metadata of training checkpoint {path}: key 'train_state"
+    if state.epoch > opts.epochs:
+        raise CheckpointError(f"{where}.epoch' is {state.epoch}, beyond the run's {opts.epochs} epochs")
+    if len(state.history) != state.epoch:
+        raise CheckpointError(f"{where}.history' has {len(state.history)} rows for {state.epoch} completed epochs")
+    if state.step_in_epoch and (state.epoch == opts.epochs or not has_epoch_rng):
+        raise CheckpointError(f"{where}.step_in_epoch' is {state.step_in_epoch}, but "
+                              + ("every epoch is done" if state.epoch == opts.epochs else "the epoch's RNG state is missing"))
+    if opts.max_steps_per_epoch and state.step_in_epoch > opts.max_steps_per_epoch:
+        raise CheckpointError(f"{where}.step_in_epoch' is {state.step_in_epoch}, beyond max_steps_per_epoch "
+                              f"{opts.max_steps_per_epoch}")
+    if state.global_step < state.step_in_epoch or state.epoch_correct > state.epoch_seen:
+        raise CheckpointError(f"{where}' is inconsistent (global_step {state.global_step} < step_in_epoch "
+                              f"{state.step_in_epoch}, or epoch_correct {state.epoch_correct} > epoch_seen "
+                              f"{state.epoch_seen})")
+
+
+def _check_like(saved: dict, now: dict, what: str, path: Path) -> None:
+    """``saved`` (from a checkpoint) must have the keys of ``now`` with values of the same kind."""
+    if set(saved) != set(now):
+        raise CheckpointError(f"{what} state in {path} does not match: keys {sorted(saved)}, expected {sorted(now)}")
+    for key, value in now.items():
+        if not _same_kind(saved[key], value):
+            raise CheckpointError(f"{what} state in {path}: key {key!r} is {saved[key]!r}, expected a value like "
+                                  f"{value!r}")
+
+
+def _same_kind(a: Any, b: Any) -> bool:
+    if isinstance(b, bool) or b is None:
+        return type(a) is type(b)
+    if isinstance(b, numbers.Real):
+        return isinstance(a, numbers.Real) and not isinstance(a, bool) and math.isfinite(a) == math.isfinite(b)
+    if isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and len(a) == len(b) and all(map(_same_kind, a, b))
+    if isinstance(b, dict):
+        return isinstance(a, dict) and set(a) == set(b) and all(_same_kind(a[k], b[k]) for k in b)
+    return isinstance(a, type(b))
+
+
+def _check_rng(meta: dict, tensors: dict, generator, device: torch.device, path: Path) -> None:
+    """Try the step-time RNG state now (it is restored later, mid-epoch), keeping the current one."""
+    saved = capture_rng(generator, device, "check")
+    try:
+        restore_rng(meta, tensors, generator, device, "rng")
+    finally:
+        restore_rng(saved[0], saved[1], generator, device, "check")
 
 
 def _check_resumable(meta: dict, opts: TrainOptions, sampler: Sampler, path: Path) -> None:
