@@ -245,7 +245,7 @@ class StagedNet(nn.Module):
             if self.require_calibration == "exact":
                 raise CalibrationError(message)
             self._calibration_warned.add(cfg)
-            warnings.warn(CalibrationWarning(message), stacklevel=4)
+            warnings.warn(CalibrationWarning(message), stacklevel=5)
 
     # ---- forward --------------------------------------------------------------------------
     def _check_input(self, x) -> torch.Tensor:

@@ -383,12 +383,12 @@ def fit(
         if pending_rng is not None:  # the loader had fewer batches than the checkpoint skipped
             restore_rng(*pending_rng, generator, device, "rng")
             pending_rng = None
-        scheduler.step()
         loss_sum, steps, correct, seen = dist_utils.all_reduce_sums(
             [state.epoch_loss_sum, state.epoch_steps, state.epoch_correct, state.epoch_seen], device)
         if not steps:
             raise InputError(f"train_loader yielded no batches in epoch {epoch + 1}; expected a non-empty "
                              "iterable of (x, y) batches")
+        scheduler.step()
         row = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / steps if steps else float("nan"),
