@@ -63,17 +63,30 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         # O_EXCL: never write through an existing file or link; mode 0o666 & ~umask like open().
         os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as exc:
-        raise StorageError(f"cannot write {path}: {describe_os_error(exc, path)}") from None
+        raise StorageError(f"cannot write {path}: {_explain(exc, path)}") from None
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as exc:
         if isinstance(exc, FlexSNNError):
             raise
-        raise StorageError(f"cannot write {path}: {describe_os_error(exc, path)}") from None
+        if exc.filename is not None and str(exc.filename) in (str(tmp_path), str(path)):
+            exc.filename = None  # the message names the path already (never the temporary one)
+        raise StorageError(f"cannot write {path}: {describe_os_error(exc)}") from None
     finally:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+
+
+def _explain(exc: OSError, path: Path) -> str:
+    # mkdir under a file says "File exists" / "Not a directory": name the file in the way.
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    return f"{parent} is a file, not a folder"
+                break
+    return describe_os_error(exc, path)
 
 
 def remove_stale_temp_files(folder: str | os.PathLike, target: str | None = None) -> list[Path]:

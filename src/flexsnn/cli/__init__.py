@@ -1,18 +1,24 @@
 """The ``flexsnn`` command. Each verb lives in its own module with a ``register`` function.
 
-User mistakes (any FlexSNNError, a missing file) print one line to stderr and exit 2;
-nothing prints a traceback for them.
+User mistakes (any FlexSNNError) and operating-system failures (any OSError: a missing file,
+a full disk, a read-only file system; safetensors' I/O errors) print one line naming the path
+to stderr and exit 2; nothing prints a traceback for them. flexsnn's warnings print as one
+line too.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+import warnings
 from typing import Sequence
+
+from safetensors import SafetensorError
 
 from flexsnn import __version__
 from flexsnn.cli import deploy_cmd, demo_cmd, early_exit_cmd, evaluate_cmd, search_cmd, train_cmd
-from flexsnn.errors import FlexSNNError
+from flexsnn.errors import FlexSNNError, FlexSNNWarning, describe_os_error
 from flexsnn.runtime import tune_cpu_allocator
 
 EPILOG = """examples:
@@ -53,6 +59,34 @@ def one_line(message: str) -> str:
     return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
+def error_message(exc: BaseException) -> str:
+    """What the user is told: flexsnn's own message, or the OS reason and the path concerned
+    (disk full, read-only file system, a path component that is a file, ...)."""
+    if isinstance(exc, FlexSNNError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    return f"cannot read or write a safetensors file: {' '.join(str(exc).split())}"
+
+
+@contextlib.contextmanager
+def _one_line_warnings(verb: str):
+    """flexsnn's own warnings print as one line (``flexsnn VERB: warning: ...``)."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FlexSNNWarning):
+            print(f"flexsnn {verb}: warning: {one_line(str(message))}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
@@ -61,9 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # with FLEXSNN_CPU_ALLOCATOR=default). Up to ~2x faster CPU steps on glibc.
     tune_cpu_allocator()
     try:
-        return int(args.func(args) or 0)
-    except (FlexSNNError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"flexsnn {args.verb}: error: {one_line(str(exc))}", file=sys.stderr)
+        with _one_line_warnings(args.verb):
+            return int(args.func(args) or 0)
+    except (FlexSNNError, OSError, SafetensorError) as exc:
+        print(f"flexsnn {args.verb}: error: {one_line(error_message(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"flexsnn {args.verb}: interrupted", file=sys.stderr)

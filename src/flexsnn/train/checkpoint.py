@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -126,20 +127,23 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor
     if metadata is not None:
         meta[_STATE_KEY] = json.dumps(metadata)
     with atomic_write(path) as tmp:
+        mode = tmp.stat().st_mode  # the umask's, which safetensors' writer does not keep
         try:
             save_file(tensors, str(tmp), metadata=meta)
         except SafetensorError as exc:
             raise StorageError(f"cannot write {path}: {safetensors_reason(exc)}") from None
+        os.chmod(tmp, stat.S_IMODE(mode))
         _fsync(tmp)
     _fsync_dir(Path(path).parent)
     return digests
 
 
 def safetensors_reason(exc: Exception) -> str:
-    """The OS reason inside a safetensors I/O error (``... message: "No space left on device"``)."""
-    text = str(exc)
-    match = re.search(r'message: "([^"]+)"', text)
-    return match.group(1) if match else " ".join(text.split())
+    """The OS reason inside a safetensors I/O error (``... message: "No space left on device"``
+    or ``I/O error: File too large (os error 27)``)."""
+    text = " ".join(str(exc).split())
+    match = re.search(r'message: "([^"]+)"', text) or re.search(r"I/O error: (.+?) \(os error \d+\)", text)
+    return match.group(1) if match else text
 
 
 def _fsync(path: Path) -> None:
