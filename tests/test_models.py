@@ -110,6 +110,7 @@ def test_time_stepped_neuron_defaults_and_overrides():
     lifs = _neurons(net)
     assert len(lifs) == 2 and all(type(n) is LIF for n in lifs)
     assert all((n.v_th, n.decay, n.reset, n.multi_spike) == (1.0, 0.5, "hard", False) for n in lifs)
+    assert all(n.surrogate == "triangle" for n in lifs + _neurons(build_model("vgg9_dvs", width=1 / 16)))
     net = build_model("resnet19", width=1 / 16, neuron={"decay": 0.25, "surrogate": "sigmoid"})
     assert all(n.decay == 0.25 and n.v_th == 1.0 and n.surrogate == "sigmoid" for n in _neurons(net))
     assert len({id(n) for n in _neurons(net)}) == len(_neurons(net))  # fresh neuron per layer
@@ -129,6 +130,7 @@ def test_deployable_nets_are_bias_free_if_networks(name, kwargs):
     neurons = _neurons(net)
     assert neurons and all(type(n) is IF for n in neurons)
     assert all((n.v_th, n.reset, n.multi_spike, n.v_min) == (1.0, "subtract", True, -1.0) for n in neurons)
+    assert all((n.surrogate, n.alpha) == ("exponential", 0.5) for n in neurons)  # Sinabs' default
     weighted = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert weighted and all(m.bias is None for m in weighted)
     assert isinstance(net.head, nn.Linear)  # readout: a bias-free Linear, no neuron after it

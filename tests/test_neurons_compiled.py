@@ -24,6 +24,8 @@ MODES = [
     dict(reset="subtract", multi_spike=False, v_min=None, surrogate="sigmoid", detach_reset=True, decay=0.9,
          v_th=0.8, alpha=2.5),
     dict(reset="hard", multi_spike=False, v_min=-2.0, surrogate="atan", detach_reset=False, decay=1.0),
+    # the paper's event-driven neuron (every mode of the traced kernels: test_neurons_kernels.py)
+    dict(reset="subtract", multi_spike=True, v_min=-1.0, surrogate="exponential", detach_reset=False, decay=1.0),
 ]
 
 

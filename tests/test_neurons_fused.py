@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ MODES = list(
         ["hard", "subtract"],
         [False, True],  # multi_spike
         [None, -1.0],  # v_min
-        ["triangle", "sigmoid", "atan"],
+        ["triangle", "exponential", "sigmoid", "atan"],
         [False, True],  # detach_reset
     )
 )
@@ -83,6 +84,16 @@ def test_fused_hand_computed_gradient():
         s, _ = fused(x, detach_reset=detach)
         s.sum().backward()
         assert torch.allclose(x.grad.flatten(), torch.tensor(expected, dtype=torch.float64))
+
+
+def test_fused_hand_computed_gradient_exponential():
+    # Same example as tests/test_neurons_reference.py: IF, subtract, multi-spike, v_min -1,
+    # x = [1.5, 0.2], L = sum(s) -> [2 e^-1 + (1 - 2 e^-1) 2 e^-0.6, 2 e^-0.6]
+    x = torch.tensor([1.5, 0.2], dtype=torch.float64).reshape(2, 1, 1).requires_grad_()
+    s, _ = fused(x, decay=1.0, reset="subtract", multi_spike=True, v_min=-1.0, surrogate="exponential")
+    s.sum().backward()
+    e1, e06 = math.exp(-1.0), math.exp(-0.6)
+    assert torch.allclose(x.grad.flatten(), torch.tensor([2 * e1 + (1 - 2 * e1) * 2 * e06, 2 * e06], dtype=torch.float64))
 
 
 def test_fused_hand_trace_if_multi_spike_clip():

@@ -13,7 +13,7 @@ from flexsnn.neurons.surrogate import SURROGATES
 @pytest.mark.parametrize(
     "kw, match",
     [
-        (dict(surrogate="relu"), "surrogate must be one of 'triangle', 'sigmoid', 'atan'"),
+        (dict(surrogate="relu"), "surrogate must be one of 'triangle', 'exponential', 'sigmoid', 'atan'"),
         (dict(reset="zero"), "reset must be one of 'hard', 'subtract'"),
         (dict(v_th=0.0), "v_th must be > 0"),
         (dict(v_th=-1.0), "v_th must be > 0"),

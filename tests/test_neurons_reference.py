@@ -1,6 +1,8 @@
 """Reference multi-step dynamics (flexsnn.neurons.reference): hand traces and hand gradients."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -136,3 +138,90 @@ def test_dtype_and_shape_preserved(dtype):
     s, v = reference(x)
     assert s.dtype == dtype and v.dtype == dtype
     assert s.shape == x.shape and v.shape == x.shape[1:]
+
+
+# ------------------------------------------------------------ exponential surrogate, by hand
+EVENT_IF = dict(decay=1.0, reset="subtract", multi_spike=True, v_min=-1.0, surrogate="exponential")
+E1, E06 = math.exp(-1.0), math.exp(-0.6)
+
+
+def test_hand_computed_gradient_exponential_event_driven_if():
+    # IF, v_th 1, subtract, multi-spike, v_min -1, x = [1.5, 0.2], L = sum(s)
+    # m = [1.5, 0.7], s = [1, 0]; s'(m) = 2 exp(-2 |m - 1|) = [2 e^-1, 2 e^-0.6] (no envelope:
+    # the bump also applies above threshold); the reset path passes 1 - s'(m0) = 1 - 2 e^-1
+    # dx1 = 2 e^-0.6 = 1.097623; dx0 = 2 e^-1 + (1 - 2 e^-1) * 2 e^-0.6 = 1.025796
+    s, v, x = grad_of_spike_sum([1.5, 0.2], **EVENT_IF)
+    assert s.flatten().tolist() == [1.0, 0.0] and float(v.detach()) == pytest.approx(0.7)
+    s.sum().backward()
+    expected = [2 * E1 + (1 - 2 * E1) * 2 * E06, 2 * E06]
+    assert torch.allclose(x.grad.flatten(), torch.tensor(expected, dtype=torch.float64))
+    assert expected == pytest.approx([1.025796, 1.097623], abs=1e-6)
+    # the triangle on the same neuron: envelope 1 above threshold, the reset path closed (0)
+    s, _, x = grad_of_spike_sum([1.5, 0.2], **{**EVENT_IF, "surrogate": "triangle"})
+    s.sum().backward()
+    assert torch.allclose(x.grad.flatten(), torch.tensor([1.0, 0.7], dtype=torch.float64))
+
+
+def test_reset_path_passes_one_minus_the_surrogate_at_every_step():
+    # L = v_last = m1 - s1: dv/dx1 = 1 - s'(m1), dv/dx0 = (1 - s'(m1)) * (1 - s'(m0))
+    s, v, x = grad_of_spike_sum([1.5, 0.2], **EVENT_IF)
+    v.sum().backward()
+    expected = [(1 - 2 * E06) * (1 - 2 * E1), 1 - 2 * E06]
+    assert torch.allclose(x.grad.flatten(), torch.tensor(expected, dtype=torch.float64))
+    assert expected[1] == pytest.approx(-0.097623, abs=1e-6)  # just below threshold: negative
+
+
+def test_exponential_scales_with_threshold_by_hand():
+    # v_th 2, x = [3.0, 0.4]: m = [3.0, 1.4], s = [floor(1.5) = 1, 0]
+    # s'(m) = (2 / v_th) exp(-2 |m - v_th| / v_th) = exp(-|m - 2|) = [e^-1, e^-0.6]: half the
+    # v_th = 1 values at the same m / v_th; the reset path 1 - v_th s'(m0) = 1 - 2 e^-1 is the same
+    s, _, x = grad_of_spike_sum([3.0, 0.4], **EVENT_IF, v_th=2.0)
+    assert s.flatten().tolist() == [1.0, 0.0]
+    s.sum().backward()
+    expected = [E1 + (1 - 2 * E1) * E06, E06]
+    assert torch.allclose(x.grad.flatten(), torch.tensor(expected, dtype=torch.float64))
+
+
+def straight_through(x, v_th, decay, reset, multi_spike, v_min, detach_reset, slope):
+    """The same dynamics written with plain autograd ops: each spike is its step value plus
+    ``slope(m) * (m - m.detach())`` (value unchanged, derivative = the surrogate)."""
+    u = torch.zeros_like(x[0])
+    spikes = []
+    for t in range(x.shape[0]):
+        h = decay * u + x[t]
+        m = h if v_min is None else torch.clamp(h, min=v_min)
+        value = torch.floor(m / v_th).clamp(min=0) if multi_spike else (m >= v_th).to(m.dtype)
+        s = value.detach() + slope(m.detach(), v_th) * (m - m.detach())
+        if reset == "hard":
+            fired = (m >= v_th).to(m.dtype)
+            g = fired + slope(m.detach(), v_th) * (m - m.detach())
+            u = m * (1.0 - (g.detach() if detach_reset else g))
+        else:
+            u = m - (s.detach() if detach_reset else s) * v_th
+        spikes.append(s)
+    return torch.stack(spikes), u
+
+
+def exponential_slope(m, v_th):
+    return 2.0 / v_th * torch.exp(-2.0 * (m - v_th).abs() / v_th)
+
+
+@pytest.mark.parametrize("reset", ["hard", "subtract"])
+@pytest.mark.parametrize("multi_spike", [False, True])
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("v_th, decay, v_min", [(1.0, 1.0, -1.0), (0.6, 0.8, None), (2.0, 0.5, -0.5)])
+def test_exponential_reference_equals_autograd_through_a_straight_through_loop(
+        reset, multi_spike, detach_reset, v_th, decay, v_min):
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(8, 3, 5, generator=g, dtype=torch.float64) * 1.5 * v_th + 0.3).requires_grad_()
+    kw = dict(v_th=v_th, decay=decay, reset=reset, multi_spike=multi_spike, v_min=v_min, detach_reset=detach_reset)
+    s, v = reference(x, surrogate="exponential", **kw)
+    s_st, v_st = straight_through(x, slope=exponential_slope, **kw)
+    assert torch.equal(s, s_st) and torch.allclose(v, v_st)
+    if multi_spike:
+        assert s.max() >= 2  # some steps fire several spikes, where the bump differs from an envelope
+    w_s, w_v = torch.randn(s.shape, generator=g, dtype=x.dtype), torch.randn(v.shape, generator=g, dtype=x.dtype)
+    (grad,) = torch.autograd.grad((s * w_s).sum() + (v * w_v).sum(), x)
+    (grad_st,) = torch.autograd.grad((s_st * w_s).sum() + (v_st * w_v).sum(), x)
+    assert grad.abs().sum() > 0
+    torch.testing.assert_close(grad, grad_st, rtol=1e-12, atol=1e-12)

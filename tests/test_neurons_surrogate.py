@@ -21,8 +21,13 @@ X = torch.tensor([-2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5], dtype=torc
 
 
 def test_registry_names_and_defaults():
-    assert set(SURROGATES) == {"triangle", "sigmoid", "atan"}
-    assert {name: s.default_alpha for name, s in SURROGATES.items()} == {"triangle": 1.0, "sigmoid": 4.0, "atan": 2.0}
+    assert set(SURROGATES) == {"triangle", "exponential", "sigmoid", "atan"}
+    assert {name: s.default_alpha for name, s in SURROGATES.items()} == {
+        "triangle": 1.0, "exponential": 0.5, "sigmoid": 4.0, "atan": 2.0}
+    # only the exponential (Sinabs' SingleExponential with MultiSpike) scales with v_th and
+    # keeps its bump above a multi-spike threshold
+    assert [n for n, s in SURROGATES.items() if s.scales_with_threshold] == ["exponential"]
+    assert [n for n, s in SURROGATES.items() if not s.multi_spike_envelope] == ["exponential"]
 
 
 def test_triangle_default_is_the_papers_max_0_1_minus_abs():
@@ -65,7 +70,7 @@ def test_sigmoid_and_atan_peak_values():
     assert float(SURROGATES["atan"](zero)) == pytest.approx(1.0)  # 2 / 2
 
 
-@pytest.mark.parametrize("name", ["triangle", "sigmoid", "atan"])
+@pytest.mark.parametrize("name", ["triangle", "exponential", "sigmoid", "atan"])
 def test_inplace_matches_pure_and_pure_leaves_input_alone(name):
     x = X.clone()
     pure = SURROGATES[name](x, 1.7)
@@ -76,7 +81,7 @@ def test_inplace_matches_pure_and_pure_leaves_input_alone(name):
 
 
 def test_unknown_surrogate_lists_choices():
-    with pytest.raises(InputError, match="surrogate.*'triangle'.*'sigmoid'.*'atan'.*'relu'"):
+    with pytest.raises(InputError, match="surrogate.*'triangle'.*'exponential'.*'sigmoid'.*'atan'.*'relu'"):
         resolve_surrogate("relu")
 
 
@@ -123,3 +128,84 @@ def test_gate_kind_returns_any_spike_indicator_with_single_surrogate():
     assert g.tolist() == [0.0, 1.0, 1.0]
     g.sum().backward()
     assert torch.allclose(u.grad, torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64))
+
+
+# ------------------------------------------------------------------ exponential (Sinabs' default)
+def test_exponential_at_threshold_one_is_two_exp_minus_two_abs():
+    # d s / d u = 2 exp(-2 |u - 1|): 2 at the threshold, 2/e half a unit away on either side
+    got = SURROGATES["exponential"](X)
+    assert torch.allclose(got, 2.0 * torch.exp(-2.0 * X.abs()))
+    assert float(got[4]) == 2.0 and float(got[2]) == pytest.approx(2.0 / math.e) == float(got[6])
+    u = X + 1.0
+    fn, alpha = resolve_surrogate("exponential")
+    assert torch.equal(spike_surrogate(u.clone(), 1.0, False, fn, alpha), got)
+
+
+def sinabs_single_exponential(v_mem, spike_threshold, grad_width=0.5, grad_scale=1.0):
+    """Sinabs' SingleExponential, written out: width relative to the threshold."""
+    abs_width = spike_threshold * grad_width
+    return grad_scale / abs_width * torch.exp(-torch.abs(v_mem - spike_threshold) / abs_width)
+
+
+@pytest.mark.parametrize("v_th", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("alpha", [None, 0.25])
+def test_exponential_width_scales_with_threshold_as_sinabs(v_th, alpha):
+    fn, a = resolve_surrogate("exponential", alpha)
+    u = torch.linspace(-2.0, 3.0 * v_th, 101, dtype=torch.float64)
+    got = spike_surrogate(u.clone(), v_th, False, fn, a)
+    # width w = alpha * v_th, height 1 / w: (2 / v_th) exp(-2 |u - v_th| / v_th) at alpha = 0.5
+    assert torch.allclose(got, sinabs_single_exponential(u, v_th, grad_width=a))
+    if alpha is None:
+        assert torch.allclose(got, 2.0 / v_th * torch.exp(-2.0 * (u - v_th).abs() / v_th))
+    # in units of the threshold the curve is the same: v_th * s'(v_th * z) does not depend on v_th
+    z = torch.linspace(-1.0, 3.0, 41, dtype=torch.float64)
+    assert torch.allclose(v_th * fn.slope(v_th * z - v_th, a, v_th), fn.slope(z - 1.0, a, 1.0))
+    # area 2 (Sinabs' grad_scale 1 with height 1 / width), whatever the threshold
+    grid = torch.linspace(v_th - 40 * a * v_th, v_th + 40 * a * v_th, 400001, dtype=torch.float64)
+    assert float(torch.trapezoid(fn.slope(grid - v_th, a, v_th), grid)) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_exponential_multi_spike_keeps_the_bump_above_threshold():
+    # Sinabs' MultiSpike uses the surrogate at every membrane value: no 1 / v_th envelope
+    u = torch.tensor([-1.0, 0.0, 0.25, 0.5, 0.9, 2.0], dtype=torch.float64)
+    fn, alpha = resolve_surrogate("exponential")
+    expected = 4.0 * torch.exp(-4.0 * (u - 0.5).abs())  # v_th = 0.5: (2 / 0.5) exp(-2 |u - 0.5| / 0.5)
+    assert torch.allclose(spike_surrogate(u.clone(), 0.5, True, fn, alpha), expected)
+    assert torch.allclose(spike_surrogate(u.clone(), 0.5, False, fn, alpha), expected)
+    tri, a = resolve_surrogate("triangle")
+    assert spike_surrogate(u.clone(), 0.5, True, tri, a)[3:].tolist() == [2.0, 2.0, 2.0]  # envelope kept
+
+
+class _Primitive(torch.autograd.Function):
+    """Forward: a surrogate's smooth primitive F; backward: the surrogate itself."""
+
+    @staticmethod
+    def forward(ctx, x, name, primitive, alpha):
+        ctx.save_for_backward(x)
+        ctx.name, ctx.alpha = name, alpha
+        return primitive(x, alpha)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return grad_out * SURROGATES[ctx.name](x, ctx.alpha), None, None, None
+
+
+PRIMITIVES = {
+    # F' is the surrogate: gradcheck compares our surrogate with finite differences of F
+    "triangle": lambda x, a: torch.where(
+        x.abs() <= a, 0.5 + x / a - x * x.abs() / (2 * a * a), (x > 0).to(x.dtype)),
+    "exponential": lambda x, a: torch.sign(x) * (1.0 - torch.exp(-x.abs() / a)),
+    "sigmoid": lambda x, a: torch.sigmoid(a * x),
+    "atan": lambda x, a: torch.atan(math.pi / 2 * a * x) / math.pi,
+}
+
+
+@pytest.mark.parametrize("name", list(PRIMITIVES))
+@pytest.mark.parametrize("alpha", [None, 0.7])
+def test_gradcheck_every_surrogate_is_the_derivative_of_its_primitive(name, alpha):
+    a = SURROGATES[name].default_alpha if alpha is None else alpha
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(40, generator=g, dtype=torch.float64) * 4 - 2)
+    x = x[(x.abs() > 1e-3) & ((x.abs() - a).abs() > 1e-3)].requires_grad_()  # off the kinks
+    assert torch.autograd.gradcheck(lambda t: _Primitive.apply(t, name, PRIMITIVES[name], a), (x,))

@@ -15,10 +15,12 @@ from torch import nn
 from flexsnn.errors import InputError, check_positive_int
 from flexsnn.neurons import IF, LIF
 
-#: Time-stepped models (PAPER.md "Neurons"): LIF, V_th = 1, decay 0.5, hard reset.
+#: Time-stepped models (PAPER.md "Neurons"): LIF, V_th = 1, decay 0.5, hard reset, triangle surrogate.
 LIF_DEFAULTS: dict[str, Any] = {"v_th": 1.0, "decay": 0.5, "reset": "hard"}
-#: Deployable (event-driven) models: IF, V_th = 1, reset by subtraction, multi-spike, v_min = -1.
-IF_DEFAULTS: dict[str, Any] = {"v_th": 1.0, "reset": "subtract", "multi_spike": True, "v_min": -1.0}
+#: Deployable (event-driven) models: IF, V_th = 1, reset by subtraction, multi-spike, v_min = -1,
+#: and the exponential surrogate (Sinabs' default, as the paper's event-driven models train).
+IF_DEFAULTS: dict[str, Any] = {"v_th": 1.0, "reset": "subtract", "multi_spike": True, "v_min": -1.0,
+                               "surrogate": "exponential"}
 
 NeuronFactory = Callable[[], nn.Module]
 

@@ -137,8 +137,9 @@ class LIF(SpikingNeuron):
 class IF(SpikingNeuron):
     """Integrate-and-fire layer (LIF without leak, ``decay = 1``), reset by subtraction.
 
-    The paper's event-driven neuron is ``IF(multi_spike=True, v_min=-1.0)``. Why the reset
-    default differs from :class:`LIF`'s: module docstring.
+    The paper's event-driven neuron is ``IF(multi_spike=True, v_min=-1.0,
+    surrogate="exponential")`` (the deployable zoo nets' default). Why the reset default
+    differs from :class:`LIF`'s: module docstring.
     """
 
     def __init__(

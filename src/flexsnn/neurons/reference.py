@@ -12,6 +12,10 @@ same shape, dtype and device. The membrane starts at 0 on every call. Per step `
 ``detach_reset=True`` detaches the reset term's dependence on ``s`` (``H(s > 0)`` or ``s``)
 from the graph. Surrogate gradients are described in :mod:`flexsnn.neurons.surrogate`.
 
+Sinabs (``IAF`` with ``min_v_mem``) clips after the reset instead of before the spike: the
+spikes and membranes are the same, but at a step where the clip acts Sinabs still passes the
+spike's surrogate gradient to the input, while here the clipped step passes none.
+
 This loop is the ground truth the fused (:mod:`flexsnn.neurons.fused`) and compiled
 (:mod:`flexsnn.neurons.compiled`) backends are tested against: one autograd node per step,
 simple and slow.

@@ -10,21 +10,35 @@ d spike / d u at ``x = u - v_th`` for ``v_th = 1``, elementwise, any shape):
 - ``"triangle"`` (the paper's, for time-stepped LIF nets): ``max(0, 1 - |x| / alpha) / alpha``.
   ``alpha`` is the half-width of the triangle; the height ``1 / alpha`` keeps the area at 1.
   The default ``alpha = 1`` gives exactly the paper's ``max(0, 1 - |u - V_th|)``.
+- ``"exponential"`` (Sinabs' default ``SingleExponential``, used by the authors' event-driven
+  IF nets): ``exp(-|x| / w) / w`` with width ``w = alpha * v_th``, default ``alpha = 0.5``
+  (Sinabs' ``grad_width``). So ``d s / d u = (2 / v_th) exp(-2 |u - v_th| / v_th)``, which is
+  ``2 exp(-2 |u - 1|)`` at ``v_th = 1``: the width grows with the threshold and the height
+  ``1 / w`` shrinks with it (area 2 for every ``v_th``), exactly as Sinabs scales it.
 - ``"sigmoid"``: ``alpha * sig(alpha x) * (1 - sig(alpha x))`` (derivative of
   ``sig(alpha x)``), default ``alpha = 4``.
 - ``"atan"``: ``(alpha / 2) / (1 + (pi / 2 * alpha * x) ** 2)`` (derivative of
   ``atan(pi / 2 * alpha * x) / pi``), default ``alpha = 2``.
 
+Only the exponential scales with ``v_th`` (:attr:`Surrogate.scales_with_threshold`); the
+others are the same function of ``u - v_th`` at every threshold.
+
 Single spike: ``s = H(u - v_th)`` (1 when ``u >= v_th``), surrogate ``grad(u - v_th)``.
 
-Multi-spike: ``s = floor(u / v_th)`` clamped at >= 0. Surrogate: below threshold
-(``s = 0``) ``grad(u - v_th)``, as for a single spike (the neuron is about to emit its first
-spike); at or above threshold (``s >= 1``) ``1 / v_th``, the slope of the linear envelope
-``u / v_th`` of the staircase ``floor(u / v_th)``. One consequence, used consistently by the
-reference and the fused path: under subtract reset, ``u - v_th * s`` has surrogate derivative
-``1 - v_th * (1 / v_th) = 0`` above threshold, so the residual membrane of a firing
-multi-spike neuron carries no gradient back through the reset (``detach_reset=True`` keeps
-the temporal path open instead).
+Multi-spike: ``s = floor(u / v_th)`` clamped at >= 0. Two rules
+(:attr:`Surrogate.multi_spike_envelope`):
+
+- envelope (triangle, sigmoid, atan): below threshold (``s = 0``) ``grad(u - v_th)``, as for a
+  single spike (the neuron is about to emit its first spike); at or above threshold
+  (``s >= 1``) ``1 / v_th``, the slope of the linear envelope ``u / v_th`` of the staircase
+  ``floor(u / v_th)``. Under subtract reset, ``u - v_th * s`` then has surrogate derivative
+  ``1 - v_th * (1 / v_th) = 0`` above threshold: the residual membrane of a firing
+  multi-spike neuron carries no gradient back through the reset (``detach_reset=True`` keeps
+  the temporal path open instead).
+- one bump (exponential, as Sinabs' ``MultiSpike``): ``grad(u - v_th)`` at every membrane
+  value, above threshold too. Under subtract reset the reset path passes
+  ``1 - v_th * grad(u - v_th) = 1 - 2 exp(-2 |u - v_th| / v_th)``: at ``v_th = 1`` the
+  paper's "1 - that value".
 
 The hard-reset gate ``H(s > 0)`` (single spike: ``s`` itself) uses the single-spike
 surrogate ``grad(u - v_th)`` in both modes.
@@ -53,6 +67,12 @@ def triangle_grad(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False) ->
         y.div_(alpha)
     y.neg_().add_(1.0).clamp_min_(0.0)
     return y if alpha == 1.0 else y.div_(alpha)
+
+
+def exponential_grad(x: torch.Tensor, alpha: float = 0.5, inplace: bool = False) -> torch.Tensor:
+    """``exp(-|x| / alpha) / alpha`` (alpha = the width); ``inplace=True`` overwrites ``x``."""
+    y = x if inplace else x.clone()
+    return y.abs_().mul_(-1.0 / alpha).exp_().div_(alpha)
 
 
 def sigmoid_grad(x: torch.Tensor, alpha: float = 4.0, inplace: bool = False) -> torch.Tensor:
@@ -94,6 +114,7 @@ class Surrogate:
 
 SURROGATES: dict[str, Surrogate] = {
     "triangle": Surrogate(triangle_grad, 1.0),
+    "exponential": Surrogate(exponential_grad, 0.5, scales_with_threshold=True, multi_spike_envelope=False),
     "sigmoid": Surrogate(sigmoid_grad, 4.0),
     "atan": Surrogate(atan_grad, 2.0),
 }
