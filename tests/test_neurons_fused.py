@@ -77,7 +77,7 @@ def test_gradients_are_not_trivially_zero():
 
 
 def test_fused_hand_computed_gradient():
-    # Same example as tests/test_neurons_functional.py: x = [0.8, 0.9, 0.3], L = sum(s)
+    # Same example as tests/test_neurons_reference.py: x = [0.8, 0.9, 0.3], L = sum(s)
     # -> dL/dx = [0.90143, 0.5635, 0.3] (hard reset), [1.15, 0.7, 0.3] (detach_reset)
     for detach, expected in ((False, [0.90143, 0.5635, 0.3]), (True, [1.15, 0.7, 0.3])):
         x = torch.tensor([0.8, 0.9, 0.3], dtype=torch.float64).reshape(3, 1, 1).requires_grad_()

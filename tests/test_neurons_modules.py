@@ -38,7 +38,7 @@ def test_lif_forward_hand_trace():
 
 
 def test_if_event_driven_neuron_hand_trace():
-    # see tests/test_neurons_functional.py: spikes [2, 0, 0, 0, 3]
+    # see tests/test_neurons_reference.py: spikes [2, 0, 0, 0, 3]
     x = torch.tensor([2.5, -3.0, 0.4, 1.2, 2.7]).reshape(5, 1, 1)
     assert IF(multi_spike=True, v_min=-1.0)(x).flatten().tolist() == [2.0, 0.0, 0.0, 0.0, 3.0]
 
