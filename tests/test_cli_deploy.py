@@ -1,6 +1,8 @@
 """`flexsnn deploy prepare | simulate | export`: happy path on tiny data, one-line errors."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import nir
 import pytest
@@ -60,6 +62,13 @@ def test_prepare_simulate_export(base_run, tmp_path, capsys, monkeypatch):
         out = capsys.readouterr().out
         assert "time-stepped accuracy at T=4 (bias-free)" in out
 
+    assert main(["deploy", "prepare", "--run", str(base_run), "--out", str(tmp_path / "mtt_stage1"),
+                 "--pin", "stage1", "--epochs", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    recorded = {name: json.loads((tmp_path / name / "config.json").read_text())["deploy"] for name in ("mtt", "mtt_stage1")}
+    assert (recorded["mtt"]["pin"], recorded["mtt"]["sampler"]["first_stage_t"]) == ("input", None)  # the default
+    assert (recorded["mtt_stage1"]["pin"], recorded["mtt_stage1"]["sampler"]["first_stage_t"]) == ("stage1", 4)
+
     monkeypatch.setattr(deploy_cmd, "load_event_split", fake_event_split)
     assert main(["deploy", "simulate", "--run", str(tmp_path / "sdt"), "--run", str(tmp_path / "mtt"),
                  "--max-samples", "5", "--threads", "1", "--quiet", "--out", str(tmp_path / "sim")]) == 0
@@ -97,6 +106,10 @@ def test_argparse_errors_are_one_line(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid choice" in err
+    with pytest.raises(SystemExit):
+        main(["deploy", "prepare", "--run", "r", "--out", "o", "--pin", "stage2"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--pin" in err and "invalid choice" in err
     with pytest.raises(SystemExit):
         main(["deploy", "--help"])
     assert "prepare" in capsys.readouterr().out

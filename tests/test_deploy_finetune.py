@@ -23,21 +23,30 @@ def test_sdt_sampler_pins_every_stage():
     assert s.sample(random.Random(0), 3) == [(10, 10, 10)]
 
 
-def test_mtt_sampler_first_stage_at_t_others_in_range():
-    s = deployment_sampler("mtt", 10)  # paper's recipe: L = T - 1, R = 0 -> [1, 10]
-    assert isinstance(s, MTTSampler) and (s.t_min, s.t_max, s.first_stage_t, s.sample_num) == (1, 10, 10, 3)
+def test_mtt_sampler_keeps_the_input_at_t_and_draws_every_stage():
+    s = deployment_sampler("mtt", 10)  # paper's recipe: L = T - 1, R = 0 -> [1, 10], the input pinned
+    assert isinstance(s, MTTSampler) and (s.t_min, s.t_max, s.first_stage_t, s.sample_num) == (1, 10, None, 3)
     rng = random.Random(0)
-    drawn = set()
+    drawn = [set() for _ in range(2)]
     for _ in range(200):
-        configs = s.sample(rng, 3)
+        configs = s.sample(rng, 2)
         assert len(configs) == 3
         for cfg in configs:
-            assert cfg[0] == 10 and all(1 <= v <= 10 for v in cfg[1:])
-            drawn.update(cfg[1:])
-    assert drawn == set(range(1, 11))
+            assert all(1 <= v <= 10 for v in cfg)
+            for stage, v in enumerate(cfg):
+                drawn[stage].add(v)
+    assert drawn == [set(range(1, 11))] * 2  # stage 1 is drawn too (on a 2-stage net both stages mix)
     s = deployment_sampler("mtt", 10, t_left=2, t_right=1, sample_num=2)
     assert (s.t_min, s.t_max) == (8, 11)
     assert deployment_sampler("mtt", 3, t_left=9).t_min == 1  # clipped at 1
+
+
+def test_mtt_sampler_stage1_pin_is_the_explicit_old_scheme():
+    s = deployment_sampler("mtt", 10, pin="stage1")
+    assert (s.t_min, s.t_max, s.first_stage_t) == (1, 10, 10)
+    configs = [cfg for _ in range(100) for cfg in s.sample(random.Random(_), 2)]
+    assert {cfg[0] for cfg in configs} == {10} and {cfg[1] for cfg in configs} == set(range(1, 11))
+    assert deployment_sampler("sdt", 10, pin="stage1") == SDTSampler(10)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -45,6 +54,7 @@ def test_mtt_sampler_first_stage_at_t_others_in_range():
     (dict(method="mtt", t=0), InputError, "t must be a positive integer"),
     (dict(method="mtt", t=4, t_left=-1), InputError, "t_left"),
     (dict(method="mtt", t=4, t_right=1.5), InputError, "t_right"),
+    (dict(method="mtt", t=4, pin="stage2"), InputError, "pin must be one of"),
 ])
 def test_sampler_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -79,6 +89,21 @@ def test_finetune_keeps_biases_zero_and_trains_weights(method):
     check_bias_free(model)
 
 
+@pytest.mark.parametrize("pin", ["input", "stage1"])
+def test_finetune_feeds_frames_at_t_and_draws_stage1_unless_pinned(pin):
+    train, _ = make_frame_loaders(n_train=64, t=4, shape=SHAPE, classes=3, batch=8)
+    model = tiny_deployable()
+    seen = []  # (frames T, stage 1's T) of every training forward
+    model.stages[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0].shape[0]), with_kwargs=True)
+    finetune_bias_free(model, train, "mtt", t=4, options=TrainOptions(epochs=1, optimizer="sgd", lr=0.01),
+                       progress=False, pin=pin)
+    frames_t, stage1_t = seen[0::2], seen[1::2]
+    assert len(stage1_t) == 8 * 3  # 8 batches x 3 configs
+    assert set(frames_t) == {4}  # the input stays at the data's T
+    assert set(stage1_t) == ({4} if pin == "stage1" else {1, 2, 3, 4})
+
+
 def _base_run(tmp_path, loaders):
     from flexsnn.runs import RunSpec, train_run
 
@@ -95,7 +120,7 @@ def test_prepare_and_load_deployed_round_trip(tmp_path):
                                        loaders=loaders)
     deploy = config["deploy"]
     assert deploy["method"] == "mtt" and deploy["t"] == 4 and deploy["t_left"] == 3 and deploy["t_right"] == 0
-    assert deploy["sampler"]["first_stage_t"] == 4 and 0 <= deploy["accuracy_t"] <= 1
+    assert deploy["sampler"]["first_stage_t"] is None and deploy["pin"] == "input" and 0 <= deploy["accuracy_t"] <= 1
     loaded, cfg = load_deployed(tmp_path / "mtt")
     check_bias_free(loaded)
     x = next(iter(loaders[1]))[0].transpose(0, 1)

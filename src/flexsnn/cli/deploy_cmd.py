@@ -16,6 +16,7 @@ from flexsnn.cli.common import HelpFormatter, positive_int
 from flexsnn.data import DigitsDVS
 from flexsnn.deploy import evaluate_deployment, to_nir
 from flexsnn.deploy.compare import format_deployment_table
+from flexsnn.deploy.finetune import PINS
 from flexsnn.errors import InputError
 from flexsnn.io import atomic_write, write_json
 from flexsnn.runs import compare_deployment, load_deployed, load_event_split, prepare_deployment, resolve_device
@@ -36,14 +37,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     prep = verbs.add_parser("prepare", help="bias removal + bias-free fine-tune (SDT or MTT)",
                             description="Zero every bias and BN running mean, fold BN into the conv weights, then "
-                            "fine-tune with biases frozen at zero, with SDT or MTT (stage 1 at T, the others from "
-                            "[T - L, T + R]).", epilog=EXAMPLES, formatter_class=HelpFormatter)
+                            "fine-tune with biases frozen at zero, with SDT or MTT (input at T, every stage from "
+                            "[T - L, T + R]; --pin stage1 keeps stage 1 at T too).", epilog=EXAMPLES, formatter_class=HelpFormatter)
     prep.add_argument("--run", type=Path, required=True, help="run folder written by `flexsnn train`")
     prep.add_argument("--out", type=Path, required=True, help="deployed run folder to create")
     prep.add_argument("--method", choices=["mtt", "sdt"], default="mtt", help="fine-tune method")
     prep.add_argument("--t", type=positive_int, default=None, help="input T (default: the run's t_max)")
-    prep.add_argument("--L", dest="t_left", type=int, default=None, help="MTT: other stages from T-L (default T-1)")
-    prep.add_argument("--R", dest="t_right", type=int, default=0, help="MTT: other stages up to T+R")
+    prep.add_argument("--L", dest="t_left", type=int, default=None, help="MTT: stages from T-L (default T-1)")
+    prep.add_argument("--R", dest="t_right", type=int, default=0, help="MTT: stages up to T+R")
+    prep.add_argument("--pin", choices=list(PINS), default="input",
+                      help="MTT: what stays at T: the input only, every stage drawn (the paper's scheme), "
+                      "or stage 1 too")
     prep.add_argument("--sample-num", type=positive_int, default=3, help="MTT configs per iteration")
     prep.add_argument("--epochs", type=positive_int, default=3, help="fine-tune epochs")
     prep.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="optimizer")
@@ -95,7 +99,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     _, config = prepare_deployment(
         args.run, args.out, method=args.method, t=args.t, t_left=args.t_left, t_right=args.t_right,
         sample_num=args.sample_num, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
-        device=args.device, progress=not args.quiet, overwrite=args.overwrite, resume=args.resume,
+        device=args.device, progress=not args.quiet, overwrite=args.overwrite, resume=args.resume, pin=args.pin,
     )
     deploy = config["deploy"]
     print(f"time-stepped accuracy at T={deploy['t']} (bias-free): {100 * deploy['accuracy_t']:.2f}%")

@@ -30,7 +30,7 @@ FLAGS = {
     "t_max": dict(type=positive_int, help="largest T (the SDT training T; default 6)"),
     "sample_num": dict(type=positive_int, help="MTT configs per iteration, s (default 3)"),
     "group_block_num": dict(type=positive_int, help="consecutive stages sharing one T (default 1)"),
-    "first_stage_t": dict(type=positive_int, help="pin stage 1 to this T (event-driven recipe)"),
+    "first_stage_t": dict(type=positive_int, help="MTT: pin stage 1 to this T (default: every stage drawn; the input keeps the data's T)"),
     "data_t": dict(type=positive_int, help="bin event frames at this T (default t_max)"),
     "epochs": dict(type=positive_int, help="training epochs (default 10)"),
     "batch_size": dict(type=positive_int, help="batch size (default 64)"),

@@ -53,11 +53,14 @@ def prepare_deployment(
     loaders: tuple | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    pin: str = "input",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """`flexsnn deploy prepare`: bias removal + fine-tune of a trained run into a deployed run.
 
     run: a run folder written by ``flexsnn train``. out: the deployed run folder. t: the
-    input T (default: the run's t_max). Frames are binned at ``t``. Returns the bias-free
+    input T (default: the run's t_max). Frames are binned at ``t``. pin (MTT): ``"input"``
+    (default, the paper's authors' scheme: every stage drawn from ``[t - t_left, t + t_right]``)
+    or ``"stage1"`` (stage 1 kept at ``t`` too); see :func:`flexsnn.deploy.deployment_sampler`. Returns the bias-free
     model and the saved config (``config["deploy"]`` holds the recipe and the time-stepped
     accuracy at ``t``).
     """
@@ -78,15 +81,15 @@ def prepare_deployment(
     options = TrainOptions(epochs=epochs, optimizer=optimizer, lr=lr, weight_decay=weight_decay, seed=seed,
                            device=device)
     model = copy.deepcopy(base)
-    sampler = deployment_sampler(method, t, t_left, t_right, sample_num)
+    sampler = deployment_sampler(method, t, t_left, t_right, sample_num, pin)
     recipe = {
         "source_run": str(run), "method": method, "t": t, "t_left": t_left if t_left is not None else t - 1,
-        "t_right": t_right, "sample_num": sample_num, "sampler": sampler.describe(), "options": asdict(options),
+        "t_right": t_right, "sample_num": sample_num, "pin": pin, "sampler": sampler.describe(), "options": asdict(options),
         "bias_free": True, "batchnorm_folded": True,
     }
     write_json(out / "deploy_spec.json", recipe)
     history = finetune_bias_free(model, train_loader, method, t, t_left, t_right, sample_num, options,
-                                 run_dir=out, resume=resume, progress=progress)
+                                 run_dir=out, resume=resume, progress=progress, pin=pin)
     recipe["history"] = history
     recipe["accuracy_t"] = accuracy_at(model, test_loader, t)
     new_config = {"run": asdict(spec), "sampler": sampler.describe(), "deploy": recipe}
@@ -160,7 +163,7 @@ def compare_deployment(
     1. Base model: ``base_run`` (a run folder) or a new time-stepped SDT run of ``model`` at
        ``t`` for ``base_epochs`` (written to ``out/base``).
     2. For each method in ``methods``: a copy of the base goes through bias removal and the
-       bias-free fine-tune (``finetune_epochs``; MTT: first stage at ``t``, others from
+       bias-free fine-tune (``finetune_epochs``; MTT: input at ``t``, every stage from
        [1, t]), written to ``out/deploy_<method>``.
     3. Each fine-tuned model is measured by :func:`evaluate_deployment` on the test split's
        events. Writes ``out/deploy_results.json`` and returns the comparison.
@@ -185,7 +188,7 @@ def compare_deployment(
     rows = []
     for method in methods:
         log(f"[{method.upper()}] bias-free fine-tune for {finetune_epochs} epochs"
-            + (f" (stage 1 at T={t}, other stages from [1, {t}])" if method == "mtt" else f" at T={t}"))
+            + (f" (input at T={t}, every stage from [1, {t}])" if method == "mtt" else f" at T={t}"))
         tuned, _ = prepare_deployment(base_run, out / f"deploy_{method}", method=method, t=t, epochs=finetune_epochs,
                                       lr=finetune_lr, seed=seed, device=device, progress=progress, loaders=loaders,
                                       overwrite=True)
