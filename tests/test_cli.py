@@ -40,6 +40,23 @@ def test_user_errors_print_one_line_and_exit_nonzero(tmp_path, capsys):
     assert "mapping of run options" in capsys.readouterr().err
 
 
+def test_train_augment_flag_takes_a_protocol_name(tmp_path, capsys):
+    from flexsnn.cli import build_parser
+    from flexsnn.cli.train_cmd import spec_from_args
+
+    def spec(*flags):
+        return spec_from_args(build_parser().parse_args(["train", "--out", str(tmp_path / "r"), *flags]))
+
+    assert spec().augment is False and spec("--augment").augment is True
+    assert spec("--augment", "flip_or_reverse_roll5").augment == "flip_or_reverse_roll5"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("run: {augment: vflip_roll20}\n")
+    assert spec("--config", str(recipe)).augment == "vflip_roll20"  # the file's value stays
+    assert main(["train", "--out", str(tmp_path / "bad"), "--augment", "wobble", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'wobble'" in err and "flip_roll5" in err
+
+
 def test_bad_per_stage_config_is_rejected(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--run", "r", "--config", "3,0,1"])

@@ -106,7 +106,7 @@ def test_saccade_speed_profiles():
 
 def test_ink_turns_coverage_into_strokes():
     c = np.array([0.0, 0.25, 0.5, 0.6, 1.0], dtype=np.float32)
-    logistic = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    logistic = lambda z: 1 / (1 + np.exp(-z))
     expected = (logistic((c - 0.5) / 0.1) - logistic(-5.0)) / (logistic(5.0) - logistic(-5.0))
     out = ink(c, 0.1)
     assert out.dtype == np.float32
@@ -133,7 +133,7 @@ def test_generator_is_deterministic_and_per_sample(few):
     np.testing.assert_array_equal(events, again)
     np.testing.assert_array_equal(offsets, offsets_again)
     # sample i depends only on its own image and index: simulating 5..7 alone gives the same
-    part, part_offsets = simulate_dvs(images[5:8], first_index=5)
+    part, _ = simulate_dvs(images[5:8], first_index=5)
     np.testing.assert_array_equal(part, events[offsets[5]:offsets[8]])
     # ...and the index matters (it seeds the threshold mismatch and the noise)
     shifted, _ = simulate_dvs(images[5:6], first_index=6)
@@ -204,7 +204,7 @@ def test_background_activity_rates_and_polarity():
     # 40 blank recordings: only noise. Per recording Poisson(1156 * 0.3 s * (0.2 + 0.8 Hz)) =
     # 346.8 events; ON fraction (0.2 + 0.8 / 2) / 1.0 = 0.6; uniform over time and pixels.
     params = DVSSimParams()
-    events, offsets, noise = simulate_dvs(np.zeros((40, 8, 8), np.float32), params, return_noise_mask=True)
+    events, _, noise = simulate_dvs(np.zeros((40, 8, 8), np.float32), params, return_noise_mask=True)
     assert noise.all()
     n = len(events)
     assert abs(n - 40 * 346.8) < 4 * np.sqrt(40 * 346.8)
@@ -213,7 +213,7 @@ def test_background_activity_rates_and_polarity():
     assert per_saccade.size == 3 and np.all(np.abs(per_saccade - n / 3) < 4 * np.sqrt(n / 3))
     assert len(np.unique(events["y"].astype(int) * 34 + events["x"])) > 0.9 * 1156  # spread over the sensor
     # leak only: all ON, at the leak rate
-    sample, pixel, t, p = background_activity(40, DVSSimParams(shot_hz=0.0))
+    _, pixel, t, p = background_activity(40, DVSSimParams(shot_hz=0.0))
     assert np.all(p == 1) and abs(p.size - 40 * 69.36) < 4 * np.sqrt(40 * 69.36)
     assert t.min() >= 0 and t.max() < params.duration_us and pixel.max() < 1156
     assert background_activity(3, NO_NOISE)[0].size == 0
@@ -250,8 +250,8 @@ def test_cosine_profile_concentrates_events_mid_saccade(source):
     cos_ev, cos_off = simulate_dvs(images[:6], NO_NOISE)
     lin_ev, lin_off = simulate_dvs(images[:6], DVSSimParams(velocity_profile="linear", leak_hz=0.0, shot_hz=0.0))
     np.testing.assert_allclose(np.diff(cos_off), np.diff(lin_off), rtol=0.005)
-    phase = lambda ev: (ev["t"] % 100_000) / 100_000  # noqa: E731
-    middle = lambda ev: np.mean((phase(ev) > 0.25) & (phase(ev) < 0.75))  # noqa: E731
+    phase = lambda ev: (ev["t"] % 100_000) / 100_000
+    middle = lambda ev: np.mean((phase(ev) > 0.25) & (phase(ev) < 0.75))
     # the middle half of each saccade covers (1 - cos(3pi/4))/2 - (1 - cos(pi/4))/2 = 71 % of the path
     assert middle(cos_ev) > 0.62 and 0.4 < middle(lin_ev) < 0.6
 

@@ -14,8 +14,24 @@ import torch
 
 import flexsnn.data.event_datasets as event_datasets
 import flexsnn.errors
-from flexsnn.data import DATASETS, EVENT_DTYPE, NMNIST, dataset_info, load_frames, make_loaders, to_frames
-from flexsnn.data.augment import hflip, shift2d
+from flexsnn.data import (
+    DATASETS,
+    EVENT_DTYPE,
+    NMNIST,
+    NCaltech101,
+    dataset_info,
+    load_frames,
+    make_loaders,
+    to_frames,
+)
+from flexsnn.data.augment import (
+    FRAME_AUGMENTATIONS,
+    FrameAugmentation,
+    hflip,
+    resize_frames,
+    reverse_time_polarity,
+    shift2d,
+)
 from flexsnn.data.image_datasets import normalize
 from flexsnn.data.loaders import (
     AugmentFramesCollate,
@@ -39,7 +55,9 @@ EXPECTED = {  # name: (input_kind, per-sample shape, classes)
     "dvs_gesture_128": ("frames", (2, 128, 128), 11),
     "cifar10_dvs": ("frames", (2, 32, 32), 10),
     "cifar10_dvs_128": ("frames", (2, 128, 128), 10),
+    "cifar10_dvs_48": ("frames", (2, 48, 48), 10),
     "ncaltech101": ("frames", (2, 45, 60), 101),
+    "ncaltech101_48": ("frames", (2, 48, 48), 101),
     "cifar10": ("static", (3, 32, 32), 10),
     "cifar100": ("static", (3, 32, 32), 100),
 }
@@ -235,8 +253,62 @@ def test_autoaugment_is_for_static_datasets_only(tmp_path, cache):
     nmnist_folder(data)
     with pytest.raises(InputError, match="autoaugment applies to static image datasets"):
         make_loaders("nmnist", n_time_bins=2, batch_size=2, seed=0, root=data, autoaugment=True)
-    with pytest.raises(InputError, match="augment must be True or False or None"):
+    with pytest.raises(InputError, match="augment must be True, False, None or the name of an event-frame "
+                                         "protocol .*'flip_roll5'.*got 'yes'"):
         make_loaders("nmnist", n_time_bins=2, batch_size=2, seed=0, root=data, augment="yes")
+    with pytest.raises(InputError, match="augment must be True or False or None"):
+        make_loaders("nmnist", n_time_bins=2, batch_size=2, seed=0, root=data, augment=1.5)
+
+
+def test_named_frame_protocols_reach_the_training_loader(tmp_path, cache):
+    data = tmp_path / "data"
+    truth = nmnist_folder(data)
+    for augment, expected in [(True, "flip_roll5"), ("flip_roll5", "flip_roll5"),
+                              ("flip_or_reverse_roll5", "flip_or_reverse_roll5"), ("vflip_roll20", "vflip_roll20")]:
+        train, test = make_loaders("nmnist", n_time_bins=3, batch_size=6, seed=5, root=data, augment=augment)
+        assert train.collate_fn.augmentation == FRAME_AUGMENTATIONS[expected]
+        assert not isinstance(test.collate_fn, AugmentFramesCollate)
+    for off in (None, False, "none"):
+        train, _ = make_loaders("nmnist", n_time_bins=3, batch_size=6, seed=5, root=data, augment=off)
+        assert not isinstance(train.collate_fn, AugmentFramesCollate)
+    # a reversal protocol without rolls: every training sample is an original, mirrored or played backwards
+    collate = AugmentFramesCollate(torch.Generator().manual_seed(0),
+                                   FrameAugmentation(hflip_p=0.25, reverse_p=0.25, max_shift=0))
+    originals = [frames_of(ev, 3) for ev, _ in truth["train"]]
+    outs = [collate([(o, 0) for o in originals])[0] for _ in range(20)]
+    kinds = set()
+    for out in outs:
+        for got, orig in zip(out, originals):
+            kind = [k for k, ref in (("same", orig), ("h", hflip(orig)), ("r", reverse_time_polarity(orig)))
+                    if torch.equal(got, ref)]
+            assert len(kind) == 1
+            kinds.add(kind[0])
+    assert kinds == {"same", "h", "r"}
+    write_cifar10(tmp_path / "cifar")
+    with pytest.raises(InputError, match="static image dataset 'cifar10' takes augment=True / False"):
+        make_loaders("cifar10", n_time_bins=1, batch_size=2, seed=0, root=tmp_path / "cifar", augment="flip_roll5")
+
+
+def test_48x48_datasets_resize_every_binned_sample(tmp_path, cache):
+    # fake N-Caltech101: 3 classes, events spread over the 240x180 sensor (one outside it)
+    base = tmp_path / "data" / "NCALTECH101" / "Caltech101"
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(["accordion", "BACKGROUND_Google", "yin_yang"]):
+        for i in range(1, 4):
+            ev = [(int(rng.integers(0, 240)), int(rng.integers(0, 180)), int(t), int(rng.integers(0, 2)))
+                  for t in sorted(rng.integers(0, 5000, 40))] + [(250, 3, 5000, 1)]
+            write_atis(base / cls / f"image_{i:04d}.bin", ev)
+    root = tmp_path / "data"
+    big = load_frames("ncaltech101", "test", n_time_bins=2, root=root)  # 4x average-pooled: 45x60
+    small = load_frames("ncaltech101_48", "test", n_time_bins=2, root=root)
+    x = small.tensors[0]
+    assert x.shape == (3, 2, 2, 48, 48) and big.tensors[0].shape == (3, 2, 2, 45, 60)
+    full = NCaltech101(root, train=False).build_frames(2, progress=False)[0]  # [3, 2, 2, 180, 240]
+    assert torch.allclose(x, torch.from_numpy(resize_frames(full, 48)))
+    assert float(x.sum()) > 0
+    again = load_frames("ncaltech101_48", "test", n_time_bins=2, root=root)  # from the cache
+    assert torch.equal(again.tensors[0], x)
+    assert len(list(cache.glob("ncaltech101-test-*.npz"))) == 2  # pooled and resized caches side by side
 
 
 # ----------------------------------------------------------------------------- CIFAR10 end to end

@@ -45,7 +45,9 @@ FLAGS = {
     "calib_batches": dict(type=positive_int, help="BN calibration batches (default 10)"),
     "num_workers": dict(type=int, help="data loader worker processes (default 0)"),
     "data_root": dict(help="folder holding the dataset files / cache"),
-    "augment": dict(action="store_true", help="train-time augmentation (DVS: flips + rolls; CIFAR: crop/flip/Cutout)"),
+    "augment": dict(nargs="?", const=True, metavar="PROTOCOL",
+                    help="train-time augmentation (CIFAR: crop/flip/Cutout; DVS: flips + rolls, or a named "
+                         "protocol: flip_roll5, flip_or_reverse_roll5, vflip_roll20, none)"),
     "autoaugment": dict(action="store_true", help="add AutoAugment (CIFAR)"),
     "checkpoint_every_steps": dict(type=int, help="also checkpoint every N steps (default 0: per epoch)"),
     "max_steps_per_epoch": dict(type=int, help="cut every epoch after N steps (default 0: whole epochs)"),

@@ -1,17 +1,35 @@
-"""Data augmentation without torchvision: CIFAR crops / flips / Cutout / AutoAugment, DVS flips / rolls.
+"""Data augmentation without torchvision: CIFAR crops / flips / Cutout / AutoAugment; DVS frame
+resizing, flips, rolls and time-and-polarity reversal.
 
 Layouts: images are channels-first ``[C, H, W]`` (numpy or torch; AutoAugment wants uint8),
 event frames are ``[T, C, H, W]`` per sample or ``[B, T, C, H, W]`` per batch. Spatial ops act
 on the last two axes, so every time step and channel of a sample gets the same crop / flip / roll.
 
-Pure functions (``hflip``, ``pad_crop``, ``cutout``, ``shift2d``, ``autoaugment_op``) hold the
-maths; dataclass transforms draw the random parameters. Randomness: every transform owns a
+Pure functions (``hflip``, ``vflip``, ``pad_crop``, ``cutout``, ``shift2d``,
+``reverse_time_polarity``, ``resize_frames``, ``autoaugment_op``) hold the maths; dataclass
+transforms draw the random parameters. Randomness: every transform owns a
 ``numpy.random.Generator`` built from its ``seed`` field, and ``__call__(x, rng=None)`` uses the
 ``rng`` passed in instead when given (:class:`Compose` passes one generator down the chain), so
 the same seed gives the same augmentations. DataLoader workers each get a copy of a transform,
 i.e. the same stream: call ``reseed(seed + worker_id)`` in ``worker_init_fn``.
-:func:`augment_frames_batch` draws per-sample flips / rolls for a whole batch on its device
-from a ``torch.Generator``.
+
+DVS training protocols (:data:`FRAME_AUGMENTATIONS`, names ``make_loaders(augment=...)`` and
+the recipes take; each a :class:`FrameAugmentation`), as in the paper authors' code:
+
+- ``"flip_roll5"``: horizontal flip with p = 0.5, then roll by up to +-5 px (CIFAR10-DVS,
+  ResNet-18 at 48x48; also what ``augment=True`` means for event frames).
+- ``"flip_or_reverse_roll5"``: horizontal flip with p = 0.25 or else time-and-polarity
+  reversal with p = 0.25 (never both), then roll by up to +-5 px (N-Caltech101, ResNet-18).
+- ``"vflip_roll20"``: vertical flip with p = 0.5, then roll by up to +-20 px (CIFAR10-DVS
+  VGG-9 bias-free fine-tune at 128x128).
+- ``"none"``.
+
+Rolls wrap around (``torch.roll``) and draw ``dy`` and ``dx`` uniformly from the integers
+``[-max_shift, max_shift]``. :meth:`FrameAugmentation.apply_batch` (used by the loaders, on the
+batch's device, drawing from a ``torch.Generator``) and :meth:`FrameAugmentation.transform` (a
+per-sample :class:`Compose` over numpy generators) apply the same distribution.
+Resizing (:func:`resize_frames`, :class:`ResizeFrames`) is bilinear (``align_corners=False``),
+without antialiasing by default, as torchvision's ``Resize`` on tensors before version 0.17.
 
 CIFAR AutoAugment (:class:`CIFAR10AutoAugment`): the 25 sub-policies found on reduced CIFAR-10
 by Cubuk et al. 2019 (AutoAugment, appendix table; the same list as torchvision's
@@ -23,14 +41,26 @@ grey 128 and resample nearest.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from flexsnn.data.image_datasets import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, Normalize
-from flexsnn.errors import InputError, check_choice, check_positive_int, check_probability
+from flexsnn.data.image_datasets import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    Normalize,
+)
+from flexsnn.errors import (
+    InputError,
+    check_choice,
+    check_positive_int,
+    check_probability,
+)
 
 Array = Any  # numpy.ndarray or torch.Tensor
 
@@ -53,6 +83,13 @@ def hflip(x: Array) -> Array:
     if isinstance(x, torch.Tensor):
         return torch.flip(x, dims=(-1,))
     return np.ascontiguousarray(x[..., ::-1])
+
+
+def vflip(x: Array) -> Array:
+    """Mirror the second-to-last axis (height): ``out[..., i, :] = x[..., H - 1 - i, :]``."""
+    if isinstance(x, torch.Tensor):
+        return torch.flip(x, dims=(-2,))
+    return np.ascontiguousarray(x[..., ::-1, :])
 
 
 def pad_crop(x: Array, top: int, left: int, size: tuple[int, int], padding: int, fill: float = 0) -> Array:
@@ -101,6 +138,35 @@ def shift2d(x: Array, dy: int, dx: int, mode: str = "roll") -> Array:
     elif dx < 0:
         rolled[..., :, max(w + dx, 0):] = 0
     return rolled
+
+
+def reverse_time_polarity(x: Array) -> Array:
+    """Play event frames backwards: reverse the time axis and swap the polarity channels, so
+    ``out[t, p] = x[T - 1 - t, P - 1 - p]`` for ``[T, P, H, W]`` (or ``[B, T, P, H, W]``: axes
+    -4 and -3). A recording played backwards turns every brightening into a darkening."""
+    _check_spatial(x, "frames", 4)
+    if isinstance(x, torch.Tensor):
+        return torch.flip(x, dims=(-4, -3))
+    return np.ascontiguousarray(x[..., ::-1, ::-1, :, :])
+
+
+def resize_frames(x: Array, size: int | tuple[int, int], antialias: bool = False) -> Array:
+    """Resize the last two axes of ``x [..., H, W]`` to ``size`` (an int: square) by bilinear
+    interpolation with ``align_corners=False`` (torch's ``interpolate``; what torchvision's
+    ``Resize`` does to tensors). Returns float32 (numpy in, numpy out) or the tensor's float
+    dtype. Downsampling by an integer factor 2 without antialiasing averages 2x2 blocks."""
+    _check_spatial(x, "frames", 2)
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    h, w = check_positive_int(h, "size"), check_positive_int(w, "size")
+    is_t = isinstance(x, torch.Tensor)
+    t = x if is_t else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if not t.is_floating_point():
+        t = t.float()
+    lead = t.shape[:-2]
+    flat = t.reshape(-1, 1, *t.shape[-2:])
+    out = torch.nn.functional.interpolate(flat, size=(h, w), mode="bilinear", align_corners=False,
+                                          antialias=antialias).reshape(*lead, h, w)
+    return out if is_t else out.numpy()
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -232,28 +298,173 @@ class RandomRollFrames(_Random):
         return shift2d(x, dy, dx, self.mode)
 
 
+@dataclass
+class RandomVerticalFlipFrames(_Random):
+    """DVS: mirror every frame of a sample ``[T, C, H, W]`` upside down with probability ``p``."""
+
+    p: float = 0.5
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_probability(self.p, "p")
+
+    def __call__(self, x, rng=None):
+        _check_spatial(x, "frames", 2)
+        return vflip(x) if _rng(self.rng, rng).random() < self.p else x
+
+
+@dataclass
+class RandomTimePolarityReversal(_Random):
+    """DVS: play a sample ``[T, P, H, W]`` backwards (:func:`reverse_time_polarity`) with probability ``p``."""
+
+    p: float = 0.5
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_probability(self.p, "p")
+
+    def __call__(self, x, rng=None):
+        return reverse_time_polarity(x) if _rng(self.rng, rng).random() < self.p else x
+
+
+@dataclass
+class RandomChoice(_Random):
+    """Apply at most one of ``ops`` (functions ``x -> x``): one uniform draw ``u``; ``ops[k]``
+    runs when ``sum(p[:k]) <= u < sum(p[:k + 1])``, nothing when ``u >= sum(p)`` (<= 1)."""
+
+    ops: Sequence[Callable] = ()
+    p: Sequence[float] = ()
+
+    def __post_init__(self):
+        super().__post_init__()
+        if len(self.ops) != len(self.p):
+            raise InputError(f"RandomChoice needs one probability per op, got {len(self.ops)} ops and p={list(self.p)}")
+        for q in self.p:
+            check_probability(q, "p")
+        if sum(self.p) > 1 + 1e-9:
+            raise InputError(f"RandomChoice probabilities must sum to at most 1, got p={list(self.p)}")
+        self._edges = np.cumsum(self.p)
+
+    def __call__(self, x, rng=None):
+        k = int(np.searchsorted(self._edges, _rng(self.rng, rng).random(), side="right"))
+        return self.ops[k](x) if k < len(self.ops) else x
+
+
+@dataclass
+class ResizeFrames:
+    """Resize every frame of ``[..., H, W]`` to ``size`` (:func:`resize_frames`; deterministic).
+    The paper authors' ResNet-18-DVS input: ``ResizeFrames(48)``."""
+
+    size: int | tuple[int, int] = 48
+    antialias: bool = False
+
+    def __post_init__(self):
+        size = (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+        if len(size) != 2:
+            raise InputError(f"size must be an int or an (H, W) pair, got {self.size!r}")
+        self._size = (check_positive_int(size[0], "size"), check_positive_int(size[1], "size"))
+
+    def __call__(self, x, rng=None):
+        return resize_frames(x, self._size, self.antialias)
+
+
+@dataclass(frozen=True)
+class FrameAugmentation:
+    """A DVS training augmentation, drawn independently for every sample of ``[T, P, H, W]``:
+
+    1. one uniform draw ``u``: mirror left-right if ``u < hflip_p``, else play backwards
+       (:func:`reverse_time_polarity`) if ``u < hflip_p + reverse_p`` (the two never combine);
+    2. mirror upside down with probability ``vflip_p`` (a second draw, only when ``vflip_p > 0``);
+    3. roll (``mode="roll"``, wrap-around) or shift (``"shift"``, zero fill) by ``dy, dx``
+       uniform in the integers ``[-max_shift, max_shift]``.
+    """
+
+    hflip_p: float = 0.5
+    reverse_p: float = 0.0
+    vflip_p: float = 0.0
+    max_shift: int = 5
+    mode: str = "roll"
+
+    def __post_init__(self):
+        for name in ("hflip_p", "reverse_p", "vflip_p"):
+            check_probability(getattr(self, name), name)
+        if self.hflip_p + self.reverse_p > 1 + 1e-9:
+            raise InputError(f"hflip_p + reverse_p must be at most 1 (they exclude each other), "
+                             f"got {self.hflip_p} + {self.reverse_p}")
+        if isinstance(self.max_shift, bool) or not isinstance(self.max_shift, int) or self.max_shift < 0:
+            raise InputError(f"max_shift must be an integer >= 0, got {self.max_shift!r}")
+        check_choice(self.mode, "mode", ("roll", "shift"))
+
+    def transform(self, seed: int | None = None) -> Compose:
+        """The same augmentation as a per-sample numpy :class:`Compose` (``[T, P, H, W]``)."""
+        steps: list[Callable] = [RandomChoice(ops=[hflip, reverse_time_polarity], p=[self.hflip_p, self.reverse_p])]
+        if self.vflip_p > 0:
+            steps.append(RandomVerticalFlipFrames(p=self.vflip_p))
+        steps.append(RandomRollFrames(max_shift=self.max_shift, mode=self.mode))
+        return Compose(steps, seed=seed)
+
+    def apply_batch(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augment every sample of a batch ``[B, T, P, H, W]`` on its own device; see
+        :func:`augment_frames_batch` (which this calls) for the draws."""
+        return augment_frames_batch(x, generator, self.hflip_p, self.max_shift, self.mode,
+                                    vflip_p=self.vflip_p, reverse_p=self.reverse_p)
+
+
+FRAME_AUGMENTATIONS: dict[str, FrameAugmentation | None] = {
+    "flip_roll5": FrameAugmentation(hflip_p=0.5, max_shift=5),
+    "flip_or_reverse_roll5": FrameAugmentation(hflip_p=0.25, reverse_p=0.25, max_shift=5),
+    "vflip_roll20": FrameAugmentation(hflip_p=0.0, vflip_p=0.5, max_shift=20),
+    "none": None,
+}
+"""Named DVS training augmentations (see the module docstring); ``None`` = no augmentation."""
+
+DEFAULT_FRAME_AUGMENTATION = "flip_roll5"  # what augment=True means for event frames
+
+
+def frame_augmentation(name: str) -> FrameAugmentation | None:
+    """The :class:`FrameAugmentation` called ``name`` in :data:`FRAME_AUGMENTATIONS` (``None``
+    for ``"none"``); an unknown name raises InputError listing the known ones."""
+    check_choice(name, "augment", sorted(FRAME_AUGMENTATIONS))
+    return FRAME_AUGMENTATIONS[name]
+
+
 def dvs_train_transform(flip_p: float = 0.5, max_shift: int = 5, mode: str = "roll", seed: int | None = None) -> Compose:
-    """The paper's DVS training augmentation for one sample ``[T, C, H, W]``: flip, then roll."""
+    """The paper's CIFAR10-DVS training augmentation for one sample ``[T, C, H, W]``: flip, then roll."""
     return Compose([RandomFlipFrames(p=flip_p), RandomRollFrames(max_shift=max_shift, mode=mode)], seed=seed)
 
 
 def augment_frames_batch(x: torch.Tensor, generator: torch.Generator | None = None, flip_p: float = 0.5,
-                         max_shift: int = 5, mode: str = "roll") -> torch.Tensor:
-    """Per-sample random flip + roll of a batch ``[B, T, C, H, W]`` on its own device.
+                         max_shift: int = 5, mode: str = "roll", vflip_p: float = 0.0,
+                         reverse_p: float = 0.0) -> torch.Tensor:
+    """Per-sample random flips / reversal + roll of a batch ``[B, T, C, H, W]`` on its own device.
 
-    Draws, for every sample b, a flip with probability ``flip_p`` and shifts ``dy, dx`` uniform in
-    ``[-max_shift, max_shift]`` from ``generator`` (a CPU ``torch.Generator``; same seed, same
-    result). Returns a new tensor; sample b equals ``shift2d(hflip?(x[b]), dy[b], dx[b], mode)``.
+    Draws from ``generator`` (a CPU ``torch.Generator``; same seed, same result), in this order:
+    ``u = rand(B)`` (sample b is mirrored left-right if ``u[b] < flip_p``, else played backwards
+    if ``u[b] < flip_p + reverse_p``), then, only when ``vflip_p > 0``, ``v = rand(B)`` (mirrored
+    upside down if ``v[b] < vflip_p``), then shifts ``randint(-max_shift, max_shift + 1, (B, 2))``
+    (dy, dx). Returns a new tensor; sample b equals ``shift2d(vflip?(hflip?|reverse?(x[b])), dy[b],
+    dx[b], mode)``.
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 5:
         raise InputError(f"x must be a torch.Tensor shaped [B, T, C, H, W], got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
     check_probability(flip_p, "flip_p")
+    check_probability(vflip_p, "vflip_p")
+    check_probability(reverse_p, "reverse_p")
+    if flip_p + reverse_p > 1 + 1e-9:
+        raise InputError(f"flip_p + reverse_p must be at most 1 (they exclude each other), got {flip_p} + {reverse_p}")
     check_choice(mode, "mode", ("roll", "shift"))
     b, _, _, h, w = x.shape
-    flips = torch.rand(b, generator=generator) < flip_p
+    u = torch.rand(b, generator=generator)
+    flips = u < flip_p
+    vflips = torch.rand(b, generator=generator) < vflip_p if vflip_p > 0 else None
     shifts = torch.randint(-max_shift, max_shift + 1, (b, 2), generator=generator)
     out = torch.where(flips.to(x.device).view(b, 1, 1, 1, 1), torch.flip(x, dims=(-1,)), x)
+    if reverse_p > 0:
+        reverse = (~flips & (u < flip_p + reverse_p)).to(x.device).view(b, 1, 1, 1, 1)
+        out = torch.where(reverse, torch.flip(out, dims=(1, 2)), out)
+    if vflips is not None:
+        out = torch.where(vflips.to(x.device).view(b, 1, 1, 1, 1), torch.flip(out, dims=(-2,)), out)
     # Gather with per-sample index grids: row i of the output reads row (i - dy) % H of the input.
     rows = (torch.arange(h).view(1, h) - shifts[:, :1]) % h            # [B, H]
     cols = (torch.arange(w).view(1, w) - shifts[:, 1:]) % w            # [B, W]

@@ -74,9 +74,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -165,7 +167,7 @@ def saccade_path(params: DVSSimParams) -> np.ndarray:
     if params.velocity_profile == "cosine":
         time_frac = (1.0 - np.cos(np.pi * time_frac)) / 2.0
     frac = time_frac[:, None]
-    segments = [a + (b - a) * frac for a, b in zip(vertices[:-1], vertices[1:])]
+    segments = [a + (b - a) * frac for a, b in itertools.pairwise(vertices)]
     return np.concatenate(segments, axis=0)
 
 
@@ -456,7 +458,7 @@ class DigitsDVS:
     sensor_size = (34, 34, 2)
     dtype = EVENT_DTYPE
     ordering = "xytp"
-    classes = [str(i) for i in range(10)]
+    classes: ClassVar[list[str]] = [str(i) for i in range(10)]
 
     def __init__(
         self,

@@ -209,26 +209,31 @@ class EventDataset:
         return out
 
     def build_frames(self, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg",
-                     progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     progress: bool = True, frame_transform: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Bin the whole split, uncached: ``(x [N, T, P, H/f, W/f] float32, y [N] int64)``.
 
         Each sample is binned by ``flexsnn.data.frames.to_frames`` (event counts in ``T`` equal
         time bins between its first and last event), then pooled over ``spatial_factor`` x
         ``spatial_factor`` pixel blocks: ``pool="avg"`` (the paper's CIFAR10-DVS VGG9 average-pools
         128x128 by 4 to 32x32) or ``"sum"`` (keeps integer counts); see
-        :func:`flexsnn.data.frames.bin_event_samples`.
+        :func:`flexsnn.data.frames.bin_event_samples`; ``frame_transform`` (deterministic, e.g.
+        ``ResizeFrames(48)``) then maps each sample's frames.
         """
         samples = ((self._inside_sensor(self._load(s)), t) for s, t in zip(self.samples, self.targets))
         return bin_event_samples(samples, len(self), self.sensor_size, n_time_bins, spatial_factor, pool,
-                                 progress, desc=f"binning {type(self).__name__} {self.split}")
+                                 progress, desc=f"binning {type(self).__name__} {self.split}",
+                                 frame_transform=frame_transform)
 
     def frames(self, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg",
-               cache_root: str | os.PathLike | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+               cache_root: str | os.PathLike | None = None, progress: bool = True,
+               frame_transform: Callable | None = None) -> dict[str, np.ndarray]:
         """:meth:`build_frames` cached on disk: ``{"x": [N, T, P, H/f, W/f] float32, "y": [N] int64}``.
 
         The cache key holds the dataset, split, every sample's relative path / size / cut points,
-        ``n_time_bins``, ``spatial_factor`` and ``pool``, so changing any of them rebuilds.
-        ``cache_root`` defaults to ``$FLEXSNN_CACHE`` or ``~/.cache/flexsnn``.
+        ``n_time_bins``, ``spatial_factor``, ``pool`` and the ``repr`` of ``frame_transform``
+        (a dataclass such as ``ResizeFrames(size=48, antialias=False)`` names all its fields),
+        so changing any of them rebuilds. ``cache_root`` defaults to ``$FLEXSNN_CACHE`` or
+        ``~/.cache/flexsnn``.
         """
         n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
         spatial_factor = check_positive_int(spatial_factor, "spatial_factor")
@@ -236,9 +241,11 @@ class EventDataset:
         params = {"dataset": type(self).__name__, "split": self.split, "n_time_bins": n_time_bins,
                   "spatial_factor": spatial_factor, "pool": pool, "sensor_size": list(self.sensor_size),
                   "files": self._fingerprint(), "format": 2}
+        if frame_transform is not None:
+            params["frame_transform"] = repr(frame_transform)
 
         def build() -> dict[str, np.ndarray]:
-            x, y = self.build_frames(n_time_bins, spatial_factor, pool, progress)
+            x, y = self.build_frames(n_time_bins, spatial_factor, pool, progress, frame_transform)
             return {"x": x.astype(count_dtype(x)), "y": y}  # integer counts stored compactly
 
         out = cached_arrays(f"{type(self).__name__.lower()}-{self.split}", params, build, root=cache_root)

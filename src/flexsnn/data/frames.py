@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,6 +185,7 @@ def bin_event_samples(
     pool: str = "avg",
     progress: bool = False,
     desc: str = "binning",
+    frame_transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bin ``count`` ``(events, label)`` samples: ``(x [N, T, P, H/f, W/f] float32, y [N] int64)``.
 
@@ -193,6 +194,9 @@ def bin_event_samples(
     instead of an error mid-way through a split), then pooled over ``spatial_factor`` x
     ``spatial_factor`` blocks with :func:`spatial_pool`: ``pool="sum"``
     keeps the counts, ``"avg"`` divides them by ``factor**2`` (the paper's CIFAR10-DVS input).
+    ``frame_transform`` (e.g. ``flexsnn.data.augment.ResizeFrames(48)``) then maps each sample's
+    ``[T, P, h, w]`` frames to the stored ones (their shape sets ``x``'s last two axes), one
+    sample at a time, so a split is never held at full resolution.
     """
     from tqdm import tqdm
 
@@ -202,16 +206,23 @@ def bin_event_samples(
     check_choice(pool, "pool", POOL_MODES)
     if height % factor or width % factor:
         raise InputError(f"spatial_factor={factor} must divide the sensor size {height}x{width} (H x W)")
-    x = np.zeros((count, n_time_bins, pol, height // factor, width // factor), dtype=np.float32)
+    pooled_shape = (n_time_bins, pol, height // factor, width // factor)
+    scale = np.float32(factor * factor) if pool == "avg" and factor > 1 else None
+
+    def finish(frames: np.ndarray) -> np.ndarray:
+        if scale is not None:
+            frames = frames / scale
+        return frames if frame_transform is None else np.asarray(frame_transform(frames), dtype=np.float32)
+
+    sample_shape = finish(np.zeros(pooled_shape, np.float32)).shape
+    x = np.zeros((count, *sample_shape), dtype=np.float32)
     y = np.zeros(count, dtype=np.int64)
     for i, (events, label) in enumerate(tqdm(samples, total=count, desc=desc, disable=not progress)):
         if i >= count:
             raise InputError(f"samples yielded more than count={count} items")
         if len(events):  # else: left all-zero
-            x[i] = spatial_pool(to_frames(events, (width, height, pol), n_time_bins=n_time_bins), factor)
+            x[i] = finish(spatial_pool(to_frames(events, (width, height, pol), n_time_bins=n_time_bins), factor))
         y[i] = label
-    if pool == "avg" and factor > 1:
-        x /= np.float32(factor * factor)
     return x, y
 
 

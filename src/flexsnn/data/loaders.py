@@ -12,7 +12,9 @@ dvs_gesture      frames [T, 2, 32, 32]   11      data folder; 128x128 average-po
 dvs_gesture_128  frames [T, 2, 128, 128] 11      data folder; unpooled (the paper's ``gesture_net``)
 cifar10_dvs      frames [T, 2, 32, 32]   10      data folder; 128x128 average-pooled by 4 (paper)
 cifar10_dvs_128  frames [T, 2, 128, 128] 10      data folder; unpooled (vgg9_dvs ``input_pool=4``)
+cifar10_dvs_48   frames [T, 2, 48, 48]   10      data folder; 128x128 resized to 48x48 (paper's ResNet-18)
 ncaltech101      frames [T, 2, 45, 60]   101     data folder; 240x180 average-pooled by 4
+ncaltech101_48   frames [T, 2, 48, 48]   101     data folder; 240x180 resized to 48x48 (paper's ResNet-18)
 cifar10          static [3, 32, 32]      10      data folder (binary version)
 cifar100         static [3, 32, 32]      100     data folder (binary version, fine labels)
 ================ ====== ================ ======= ==============================================
@@ -29,9 +31,12 @@ int64)``, the training loop makes them time-first; static datasets yield normali
 
 Training augmentation (never on the test loader):
 
-- frames, opt-in (``augment=True``): per-sample random horizontal flip and roll by up to 5
-  pixels (:func:`flexsnn.data.augment.augment_frames_batch`), applied per batch by the
-  training loader's ``collate_fn`` (:class:`AugmentFramesCollate`).
+- frames, opt-in: ``augment=True`` (the ``"flip_roll5"`` protocol: per-sample random
+  horizontal flip and roll by up to 5 pixels) or the name of a protocol of
+  :data:`flexsnn.data.augment.FRAME_AUGMENTATIONS` (``"flip_or_reverse_roll5"``,
+  ``"vflip_roll20"``, ``"none"``), applied per batch on the batch's device by the training
+  loader's ``collate_fn`` (:class:`AugmentFramesCollate`). The ``*_48`` datasets resize each
+  binned sample to 48x48 (:class:`flexsnn.data.augment.ResizeFrames`) before caching.
 - static, on by default: [AutoAugment, ``autoaugment=True``] -> random crop 32 (padding 4) ->
   horizontal flip -> normalise -> Cutout (:func:`flexsnn.data.augment.cifar_train_transform`).
 
@@ -45,14 +50,21 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate, get_worker_info
 
-from flexsnn.data.augment import augment_frames_batch, cifar_train_transform
+from flexsnn.data.augment import (
+    DEFAULT_FRAME_AUGMENTATION,
+    FRAME_AUGMENTATIONS,
+    FrameAugmentation,
+    ResizeFrames,
+    cifar_train_transform,
+    frame_augmentation,
+)
 from flexsnn.data.cache import cached_arrays, count_dtype
 from flexsnn.data.digits_dvs import GENERATOR_VERSION as DIGITS_DVS_VERSION
 from flexsnn.data.digits_dvs import DigitsDVS
@@ -164,23 +176,27 @@ def _digits_dvs_frames(split: str, n_time_bins: int, root) -> tuple[np.ndarray, 
     return bin_event_dataset(DigitsDVS(root=root, train=split == "train"), n_time_bins)
 
 
-def _event_frames_builder(cls: type, spatial_factor: int, pool: str = "avg") -> FrameBuild:
+def _event_frames_builder(cls: type, spatial_factor: int, pool: str = "avg",
+                          frame_transform: Callable | None = None) -> FrameBuild:
     """``build`` of a real event dataset: read ``root`` (the data folder), cache the binned
     split under ``cache_dir()`` keyed by the files and binning (``EventDataset.frames``)."""
 
     def build(split: str, n_time_bins: int, root) -> tuple[np.ndarray, np.ndarray]:
         out = cls(root, train=split == "train").frames(n_time_bins, spatial_factor=spatial_factor, pool=pool,
-                                                       cache_root=None, progress=True)
+                                                       cache_root=None, progress=True,
+                                                       frame_transform=frame_transform)
         return out["x"], out["y"]
 
     return build
 
 
-def _register_event_dataset(name: str, cls: type, spatial_factor: int, num_classes: int) -> None:
+def _register_event_dataset(name: str, cls: type, spatial_factor: int, num_classes: int,
+                            resize: int | None = None) -> None:
     width, height, pol = cls.sensor_size
-    register_frame_dataset(name, _event_frames_builder(cls, spatial_factor), version=1,
-                           in_shape=(pol, height // spatial_factor, width // spatial_factor),
-                           num_classes=num_classes, root_is_data=True, source=cls)
+    transform = None if resize is None else ResizeFrames(resize)
+    size = (height // spatial_factor, width // spatial_factor) if resize is None else (resize, resize)
+    register_frame_dataset(name, _event_frames_builder(cls, spatial_factor, frame_transform=transform), version=1,
+                           in_shape=(pol, *size), num_classes=num_classes, root_is_data=True, source=cls)
 
 
 # the frames cache follows the event generator: new events, new frames
@@ -191,7 +207,10 @@ _register_event_dataset("dvs_gesture", DVSGesture, spatial_factor=4, num_classes
 _register_event_dataset("dvs_gesture_128", DVSGesture, spatial_factor=1, num_classes=len(DVSGesture.classes))
 _register_event_dataset("cifar10_dvs", CIFAR10DVS, spatial_factor=4, num_classes=len(CIFAR10DVS.classes))
 _register_event_dataset("cifar10_dvs_128", CIFAR10DVS, spatial_factor=1, num_classes=len(CIFAR10DVS.classes))
+_register_event_dataset("cifar10_dvs_48", CIFAR10DVS, spatial_factor=1, num_classes=len(CIFAR10DVS.classes),
+                        resize=48)
 _register_event_dataset("ncaltech101", NCaltech101, spatial_factor=4, num_classes=101)
+_register_event_dataset("ncaltech101_48", NCaltech101, spatial_factor=1, num_classes=101, resize=48)
 register_image_dataset("cifar10", CIFAR10, 10, functools.partial(cifar_train_transform, "cifar10"))
 register_image_dataset("cifar100", CIFAR100, 100, functools.partial(cifar_train_transform, "cifar100"))
 
@@ -274,17 +293,15 @@ class _DropsGeneratorWhenPickled:
 @dataclass
 class AugmentFramesCollate(_DropsGeneratorWhenPickled):
     """``collate_fn`` of a frames training loader: stack ``(x [T, P, H, W], y)`` samples, then
-    flip / roll each sample of ``x [B, T, P, H, W]`` at random (:func:`augment_frames_batch`)."""
+    flip / reverse / roll each sample of ``x [B, T, P, H, W]`` at random
+    (:meth:`flexsnn.data.augment.FrameAugmentation.apply_batch`)."""
 
     generator: torch.Generator | None = None
-    flip_p: float = 0.5
-    max_shift: int = 5
-    mode: str = "roll"
+    augmentation: FrameAugmentation = field(default_factory=FrameAugmentation)
 
     def __call__(self, batch):
         x, y = default_collate(batch)
-        gen = loader_generator_here(self.generator)
-        return augment_frames_batch(x, gen, self.flip_p, self.max_shift, self.mode), y
+        return self.augmentation.apply_batch(x, loader_generator_here(self.generator)), y
 
 
 @dataclass
@@ -315,7 +332,7 @@ def make_loaders(
     seed: int = 0,
     root: str | os.PathLike | None = None,
     num_workers: int = 0,
-    augment: bool | None = None,
+    augment: bool | str | None = None,
     autoaugment: bool = False,
 ) -> tuple[DataLoader, DataLoader]:
     """``(train_loader, test_loader)`` of ``dataset`` (a name of :data:`DATASETS`).
@@ -324,7 +341,9 @@ def make_loaders(
     ``(x [B, C, H, W], y [B])`` for static ones (``n_time_bins`` unused). ``root``: see the
     module docstring. The training order is shuffled by ``train_loader.generator`` seeded with
     ``seed``; the test order is fixed. ``augment``: training augmentation on or off, ``None``
-    = the dataset's default (frames: off; static: crop / flip / Cutout on). ``autoaugment``:
+    = the dataset's default (frames: off; static: crop / flip / Cutout on); for frames datasets
+    also the name of a protocol of :data:`flexsnn.data.augment.FRAME_AUGMENTATIONS`
+    (``True`` = ``"flip_roll5"``). ``autoaugment``:
     add CIFAR AutoAugment to a static dataset's training pipeline. The test loader is never
     augmented.
     """
@@ -333,7 +352,12 @@ def make_loaders(
         raise InputError(f"seed must be an integer, got {seed!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise InputError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-    _check_flag(augment, "augment", allow_none=True)
+    if isinstance(augment, str):
+        if augment not in FRAME_AUGMENTATIONS:
+            raise InputError(f"augment must be True, False, None or the name of an event-frame protocol "
+                             f"({', '.join(map(repr, sorted(FRAME_AUGMENTATIONS)))}), got {augment!r}")
+    else:
+        _check_flag(augment, "augment", allow_none=True)
     _check_flag(autoaugment, "autoaugment")
     n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
     entry = _entry(dataset, root)
@@ -343,11 +367,16 @@ def make_loaders(
         if autoaugment:
             raise InputError(f"autoaugment applies to static image datasets, not to the event dataset {dataset!r}; "
                              "use augment=True for its flips and rolls")
+        augmentation = frame_augmentation(augment if isinstance(augment, str) else
+                                          DEFAULT_FRAME_AUGMENTATION if augment else "none")
         train = load_frames(dataset, "train", n_time_bins, root)
         test = load_frames(dataset, "test", n_time_bins, root)
-        if augment:
-            collate_fn = AugmentFramesCollate(generator)
+        if augmentation is not None:
+            collate_fn = AugmentFramesCollate(generator, augmentation)
     else:
+        if isinstance(augment, str):
+            raise InputError(f"augment={augment!r} names an event-frame protocol; the static image dataset "
+                             f"{dataset!r} takes augment=True / False (crop / flip / Cutout) and autoaugment")
         if autoaugment and augment is False:
             raise InputError("autoaugment=True needs augmentation on; got augment=False")
         transform = None  # the dataset's own: Normalize only

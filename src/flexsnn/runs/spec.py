@@ -47,7 +47,9 @@ class RunSpec:
     calib_batches: int = 10
     num_workers: int = 0
     data_root: str | None = None  # real datasets: the folder with their files (read only); digits_dvs: its cache
-    augment: bool = False  # event datasets: random flips / rolls of training batches (static ones always augment)
+    # event datasets: True (flips + rolls) or a protocol of flexsnn.data.augment.FRAME_AUGMENTATIONS;
+    # static ones always augment
+    augment: bool | str = False
     autoaugment: bool = False  # cifar10 / cifar100: add AutoAugment to the training pipeline
     checkpoint_every_steps: int = 0
     max_steps_per_epoch: int = 0  # 0: whole epochs; >0 cuts epochs short (smoke runs)
@@ -106,5 +108,6 @@ def build_loaders(spec: RunSpec, shuffle_seed: int | None = None):
     return make_loaders(
         spec.dataset, n_time_bins=spec.frames_t, batch_size=spec.batch_size,
         seed=spec.seed if shuffle_seed is None else shuffle_seed, root=spec.data_root,
-        num_workers=spec.num_workers, augment=True if spec.augment else None, autoaugment=spec.autoaugment,
+        num_workers=spec.num_workers, autoaugment=spec.autoaugment,
+        augment=spec.augment if isinstance(spec.augment, str) else (True if spec.augment else None),
     )
