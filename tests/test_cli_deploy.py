@@ -75,6 +75,7 @@ def test_prepare_simulate_export(base_run, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("SDT", "MTT"))]
     assert len(rows) == 2 and "time-stepped" in out and "event-driven" in out
+    assert "ED spikes" in out and "ties" in out and "silent" in out  # the chip-style readout, next to it
     assert (tmp_path / "sim" / "deploy_results.json").is_file()
 
     path = tmp_path / "mtt.nir"

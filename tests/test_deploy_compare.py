@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from flexsnn.deploy import evaluate_deployment, spike_count_divergence
+from flexsnn.data import to_frames
+from flexsnn.deploy import evaluate_deployment, spike_count_divergence, spike_count_readout
 from flexsnn.deploy.compare import DeploymentMetrics, format_deployment_table, time_stepped_outputs
 from flexsnn.errors import InputError
 from flexsnn.neurons import IF
@@ -92,9 +93,17 @@ def test_evaluate_deployment_agrees_where_the_platforms_coincide():
     assert m.samples == 10 and m.t == n and m.input_events_per_sample == n
     assert m.sd == 0.0 and m.agreement == 1.0
     assert m.ts_accuracy == m.ed_accuracy
+    # equal spike counts on both platforms (sd == 0): the chip-style readout of the time-stepped counts
+    counting = IF(v_th=1.0, reset="subtract", multi_spike=True, v_min=-1.0)
+    frames = torch.from_numpy(np.stack([to_frames(ev, (6, 6, 2), n_time_bins=n) for ev in events], axis=1))
+    _, ts_spikes = time_stepped_outputs(dyadic_net(), frames, n, counting)
+    readouts = [spike_count_readout(row) for row in ts_spikes.numpy()]
+    assert m.ed_spike_accuracy == np.mean([p == y for (p, _, _), y in zip(readouts, labels)])
+    assert m.spike_ties == np.mean([tie for _, tie, _ in readouts])
+    assert m.spike_silent == np.mean([silent for _, _, silent in readouts])
     assert m.synops_per_sample > 0 and m.events_per_second > 0
     table = format_deployment_table([m])
-    assert "time-stepped" in table and "X" in table.splitlines()[2]
+    assert "time-stepped" in table and "ED spikes" in table and "X" in table.splitlines()[2]
 
 
 def test_evaluate_deployment_differs_with_coarse_bins():

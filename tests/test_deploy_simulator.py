@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from flexsnn.deploy import (
-    Conv, EventNet, Flatten, Linear, NeuronSpec, SimulationError, SumPool, simulate, simulate_reference,
+    Conv, EventNet, Flatten, Linear, NeuronSpec, SimulationError, SumPool, predictions, simulate, simulate_reference,
+    spike_count_readout,
 )
+from flexsnn.deploy.simulator import compiled_for
 from flexsnn.errors import InputError
 from flexsnn.multistep import MultiStepModule, run_time_first
 
@@ -464,6 +466,146 @@ def test_each_kernel_is_compiled_once():
     simulate(conv_readout, make_events([(1, 1, 0, 0), (2, 3, 1, 0)]), (6, 6, 1))
     assert len(kernels.run_batch.signatures) == 1 and len(kernels.run_sample.signatures) == 1
     # the helpers are only listed when compiled in this process (not when loaded from numba's cache)
-    helpers = [kernels._run_core, kernels._add_clip, kernels._leak_add_clip, kernels._add_scores,
-               kernels._fire, kernels._merge_runs]
+    helpers = [kernels._run_core, kernels._merge_runs, kernels._clear, kernels.buffer_sizes]
     assert all(len(k.signatures) <= 1 for k in helpers)
+
+
+# ---- the chip-style readout: output spike counts, ties and silence reported as such ---------------
+def readout_net(w_h0, w_h1) -> EventNet:
+    # input x=0 makes hidden neuron h0 fire once, x=1 makes h1 fire once (identity, weight 1);
+    # the readout's counting neuron is the default (v_th 1, subtract, v_min -1, multi-spike)
+    hidden = Linear(np.eye(2), neuron=NeuronSpec())
+    return EventNet([Flatten(), hidden, Linear(np.array([w_h0, w_h1], dtype=float).T, neuron=None)])
+
+
+@pytest.mark.parametrize("run", IMPLEMENTATIONS)
+def test_spike_readout_differs_from_the_accumulated_input(run):
+    # class 0: +1, +1 (2 output spikes, u 0), then -3 -> score -1, u clipped at -1: still 2 spikes.
+    # class 1: 0, 0, then +0.5 -> score 0.5, no spike. Scores pick class 1, spike counts class 0.
+    net = readout_net([1.0, 0.0], [-3.0, 0.5])
+    res = sim(run, net, make_events([(0, 0, 1, 0), (0, 0, 2, 0), (1, 0, 3, 0)]), (2, 1, 1))
+    assert res.scores.tolist() == [-1.0, 0.5] and res.prediction == 1
+    assert res.output_spikes.tolist() == [2, 0]
+    assert (res.spike_prediction, res.spike_tie, res.spike_silent) == (0, False, False)
+    assert predictions(res, readout="spikes").tolist() == [0] and predictions(res).tolist() == [1]
+
+
+@pytest.mark.parametrize("run", IMPLEMENTATIONS)
+def test_spike_readout_reports_ties_and_silence(run):
+    # one spike of h0: class 0 gets 1.0 (1 spike), class 1 gets 1.5 (1 spike, 0.5 left): the
+    # scores pick class 1, the spike counts tie and give no class (not the lower index)
+    res = sim(run, readout_net([1.0, 1.5], [0.0, 0.0]), make_events([(0, 0, 1, 0)]), (2, 1, 1))
+    assert res.prediction == 1 and res.output_spikes.tolist() == [1, 1]
+    assert (res.spike_prediction, res.spike_tie, res.spike_silent) == (-1, True, False)
+    # 0.5 and 0.4: scores decide (class 0), no output neuron reaches threshold: silent
+    res = sim(run, readout_net([0.5, 0.4], [0.0, 0.0]), make_events([(0, 0, 1, 0)]), (2, 1, 1))
+    assert res.prediction == 0 and res.output_spikes.tolist() == [0, 0]
+    assert (res.spike_prediction, res.spike_tie, res.spike_silent) == (-1, False, True)
+    empty = run(readout_net([1.0, 1.5], [0.0, 0.0]), np.zeros(0, dtype=DTYPE), (2, 1, 1))
+    assert (empty.spike_prediction, empty.spike_tie, empty.spike_silent) == (-1, False, True)
+
+
+def test_spike_count_readout_and_predictions():
+    assert spike_count_readout([0, 3, 1]) == (1, False, False)
+    assert spike_count_readout([2, 0, 2]) == (-1, True, False)
+    assert spike_count_readout(np.zeros(4, dtype=np.int64)) == (-1, False, True)
+    assert spike_count_readout(np.array([[0, 1], [5, 0]])) == (2, False, False)  # a conv readout: flat index
+    results = simulate(readout_net([1.0, 1.5], [2.0, 0.0]), [make_events([(0, 0, 1, 0)]), make_events([(1, 0, 1, 0)])],
+                       (2, 1, 1))
+    assert predictions(results, "scores").tolist() == [1, 0]
+    assert predictions(results, "spikes").tolist() == [-1, 0]
+    with pytest.raises(InputError, match="readout must be one of"):
+        predictions(results, "membranes")
+
+
+# ---- the compiled form is cached per net, and refreshed when the net changes -----------------------
+def test_compiled_net_is_reused_and_changed_weights_are_picked_up():
+    net, sensor = two_by_two_net(), (3, 3, 1)
+    events = make_events([(1, 1, 10, 0), (0, 0, 20, 0), (1, 1, 30, 0)])
+    first = compiled_for(net, (1, 3, 3))
+    assert compiled_for(net, (1, 3, 3)) is first  # unchanged net: no re-encoding
+    base = simulate(net, events, sensor)
+    assert base.scores.tolist() == [2.0, 3.0]
+
+    def check_against_oracle():
+        fast, slow = simulate(net, events, sensor), simulate_reference(net, events, sensor)
+        np.testing.assert_array_equal(fast.scores, slow.scores)
+        np.testing.assert_array_equal(fast.layer_spikes, slow.layer_spikes)
+        return fast
+
+    net.layers[0].weight[0, 0, 1, 1] = 2.0  # in place: the tap through which event (1, 1) reaches out0
+    changed = check_against_oracle()
+    assert compiled_for(net, (1, 3, 3)) is not first
+    assert changed.layer_spikes.tolist() != base.layer_spikes.tolist()
+    net.layers[0].weight[0, 0, 1, 1] = 1.0
+    assert check_against_oracle().scores.tolist() == base.scores.tolist()  # back to the old weights
+    net.layers[-1].weight = np.array([[0.0, 0, 0, 0], [0, 0, 0, -3.0]], dtype=np.float32)  # a new array
+    assert check_against_oracle().scores.tolist() == [0.0, -3.0]
+    net.layers[0].neuron = NeuronSpec(v_th=10.0)  # another neuron: nothing fires
+    assert check_against_oracle().layer_spikes.tolist() == [0, 0]
+    # the smallest change, one bit of one weight, is seen too
+    net.layers[0].neuron = NeuronSpec(v_th=1.0, v_min=-1.0)
+    net.layers[-1].weight = np.array([[1.0, 0, 0, 0], [0, 0, 0, 3.0]], dtype=np.float32)
+    before = compiled_for(net, (1, 3, 3))
+    net.layers[-1].weight.view(np.uint32)[0, 0] ^= 1
+    after = compiled_for(net, (1, 3, 3))
+    assert after is not before and after.weights.view(np.uint32).tolist() != before.weights.view(np.uint32).tolist()
+    # another input shape is another encoding
+    conv_only = EventNet([Conv(np.ones((1, 1, 2, 2)), neuron=None)])
+    assert compiled_for(conv_only, (1, 3, 3)).n_state == 4 and compiled_for(conv_only, (1, 4, 4)).n_state == 9
+
+
+def test_torch_models_see_changed_parameters():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        model[1].weight.fill_(1.0)
+    events = make_events([(0, 0, 0, 0), (1, 0, 1, 0)])
+    assert simulate(model, events, (2, 1, 1)).scores.tolist() == [2.0]
+    with torch.no_grad():
+        model[1].weight.mul_(0.25)
+    assert simulate(model, events, (2, 1, 1)).scores.tolist() == [0.5]
+
+
+@pytest.mark.parametrize("pools", [[SumPool(2)], [SumPool(2), SumPool((1, 2))], [SumPool(2, stride=1)]])
+def test_leading_pools_route_events_like_the_oracle(pools):
+    # input pools (non-overlapping, stacked, overlapping) on odd sizes: rows / columns that
+    # no window holds are dropped; every spike as in the oracle
+    rng = np.random.default_rng(4)
+    sensor = (9, 7, 2)  # odd sizes: the last row / column falls outside every 2-window
+    shape = (2, 7, 9)
+    for pool in pools:
+        shape = pool.output_shape(shape)
+    conv = Conv(rng.uniform(0.3, 1.2, size=(3, 2, 2, 2)), neuron=NeuronSpec())
+    n_flat = int(np.prod(conv.output_shape(shape)))
+    net = EventNet([*pools, conv, Flatten(), Linear(rng.normal(size=(3, n_flat)))])
+    events = random_events(rng, 80, sensor)
+    assert (events["y"] == 6).any() and (events["x"] == 8).any()
+    fast = simulate(net, events, sensor, record_spikes=True)
+    slow = simulate_reference(net, events, sensor)
+    assert len(slow.spike_trace[0]) > 0
+    for a, b in zip(fast.spike_trace, slow.spike_trace):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fast.scores, slow.scores)
+    np.testing.assert_array_equal(fast.layer_synops, slow.layer_synops)
+
+
+def test_streams_longer_than_a_block_match_the_oracle():
+    # the kernel works blocks of events through one layer at a time: a stream of several
+    # blocks (with leak, so every spike must carry its own event's time) spike for spike
+    from flexsnn.deploy.simulator.kernels import BLOCK_EVENTS
+
+    rng = np.random.default_rng(21)
+    sensor = (5, 5, 2)
+    first = Conv(rng.normal(0.3, 0.6, size=(3, 2, 3, 3)), padding=1, neuron=NeuronSpec(tau=400.0))
+    net = EventNet([first, Flatten(), Linear(rng.normal(0.1, 0.5, size=(4, 75)), neuron=NeuronSpec(v_th=2.0)),
+                    Linear(rng.normal(0.0, 1.0, size=(3, 4)))])
+    events = random_events(rng, 2 * BLOCK_EVENTS + 300, sensor, t_max=100_000)
+    fast = simulate(net, events, sensor, record_spikes=True)
+    slow = simulate_reference(net, events, sensor)
+    assert slow.layer_spikes[1] > 0 and slow.spike_trace[0][-1, 0] > 2 * BLOCK_EVENTS  # spikes in the last block
+    for a, b in zip(fast.spike_trace, slow.spike_trace):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(fast.scores, slow.scores, rtol=1e-12)
+    assert (fast.prediction, fast.first_decision_time, fast.decision_settle_time) == \
+        (slow.prediction, slow.first_decision_time, slow.decision_settle_time)
+    np.testing.assert_array_equal(simulate(net, [events, events[:50]], sensor)[0].layer_spikes, fast.layer_spikes)

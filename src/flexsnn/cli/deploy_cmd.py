@@ -107,6 +107,10 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+READOUT_LEGEND = ("event-driven: accumulated input of the readout (argmax, as time-stepped); ED spikes: output "
+                  "spike counts, as a chip reads them (ties and silent samples have no prediction)")
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     if not args.run:
@@ -119,6 +123,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         )
         print()
         print(result.format_table())
+        print(READOUT_LEGEND)
         print(f"wrote {args.out}/deploy_results.json")
         return 0
     events, labels, sensor = load_event_split(args.dataset, "test", args.data_root, args.max_samples)
@@ -133,6 +138,7 @@ def run_simulate(args: argparse.Namespace) -> int:
                                         progress=not args.quiet))
     print()
     print(format_deployment_table(rows))
+    print(READOUT_LEGEND)
     if args.out is not None:
         write_json(args.out / "deploy_results.json", {"rows": [r.as_dict() for r in rows],
                                                       "runs": [str(r) for r in args.run], "dataset": args.dataset})

@@ -7,10 +7,11 @@ event at a time, with no time steps (rules: ``docs/event_driven.md``).
 from flexsnn.data.events import check_events
 from flexsnn.deploy.eventnet import Conv, DeployStep, EventNet, Flatten, Linear, NeuronSpec, SumPool, walk_torch
 from flexsnn.deploy.reference import simulate_reference
-from flexsnn.deploy.simulator import SimulationError, SimulationResult, simulate
+from flexsnn.deploy.simulator import SimulationError, SimulationResult, predictions, simulate, spike_count_readout
 
 __all__ = [
-    "simulate", "simulate_reference", "SimulationResult", "SimulationError", "check_events",
+    "simulate", "simulate_reference", "SimulationResult", "SimulationError", "predictions", "spike_count_readout",
+    "check_events",
     "EventNet", "NeuronSpec", "Conv", "SumPool", "Flatten", "Linear", "DeployStep", "walk_torch",
 ]
 

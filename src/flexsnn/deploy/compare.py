@@ -5,7 +5,10 @@
 - time-stepped: each stream binned into ``T`` count frames (:func:`flexsnn.data.to_frames`),
   the model run at the uniform time config ``T``; class scores = the readout layer's
   accumulated input (sum over time of its output; same argmax as the mean);
-- event-driven: :func:`flexsnn.deploy.simulate`, one event at a time, no time steps.
+- event-driven: :func:`flexsnn.deploy.simulate`, one event at a time, no time steps, read
+  out two ways: the readout layer's accumulated input (argmax, as time-stepped) and, as a chip
+  like Speck reads its output layer, the output neurons' spike counts (the class that spiked
+  most; a tie or silence is counted as such, never broken by class index).
 
 Spike-count divergence (PAPER.md): ``SD(s0, s) = sum_i |s0[i] - s[i]| / sum_i s0[i]`` over
 per-output-neuron spike counts, s0 the reference platform (here time-stepped), s the other
@@ -32,7 +35,7 @@ from torch import nn
 
 from flexsnn.data import to_frames
 from flexsnn.deploy.eventnet import EventNet
-from flexsnn.deploy.simulator import simulate
+from flexsnn.deploy.simulator import predictions, simulate
 from flexsnn.errors import InputError, check_positive_int
 from flexsnn.neurons import IF
 
@@ -109,6 +112,9 @@ class DeploymentMetrics:
     events_per_second: float  # input events simulated per wall-clock second
     sim_seconds: float
     input_events_per_sample: float
+    ed_spike_accuracy: float = float("nan")  # event-driven, read out by output spike counts (chip style)
+    spike_ties: float = float("nan")  # fraction of samples whose top spike count is shared (no prediction)
+    spike_silent: float = float("nan")  # fraction of samples without any output spike (no prediction)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: an undefined SD (no time-stepped output spikes) becomes None."""
@@ -153,7 +159,8 @@ def evaluate_deployment(
     start = time.perf_counter()
     results = simulate(net, list(events), sensor_size, num_threads=num_threads, progress=progress)
     seconds = time.perf_counter() - start
-    ed_pred = np.array([r.prediction for r in results])
+    ed_pred = predictions(results, readout="scores")
+    spike_pred = predictions(results, readout="spikes")
     ed_spikes = np.stack([r.output_spikes for r in results]).astype(np.float64)
     ts_pred = ts_scores_np.argmax(1)
     n_events = sum(int(r.num_events) for r in results)
@@ -167,17 +174,23 @@ def evaluate_deployment(
         events_per_second=n_events / seconds if seconds > 0 else float("inf"),
         sim_seconds=seconds,
         input_events_per_sample=n_events / len(events),
+        ed_spike_accuracy=float((spike_pred == labels_np).mean()),
+        spike_ties=float(np.mean([r.spike_tie for r in results])),
+        spike_silent=float(np.mean([r.spike_silent for r in results])),
     )
 
 
 def format_deployment_table(rows: Sequence[DeploymentMetrics]) -> str:
-    """A fixed-width table: one row per model."""
-    head = (f"{'model':<10}{'T':>4}{'time-stepped':>14}{'event-driven':>14}{'SD':>9}{'agree':>8}"
-            f"{'synops/sample':>15}{'events/s':>12}")
+    """A fixed-width table: one row per model. "event-driven" reads the accumulated input (as
+    time-stepped does); "ED spikes" reads the output spike counts as a chip does, with the
+    samples it cannot classify (a shared top count, or no output spike) in "ties" and "silent"."""
+    head = (f"{'model':<10}{'T':>4}{'time-stepped':>14}{'event-driven':>14}{'ED spikes':>11}{'ties':>7}"
+            f"{'silent':>8}{'SD':>9}{'agree':>8}{'synops/sample':>15}{'events/s':>12}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.label:<10}{r.t:>4}{100 * r.ts_accuracy:>13.2f}%{100 * r.ed_accuracy:>13.2f}%"
+            f"{100 * r.ed_spike_accuracy:>10.2f}%{100 * r.spike_ties:>6.1f}%{100 * r.spike_silent:>7.1f}%"
             f"{100 * r.sd:>8.2f}%{100 * r.agreement:>7.1f}%{r.synops_per_sample:>15,.0f}{r.events_per_second:>12,.0f}"
         )
     return "\n".join(lines)

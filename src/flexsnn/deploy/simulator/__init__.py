@@ -10,8 +10,15 @@ Rules: ``docs/event_driven.md``. Three modules, one job each:
   :class:`SimulationResult`.
 """
 from flexsnn.data.events import check_events, check_sensor_size
-from flexsnn.deploy.simulator.compile import CompiledNet, compile_net
-from flexsnn.deploy.simulator.simulate import SimulationError, SimulationResult, simulate
+from flexsnn.deploy.simulator.compile import CompiledNet, compile_net, compiled_for
+from flexsnn.deploy.simulator.simulate import (
+    READOUTS,
+    SimulationError,
+    SimulationResult,
+    predictions,
+    simulate,
+    spike_count_readout,
+)
 
-__all__ = ["simulate", "SimulationResult", "SimulationError", "compile_net", "CompiledNet", "check_events",
-           "check_sensor_size"]
+__all__ = ["simulate", "SimulationResult", "SimulationError", "predictions", "spike_count_readout", "READOUTS",
+           "compile_net", "compiled_for", "CompiledNet", "check_events", "check_sensor_size"]

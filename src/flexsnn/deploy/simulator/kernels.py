@@ -1,16 +1,26 @@
 """Numba kernels of the event-driven simulator (the rules: ``docs/event_driven.md``).
 
 Flat on purpose: one kernel runs any stack of layers encoded as flat arrays by
-:mod:`flexsnn.deploy.simulator.compile` (an op table, footprint tables, one weight vector), so
-numba compiles it once per process (cached on disk) whatever the network.
+:mod:`flexsnn.deploy.simulator.compile` (an op table, footprint and fan-out tables, one weight
+vector), so numba compiles it once per process (cached on disk) whatever the network.
 
-How it runs: a list of samples is cut into chunks; each chunk is one kernel call
-(``nogil=True``) on a thread pool, with its own membrane state. Spikes travel as packed
-(channel, row, column) keys; a delivery adds the weights to contiguous runs of membranes (conv
-membranes are kept [H, W, C], so the run is the channel axis at one output position) in a
-vectorised pass, then fires only the runs that reached threshold and merges them into flat
-order (no sort, no allocation per delivery). Float64 membranes, one addition per neuron per
-delivery in the oracle's order: without leak the results are bit-identical to
+How it runs. Layer by layer over blocks of events: the first op takes a block of input events
+and lists every spike it emits, tagged with the input event that caused it; the next op takes
+that list, and so on to the readout. There is no feedback, so every layer receives exactly the
+spike sequence that event-by-event processing gives it (rule 5), each spike with its event's
+time (for the leak); the readout re-evaluates the decision at the end of each event's spikes,
+as after each cascade. Working a whole block through one layer keeps that layer's membranes
+and weights in cache and its loop tight.
+
+A list of samples is cut into chunks; each chunk is one kernel call (``nogil=True``) on a
+thread pool, with its own membrane state and spike lists, allocated once per call. Spikes are
+packed (channel, row, column) keys. A conv spike walks its input position's precomputed fan-out
+list (output positions in ascending order, no footprint arithmetic); each output position is
+one contiguous run of membranes (conv membranes are kept [H, W, C], so the run is the channel
+axis) that gets its weights added in a vectorised pass that also counts the neurons at
+threshold; only runs with such neurons are scanned to fire, and the fired runs are merged into
+flat order (no sort, no allocation per delivery). Float64 membranes, one addition per neuron
+per delivery in the oracle's order: without leak the results are bit-identical to
 :mod:`flexsnn.deploy.reference` (with a leak, up to exp's last bit).
 """
 from __future__ import annotations
@@ -21,79 +31,27 @@ import numba
 import numpy as np
 
 POOL, CONV, LINEAR = 0, 1, 2
-# columns of the op table
-(K_KIND, K_IC, K_IH, K_IW, K_OC, K_OH, K_OW, K_KH, K_KW, K_SH, K_SW, K_PH, K_PW, K_WOFF, K_SOFF, K_NEURON,
- K_LUT) = range(17)
-N_COLUMNS = 17
+# columns of the op table: kind, input map (c, h, w), output map (c, h, w), conv kernel (h, w), weight offset,
+# membrane offset, neuron row, pool footprint table offset, conv fan-out: entries per position, entries offset,
+# per-position counts offset
+(K_KIND, K_IC, K_IH, K_IW, K_OC, K_OH, K_OW, K_KH, K_KW, K_WOFF, K_SOFF, K_NEURON, K_LUT, K_F, K_FAN,
+ K_FCNT) = range(16)
+N_COLUMNS = 16
+FAN_COLUMNS = 4  # membrane offset, weight tap offset, spike key, output position (see compile._fan_table)
 
 # A queued spike is one int64 key (channel << 32) | (row << 16) | column: decoding takes shifts,
 # not divisions, and keys order like flat (channel, row, column) indices. A flat map (Linear
-# output) uses (index << 32). Every delivery is two passes over each contiguous run of targets:
-# add + clip (vectorised, no branch), then, only for a run where some neuron reached v_th, a
-# scan that fires and resets. One addition per neuron per delivery either way, so the floats
-# match the oracle exactly. Runs are sorted by channel; a conv delivery's runs (one per output
-# position, ascending) are merged into flat order before the spikes are queued (rule 4).
+# output) uses (index << 32). The innermost loops index with unsigned ints (numba then skips
+# the negative-index wraparound and the loops vectorise); unsigned and signed ints are never
+# mixed in one expression (numba would make it a float).
 MAX_SIDE = 1 << 16
 OVERFLOW, GROW_QUEUE, GROW_LOG = 1, 2, 3  # kernel status codes (0: done)
-ZERO, ONE = np.int64(0), np.int64(1)  # non-literal ints for helper calls (one compiled version each)
-QUEUE_START, LOG_START = 1 << 14, 1 << 14  # first room per queue row / log; doubled when short
-_JIT = dict(cache=True, nogil=True, error_model="numpy")  # numpy error model: no zero-division checks
-
-
-@numba.njit(**_JIT)
-def _add_clip(u, u_off, w, w_off, n, v_min, v_th):
-    """``u[u_off + k] += w[w_off + k]`` then clip at v_min, k < n; True if some neuron reached v_th.
-
-    Unsigned indices: numba then skips the negative-index wraparound, and the loop vectorises.
-    """
-    u_off = np.uint64(u_off)
-    w_off = np.uint64(w_off)
-    hit = False
-    for k in range(np.uint64(n)):
-        v = u[u_off + k] + w[w_off + k]
-        v = v_min if v < v_min else v
-        u[u_off + k] = v
-        hit |= v >= v_th
-    return hit
-
-
-@numba.njit(**_JIT)
-def _leak_add_clip(u, t_last, u_off, w, w_off, n, v_min, v_th, t, tau):
-    """Lazy leak since each neuron's last update, then add and clip (rule 3); True if some reached v_th."""
-    u_off = np.uint64(u_off)
-    w_off = np.uint64(w_off)
-    hit = False
-    for k in range(np.uint64(n)):
-        v = u[u_off + k] * math.exp(-(t - t_last[u_off + k]) / tau)
-        t_last[u_off + k] = t
-        v = v + w[w_off + k]
-        v = v_min if v < v_min else v
-        u[u_off + k] = v
-        hit |= v >= v_th
-    return hit
-
-
-@numba.njit(**_JIT)
-def _add_scores(scores, base, stride, w, w_off, n):
-    """Readout: scores[base + k * stride] += w[w_off + k] (scores are flat (channel, row, column))."""
-    for k in range(n):
-        scores[base + k * stride] += w[w_off + k]
-
-
-@numba.njit(**_JIT)
-def _fire(u, u_off, n_run, v_th, multi, hard, key_base, fired_key, fired_n, nf):
-    """Fire and reset every neuron u[u_off + k] (k < n_run) at or above v_th; append (key, spikes)
-    in channel order to row 0 of fired_key / fired_n, key = key_base + (k << 32). Returns the new nf."""
-    for k in range(n_run):
-        i = np.uint64(u_off + k)
-        v = u[i]
-        if v >= v_th:
-            n = int(math.floor(v / v_th)) if multi else 1
-            u[i] = 0.0 if hard else v - n * v_th
-            fired_key[0, nf] = key_base + (k << 32)
-            fired_n[0, nf] = n
-            nf += 1
-    return nf
+QUEUE_START, LOG_START = 1 << 14, 1 << 14  # first room per spike list / log; doubled when short
+BLOCK_EVENTS = 2048  # input events worked through one layer at a time (QUEUE_START must hold them)
+SCAN_BLOCK = 32  # neurons counted at once when looking for those at threshold
+# typed constants for helper arguments: a literal (0, False) would make numba compile a second version
+ZERO, NO, YES = np.int64(0), np.bool_(False), np.bool_(True)
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # numpy error model: no zero-division checks
 
 
 @numba.njit(**_JIT)
@@ -114,97 +72,113 @@ def _merge_runs(key, count, runs, n_runs, nf):
 
 
 @numba.njit(**_JIT)
-def run_sample(keys, times, ops, lut, weights, neurons, record, max_queue, u, t_last,
-                scores, out_spikes, layer_spikes, layer_synops):
-    """Run one sample (rules in the module docstring); every array after max_queue is output
-    and is zeroed first.
-
-    keys: int64 [n_events] packed input spikes; times: float64 [n_events], sorted.
-    u: float64 [n_state], the final membranes (conv layers [H, W, C]); t_last: float64
-    [n_state] (last update times) if some layer leaks, else any size.
-    Returns (first decision event, settle event, decision, status, log): status OVERFLOW if a
-    layer would emit more than max_queue spikes in one cascade; log int64 [3, n] rows
-    (layer, event, flat neuron) with record, else empty.
-    If the queue or the log fills up, the sample runs again from the start with twice the room:
-    the core then never replaces an array inside its loops (numba would reference-count such
-    an array on every iteration, which cost more than the work on a small net).
-    """
+def buffer_sizes(ops):
+    """(fired spikes one delivery can produce, output positions one conv delivery can reach)."""
     max_targets = 1
     max_runs = 1
     for op in range(ops.shape[0]):
-        max_targets = max(max_targets, ops[op, K_OC] * ops[op, K_KH] * ops[op, K_KW])
-        max_runs = max(max_runs, ops[op, K_KH] * ops[op, K_KW])
-    fired_key = np.empty((2, max_targets), dtype=np.int64)  # one delivery's spikes: run by run, flat order
-    fired_n = np.empty((2, max_targets), dtype=np.int64)
-    runs = np.empty((2, max_runs), dtype=np.int64)  # head and end of each run
-    queue_size = min(QUEUE_START, max_queue)
-    log_size = LOG_START if record else 1
-    while True:
-        u[:] = 0.0
-        t_last[:] = 0.0
-        queue = np.empty((2, queue_size), dtype=np.int64)
-        log = np.empty((3, log_size), dtype=np.int64)
-        scores[:] = 0.0
-        out_spikes[:] = 0
-        layer_spikes[:] = 0
-        layer_synops[:] = 0
-        status, need, first, settle, decision, n_log = _run_core(
-            keys, times, ops, lut, weights, neurons, record, max_queue, u, t_last, queue, log, fired_key, fired_n,
-            runs, scores, out_spikes, layer_spikes, layer_synops)
-        if status == GROW_QUEUE:
-            queue_size = min(max(2 * queue_size, need), max_queue)
-        elif status == GROW_LOG:
-            log_size = max(2 * log_size, need)
-        else:
-            return first, settle, decision, status, log[:, :n_log]
+        if ops[op, K_KIND] == CONV:
+            max_targets = max(max_targets, ops[op, K_OC] * ops[op, K_F])
+            max_runs = max(max_runs, ops[op, K_F])
+        elif ops[op, K_KIND] == LINEAR:
+            max_targets = max(max_targets, ops[op, K_OC])
+    return max_targets, max_runs
+
+
+@numba.njit(inline="always", **_JIT)
+def _fire_run(u, ub, oc, at_th, v_th, multi, hard, key_base, fired_key, fired_n, nf):
+    """Fire and reset the at_th neurons at or above v_th among u[ub:ub + oc], in channel order;
+    append (key_base + (channel << 32), spikes) to row 0 of fired_key / fired_n from nf on.
+
+    Blocks of SCAN_BLOCK neurons are counted first (a vectorised pass) and only blocks holding
+    such neurons are walked one by one; the scan stops once at_th neurons have fired.
+    Returns the new nf.
+    """
+    start = 0
+    while at_th > 0:
+        end = min(start + SCAN_BLOCK, oc)
+        in_block = 0
+        for k in range(ub + np.uint64(start), ub + np.uint64(end)):
+            in_block += u[k] >= v_th
+        if in_block > 0:
+            for k in range(start, end):
+                i = ub + np.uint64(k)
+                v = u[i]
+                if v >= v_th:
+                    n = int(math.floor(v / v_th)) if multi else 1
+                    u[i] = 0.0 if hard else v - n * v_th
+                    fired_key[0, nf] = key_base + (k << 32)
+                    fired_n[0, nf] = n
+                    nf += 1
+            at_th -= in_block
+        start = end
+    return nf
 
 
 @numba.njit(**_JIT)
-def _run_core(keys, times, ops, lut, weights, neurons, record, max_queue, u, t_last, queue, log, fired_key, fired_n,
-              runs, scores, out_spikes, layer_spikes, layer_synops):
-    """The event loop of :func:`run_sample` on preallocated buffers (none is ever replaced).
+def _run_core(keys, times, ops, tables, weights, neurons, record, max_queue, u, t_last, spikes, tags, log,
+              fired_key, fired_n, runs, scores, out_spikes, layer_spikes, layer_synops):
+    """One sample on preallocated buffers (none is ever replaced: numba would then
+    reference-count it on every iteration). The state arrays must be zero on entry.
 
-    Returns (status, room needed, first decision event, settle event, decision, log length).
+    spikes / tags int64 [2, room]: two spike lists (one read, one written), spike keys and the
+    input event of each. Returns (status, room needed, first decision event, settle event,
+    decision, log length); status OVERFLOW when a layer emits more than max_queue spikes for
+    one input event, GROW_QUEUE / GROW_LOG when a list or the log needs more room.
     """
     n_ops = ops.shape[0]
     n_out = ops[n_ops - 1, K_OC] * ops[n_ops - 1, K_OH] * ops[n_ops - 1, K_OW]
-    a = 0  # queue row being read; the other row is being filled (no array swap)
+    room = spikes.shape[1]
     n_log = 0
     first_decision = -1
     settle = -1
     decision = -1
     mask = (1 << 16) - 1
-    for e in range(keys.size):
-        t = times[e]
-        queue[a, 0] = keys[e]
-        n_cur = 1
-        readout_touched = False
+    for e0 in range(0, keys.size, BLOCK_EVENTS):
+        n_cur = min(BLOCK_EVENTS, keys.size - e0)
+        for q in range(n_cur):
+            spikes[0, q] = keys[e0 + q]
+            tags[0, q] = e0 + q
+        a = 0
         for op in range(n_ops):
+            if n_cur == 0:
+                break
             kind = ops[op, K_KIND]
             ih = ops[op, K_IH]
             iw = ops[op, K_IW]
-            oc = ops[op, K_OC]
-            oh = ops[op, K_OH]
-            ow = ops[op, K_OW]
-            lb = ops[op, K_LUT]
             b = 1 - a
             n_nxt = 0
+            cascade = 0  # spikes emitted for the current input event (max_queue)
+            last_e = -1
             if kind == POOL:
+                lb = ops[op, K_LUT]
                 for q in range(n_cur):
-                    s = queue[a, q]
+                    s = spikes[a, q]
+                    e = tags[a, q]
+                    if e != last_e:
+                        last_e = e
+                        cascade = 0
                     c = s >> 32
                     y = (s >> 16) & mask
                     x = s & mask
-                    lo_x = lut[lb + 2 * ih + x]
-                    hi_x = lut[lb + 2 * ih + iw + x]
-                    for oy in range(lut[lb + y], lut[lb + ih + y] + 1):
+                    lo_x = tables[lb + 2 * ih + x]
+                    hi_x = tables[lb + 2 * ih + iw + x]
+                    for oy in range(tables[lb + y], tables[lb + ih + y] + 1):
                         for ox in range(lo_x, hi_x + 1):
-                            if n_nxt == queue.shape[1]:
-                                status = OVERFLOW if n_nxt >= max_queue else GROW_QUEUE
-                                return status, n_nxt + 1, first_decision, settle, decision, n_log
-                            queue[b, n_nxt] = (c << 32) | (oy << 16) | ox
+                            cascade += 1
+                            if cascade > max_queue:
+                                return OVERFLOW, cascade, first_decision, settle, decision, n_log
+                            if n_nxt == room:
+                                return GROW_QUEUE, 2 * room, first_decision, settle, decision, n_log
+                            spikes[b, n_nxt] = (c << 32) | (oy << 16) | ox
+                            tags[b, n_nxt] = e
                             n_nxt += 1
             else:
+                oc = ops[op, K_OC]
+                uoc = np.uint64(oc)
+                oh = ops[op, K_OH]
+                ow = ops[op, K_OW]
+                ohw = oh * ow
                 li = ops[op, K_NEURON]
                 is_readout = op == n_ops - 1
                 v_th = neurons[li, 0]
@@ -212,61 +186,93 @@ def _run_core(keys, times, ops, lut, weights, neurons, record, max_queue, u, t_l
                 multi = neurons[li, 2] != 0.0
                 hard = neurons[li, 3] != 0.0
                 tau = neurons[li, 4]
-                kh = ops[op, K_KH]
-                kw = ops[op, K_KW]
-                sh = ops[op, K_SH]
-                sw = ops[op, K_SW]
-                ph = ops[op, K_PH]
-                pw = ops[op, K_PW]
+                leaky = tau > 0.0
                 w_off = ops[op, K_WOFF]
                 s_off = ops[op, K_SOFF]
-                ohw = oh * ow
+                fan = ops[op, K_F]
+                fan_off = ops[op, K_FAN]
+                cnt_off = ops[op, K_FCNT]
+                channel_block = ops[op, K_KH] * ops[op, K_KW] * oc
+                is_conv = kind == CONV
                 synops = 0
+                emitted = 0
                 for q in range(n_cur):
-                    s = queue[a, q]
+                    s = spikes[a, q]
+                    e = tags[a, q]
+                    if e != last_e:
+                        if is_readout and last_e >= 0:  # the previous event's cascade is complete
+                            state = _decision(scores, n_out)
+                            if state != decision:
+                                decision = state
+                                settle = last_e
+                                if first_decision == -1 and state != -1:
+                                    first_decision = last_e
+                        last_e = e
+                        cascade = 0
+                    t = times[e]
                     c = s >> 32
                     y = (s >> 16) & mask
                     x = s & mask
-                    nf = ZERO  # (typed int64: a literal 0 here would compile the helpers twice)
+                    nf = ZERO
                     n_runs = ZERO
-                    if kind == CONV:
-                        lo_y = lut[lb + y]
-                        hi_y = lut[lb + ih + y]
-                        lo_x = lut[lb + 2 * ih + x]
-                        hi_x = lut[lb + 2 * ih + iw + x]
-                        if lo_y > hi_y or lo_x > hi_x:
-                            continue
-                        synops += oc * (hi_y - lo_y + 1) * (hi_x - lo_x + 1)
-                        for oy in range(lo_y, hi_y + 1):
-                            ky = y + ph - oy * sh
-                            for ox in range(lo_x, hi_x + 1):
-                                kx = x + pw - ox * sw
-                                wb = w_off + ((c * kh + ky) * kw + kx) * oc
-                                ub = s_off + (oy * ow + ox) * oc
-                                if tau > 0.0:
-                                    hit = _leak_add_clip(u, t_last, ub, weights, wb, oc, v_min, v_th, t, tau)
-                                else:
-                                    hit = _add_clip(u, ub, weights, wb, oc, v_min, v_th)
-                                if is_readout:
-                                    _add_scores(scores, oy * ow + ox, ohw, weights, wb, oc)
-                                if hit:
-                                    runs[0, n_runs] = nf
-                                    nf = _fire(u, ub, oc, v_th, multi, hard, (oy << 16) | ox, fired_key, fired_n, nf)
-                                    runs[1, n_runs] = nf
-                                    n_runs += 1
+                    if is_conv:
+                        p = y * iw + x
+                        n_pos = tables[cnt_off + p]
+                        synops += n_pos * oc
+                        entry = fan_off + p * fan * FAN_COLUMNS
+                        w_chan = w_off + c * channel_block
+                        for _ in range(n_pos):
+                            ub = np.uint64(s_off + tables[entry])
+                            wb = np.uint64(w_chan + tables[entry + 1])
+                            at_th = 0
+                            if leaky:
+                                for k in range(uoc):
+                                    v = u[ub + k] * math.exp(-(t - t_last[ub + k]) / tau)
+                                    t_last[ub + k] = t
+                                    v = v + weights[wb + k]
+                                    v = v_min if v < v_min else v
+                                    u[ub + k] = v
+                                    at_th += v >= v_th
+                            else:
+                                for k in range(uoc):
+                                    v = u[ub + k] + weights[wb + k]
+                                    v = v_min if v < v_min else v
+                                    u[ub + k] = v
+                                    at_th += v >= v_th
+                            if is_readout:
+                                pos = tables[entry + 3]
+                                for k in range(oc):
+                                    scores[pos + k * ohw] += weights[wb + np.uint64(k)]
+                            if at_th > 0:
+                                runs[0, n_runs] = nf
+                                nf = _fire_run(u, ub, oc, at_th, v_th, multi, hard, tables[entry + 2], fired_key,
+                                               fired_n, nf)
+                                runs[1, n_runs] = nf
+                                n_runs += 1
+                            entry += FAN_COLUMNS
                     else:
-                        wb = w_off + ((c * ih + y) * iw + x) * oc  # flat input index * oc
+                        ub = np.uint64(s_off)
+                        wb = np.uint64(w_off + ((c * ih + y) * iw + x) * oc)  # flat input index * oc
                         synops += oc
-                        if tau > 0.0:
-                            hit = _leak_add_clip(u, t_last, s_off, weights, wb, oc, v_min, v_th, t, tau)
+                        at_th = 0
+                        if leaky:
+                            for k in range(uoc):
+                                v = u[ub + k] * math.exp(-(t - t_last[ub + k]) / tau)
+                                t_last[ub + k] = t
+                                v = v + weights[wb + k]
+                                v = v_min if v < v_min else v
+                                u[ub + k] = v
+                                at_th += v >= v_th
                         else:
-                            hit = _add_clip(u, s_off, weights, wb, oc, v_min, v_th)
+                            for k in range(uoc):
+                                v = u[ub + k] + weights[wb + k]
+                                v = v_min if v < v_min else v
+                                u[ub + k] = v
+                                at_th += v >= v_th
                         if is_readout:
-                            _add_scores(scores, ZERO, ONE, weights, wb, oc)
-                        if hit:
-                            nf = _fire(u, s_off, oc, v_th, multi, hard, ZERO, fired_key, fired_n, ZERO)
-                    if is_readout:
-                        readout_touched = True
+                            for k in range(uoc):
+                                scores[k] += weights[wb + k]
+                        nf = _fire_run(u, ub, oc, at_th, v_th, multi, hard, ZERO, fired_key, fired_n, nf)
                     if nf == 0:
                         continue
                     row = 0
@@ -276,77 +282,140 @@ def _run_core(keys, times, ops, lut, weights, neurons, record, max_queue, u, t_l
                     for f in range(nf):
                         key = fired_key[row, f]
                         n = fired_n[row, f]
-                        layer_spikes[li] += n
+                        emitted += n
                         flat = ((key >> 32) * oh + ((key >> 16) & mask)) * ow + (key & mask)
                         if is_readout:
                             out_spikes[flat] += n
                         else:
-                            if n_nxt + n > queue.shape[1]:
-                                status = OVERFLOW if n_nxt + n > max_queue else GROW_QUEUE
-                                return status, n_nxt + n, first_decision, settle, decision, n_log
+                            cascade += n
+                            if cascade > max_queue:
+                                return OVERFLOW, cascade, first_decision, settle, decision, n_log
+                            if n_nxt + n > room:
+                                return GROW_QUEUE, max(2 * room, n_nxt + n), first_decision, settle, decision, n_log
                             for r in range(n):
-                                queue[b, n_nxt + r] = key
+                                spikes[b, n_nxt + r] = key
+                                tags[b, n_nxt + r] = e
                             n_nxt += n
                         if record:
                             if n_log + n > log.shape[1]:
-                                return GROW_LOG, n_log + n, first_decision, settle, decision, n_log
+                                return GROW_LOG, max(2 * log.shape[1], n_log + n), first_decision, settle, decision, \
+                                    n_log
                             for r in range(n):
                                 log[0, n_log + r] = li
                                 log[1, n_log + r] = e
                                 log[2, n_log + r] = flat
                             n_log += n
                 layer_synops[li] += synops
-            # the queue just filled becomes the next op's input, in arrival (FIFO) order
+                layer_spikes[li] += emitted
+                if is_readout and last_e >= 0:  # the block's last event that reached the readout
+                    state = _decision(scores, n_out)
+                    if state != decision:
+                        decision = state
+                        settle = last_e
+                        if first_decision == -1 and state != -1:
+                            first_decision = last_e
             a = b
             n_cur = n_nxt
-            if n_cur == 0:
-                break
-        if readout_touched:
-            state = -1  # argmax with lowest index on ties; -1 while every score is zero
-            for j in range(n_out):
-                if scores[j] != 0.0:
-                    state = 0
-                    break
-            if state == 0:
-                best = scores[0]
-                for j in range(1, n_out):
-                    if scores[j] > best:
-                        best = scores[j]
-                        state = j
-            if state != decision:
-                decision = state
-                settle = e
-                if first_decision == -1 and state != -1:
-                    first_decision = e
     return 0, 0, first_decision, settle, decision, n_log
 
 
-@numba.njit(**_JIT)
-def _leaks(neurons):
-    """True if some layer's neuron has a leak (tau > 0): then last-update times are kept."""
-    for li in range(neurons.shape[0]):
-        if neurons[li, 4] > 0.0:
-            return True
-    return False
+@numba.njit(inline="always", **_JIT)
+def _decision(scores, n_out):
+    """argmax of the scores with the lowest index on ties; -1 while every score is zero."""
+    state = -1
+    for j in range(n_out):
+        if scores[j] != 0.0:
+            state = 0
+            break
+    if state == 0:
+        best = scores[0]
+        for j in range(1, n_out):
+            if scores[j] > best:
+                best = scores[j]
+                state = j
+    return state
 
 
 @numba.njit(**_JIT)
-def run_batch(keys, times, offsets, samples, ops, lut, weights, neurons, n_state, record, max_queue,
-               scores, out_spikes, layer_spikes, layer_synops, info):
+def _clear(u, t_last, scores, out_spikes, layer_spikes, layer_synops):
+    u[:] = 0.0
+    t_last[:] = 0.0
+    scores[:] = 0.0
+    out_spikes[:] = 0
+    layer_spikes[:] = 0
+    layer_synops[:] = 0
+
+
+@numba.njit(**_JIT)
+def run_sample(keys, times, offsets, b, ops, tables, weights, neurons, max_queue, u, t_last,
+               scores, out_spikes, layer_spikes, layer_synops):
+    """Run sample b (events keys[offsets[b]:offsets[b + 1]]) recording every spike, into row b
+    of the outputs (the rules: docs/event_driven.md).
+
+    keys: int64 packed input spikes; times: float64, sorted per sample.
+    u: float64 [n_state], the final membranes (conv layers [H, W, C]); t_last: float64
+    [n_state] (last update times) if some layer leaks, else any size.
+    Returns (first decision event, settle event, decision, status, log): status OVERFLOW if a
+    layer would emit more than max_queue spikes for one input event; log int64 [3, n] rows
+    (layer, event, flat neuron), in emission order within each layer.
+    If a spike list or the log fills up, the sample runs again from the start with more room.
+    (The events are sliced here as in :func:`run_batch`, so both call one compiled core.)
+    """
+    lo = offsets[b]
+    hi = offsets[b + 1]
+    max_targets, max_runs = buffer_sizes(ops)
+    fired_key = np.empty((2, max_targets), dtype=np.int64)  # one delivery's spikes: run by run, flat order
+    fired_n = np.empty((2, max_targets), dtype=np.int64)
+    runs = np.empty((2, max_runs), dtype=np.int64)  # head and end of each run
+    room = QUEUE_START
+    log_size = LOG_START
+    while True:
+        spikes = np.empty((2, room), dtype=np.int64)
+        tags = np.empty((2, room), dtype=np.int64)
+        log = np.empty((3, log_size), dtype=np.int64)
+        _clear(u, t_last, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
+        status, need, first, settle, decision, n_log = _run_core(
+            keys[lo:hi], times[lo:hi], ops, tables, weights, neurons, YES, max_queue, u, t_last, spikes, tags, log,
+            fired_key, fired_n, runs, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
+        if status == GROW_QUEUE:
+            room = need
+        elif status == GROW_LOG:
+            log_size = need
+        else:
+            return first, settle, decision, status, log[:, :n_log]
+
+
+@numba.njit(**_JIT)
+def run_batch(keys, times, offsets, samples, ops, tables, weights, neurons, n_state, leaks, max_queue,
+              scores, out_spikes, layer_spikes, layer_synops, info):
     """Run the listed samples (events keys[offsets[b]:offsets[b + 1]]) into row b of the outputs.
 
     info int64 [n_samples, 4]: first decision event, settle event, decision, status. Stops at the
-    first sample whose status is not 0. The membrane state is allocated once per call.
+    first sample whose status is not 0. State and buffers are allocated once per call (a
+    sample that needs longer spike lists runs again with them, and later samples keep them).
     """
     u = np.empty(n_state)
-    t_last = np.empty(n_state if _leaks(neurons) else 1)
+    t_last = np.empty(n_state if leaks else 1)
+    max_targets, max_runs = buffer_sizes(ops)
+    fired_key = np.empty((2, max_targets), dtype=np.int64)
+    fired_n = np.empty((2, max_targets), dtype=np.int64)
+    runs = np.empty((2, max_runs), dtype=np.int64)
+    log = np.empty((3, 1), dtype=np.int64)
+    spikes = np.empty((2, QUEUE_START), dtype=np.int64)
+    tags = np.empty((2, QUEUE_START), dtype=np.int64)
     for i in range(samples.size):
         b = samples[i]
         lo = offsets[b]
         hi = offsets[b + 1]
-        first, settle, decision, status, _ = run_sample(
-            keys[lo:hi], times[lo:hi], ops, lut, weights, neurons, record, max_queue, u, t_last,
-            scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
+        while True:
+            _clear(u, t_last, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
+            status, need, first, settle, decision, _ = _run_core(
+                keys[lo:hi], times[lo:hi], ops, tables, weights, neurons, NO, max_queue, u, t_last, spikes, tags, log,
+                fired_key, fired_n, runs, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
+            if status != GROW_QUEUE:
+                break
+            spikes = np.empty((2, need), dtype=np.int64)
+            tags = np.empty((2, need), dtype=np.int64)
         info[b, 0] = first
         info[b, 1] = settle
         info[b, 2] = decision

@@ -7,25 +7,44 @@ compare the two spike for spike.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from flexsnn.data.events import check_events, check_sensor_size, sort_by_time
 from flexsnn.deploy.eventnet import EventNet
-from flexsnn.deploy.simulator.compile import compile_net
+from flexsnn.deploy.simulator.compile import CompiledNet, compiled_for
 from flexsnn.deploy.simulator.kernels import run_batch, run_sample
 from flexsnn.errors import FlexSNNError, InputError
 
-__all__ = ["simulate", "SimulationResult", "SimulationError"]
+__all__ = ["simulate", "SimulationResult", "SimulationError", "spike_count_readout", "predictions", "READOUTS"]
 
 DEFAULT_MAX_QUEUE = 1 << 27  # spikes one layer may emit in one input event's cascade
+READOUTS = ("scores", "spikes")
 
 
 class SimulationError(FlexSNNError, RuntimeError):
     """The simulation could not finish (e.g. a runaway cascade exceeded max_queue)."""
+
+
+def spike_count_readout(output_spikes: Any) -> tuple[int, bool, bool]:
+    """Chip-style readout of one sample: ``(prediction, tie, silent)`` from per-class spike counts.
+
+    prediction: the class whose output neuron spiked most, or -1 when that is not one class:
+    ``silent`` (no output spike at all) or ``tie`` (two or more classes share the largest
+    count). A tie is never broken by class index.
+    """
+    counts = np.asarray(output_spikes).reshape(-1)
+    if counts.size == 0 or not counts.any():
+        return -1, False, True
+    top = counts.max()
+    winners = np.flatnonzero(counts == top)
+    if winners.size > 1:
+        return -1, True, False
+    return int(winners[0]), False, False
 
 
 @dataclass
@@ -35,6 +54,9 @@ class SimulationResult:
     scores: float64 [num_outputs], accumulated input of the readout (flat for a conv readout).
     prediction: argmax of scores, -1 while all scores are zero (no decision).
     output_spikes: int64 [num_outputs], spikes of the readout's counting neuron.
+    spike_prediction / spike_tie / spike_silent: the chip-style readout of output_spikes
+        (:func:`spike_count_readout`): the class that spiked most, or -1 with ``spike_tie``
+        (several classes share the top count) or ``spike_silent`` (no output spike) set.
     layer_spikes: int64 [num_weighted_layers], spikes emitted by each weighted layer's neurons
         (the last entry is output_spikes.sum()).
     layer_synops: int64 [num_weighted_layers], synaptic operations delivered INTO each layer.
@@ -59,6 +81,12 @@ class SimulationResult:
     decision_settle_time: Any = None
     spike_trace: list[np.ndarray] | None = None
     membranes: list[np.ndarray] | None = None
+    spike_prediction: int = field(init=False)
+    spike_tie: bool = field(init=False)
+    spike_silent: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spike_prediction, self.spike_tie, self.spike_silent = spike_count_readout(self.output_spikes)
 
     def keys(self) -> list[str]:
         return [f.name for f in fields(self)]
@@ -81,6 +109,16 @@ class SimulationResult:
         return {k: getattr(self, k) for k in self.keys()}
 
 
+def predictions(results: SimulationResult | Sequence[SimulationResult], readout: str = "scores") -> np.ndarray:
+    """int64 predictions of results: ``readout="scores"`` (the accumulated input, argmax) or
+    ``"spikes"`` (chip style: the class that spiked most; -1 for a tie or silence)."""
+    if readout not in READOUTS:
+        raise InputError(f"readout must be one of {READOUTS}, got {readout!r}")
+    items = [results] if isinstance(results, SimulationResult) else list(results)
+    attr = "prediction" if readout == "scores" else "spike_prediction"
+    return np.array([getattr(r, attr) for r in items], dtype=np.int64)
+
+
 def _as_eventnet(model: Any) -> EventNet:
     if isinstance(model, EventNet):
         return model
@@ -100,17 +138,34 @@ def _pack_events(streams: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray,
     np.cumsum(sizes, out=offsets[1:])
     if len(streams) == 1:
         p, y, x, t = (streams[0][f] for f in ("p", "y", "x", "t"))
-    else:
+    else:  # field by field: contiguous copies (joining the records first is slower)
         p, y, x, t = (np.concatenate([s[f] for s in streams]) for f in ("p", "y", "x", "t"))
-    keys = (p.astype(np.int64) << 32) | (y.astype(np.int64) << 16) | x.astype(np.int64)
+    keys = p.astype(np.int64) << 32
+    keys |= y.astype(np.int64) << 16
+    keys |= x
     return keys, t.astype(np.float64), offsets
 
 
 def _chunks(n: int, threads: int) -> list[np.ndarray]:
-    """Sample ids in chunks of a few per kernel call: small enough to balance the threads, large
-    enough that the per-call overhead stays negligible."""
+    """Sample ids in chunks of a few per kernel call: small enough to balance the threads
+    (samples differ in cost), large enough that the per-call overhead stays negligible."""
+    if threads == 1:
+        return [np.arange(n, dtype=np.int64)]
     size = max(1, min(64, n // (4 * threads)))
     return [np.arange(i, min(i + size, n), dtype=np.int64) for i in range(0, n, size)]
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A worker pool per thread count, started once per process (threads idle between calls)."""
+    with _pools_lock:
+        pool = _pools.get(threads)
+        if pool is None:
+            pool = _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="flexsnn-simulate")
+        return pool
 
 
 def simulate(
@@ -124,7 +179,9 @@ def simulate(
 ) -> SimulationResult | list[SimulationResult]:
     """Run the event-driven simulation of ``model`` on one event stream or a list of them.
 
-    model: an :class:`EventNet` or a torch model accepted by :meth:`EventNet.from_torch`.
+    model: an :class:`EventNet` or a torch model accepted by :meth:`EventNet.from_torch`
+        (converted on every call: convert once with ``EventNet.from_torch`` to simulate a
+        model repeatedly; an EventNet's encoding is cached while its weights are unchanged).
     events: a Tonic-style structured array (fields x, y, t, p) or a non-empty list of them,
         one per sample. sensor_size: Tonic-style ``(W, H, P)``; the input map is ``[P, H, W]``.
     num_threads: worker threads for a list (default: all cores). progress: show a tqdm bar.
@@ -132,7 +189,9 @@ def simulate(
         (runs the samples one by one).
     max_queue: cap on the spikes one layer may emit in one input event's cascade.
     Returns one :class:`SimulationResult` for one stream, a list for a list. An empty stream
-    gives zero scores, prediction -1 and ``empty=True``.
+    gives zero scores, prediction -1 and ``empty=True``. Both readouts are in each result:
+    ``prediction`` from the accumulated input, ``spike_prediction`` (with ``spike_tie`` /
+    ``spike_silent``) from the output spike counts, as a chip reads them (:func:`predictions`).
     The kernel is compiled on the first call in a process (seconds; numba caches it on disk,
     so later processes only load it).
     """
@@ -149,43 +208,43 @@ def simulate(
             raise InputError("events is an empty list; expected at least one event stream (structured array x, y, t, p)")
         streams = [sort_by_time(check_events(ev, sensor, allow_empty=True, name=f"events[{i}]"))
                    for i, ev in enumerate(events)]
-    net = _as_eventnet(model)
-    width, height, pols = sensor
-    compiled = compile_net(net, (pols, height, width))
     if isinstance(max_queue, bool) or not isinstance(max_queue, (int, np.integer)) or max_queue < 16:
         raise InputError(f"max_queue must be an int >= 16, got {max_queue!r}")
     threads = num_threads if num_threads is not None else (os.cpu_count() or 1)
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise InputError(f"num_threads must be a positive int or None, got {num_threads!r}")
     threads = min(int(threads), len(streams))
+    net = _as_eventnet(model)
+    width, height, pols = sensor
+    compiled = compiled_for(net, (pols, height, width))
 
     n, n_w = len(streams), len(compiled.shapes)
     n_out = int(np.prod(compiled.shapes[-1]))
-    scores = np.zeros((n, n_out))
-    out_spikes = np.zeros((n, n_out), dtype=np.int64)
-    layer_spikes = np.zeros((n, n_w), dtype=np.int64)
-    layer_synops = np.zeros((n, n_w), dtype=np.int64)
+    scores = np.empty((n, n_out))  # every row is cleared by the kernel
+    out_spikes = np.empty((n, n_out), dtype=np.int64)
+    layer_spikes = np.empty((n, n_w), dtype=np.int64)
+    layer_synops = np.empty((n, n_w), dtype=np.int64)
     info = np.zeros((n, 4), dtype=np.int64)
     keys, times, offsets = _pack_events(streams)
-    net_args = (compiled.ops, compiled.lut, compiled.weights, compiled.neurons, compiled.n_state)
     traces: list[Any] = [None] * n
     membranes: list[Any] = [None] * n
 
     def run_recorded(b: int) -> int:
-        lo, hi = offsets[b], offsets[b + 1]
         u = np.empty(compiled.n_state)
-        t_last = np.empty(compiled.n_state if (compiled.neurons[:, 4] > 0).any() else 1)
+        t_last = np.empty(compiled.n_state if compiled.leaks else 1)
         first, settle, decision, status, log = run_sample(
-            keys[lo:hi], times[lo:hi], *net_args[:4], True, int(max_queue), u, t_last,
-            scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
+            keys, times, offsets, b, compiled.ops, compiled.tables, compiled.weights, compiled.neurons,
+            int(max_queue), u, t_last, scores, out_spikes, layer_spikes,
+            layer_synops)
         info[b] = first, settle, decision, status
         traces[b] = [np.ascontiguousarray(log[1:, log[0] == li].T) for li in range(n_w)]
-        membranes[b] = _unpack_membranes(u, compiled.shapes)
+        membranes[b] = _unpack_membranes(u, compiled)
         return 1
 
     def run_chunk(samples: np.ndarray) -> int:
-        run_batch(keys, times, offsets, samples, *net_args, False, int(max_queue),
-                   scores, out_spikes, layer_spikes, layer_synops, info)
+        run_batch(keys, times, offsets, samples, compiled.ops, compiled.tables, compiled.weights, compiled.neurons,
+                  compiled.n_state, compiled.leaks, int(max_queue), scores,
+                  out_spikes, layer_spikes, layer_synops, info)
         return samples.size
 
     jobs = [(run_recorded, b) for b in range(n)] if record_spikes else [(run_chunk, c) for c in _chunks(n, threads)]
@@ -195,17 +254,17 @@ def simulate(
 
         bar = tqdm(total=n, desc="simulate", unit="sample")
     try:
-        if threads == 1:
+        if threads == 1 or len(jobs) == 1:
             for fn, arg in jobs:
                 done = fn(arg)
                 if bar is not None:
                     bar.update(done)
         else:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                for future in [pool.submit(fn, arg) for fn, arg in jobs]:
-                    done = future.result()
-                    if bar is not None:
-                        bar.update(done)
+            pool = _pool(threads)
+            for future in [pool.submit(fn, arg) for fn, arg in jobs]:
+                done = future.result()
+                if bar is not None:
+                    bar.update(done)
     finally:
         if bar is not None:
             bar.close()
@@ -229,11 +288,11 @@ def simulate(
     return results[0] if single else results
 
 
-def _unpack_membranes(u: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+def _unpack_membranes(u: np.ndarray, compiled: CompiledNet) -> list[np.ndarray]:
     """Split the kernel's state into one membrane array per weighted layer, in the layer's shape."""
-    offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
+    offsets = np.cumsum([0] + [int(np.prod(s)) for s in compiled.shapes])
     out = []
-    for i, shape in enumerate(shapes):
+    for i, shape in enumerate(compiled.shapes):
         segment = u[offsets[i]:offsets[i + 1]]
         if len(shape) == 3:  # conv membranes are stored [H, W, C] in the kernel
             segment = segment.reshape(shape[1], shape[2], shape[0]).transpose(2, 0, 1)
