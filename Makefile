@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.flexsnn-installed
 # The CPU torch wheel lies in /opt/wheels on our machines; elsewhere pip uses PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: install demo demo-deploy test bench bench-env clean lock
+.PHONY: install demo demo-deploy test lint format docs bench bench-env clean lock
 
 install: $(STAMP)
 
@@ -25,6 +25,23 @@ demo-deploy: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# ruff (lint + format check, config in pyproject.toml) and mypy on src/; `make format` fixes.
+LINT_PATHS := src tests benchmarks
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+
+# API reference (HTML) from the docstrings, in build/api/index.html
+API_MODULES := flexsnn flexsnn.neurons flexsnn.temporal flexsnn.staged flexsnn.models flexsnn.data flexsnn.train \
+	flexsnn.evaluate flexsnn.deploy flexsnn.inference flexsnn.runs flexsnn.errors flexsnn.runtime flexsnn.multistep flexsnn.io
+docs: $(STAMP)
+	$(BIN)/python -m pdoc $(API_MODULES) -o build/api --docformat google
 
 # Peers (snnTorch, SpikingJelly, Norse, Sinabs) live in their own venv: never runtime deps.
 BENCH_VENV ?= .venv-bench
