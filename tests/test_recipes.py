@@ -79,6 +79,8 @@ def test_recipe_has_the_papers_hyper_parameters(name):
             300, "sgd", 0.1, 0.9, 5e-4, 256)
         assert spec.model_kwargs["num_classes"] == (10 if dataset == "cifar10" else 100)
     assert spec.augment == AUGMENT.get(name, False)
+    if model == "resnet18" and spec.model_kwargs["input_kind"] == "frames":
+        assert spec.model_kwargs["input_ttm_mode"] == "trim" and spec.frames_t == 10  # the first T_1 of 10 frames
     if name in DEPLOY_BASE:
         optimizer, lr, wd, epochs, batch, t = DEPLOY_BASE[name]
         assert (spec.optimizer, spec.lr, spec.weight_decay, spec.epochs, spec.t_max, spec.frames_t) == (
@@ -162,7 +164,7 @@ def test_recipe_errors_are_clear(tmp_path, capsys):
 def test_smoke_model_kwargs_are_merged_over_the_recipes():
     options = load_config_file(RECIPES / "ncaltech101_resnet18_mtt.yaml", smoke=True)
     assert options["model_kwargs"] == {"num_classes": 101, "in_channels": 2, "input_kind": "frames",
-                                       "group_block_num": 1, "width": 0.0625}
+                                       "group_block_num": 1, "input_ttm_mode": "trim", "width": 0.0625}
 
 
 def test_python_dash_m_flexsnn_is_the_cli():
