@@ -307,6 +307,39 @@ class StagedNet(nn.Module):
                 else apply_flat(self.head, x)
         return x
 
+    # ---- streaming ------------------------------------------------------------------------
+    def _stateful_modules(self) -> list[nn.Module]:
+        return [m for m in self.modules() if m is not self and hasattr(m, "stateful") and hasattr(m, "reset_state")]
+
+    @property
+    def stateful(self) -> bool:
+        """True when every neuron carries its membrane across forwards (streaming mode).
+
+        Setting it sets every neuron's ``stateful`` and resets their state. Chunks of one
+        stream fed one after the other give exactly the output of one forward on the whole
+        stream when every chunk and stage runs at the same T (set the TimeConfig to the chunk
+        length): the TTMs are then identities. A TTM that changes T resamples each chunk on
+        its own: hard and soft down-sampling by an integer ratio ``r`` with chunks that are
+        multiples of ``r`` form the same blocks and agree; blocks that would span a chunk
+        boundary, and ``"trim"`` (the first steps of each chunk, not of the stream), differ.
+        Static input is repeated ``T_1`` times per call.
+        """
+        mods = self._stateful_modules()
+        return bool(mods) and all(m.stateful for m in mods)
+
+    @stateful.setter
+    def stateful(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise InputError(f"stateful must be True or False, got {value!r}")
+        for m in self._stateful_modules():
+            m.stateful = value
+            m.reset_state()
+
+    def reset_state(self) -> None:
+        """Start the next forward from a zero membrane in every neuron (streaming mode)."""
+        for m in self._stateful_modules():
+            m.reset_state()
+
     @staticmethod
     def readout(out: torch.Tensor) -> torch.Tensor:
         """Time-averaged output: ``[T, B, classes]`` -> ``[B, classes]``."""

@@ -1,7 +1,14 @@
 """LIF and IF layers: thin nn.Modules holding one :class:`~flexsnn.neurons.params.NeuronParams`.
 
-``forward(x [T, B, ...]) -> spikes [T, B, ...]`` (same dtype and device). The membrane
-starts at 0 on every call: no state is kept between calls, so there is nothing to reset.
+``forward(x [T, B, ...]) -> spikes [T, B, ...]`` (same dtype and device). By default the
+membrane starts at 0 on every call: no state is kept between calls, so there is nothing to
+reset. Streaming (online inference over chunks of a recording): ``layer.stateful = True``
+carries the membrane after a call's last step into the next call (detached: no gradient
+flows across calls), so running chunks one after the other gives exactly the spikes of one
+call on the whole sequence; ``layer.reset_state()`` starts the next sequence at 0. The
+carried membrane enters as ``decay * v`` added to the first step's input, which rounds as
+the in-loop step does, so the equality is bit-exact (eager backends). ``record_membrane =
+True`` keeps the membrane after the last step of each call in ``last_membrane`` ``[B, ...]``.
 
 The layer's parameters are ``layer.params`` (frozen, passed unchanged to
 :func:`flexsnn.neurons.lif_multistep`'s backends). Each field is also an attribute
@@ -25,7 +32,7 @@ from typing import Any, Optional
 
 import torch
 
-from flexsnn.errors import check_choice
+from flexsnn.errors import InputError, check_choice
 from flexsnn.multistep import MultiStepModule
 from flexsnn.neurons.dispatch import BACKENDS, check_input, multistep_runner
 from flexsnn.neurons.params import NeuronParams
@@ -54,6 +61,9 @@ class SpikingNeuron(MultiStepModule):
     (float, total spikes over T, batch and neurons; multi-spikes counted by value),
     ``last_num_neurons`` (neurons per sample, ``prod(x.shape[2:])``), ``last_time_steps``
     (T) and ``last_batch_size`` (B). They are ``None`` until a recorded forward.
+
+    Streaming: ``stateful = True`` carries the membrane across calls until
+    :meth:`reset_state`; ``record_membrane = True`` stores ``last_membrane`` (module docstring).
     """
 
     v_th = _ParamField()
@@ -74,6 +84,25 @@ class SpikingNeuron(MultiStepModule):
         self.last_num_neurons: Optional[int] = None
         self.last_time_steps: Optional[int] = None
         self.last_batch_size: Optional[int] = None
+        self.stateful = False
+        self.record_membrane = False
+        self.last_membrane: Optional[torch.Tensor] = None
+        self._membrane: Optional[torch.Tensor] = None
+
+    def reset_state(self) -> None:
+        """Forget the carried membrane: the next forward starts at 0 (``stateful`` mode)."""
+        self._membrane = None
+
+    def _carry_in(self, x: torch.Tensor) -> torch.Tensor:
+        v = self._membrane
+        if v.shape != x.shape[1:]:
+            raise InputError(
+                f"stateful {type(self).__name__}: x is [T, {', '.join(map(str, x.shape[1:]))}] but the carried "
+                f"membrane is [{', '.join(map(str, v.shape))}]; call reset_state() before a new stream"
+            )
+        v = v.to(device=x.device, dtype=x.dtype)
+        first = v + x[0] if self.params.decay == 1.0 else torch.mul(v, self.params.decay) + x[0]
+        return torch.cat([first.unsqueeze(0), x[1:]])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[T, B, ...]`` input current -> spikes ``[T, B, ...]``."""
@@ -82,7 +111,13 @@ class SpikingNeuron(MultiStepModule):
             # Mixed precision: currents may arrive in bf16 / fp16, the membrane integrates in
             # float32 (an 8-bit mantissa would move spikes at the threshold over T steps).
             x = x.float()
-        spikes, _ = multistep_runner(self.backend)(x, self.params)
+        if self.stateful and self._membrane is not None:
+            x = self._carry_in(x)
+        spikes, v_last = multistep_runner(self.backend)(x, self.params)
+        if self.stateful:
+            self._membrane = v_last.detach()
+        if self.record_membrane:
+            self.last_membrane = v_last.detach()
         if self.record:
             self.last_spike_count = float(spikes.detach().sum(dtype=torch.float64))
             self.last_num_neurons = math.prod(x.shape[2:])
