@@ -1,6 +1,6 @@
 """Training: TimeConfig samplers (SDT, NMT, MTT), the loop, BN calibration, checkpoints."""
 from flexsnn.data.encoding import model_input
-from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn
+from flexsnn.train.bn_calibration import CalibrateBN, batchnorm_layers, calibrate_bn
 from flexsnn.train.bn_calibration import fixed_calibration_loader
 from flexsnn.train.checkpoint import load_model, save_model
 from flexsnn.train.distributed import calibrate_bn_synced, distributed_loader, init_distributed, wrap_ddp
@@ -16,7 +16,7 @@ from flexsnn.train.samplers import (
 )
 
 __all__ = [
-    "MetricsLogger", "calibrate_bn_synced", "distributed_loader", "fixed_calibration_loader",
+    "CalibrateBN", "MetricsLogger", "calibrate_bn_synced", "distributed_loader", "fixed_calibration_loader",
     "init_distributed", "wrap_ddp",
     "METHODS", "MTTSampler", "NMTSampler", "SDTSampler", "TrainOptions", "batchnorm_layers",
     "calibrate_bn", "fit", "load_model", "make_sampler", "model_input", "sampler_from_dict",
