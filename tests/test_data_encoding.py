@@ -1,4 +1,5 @@
 """model_input: batch-first frames -> time-first, static kept or repeated (direct encoding)."""
+
 from __future__ import annotations
 
 import pytest

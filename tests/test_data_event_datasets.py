@@ -1,4 +1,5 @@
 """Real event datasets, exercised on tiny fake files written in each dataset's real on-disk format."""
+
 from __future__ import annotations
 
 import struct
@@ -59,6 +60,7 @@ CLASSES10 = CIFAR10DVS.classes
 
 
 # ----------------------------------------------------------------------------- N-MNIST
+
 
 def test_atis_bin_decodes_hand_packed_bytes(tmp_path):
     f = tmp_path / "one.bin"
@@ -151,13 +153,16 @@ def test_frames_spatial_pooling_avg_and_sum(tmp_path):
 
 # ----------------------------------------------------------------------------- DVS Gesture
 
+
 def test_gesture_tonic_layout(tmp_path):
     base = tmp_path / "DVSGesture"
     a = np.array([[10, 20, 1, 0.0], [11, 21, 0, 1.5], [127, 0, 1, 3.0]])  # x, y, p, t (ms)
-    for split, trial, label, arr in [("ibmGestureTrain", "user01_fluorescent", 0, a),
-                                     ("ibmGestureTrain", "user01_fluorescent", 10, a[:1]),
-                                     ("ibmGestureTrain", "user02_led", 3, a[1:]),
-                                     ("ibmGestureTest", "user24_natural", 5, a)]:
+    for split, trial, label, arr in [
+        ("ibmGestureTrain", "user01_fluorescent", 0, a),
+        ("ibmGestureTrain", "user01_fluorescent", 10, a[:1]),
+        ("ibmGestureTrain", "user02_led", 3, a[1:]),
+        ("ibmGestureTest", "user24_natural", 5, a),
+    ]:
         (base / split / trial).mkdir(parents=True, exist_ok=True)
         np.save(base / split / trial / f"{label}.npy", arr)
     ds = DVSGesture(tmp_path, train=True)
@@ -177,7 +182,8 @@ def test_gesture_ibm_aedat31_layout_cuts_samples_by_labels_csv(tmp_path):
     p2 = aedat31_packet(1, [(dvs_word(7, 8, 0), 10)], overflow=1)  # t = 10 + 2**31
     (d / "user01_fluorescent.aedat").write_bytes(header + special + p1 + p2)
     (d / "user01_fluorescent_labels.csv").write_text(
-        "class,startTime_usec,endTime_usec\n1,100,200\n3,200,300\n11,2147483600,2147483700\n")
+        "class,startTime_usec,endTime_usec\n1,100,200\n3,200,300\n11,2147483600,2147483700\n"
+    )
     (d / "trials_to_train.txt").write_text("user01_fluorescent.aedat\n\n")
     (d / "trials_to_test.txt").write_text("")
     ds = DVSGesture(tmp_path, train=True)
@@ -199,6 +205,7 @@ def test_gesture_missing_lists_both_layouts(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CIFAR10-DVS
+
 
 def test_cifar10dvs_aedat2_decoding_and_orientation(tmp_path):
     # (x_addr, y_addr, polarity, t) -> SpikingJelly orientation: x = 127 - y_addr, y = 127 - x_addr, p = 1 - pol
@@ -225,8 +232,13 @@ def test_cifar10dvs_reads_spikingjelly_events_np(tmp_path):
         for i in range(3):
             d = tmp_path / "events_np" / cls
             d.mkdir(parents=True, exist_ok=True)
-            np.savez(d / f"cifar10_{cls}_{i}.npz", t=np.array([1, 2]), x=np.array([i, label]),
-                     y=np.array([3, 4]), p=np.array([0, 1]))
+            np.savez(
+                d / f"cifar10_{cls}_{i}.npz",
+                t=np.array([1, 2]),
+                x=np.array([i, label]),
+                y=np.array([3, 4]),
+                p=np.array([0, 1]),
+            )
     ds = CIFAR10DVS(tmp_path, train=False, n_train_per_class=2)
     assert len(ds) == 10
     events, label = ds[4]
@@ -261,6 +273,7 @@ def test_paper_split_default_numbers_on_file_lists():
 
 
 # ----------------------------------------------------------------------------- N-Caltech101
+
 
 def test_ncaltech101_labels_split_and_sensor_crop(tmp_path):
     base = tmp_path / "NCALTECH101" / "Caltech101"

@@ -1,4 +1,5 @@
 """The one event check and packer: rules shared by binning and the simulator."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,11 +26,14 @@ def test_empty_stream_only_when_allowed():
     assert check_events(events([]), SENSOR, allow_empty=True).size == 0
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("x", 4, r"events\['x'\] has value 4 outside \[0, 4\)"),
-    ("y", -1, r"events\['y'\] has value -1 outside \[0, 3\)"),
-    ("p", 2, r"events\['p'\] has value 2 outside \[0, 2\)"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("x", 4, r"events\['x'\] has value 4 outside \[0, 4\)"),
+        ("y", -1, r"events\['y'\] has value -1 outside \[0, 3\)"),
+        ("p", 2, r"events\['p'\] has value 2 outside \[0, 2\)"),
+    ],
+)
 def test_out_of_sensor_values_are_named(field, value, match):
     ev = events([(0, 0, 0, 0), (1, 1, 1, 1)])
     ev[field][1] = value
@@ -62,8 +66,13 @@ def test_field_types():
 
 def test_check_sensor_size():
     assert check_sensor_size([34, 34, np.int64(2)]) == (34, 34, 2)
-    for bad, match in [((4, 3), "Tonic-style"), ("abc", "Tonic-style"), ((4, 3, 0), r"sensor_size\[2\]"),
-                       ((4.5, 3, 2), r"sensor_size\[0\]"), ((True, 3, 2), r"sensor_size\[0\]")]:
+    for bad, match in [
+        ((4, 3), "Tonic-style"),
+        ("abc", "Tonic-style"),
+        ((4, 3, 0), r"sensor_size\[2\]"),
+        ((4.5, 3, 2), r"sensor_size\[0\]"),
+        ((True, 3, 2), r"sensor_size\[0\]"),
+    ]:
         with pytest.raises(InputError, match=match):
             check_sensor_size(bad)
 

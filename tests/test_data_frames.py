@@ -1,4 +1,5 @@
 """Event binning: exact counts on hand-built streams, both bin rules, validation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,9 @@ def test_time_window_bins():
 def test_explicit_span_drops_events_outside():
     # [5, 35] in 3 bins of 10: t=0 and t=40 dropped; 10 -> 0, 25 -> 2, 30 -> 2
     frames = to_frames(FIVE, SENSOR, n_time_bins=3, t_start=5, t_end=35)
-    np.testing.assert_array_equal(frames, expected(3, [(0, FIVE[1].tolist()), (2, FIVE[2].tolist()),
-                                                      (2, FIVE[3].tolist())]))
+    np.testing.assert_array_equal(
+        frames, expected(3, [(0, FIVE[1].tolist()), (2, FIVE[2].tolist()), (2, FIVE[3].tolist())])
+    )
     with pytest.raises(InputError, match="t_end"):
         to_frames(FIVE, SENSOR, n_time_bins=3, t_start=30, t_end=10)
 
@@ -83,8 +85,9 @@ def test_total_count_random_stream_and_toframe():
     assert frames.sum() == n
     np.testing.assert_array_equal(frames.sum(axis=(0, 2, 3)), np.bincount(events["p"], minlength=2))
     np.testing.assert_array_equal(ToFrame((34, 34, 2), n_time_bins=7)(events), frames)
-    np.testing.assert_array_equal(ToFrame((34, 34, 2), time_window=50_000)(events),
-                                  to_frames(events, (34, 34, 2), time_window=50_000))
+    np.testing.assert_array_equal(
+        ToFrame((34, 34, 2), time_window=50_000)(events), to_frames(events, (34, 34, 2), time_window=50_000)
+    )
 
 
 def test_matches_tonic_except_tonics_dropped_last_event():

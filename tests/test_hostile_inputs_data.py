@@ -6,6 +6,7 @@ errors of the underlying libraries (wrapped so the message names the file), boun
 resources (declared array sizes, events per sample, frame sizes) and paths that leave the
 dataset folder. Every refusal is a DatasetError naming the file; what is read is exact.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,6 +17,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from test_data_event_datasets import aedat31_packet, dvs_word, write_aedat2, write_atis
 
 from flexsnn.data import to_frames
 from flexsnn.data.event_datasets import CIFAR10DVS, NMNIST, DVSGesture
@@ -31,8 +33,6 @@ from flexsnn.data.readers import (
     read_trial_list,
 )
 from flexsnn.errors import DatasetError, FlexSNNError, InputError
-
-from test_data_event_datasets import aedat31_packet, dvs_word, write_aedat2, write_atis
 
 GESTURE = (128, 128, 2)
 AEDAT31_HEADER = b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n"
@@ -78,20 +78,24 @@ def raw_packet(e_type=1, e_size=8, overflow=0, cap=1, num=1, body=None):
 
 # ----------------------------------------------------------------------------- 1. range / integrality
 
-@pytest.mark.parametrize("column, value, shown", [
-    (0, 65541, "65541"),      # int16 would wrap it to 5
-    (0, 3.7, "3.7"),          # int cast would truncate to 3
-    (0, 200, "200"),          # fits int16 but not the 128-wide sensor
-    (1, -1, "-1"),
-    (1, np.inf, "inf"),
-    (2, 257, "257"),          # int8 would wrap it to 1
-    (2, 0.5, "0.5"),          # int cast would make it 0
-    (2, 2, "2"),              # fits int8, not 2 polarities
-    (3, -1.0, "-1.0"),        # negative timestamp
-    (3, np.nan, "nan"),
-    (3, 0.0005, "0.0005"),    # half a microsecond
-    (3, 1e300, "1e+300"),     # beyond int64 microseconds
-])
+
+@pytest.mark.parametrize(
+    "column, value, shown",
+    [
+        (0, 65541, "65541"),  # int16 would wrap it to 5
+        (0, 3.7, "3.7"),  # int cast would truncate to 3
+        (0, 200, "200"),  # fits int16 but not the 128-wide sensor
+        (1, -1, "-1"),
+        (1, np.inf, "inf"),
+        (2, 257, "257"),  # int8 would wrap it to 1
+        (2, 0.5, "0.5"),  # int cast would make it 0
+        (2, 2, "2"),  # fits int8, not 2 polarities
+        (3, -1.0, "-1.0"),  # negative timestamp
+        (3, np.nan, "nan"),
+        (3, 0.0005, "0.0005"),  # half a microsecond
+        (3, 1e300, "1e+300"),  # beyond int64 microseconds
+    ],
+)
 def test_gesture_npy_values_checked_before_cast(tmp_path, column, value, shown):
     row = [10.0, 20.0, 1.0, 3.0]
     row[column] = value
@@ -100,17 +104,20 @@ def test_gesture_npy_values_checked_before_cast(tmp_path, column, value, shown):
     refused(lambda: read_tonic_gesture_npy(f, GESTURE), f, f"{field}", shown)
 
 
-@pytest.mark.parametrize("key, values, shown", [
-    ("x", np.array([1, 65541]), "65541"),
-    ("x", np.array([1.0, 3.7]), "3.7"),
-    ("x", np.array([1, 128]), "128"),
-    ("y", np.array([-3, 1]), "-3"),
-    ("p", np.array([0, 257], dtype=np.uint16), "257"),
-    ("p", np.array([0.5, 1.0]), "0.5"),
-    ("t", np.array([1.5, 2.0]), "1.5"),
-    ("t", np.array([1, 2**63 + 1], dtype=np.uint64), str(2**63 + 1)),
-    ("t", np.array([-5, 2]), "-5"),
-])
+@pytest.mark.parametrize(
+    "key, values, shown",
+    [
+        ("x", np.array([1, 65541]), "65541"),
+        ("x", np.array([1.0, 3.7]), "3.7"),
+        ("x", np.array([1, 128]), "128"),
+        ("y", np.array([-3, 1]), "-3"),
+        ("p", np.array([0, 257], dtype=np.uint16), "257"),
+        ("p", np.array([0.5, 1.0]), "0.5"),
+        ("t", np.array([1.5, 2.0]), "1.5"),
+        ("t", np.array([1, 2**63 + 1], dtype=np.uint64), str(2**63 + 1)),
+        ("t", np.array([-5, 2]), "-5"),
+    ],
+)
 def test_cifar10dvs_npz_values_checked_before_cast(tmp_path, key, values, shown):
     f = events_npz(tmp_path / "s.npz", **{key: values})
     refused(lambda: read_events_npz(f, (128, 128, 2)), f, key, shown)
@@ -129,19 +136,23 @@ def test_values_checked_through_the_dataset_classes(tmp_path):
 
 # ----------------------------------------------------------------------------- 2. AEDAT 3.1 packets
 
-@pytest.mark.parametrize("packet, fragment", [
-    (raw_packet(num=-1), "event number -1"),
-    (raw_packet(cap=-1, body=b""), "capacity -1"),
-    (raw_packet(e_size=0), "event size 0"),
-    (raw_packet(e_size=-8), "event size -8"),
-    (raw_packet(overflow=-1), "timestamp overflow -1"),
-    (raw_packet(cap=1, num=2), "event number 2 > capacity 1"),
-    (raw_packet(cap=5, body=b"\x00" * 8), "claims 5 events"),
-    (raw_packet(e_size=16, body=b"\x00" * 16), "event size 16"),
-    (raw_packet(body=struct.pack("<II", dvs_word(1, 2, 1), 2**31 + 7)), "negative int32 timestamp"),
-    (raw_packet(body=struct.pack("<II", dvs_word(300, 2, 1), 5)), "300"),  # x outside 128
-    (raw_packet()[:20], "packet header is cut"),
-])
+
+@pytest.mark.parametrize(
+    "packet, fragment",
+    [
+        (raw_packet(num=-1), "event number -1"),
+        (raw_packet(cap=-1, body=b""), "capacity -1"),
+        (raw_packet(e_size=0), "event size 0"),
+        (raw_packet(e_size=-8), "event size -8"),
+        (raw_packet(overflow=-1), "timestamp overflow -1"),
+        (raw_packet(cap=1, num=2), "event number 2 > capacity 1"),
+        (raw_packet(cap=5, body=b"\x00" * 8), "claims 5 events"),
+        (raw_packet(e_size=16, body=b"\x00" * 16), "event size 16"),
+        (raw_packet(body=struct.pack("<II", dvs_word(1, 2, 1), 2**31 + 7)), "negative int32 timestamp"),
+        (raw_packet(body=struct.pack("<II", dvs_word(300, 2, 1), 5)), "300"),  # x outside 128
+        (raw_packet()[:20], "packet header is cut"),
+    ],
+)
 def test_aedat31_bad_packets(tmp_path, packet, fragment):
     f = aedat31_file(tmp_path / "user01_led.aedat", aedat31_packet(1, [(dvs_word(0, 0, 0), 1)]), packet)
     refused(lambda: read_aedat31_polarity(f, GESTURE), f, fragment)
@@ -155,16 +166,20 @@ def test_aedat31_wrong_or_missing_version(tmp_path, header):
 
 # ----------------------------------------------------------------------------- 3. label rows
 
-@pytest.mark.parametrize("row, fragment", [
-    ("1,300,200", "start 300 / end 200"),
-    ("1,200,200", "start 200 / end 200"),
-    ("1,-5,200", "start -5"),
-    ("0,100,200", "class 0 outside 1..11"),
-    ("12,100,200", "class 12 outside 1..11"),
-    ("1,abc,200", "expected class,start,end as integers"),
-    ("1,100", "expected class,start,end"),
-    ("1,1.5,200", "expected class,start,end as integers"),
-])
+
+@pytest.mark.parametrize(
+    "row, fragment",
+    [
+        ("1,300,200", "start 300 / end 200"),
+        ("1,200,200", "start 200 / end 200"),
+        ("1,-5,200", "start -5"),
+        ("0,100,200", "class 0 outside 1..11"),
+        ("12,100,200", "class 12 outside 1..11"),
+        ("1,abc,200", "expected class,start,end as integers"),
+        ("1,100", "expected class,start,end"),
+        ("1,1.5,200", "expected class,start,end as integers"),
+    ],
+)
 def test_gesture_label_rows(tmp_path, row, fragment):
     f = tmp_path / "user01_led_labels.csv"
     f.write_text(f"class,startTime_usec,endTime_usec\n1,0,100\n{row}\n")
@@ -174,6 +189,7 @@ def test_gesture_label_rows(tmp_path, row, fragment):
 
 
 # ----------------------------------------------------------------------------- 4. AEDAT 2.0
+
 
 @pytest.mark.parametrize("bit", [15, 16, 31])
 def test_aedat2_address_bits_above_14_refused(tmp_path, bit):
@@ -193,11 +209,14 @@ def test_aedat2_timestamp_wraps_are_unwrapped_in_file_order(tmp_path):
     assert ev["y"].tolist() == [127 - i for i in range(6)]  # file order kept: nothing re-sorted
 
 
-@pytest.mark.parametrize("mutate, fragment", [
-    (lambda b: b + b"\x00\x01\x02", "not a multiple of 8"),
-    (lambda b: b.replace(b"#!AER-DAT2.0", b"#!AER-DAT1.0"), "AEDAT 2.0"),
-    (lambda b: b[b.index(b"#End Of ASCII Header\r\n") + 22:], "no '#!AER-DAT' header line"),
-])
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda b: b + b"\x00\x01\x02", "not a multiple of 8"),
+        (lambda b: b.replace(b"#!AER-DAT2.0", b"#!AER-DAT1.0"), "AEDAT 2.0"),
+        (lambda b: b[b.index(b"#End Of ASCII Header\r\n") + 22 :], "no '#!AER-DAT' header line"),
+    ],
+)
 def test_aedat2_truncated_or_wrong_version(tmp_path, mutate, fragment):
     f = tmp_path / "c.aedat"
     write_aedat2(f, [(1, 2, 0, 5), (3, 4, 1, 6)])
@@ -207,6 +226,7 @@ def test_aedat2_truncated_or_wrong_version(tmp_path, mutate, fragment):
 
 # ----------------------------------------------------------------------------- 5. wrapped library errors
 
+
 def _corrupt_crc(path):
     data = bytearray(path.read_bytes())
     at = data.index(b"\x93NUMPY") + 60  # inside the first member's data (stored, not deflated)
@@ -214,11 +234,26 @@ def _corrupt_crc(path):
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("case", [
-    "npz_not_a_zip", "npz_truncated", "npz_bad_crc", "npz_missing_key", "npz_object_dtype", "npz_2d",
-    "npy_garbage", "npy_truncated", "npy_wrong_shape", "npy_object_dtype", "bin_missing", "bin_is_dir",
-    "aedat31_missing", "csv_undecodable", "trials_undecodable",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "npz_not_a_zip",
+        "npz_truncated",
+        "npz_bad_crc",
+        "npz_missing_key",
+        "npz_object_dtype",
+        "npz_2d",
+        "npy_garbage",
+        "npy_truncated",
+        "npy_wrong_shape",
+        "npy_object_dtype",
+        "bin_missing",
+        "bin_is_dir",
+        "aedat31_missing",
+        "csv_undecodable",
+        "trials_undecodable",
+    ],
+)
 def test_library_errors_name_the_file(tmp_path, case):
     f = tmp_path / "sample.npz"
     if case.startswith("npz"):
@@ -271,6 +306,7 @@ def test_library_errors_name_the_file(tmp_path, case):
 
 # ----------------------------------------------------------------------------- 6. bounded resources
 
+
 def _deflated_npz(path, n):
     """A real .npz of n zero events (t int64, x/y/p uint8), streamed through deflate in chunks."""
     chunk = 1 << 20
@@ -278,11 +314,12 @@ def _deflated_npz(path, n):
         for key, dtype in (("t", np.int64), ("x", np.uint8), ("y", np.uint8), ("p", np.uint8)):
             with zf.open(f"{key}.npy", "w", force_zip64=True) as fp:
                 np.lib.format.write_array_header_1_0(
-                    fp, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (n,)})
+                    fp, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (n,)}
+                )
                 left = n * np.dtype(dtype).itemsize
                 zeros = bytes(chunk)
                 while left > 0:
-                    fp.write(zeros[:min(chunk, left)])
+                    fp.write(zeros[: min(chunk, left)])
                     left -= chunk
 
 
@@ -342,12 +379,15 @@ def test_cap_applies_to_samples_cut_from_an_aedat31_recording(tmp_path):
     refused(lambda: ds[1], "user01_led.aedat [3, 10) us", "7 events", "max_events=5")
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"time_window": 1e-9}, "GiB"),
-    ({"time_window": 1e-300}, "GiB"),
-    ({"n_time_bins": 10**12}, "1000000000000 bins"),
-    ({"n_time_bins": 10**30}, "bins"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"time_window": 1e-9}, "GiB"),
+        ({"time_window": 1e-300}, "GiB"),
+        ({"n_time_bins": 10**12}, "1000000000000 bins"),
+        ({"n_time_bins": 10**30}, "bins"),
+    ],
+)
 def test_to_frames_refuses_huge_frames_before_allocating(kwargs, fragment):
     events = np.array([(0, 0, 0, 0), (1, 1, 10**6, 1)], dtype=[("x", "i2"), ("y", "i2"), ("t", "i8"), ("p", "i1")])
     with pytest.raises(InputError, match=fragment):
@@ -359,6 +399,7 @@ def test_to_frames_refuses_huge_frames_before_allocating(kwargs, fragment):
 
 # ----------------------------------------------------------------------------- 7. paths stay inside
 
+
 def _ibm_folder(tmp_path, trial_names):
     d = tmp_path / "DvsGesture"
     d.mkdir(parents=True, exist_ok=True)
@@ -368,10 +409,17 @@ def _ibm_folder(tmp_path, trial_names):
     return d
 
 
-@pytest.mark.parametrize("name", [
-    "{outside}", "../outside.aedat", "sub/../../outside.aedat", "/etc/hostname", "C:\\outside.aedat",
-    "link.aedat",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "{outside}",
+        "../outside.aedat",
+        "sub/../../outside.aedat",
+        "/etc/hostname",
+        "C:\\outside.aedat",
+        "link.aedat",
+    ],
+)
 def test_trial_list_names_outside_the_dataset_are_refused(tmp_path, name):
     outside = tmp_path / "outside.aedat"  # a valid recording the list must not reach
     aedat31_file(outside, aedat31_packet(1, [(dvs_word(1, 1, 1), 5)]))

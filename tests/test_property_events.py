@@ -5,6 +5,7 @@ For any input: either flexsnn's own error, or a result whose values are exactly 
 are also mutated at random: a reader either refuses them with DatasetError or returns events
 that pass check_events.
 """
+
 from __future__ import annotations
 
 import struct
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from test_data_event_datasets import aedat31_packet, atis_bytes, dvs_word
 
 from flexsnn.data.events import EVENT_DTYPE, check_events, make_events
 from flexsnn.data.frames import to_frames
@@ -29,10 +31,12 @@ from flexsnn.data.readers import (
 )
 from flexsnn.errors import DatasetError, InputError
 
-from test_data_event_datasets import aedat31_packet, atis_bytes, dvs_word
-
-PROPERTY = settings(max_examples=60, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_]
 ANY_DTYPES = [*INT_DTYPES, np.float32, np.float64]
 LIMITS = {f: np.iinfo(EVENT_DTYPE[f]) for f in ("x", "y", "t", "p")}
@@ -52,6 +56,7 @@ def valid_value(v, field) -> bool:
 
 # ----------------------------------------------------------------------------- make_events
 
+
 @PROPERTY
 @given(st.integers(0, 8).flatmap(lambda n: st.tuples(column(n), column(n), column(n), column(n))))
 def test_make_events_refuses_or_round_trips_exactly(cols):
@@ -68,6 +73,7 @@ def test_make_events_refuses_or_round_trips_exactly(cols):
 
 # ----------------------------------------------------------------------------- check_events
 
+
 @st.composite
 def structured_events(draw):
     n = draw(st.integers(0, 10))
@@ -82,9 +88,16 @@ def structured_events(draw):
 @given(structured_events(), st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 3)), st.booleans())
 def test_check_events_accepts_exactly_the_valid_streams(events, sensor, allow_empty):
     before = events.copy()
-    ok = (allow_empty or events.size > 0) and all(events[f].dtype.kind in "iub" for f in "xyp") and (
-        events["t"].dtype.kind in "iu" and (events.size == 0 or int(events["t"].max()) < 2**63)
-        or events["t"].dtype.kind == "f" and bool(np.isfinite(events["t"]).all()))
+    ok = (
+        (allow_empty or events.size > 0)
+        and all(events[f].dtype.kind in "iub" for f in "xyp")
+        and (
+            events["t"].dtype.kind in "iu"
+            and (events.size == 0 or int(events["t"].max()) < 2**63)
+            or events["t"].dtype.kind == "f"
+            and bool(np.isfinite(events["t"]).all())
+        )
+    )
     for f, size in zip("xyp", sensor):
         ok = ok and all(0 <= int(v) < size for v in events[f].tolist()) if events[f].dtype.kind in "iub" else False
     try:
@@ -98,12 +111,23 @@ def test_check_events_accepts_exactly_the_valid_streams(events, sensor, allow_em
 
 # ----------------------------------------------------------------------------- to_frames
 
+
 @st.composite
 def valid_stream(draw, t_min=-(2**62), t_max=2**62):
     w, h, p = draw(st.integers(1, 6)), draw(st.integers(1, 6)), draw(st.integers(1, 2))
     n = draw(st.integers(1, 30))
-    rows = draw(st.lists(st.tuples(st.integers(0, w - 1), st.integers(0, h - 1), st.integers(t_min, t_max),
-                                   st.integers(0, 1 if p == 1 else p - 1)), min_size=n, max_size=n))
+    rows = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, w - 1),
+                st.integers(0, h - 1),
+                st.integers(t_min, t_max),
+                st.integers(0, 1 if p == 1 else p - 1),
+            ),
+            min_size=n,
+            max_size=n,
+        )
+    )
     return np.array(rows, dtype=EVENT_DTYPE), (w, h, p)
 
 
@@ -126,9 +150,16 @@ def test_to_frames_counts_every_event_once_in_its_pixel(stream, n_bins, data):
     np.testing.assert_array_equal(frames.sum(axis=0), per_pixel)  # nothing lost, moved or duplicated
     # later events never land in earlier bins
     order = np.argsort(events["t"], kind="stable")
-    bins = [int(np.flatnonzero(to_frames(events[i:i + 1], (w, h, p), t_start=int(events["t"].min()),
-                                         t_end=int(events["t"].max()), **kwargs).sum(axis=(1, 2, 3)))[0])
-            for i in order[[0, -1]]]
+    bins = [
+        int(
+            np.flatnonzero(
+                to_frames(
+                    events[i : i + 1], (w, h, p), t_start=int(events["t"].min()), t_end=int(events["t"].max()), **kwargs
+                ).sum(axis=(1, 2, 3))
+            )[0]
+        )
+        for i in order[[0, -1]]
+    ]
     assert bins[0] <= bins[1]
     span = int(events["t"].max()) - int(events["t"].min())
     assert bins[1] == (frames.shape[0] - 1 if span else 0)  # the last event sits in the last (closed) bin
@@ -156,13 +187,17 @@ def test_to_frames_on_any_array_raises_only_input_error(events, sensor, n_bins):
 
 # ----------------------------------------------------------------------------- readers: round trips
 
+
 def tmpfile(name: str) -> Path:
     return Path(tempfile.mkdtemp()) / name
 
 
 @PROPERTY
-@given(st.lists(st.tuples(st.integers(0, 33), st.integers(0, 33), st.integers(0, 2**23 - 1), st.integers(0, 1)),
-                max_size=40))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 33), st.integers(0, 33), st.integers(0, 2**23 - 1), st.integers(0, 1)), max_size=40
+    )
+)
 def test_atis_bin_round_trip(rows):
     f = tmpfile("s.bin")
     f.write_bytes(atis_bytes(rows))
@@ -174,7 +209,9 @@ def dvs128_stream(draw):
     n = draw(st.integers(0, 40))
     gaps = draw(st.lists(st.integers(0, 2**31 - 1), min_size=n, max_size=n))  # < 2**31: unwrap is unambiguous
     t = np.cumsum(np.array([draw(st.integers(0, 2**33)), *gaps], dtype=np.int64))[1:] if n else np.zeros(0, np.int64)
-    addr = draw(st.lists(st.tuples(st.integers(0, 127), st.integers(0, 127), st.integers(0, 1)), min_size=n, max_size=n))
+    addr = draw(
+        st.lists(st.tuples(st.integers(0, 127), st.integers(0, 127), st.integers(0, 1)), min_size=n, max_size=n)
+    )
     return addr, t
 
 
@@ -183,33 +220,52 @@ def dvs128_stream(draw):
 def test_aedat2_round_trip_unwraps_timestamps(stream):
     addr, t = stream
     f = tmpfile("c.aedat")
-    body = b"".join(struct.pack(">II", (ya << 8) | (xa << 1) | pol, int(ts) % 2**32)
-                    for (xa, ya, pol), ts in zip(addr, t))
+    body = b"".join(
+        struct.pack(">II", (ya << 8) | (xa << 1) | pol, int(ts) % 2**32) for (xa, ya, pol), ts in zip(addr, t)
+    )
     f.write_bytes(b"#!AER-DAT2.0\r\n# raw\r\n" + body)
     ev = read_aedat2_dvs128(f)
-    assert ev.tolist() == [(127 - ya, 127 - xa, int(ts) - int(t[0]) // 2**32 * 2**32, 1 - pol)
-                           for (xa, ya, pol), ts in zip(addr, t)]
+    assert ev.tolist() == [
+        (127 - ya, 127 - xa, int(ts) - int(t[0]) // 2**32 * 2**32, 1 - pol) for (xa, ya, pol), ts in zip(addr, t)
+    ]
 
 
 @PROPERTY
-@given(st.lists(st.tuples(st.integers(0, 3), st.lists(st.tuples(st.integers(0, 127), st.integers(0, 127),
-                                                                st.integers(0, 1), st.integers(0, 2**31 - 1)),
-                                                      max_size=6)), max_size=5))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.lists(
+                st.tuples(st.integers(0, 127), st.integers(0, 127), st.integers(0, 1), st.integers(0, 2**31 - 1)),
+                max_size=6,
+            ),
+        ),
+        max_size=5,
+    )
+)
 def test_aedat31_round_trip(packets):
     f = tmpfile("r.aedat")
-    body = b"".join(aedat31_packet(1, [(dvs_word(x, y, p), ts) for x, y, p, ts in evs], overflow=ovf)
-                    for ovf, evs in packets)
+    body = b"".join(
+        aedat31_packet(1, [(dvs_word(x, y, p), ts) for x, y, p, ts in evs], overflow=ovf) for ovf, evs in packets
+    )
     f.write_bytes(b"#!AER-DAT3.1\r\n#!END-HEADER\r\n" + aedat31_packet(0, [(0, 1)]) + body)
     expected = [(x, y, ts + (ovf << 31), p) for ovf, evs in packets for x, y, p, ts in evs]
     assert read_aedat31_polarity(f, (128, 128, 2)).tolist() == expected
 
 
 @PROPERTY
-@given(st.integers(0, 30).flatmap(lambda n: st.tuples(
-    *(hnp.arrays(st.sampled_from([np.uint8, np.int16, np.int64, np.float64]), n, elements=st.integers(0, 127))
-      for _ in range(2)),
-    hnp.arrays(st.sampled_from([np.int64, np.uint32, np.float64]), n, elements=st.integers(0, 2**31)),
-    hnp.arrays(st.sampled_from([np.bool_, np.uint8, np.int8]), n, elements=st.integers(0, 1)))))
+@given(
+    st.integers(0, 30).flatmap(
+        lambda n: st.tuples(
+            *(
+                hnp.arrays(st.sampled_from([np.uint8, np.int16, np.int64, np.float64]), n, elements=st.integers(0, 127))
+                for _ in range(2)
+            ),
+            hnp.arrays(st.sampled_from([np.int64, np.uint32, np.float64]), n, elements=st.integers(0, 2**31)),
+            hnp.arrays(st.sampled_from([np.bool_, np.uint8, np.int8]), n, elements=st.integers(0, 1)),
+        )
+    )
+)
 def test_npz_round_trip(cols):
     x, y, t, p = cols
     f = tmpfile("s.npz")
@@ -219,8 +275,12 @@ def test_npz_round_trip(cols):
 
 
 @PROPERTY
-@given(st.lists(st.tuples(st.integers(0, 127), st.integers(0, 127), st.integers(0, 1), st.integers(0, 10**7)),
-                max_size=30), st.sampled_from([np.float64, np.int64, np.int32]))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 127), st.integers(0, 127), st.integers(0, 1), st.integers(0, 10**7)), max_size=30
+    ),
+    st.sampled_from([np.float64, np.int64, np.int32]),
+)
 def test_tonic_npy_round_trip(rows, dtype):
     f = tmpfile("0.npy")
     np.save(f, np.array(rows, dtype=dtype).reshape(-1, 4))
@@ -237,22 +297,36 @@ def test_labels_round_trip(rows):
 
 # ----------------------------------------------------------------------------- readers: mutated files
 
+
 def _valid_files(d: Path) -> dict[str, tuple[Path, object]]:
     files = {}
     f = d / "s.bin"
     f.write_bytes(atis_bytes([(1, 2, 100, 1), (0, 240, 0, 0), (33, 3, 7, 0), (5, 6, 2**23 - 1, 1)]))
     files["bin"] = (f, lambda p: read_atis_bin(p, (34, 34, 2)))
     f = d / "c.aedat"
-    f.write_bytes(b"#!AER-DAT2.0\r\n# x\r\n" + b"".join(struct.pack(">II", (ya << 8) | (xa << 1) | 1, t)
-                                                       for xa, ya, t in [(1, 2, 5), (127, 0, 2**32 - 1), (3, 4, 2)]))
+    f.write_bytes(
+        b"#!AER-DAT2.0\r\n# x\r\n"
+        + b"".join(
+            struct.pack(">II", (ya << 8) | (xa << 1) | 1, t)
+            for xa, ya, t in [(1, 2, 5), (127, 0, 2**32 - 1), (3, 4, 2)]
+        )
+    )
     files["aedat2"] = (f, read_aedat2_dvs128)
     f = d / "r.aedat"
-    f.write_bytes(b"#!AER-DAT3.1\r\n#!END-HEADER\r\n" + aedat31_packet(0, [(0, 1)])
-                  + aedat31_packet(1, [(dvs_word(1, 2, 1), 100), (dvs_word(127, 0, 0), 150)], overflow=1))
+    f.write_bytes(
+        b"#!AER-DAT3.1\r\n#!END-HEADER\r\n"
+        + aedat31_packet(0, [(0, 1)])
+        + aedat31_packet(1, [(dvs_word(1, 2, 1), 100), (dvs_word(127, 0, 0), 150)], overflow=1)
+    )
     files["aedat31"] = (f, lambda p: read_aedat31_polarity(p, (128, 128, 2)))
     f = d / "s.npz"
-    np.savez(f, t=np.array([1, 2, 3]), x=np.array([1, 2, 127], np.uint8), y=np.array([3, 4, 5], np.int16),
-             p=np.array([True, False, True]))
+    np.savez(
+        f,
+        t=np.array([1, 2, 3]),
+        x=np.array([1, 2, 127], np.uint8),
+        y=np.array([3, 4, 5], np.int16),
+        p=np.array([True, False, True]),
+    )
     files["npz"] = (f, lambda p: read_events_npz(p, (128, 128, 2)))
     f = d / "0.npy"
     np.save(f, np.array([[1, 2, 0, 1.5], [127, 127, 1, 3.0]]))
@@ -276,7 +350,7 @@ def test_mutated_files_are_refused_or_read_as_valid_events(fmt, data):
         if kind == "flip" and raw:
             raw[at] ^= 1 << data.draw(st.integers(0, 7))
         elif kind == "cut":
-            del raw[at:at + data.draw(st.integers(1, 16))]
+            del raw[at : at + data.draw(st.integers(1, 16))]
         else:
             raw[at:at] = data.draw(st.binary(min_size=1, max_size=8))
     path.write_bytes(bytes(raw))

@@ -19,6 +19,7 @@
 Everything else (binning many samples, cache helpers, registration of new datasets, the
 readers) is imported from its submodule.
 """
+
 from flexsnn.data.augment import (
     CIFAR10AutoAugment,
     Compose,

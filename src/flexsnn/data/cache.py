@@ -4,13 +4,15 @@ Entries are keyed by a hash of the parameters that produced them, so changing a 
 parameter can never return stale frames. The cache folder is ``$FLEXSNN_CACHE`` or
 ``~/.cache/flexsnn``; files are pickle-free ``.npz`` written atomically.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -11,6 +11,7 @@ Loaders yield event frames batch-first ``[B, T, ...]`` and static images ``[B, .
   ``expand``ed view: every step shares ``x``'s memory, so write to it only after
   ``.contiguous()``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -43,8 +44,9 @@ def model_input(x: torch.Tensor, kind: Any = "frames", t: int | None = None) -> 
         if t is not None:
             raise InputError("t applies to static input (direct encoding); frames carry their own T")
         if x.dim() < 2:
-            raise InputError(f"x must be batch-first frames [B, T, ...] with at least 2 dims, "
-                             f"got shape {tuple(x.shape)}")
+            raise InputError(
+                f"x must be batch-first frames [B, T, ...] with at least 2 dims, got shape {tuple(x.shape)}"
+            )
         if x.shape[1] < 1:
             raise InputError("x has T = 0 time steps; expected [B, T, ...] with T >= 1")
         return x.transpose(0, 1)

@@ -39,6 +39,7 @@ as uint8/16/32 when they fit; averaged frames as float32. Memory: the split is r
 float32 array, e.g. CIFAR10-DVS train at T = 10 is 11.8 GB at 128x128 and 0.74 GB at
 ``spatial_factor=4``.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,12 +68,21 @@ from flexsnn.data.readers import (
 from flexsnn.errors import DatasetError, DatasetNotFoundError, InputError, check_choice, check_positive_int
 
 __all__ = [
-    "CIFAR10DVS", "DVSGesture", "EVENT_DATASETS", "EventDataset", "GESTURE_CLASSES", "NCaltech101", "NMNIST",
-    "event_frames", "natural_key", "per_class_split",
+    "CIFAR10DVS",
+    "DVSGesture",
+    "EVENT_DATASETS",
+    "EventDataset",
+    "GESTURE_CLASSES",
+    "NCaltech101",
+    "NMNIST",
+    "event_frames",
+    "natural_key",
+    "per_class_split",
 ]
 
 
 # ----------------------------------------------------------------------------- splits
+
 
 def natural_key(name: str) -> tuple:
     """Sort key comparing digit runs as numbers: ``img_2`` < ``img_10``."""
@@ -80,7 +90,9 @@ def natural_key(name: str) -> tuple:
 
 
 def per_class_split(
-    names_by_class: dict[Any, Sequence[str]], n_train: int | None = None, train_ratio: float | None = None,
+    names_by_class: dict[Any, Sequence[str]],
+    n_train: int | None = None,
+    train_ratio: float | None = None,
 ) -> tuple[dict[Any, list[str]], dict[Any, list[str]]]:
     """Deterministic per-class split: the first files of each class (natural order) are train.
 
@@ -105,6 +117,7 @@ def per_class_split(
 
 # ----------------------------------------------------------------------------- base class
 
+
 @dataclass(frozen=True)
 class _Sample:
     path: Path
@@ -124,16 +137,22 @@ class EventDataset:
     :func:`flexsnn.data.readers.default_max_events`); a larger sample raises DatasetError.
     """
 
-    folder: ClassVar[str]                     # Tonic's folder name under its save_to
+    folder: ClassVar[str]  # Tonic's folder name under its save_to
     sensor_size: ClassVar[tuple[int, int, int]]
     dtype: ClassVar[np.dtype] = EVENT_DTYPE
     ordering: ClassVar[str] = "xytp"
     classes: ClassVar[Sequence[str]]
-    expected_layout: ClassVar[str]            # human-readable layout, shown when files are missing
+    expected_layout: ClassVar[str]  # human-readable layout, shown when files are missing
     download_from: ClassVar[str]
 
-    def __init__(self, root: str | os.PathLike, train: bool = True, transform: Callable | None = None,
-                 target_transform: Callable | None = None, max_events: int | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        train: bool = True,
+        transform: Callable | None = None,
+        target_transform: Callable | None = None,
+        max_events: int | None = None,
+    ):
         if root is None:
             raise InputError(f"{type(self).__name__} needs root= the folder holding the dataset files")
         self.root = Path(root).expanduser()
@@ -165,7 +184,8 @@ class EventDataset:
         raise DatasetNotFoundError(
             f"{type(self).__name__}: {what}. flexsnn does not download datasets; put the files at\n"
             f"  {self.root / self.folder}\n(or directly in {self.root}) laid out as:\n{self.expected_layout}\n"
-            f"Download from: {self.download_from}")
+            f"Download from: {self.download_from}"
+        )
 
     def _scan(self, location: Path) -> tuple[list[_Sample], list[int]]:
         raise NotImplementedError
@@ -208,8 +228,14 @@ class EventDataset:
             out.append([rel, s.path.stat().st_size, s.start, s.end])
         return out
 
-    def build_frames(self, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg",
-                     progress: bool = True, frame_transform: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def build_frames(
+        self,
+        n_time_bins: int,
+        spatial_factor: int = 1,
+        pool: str = "avg",
+        progress: bool = True,
+        frame_transform: Callable | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Bin the whole split, uncached: ``(x [N, T, P, H/f, W/f] float32, y [N] int64)``.
 
         Each sample is binned by ``flexsnn.data.frames.to_frames`` (event counts in ``T`` equal
@@ -220,13 +246,27 @@ class EventDataset:
         ``ResizeFrames(48)``) then maps each sample's frames.
         """
         samples = ((self._inside_sensor(self._load(s)), t) for s, t in zip(self.samples, self.targets))
-        return bin_event_samples(samples, len(self), self.sensor_size, n_time_bins, spatial_factor, pool,
-                                 progress, desc=f"binning {type(self).__name__} {self.split}",
-                                 frame_transform=frame_transform)
+        return bin_event_samples(
+            samples,
+            len(self),
+            self.sensor_size,
+            n_time_bins,
+            spatial_factor,
+            pool,
+            progress,
+            desc=f"binning {type(self).__name__} {self.split}",
+            frame_transform=frame_transform,
+        )
 
-    def frames(self, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg",
-               cache_root: str | os.PathLike | None = None, progress: bool = True,
-               frame_transform: Callable | None = None) -> dict[str, np.ndarray]:
+    def frames(
+        self,
+        n_time_bins: int,
+        spatial_factor: int = 1,
+        pool: str = "avg",
+        cache_root: str | os.PathLike | None = None,
+        progress: bool = True,
+        frame_transform: Callable | None = None,
+    ) -> dict[str, np.ndarray]:
         """:meth:`build_frames` cached on disk: ``{"x": [N, T, P, H/f, W/f] float32, "y": [N] int64}``.
 
         The cache key holds the dataset, split, every sample's relative path / size / cut points,
@@ -238,9 +278,16 @@ class EventDataset:
         n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
         spatial_factor = check_positive_int(spatial_factor, "spatial_factor")
         check_choice(pool, "pool", POOL_MODES)
-        params = {"dataset": type(self).__name__, "split": self.split, "n_time_bins": n_time_bins,
-                  "spatial_factor": spatial_factor, "pool": pool, "sensor_size": list(self.sensor_size),
-                  "files": self._fingerprint(), "format": 2}
+        params = {
+            "dataset": type(self).__name__,
+            "split": self.split,
+            "n_time_bins": n_time_bins,
+            "spatial_factor": spatial_factor,
+            "pool": pool,
+            "sensor_size": list(self.sensor_size),
+            "files": self._fingerprint(),
+            "format": 2,
+        }
         if frame_transform is not None:
             params["frame_transform"] = repr(frame_transform)
 
@@ -269,6 +316,7 @@ class EventDataset:
 
 # ----------------------------------------------------------------------------- datasets
 
+
 def _files_in_class_folders(location: Path, suffix: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for cls_dir in sorted(p for p in location.iterdir() if p.is_dir()):
@@ -284,10 +332,14 @@ class NMNIST(EventDataset):
     folder = "NMNIST"
     sensor_size = (34, 34, 2)
     classes = tuple(str(d) for d in range(10))
-    expected_layout = ("  Train/0/*.bin ... Train/9/*.bin   (60,000 files, from Train.zip)\n"
-                       "  Test/0/*.bin  ... Test/9/*.bin    (10,000 files, from Test.zip)")
-    download_from = ("https://www.garrickorchard.com/datasets/n-mnist (Train.zip, Test.zip; "
-                     "mirror: https://data.mendeley.com/datasets/468j46mzdv)")
+    expected_layout = (
+        "  Train/0/*.bin ... Train/9/*.bin   (60,000 files, from Train.zip)\n"
+        "  Test/0/*.bin  ... Test/9/*.bin    (10,000 files, from Test.zip)"
+    )
+    download_from = (
+        "https://www.garrickorchard.com/datasets/n-mnist (Train.zip, Test.zip; "
+        "mirror: https://data.mendeley.com/datasets/468j46mzdv)"
+    )
 
     def _looks_right(self, path: Path) -> bool:
         return (path / "Train").is_dir() or (path / "Test").is_dir()
@@ -322,13 +374,23 @@ class NCaltech101(EventDataset):
     folder = "NCALTECH101"
     sensor_size = (240, 180, 2)
     classes: Sequence[str] = ()  # discovered from the class folders on disk
-    expected_layout = ("  Caltech101/<class>/image_0001.bin ...   (101 class folders incl. BACKGROUND_Google,\n"
-                       "                                          8,709 files, from Caltech101.zip)")
-    download_from = ("https://www.garrickorchard.com/datasets/n-caltech101 "
-                     "(mirror: https://data.mendeley.com/datasets/cy6cvx3ryv)")
+    expected_layout = (
+        "  Caltech101/<class>/image_0001.bin ...   (101 class folders incl. BACKGROUND_Google,\n"
+        "                                          8,709 files, from Caltech101.zip)"
+    )
+    download_from = (
+        "https://www.garrickorchard.com/datasets/n-caltech101 (mirror: https://data.mendeley.com/datasets/cy6cvx3ryv)"
+    )
 
-    def __init__(self, root, train=True, transform=None, target_transform=None, train_ratio: float = 0.9,
-                 max_events: int | None = None):
+    def __init__(
+        self,
+        root,
+        train=True,
+        transform=None,
+        target_transform=None,
+        train_ratio: float = 0.9,
+        max_events: int | None = None,
+    ):
         self.train_ratio = float(train_ratio)
         super().__init__(root, train, transform, target_transform, max_events)
 
@@ -360,14 +422,23 @@ class CIFAR10DVS(EventDataset):
     folder = "CIFAR10DVS"
     sensor_size = (128, 128, 2)
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-    expected_layout = ("  <class>/cifar10_<class>_<i>.aedat   for <class> in airplane automobile bird cat deer\n"
-                       "                                      dog frog horse ship truck, i = 0..999\n"
-                       "                                      (unzip airplane.zip ... truck.zip here)\n"
-                       "  or SpikingJelly's converted copy: events_np/<class>/cifar10_<class>_<i>.npz")
+    expected_layout = (
+        "  <class>/cifar10_<class>_<i>.aedat   for <class> in airplane automobile bird cat deer\n"
+        "                                      dog frog horse ship truck, i = 0..999\n"
+        "                                      (unzip airplane.zip ... truck.zip here)\n"
+        "  or SpikingJelly's converted copy: events_np/<class>/cifar10_<class>_<i>.npz"
+    )
     download_from = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671"
 
-    def __init__(self, root, train=True, transform=None, target_transform=None, n_train_per_class: int = 900,
-                 max_events: int | None = None):
+    def __init__(
+        self,
+        root,
+        train=True,
+        transform=None,
+        target_transform=None,
+        n_train_per_class: int = 900,
+        max_events: int | None = None,
+    ):
         self.n_train_per_class = check_positive_int(n_train_per_class, "n_train_per_class")
         super().__init__(root, train, transform, target_transform, max_events)
 
@@ -387,8 +458,10 @@ class CIFAR10DVS(EventDataset):
             names = [f.name for f in cls_dir.iterdir() if f.suffix in (".aedat", ".npz")]
             if not names:
                 if any(f.suffix == ".aedat4" for f in cls_dir.iterdir()):
-                    self._missing(f"{cls_dir} holds Tonic's .aedat4 conversion, which flexsnn does not read; "
-                                  "use the original .aedat files")
+                    self._missing(
+                        f"{cls_dir} holds Tonic's .aedat4 conversion, which flexsnn does not read; "
+                        "use the original .aedat files"
+                    )
                 self._missing(f"{cls_dir} holds no .aedat or .npz files")
             by_class[cls] = names
         return self._split_samples(location, per_class_split(by_class, n_train=self.n_train_per_class))
@@ -399,9 +472,19 @@ class CIFAR10DVS(EventDataset):
         return read_aedat2_dvs128(sample.path, max_events=self.max_events)
 
 
-GESTURE_CLASSES = ("hand clapping", "right hand wave", "left hand wave", "right arm clockwise",
-                   "right arm counter-clockwise", "left arm clockwise", "left arm counter-clockwise",
-                   "arm roll", "air drums", "air guitar", "other gestures")
+GESTURE_CLASSES = (
+    "hand clapping",
+    "right hand wave",
+    "left hand wave",
+    "right arm clockwise",
+    "right arm counter-clockwise",
+    "left arm clockwise",
+    "left arm counter-clockwise",
+    "arm roll",
+    "air drums",
+    "air guitar",
+    "other gestures",
+)
 
 
 class DVSGesture(EventDataset):
@@ -416,12 +499,16 @@ class DVSGesture(EventDataset):
     folder = "DVSGesture"
     sensor_size = (128, 128, 2)
     classes = GESTURE_CLASSES
-    expected_layout = ("  ibmGestureTrain/userNN_<lighting>/<label>.npy and ibmGestureTest/...   (Tonic's copy:\n"
-                       "        ibmGestureTrain.tar.gz, ibmGestureTest.tar.gz, unpacked here)\n"
-                       "  or IBM's original: DvsGesture/userNN_<lighting>.aedat, userNN_<lighting>_labels.csv,\n"
-                       "        trials_to_train.txt, trials_to_test.txt   (DvsGesture.tar.gz, unpacked here)")
-    download_from = ("https://research.ibm.com/interactive/dvsgesture/ (DvsGesture.tar.gz); Tonic's copy: "
-                     "https://figshare.com/ndownloader/files/38022171 (train), .../38020584 (test)")
+    expected_layout = (
+        "  ibmGestureTrain/userNN_<lighting>/<label>.npy and ibmGestureTest/...   (Tonic's copy:\n"
+        "        ibmGestureTrain.tar.gz, ibmGestureTest.tar.gz, unpacked here)\n"
+        "  or IBM's original: DvsGesture/userNN_<lighting>.aedat, userNN_<lighting>_labels.csv,\n"
+        "        trials_to_train.txt, trials_to_test.txt   (DvsGesture.tar.gz, unpacked here)"
+    )
+    download_from = (
+        "https://research.ibm.com/interactive/dvsgesture/ (DvsGesture.tar.gz); Tonic's copy: "
+        "https://figshare.com/ndownloader/files/38022171 (train), .../38020584 (test)"
+    )
 
     def __init__(self, root, train=True, transform=None, target_transform=None, max_events: int | None = None):
         self._memo: tuple[Path, np.ndarray] | None = None  # last decoded .aedat recording
@@ -479,9 +566,17 @@ EVENT_DATASETS: dict[str, type[EventDataset]] = {
 }
 
 
-def event_frames(name: str, root: str | os.PathLike, split: str = "train", n_time_bins: int = 10,
-                 spatial_factor: int = 1, pool: str = "avg", cache_root: str | os.PathLike | None = None,
-                 progress: bool = True, **dataset_kwargs) -> dict[str, np.ndarray]:
+def event_frames(
+    name: str,
+    root: str | os.PathLike,
+    split: str = "train",
+    n_time_bins: int = 10,
+    spatial_factor: int = 1,
+    pool: str = "avg",
+    cache_root: str | os.PathLike | None = None,
+    progress: bool = True,
+    **dataset_kwargs,
+) -> dict[str, np.ndarray]:
     """Frames of a real event dataset's split: ``{"x": [N, T, P, H, W] float32, "y": [N] int64}``.
 
     ``name`` is one of :data:`EVENT_DATASETS`; ``dataset_kwargs`` go to the dataset class

@@ -18,6 +18,7 @@ Rules of :func:`check_events` (one set for every consumer):
 :func:`make_events` never wraps or truncates: a value that is not an integer, or does not fit
 the field's type, raises :class:`~flexsnn.errors.InputError` before anything is cast.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -78,8 +79,10 @@ def check_events(
             lo, hi = _column_range(col)
             if lo < 0 or hi >= size:
                 bad = lo if lo < 0 else hi
-                raise InputError(f"{name}['{field}'] has value {bad} outside [0, {size}) given "
-                                 f"sensor_size (W, H, P) = {(width, height, pol)}")
+                raise InputError(
+                    f"{name}['{field}'] has value {bad} outside [0, {size}) given "
+                    f"sensor_size (W, H, P) = {(width, height, pol)}"
+                )
     t = events["t"]
     if t.dtype.kind not in "iuf":
         raise InputError(f"{name}['t'] must hold integer or float timestamps, got dtype {t.dtype}")
@@ -120,8 +123,10 @@ def _as_integers(values: Any, field: str, dtype: np.dtype, name: str) -> np.ndar
         bad = lo if lo < info.min else hi if hi > info.max else None
         if bad is not None:
             shown = int(bad)
-            raise InputError(f"{name}['{field}'] has value {shown} outside the {dtype} range "
-                             f"[{info.min}, {info.max}] of the event dtype")
+            raise InputError(
+                f"{name}['{field}'] has value {shown} outside the {dtype} range "
+                f"[{info.min}, {info.max}] of the event dtype"
+            )
     return arr
 
 
@@ -141,7 +146,9 @@ def make_events(x: Any, y: Any, t: Any, p: Any, *, name: str = "events") -> np.n
         # float64 holds every integer up to 2**53 exactly; larger float timestamps are refused
         # rather than rounded by the cast.
         if col.dtype.kind == "f" and col.size and float(np.abs(col).max()) > 2.0**53:
-            raise InputError(f"{name}['{field}'] has float value {float(np.abs(col).max())!r} too large "
-                             "to be an exact integer; store timestamps as integers")
+            raise InputError(
+                f"{name}['{field}'] has float value {float(np.abs(col).max())!r} too large "
+                "to be an exact integer; store timestamps as integers"
+            )
         events[field] = col
     return events

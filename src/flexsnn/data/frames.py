@@ -19,6 +19,7 @@ must still be 0 or 1). Events are checked by :func:`flexsnn.data.events.check_ev
 timestamps must hold whole microseconds. The frames' size is checked before allocating
 (``max_values``, default :data:`MAX_FRAME_VALUES`).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,10 @@ _MAX_BIN = 2**62  # bin indices are clipped here so huge bin counts reach the si
 
 
 def _check_time_window(time_window: float) -> float:
-    if isinstance(time_window, bool) or not isinstance(time_window, numbers.Real) or not (
-        math.isfinite(time_window) and time_window > 0
+    if (
+        isinstance(time_window, bool)
+        or not isinstance(time_window, numbers.Real)
+        or not (math.isfinite(time_window) and time_window > 0)
     ):
         raise InputError(f"time_window must be a positive number of microseconds, got {time_window!r}")
     return time_window
@@ -56,8 +59,10 @@ def _timestamps(t: np.ndarray) -> np.ndarray:
         if not whole.all():
             raise InputError(f"events['t'] has value {t[~whole][0].item()!r}; binning needs whole microseconds")
         if t.size and float(np.abs(t).max()) > 2.0**53:
-            raise InputError(f"events['t'] has float value {float(np.abs(t).max())!r} too large to be exact; "
-                             "store timestamps as int64")
+            raise InputError(
+                f"events['t'] has float value {float(np.abs(t).max())!r} too large to be exact; "
+                "store timestamps as int64"
+            )
     elif t.dtype.kind == "u" and t.size and int(t.max()) > np.iinfo(np.int64).max:
         raise InputError(f"events['t'] has value {int(t.max())} beyond the int64 range")
     return t.astype(np.int64)
@@ -82,8 +87,10 @@ def time_bin_index(
     """Bin index of every timestamp (-1 for timestamps outside [t_start, t_end]) and the
     number of bins, following the rules in the module docstring. ``t`` must be non-empty."""
     if (n_time_bins is None) == (time_window is None):
-        raise InputError("give exactly one of n_time_bins or time_window, "
-                         f"got n_time_bins={n_time_bins!r}, time_window={time_window!r}")
+        raise InputError(
+            "give exactly one of n_time_bins or time_window, "
+            f"got n_time_bins={n_time_bins!r}, time_window={time_window!r}"
+        )
     t = _timestamps(t)
     start = int(t.min()) if t_start is None else _bound(t_start, "t_start")
     end = int(t.max()) if t_end is None else _bound(t_end, "t_end")
@@ -148,9 +155,11 @@ def to_frames(
     index, count = time_bin_index(events["t"], n_time_bins, time_window, t_start, t_end)
     values = count * pol * height * width
     if values > limit:
-        raise InputError(f"to_frames would allocate {count} bins x {pol} x {height} x {width} = {values} "
-                         f"float32 values ({values * 4 / 2**30:.1f} GiB) > max_values={limit}; "
-                         "use fewer time bins, a longer time_window or raise max_values")
+        raise InputError(
+            f"to_frames would allocate {count} bins x {pol} x {height} x {width} = {values} "
+            f"float32 values ({values * 4 / 2**30:.1f} GiB) > max_values={limit}; "
+            "use fewer time bins, a longer time_window or raise max_values"
+        )
     keep = index >= 0
     polarity = events["p"].astype(np.int64) if pol > 1 else np.zeros(len(events), np.int64)
     flat = ((index * pol + polarity) * height + events["y"].astype(np.int64)) * width + events["x"].astype(np.int64)
@@ -166,8 +175,9 @@ def spatial_pool(frames: np.ndarray, factor: int) -> np.ndarray:
     factor = check_positive_int(factor, "factor")
     frames = np.asarray(frames)
     if frames.ndim < 2 or frames.shape[-1] % factor or frames.shape[-2] % factor:
-        raise InputError(f"frames must be [..., H, W] with H and W multiples of factor={factor}, "
-                         f"got shape {frames.shape}")
+        raise InputError(
+            f"frames must be [..., H, W] with H and W multiples of factor={factor}, got shape {frames.shape}"
+        )
     h, w = frames.shape[-2] // factor, frames.shape[-1] // factor
     blocks = frames.reshape(*frames.shape[:-2], h, factor, w, factor)
     return blocks.sum(axis=(-3, -1))
@@ -226,14 +236,23 @@ def bin_event_samples(
     return x, y
 
 
-def bin_event_dataset(dataset, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg",
-                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def bin_event_dataset(
+    dataset, n_time_bins: int, spatial_factor: int = 1, pool: str = "avg", progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Bin every sample of a Tonic-style event dataset (``sensor_size``, ``len``, items
     ``(events, label)``): ``(x [N, T, P, H/f, W/f] float32, y [N] int64)``; see
     :func:`bin_event_samples`."""
     items = (dataset[i] for i in range(len(dataset)))
-    return bin_event_samples(items, len(dataset), dataset.sensor_size, n_time_bins, spatial_factor, pool,
-                             progress, desc=f"binning {type(dataset).__name__}")
+    return bin_event_samples(
+        items,
+        len(dataset),
+        dataset.sensor_size,
+        n_time_bins,
+        spatial_factor,
+        pool,
+        progress,
+        desc=f"binning {type(dataset).__name__}",
+    )
 
 
 @dataclass(frozen=True)

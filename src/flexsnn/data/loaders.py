@@ -46,12 +46,14 @@ torch RNG (which DataLoader seeds from that generator) in worker processes. So a
 the augmentations too, and the training checkpoint, which saves that generator's state,
 replays them exactly on resume.
 """
+
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -143,9 +145,14 @@ def register_frame_dataset(
     ``build`` must do its own caching, outside ``root``.
     """
     DATASETS[name] = DatasetEntry(
-        input_kind="frames", in_shape=_shape(in_shape),
+        input_kind="frames",
+        in_shape=_shape(in_shape),
         num_classes=None if num_classes is None else check_positive_int(num_classes, "num_classes"),
-        root_is_data=bool(root_is_data), build=build, version=version, source=source)
+        root_is_data=bool(root_is_data),
+        build=build,
+        version=version,
+        source=source,
+    )
 
 
 def register_image_dataset(
@@ -159,8 +166,14 @@ def register_image_dataset(
     ``images(root, train=..., transform=...)`` from the user's data folder ``root``; the
     training split uses ``train_transform(autoaugment)``, the test split the class default."""
     DATASETS[name] = DatasetEntry(
-        input_kind="static", in_shape=_shape(in_shape), num_classes=check_positive_int(num_classes, "num_classes"),
-        root_is_data=True, images=images, train_transform=train_transform, source=images)
+        input_kind="static",
+        in_shape=_shape(in_shape),
+        num_classes=check_positive_int(num_classes, "num_classes"),
+        root_is_data=True,
+        images=images,
+        train_transform=train_transform,
+        source=images,
+    )
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -172,43 +185,58 @@ def dataset_info(name: str) -> DatasetInfo:
 
 # ----------------------------------------------------------------------------- registrations
 
+
 def _digits_dvs_frames(split: str, n_time_bins: int, root) -> tuple[np.ndarray, np.ndarray]:
     return bin_event_dataset(DigitsDVS(root=root, train=split == "train"), n_time_bins)
 
 
-def _event_frames_builder(cls: type, spatial_factor: int, pool: str = "avg",
-                          frame_transform: Callable | None = None) -> FrameBuild:
+def _event_frames_builder(
+    cls: type, spatial_factor: int, pool: str = "avg", frame_transform: Callable | None = None
+) -> FrameBuild:
     """``build`` of a real event dataset: read ``root`` (the data folder), cache the binned
     split under ``cache_dir()`` keyed by the files and binning (``EventDataset.frames``)."""
 
     def build(split: str, n_time_bins: int, root) -> tuple[np.ndarray, np.ndarray]:
-        out = cls(root, train=split == "train").frames(n_time_bins, spatial_factor=spatial_factor, pool=pool,
-                                                       cache_root=None, progress=True,
-                                                       frame_transform=frame_transform)
+        out = cls(root, train=split == "train").frames(
+            n_time_bins,
+            spatial_factor=spatial_factor,
+            pool=pool,
+            cache_root=None,
+            progress=True,
+            frame_transform=frame_transform,
+        )
         return out["x"], out["y"]
 
     return build
 
 
-def _register_event_dataset(name: str, cls: type, spatial_factor: int, num_classes: int,
-                            resize: int | None = None) -> None:
+def _register_event_dataset(
+    name: str, cls: type, spatial_factor: int, num_classes: int, resize: int | None = None
+) -> None:
     width, height, pol = cls.sensor_size
     transform = None if resize is None else ResizeFrames(resize)
     size = (height // spatial_factor, width // spatial_factor) if resize is None else (resize, resize)
-    register_frame_dataset(name, _event_frames_builder(cls, spatial_factor, frame_transform=transform), version=1,
-                           in_shape=(pol, *size), num_classes=num_classes, root_is_data=True, source=cls)
+    register_frame_dataset(
+        name,
+        _event_frames_builder(cls, spatial_factor, frame_transform=transform),
+        version=1,
+        in_shape=(pol, *size),
+        num_classes=num_classes,
+        root_is_data=True,
+        source=cls,
+    )
 
 
 # the frames cache follows the event generator: new events, new frames
-register_frame_dataset("digits_dvs", _digits_dvs_frames, version=DIGITS_DVS_VERSION, in_shape=(2, 34, 34),
-                       num_classes=10)
+register_frame_dataset(
+    "digits_dvs", _digits_dvs_frames, version=DIGITS_DVS_VERSION, in_shape=(2, 34, 34), num_classes=10
+)
 _register_event_dataset("nmnist", NMNIST, spatial_factor=1, num_classes=10)
 _register_event_dataset("dvs_gesture", DVSGesture, spatial_factor=4, num_classes=len(DVSGesture.classes))
 _register_event_dataset("dvs_gesture_128", DVSGesture, spatial_factor=1, num_classes=len(DVSGesture.classes))
 _register_event_dataset("cifar10_dvs", CIFAR10DVS, spatial_factor=4, num_classes=len(CIFAR10DVS.classes))
 _register_event_dataset("cifar10_dvs_128", CIFAR10DVS, spatial_factor=1, num_classes=len(CIFAR10DVS.classes))
-_register_event_dataset("cifar10_dvs_48", CIFAR10DVS, spatial_factor=1, num_classes=len(CIFAR10DVS.classes),
-                        resize=48)
+_register_event_dataset("cifar10_dvs_48", CIFAR10DVS, spatial_factor=1, num_classes=len(CIFAR10DVS.classes), resize=48)
 _register_event_dataset("ncaltech101", NCaltech101, spatial_factor=4, num_classes=101)
 _register_event_dataset("ncaltech101_48", NCaltech101, spatial_factor=1, num_classes=101, resize=48)
 register_image_dataset("cifar10", CIFAR10, 10, functools.partial(cifar_train_transform, "cifar10"))
@@ -217,19 +245,22 @@ register_image_dataset("cifar100", CIFAR100, 100, functools.partial(cifar_train_
 
 # ----------------------------------------------------------------------------- datasets
 
+
 def _missing_root(name: str, entry: DatasetEntry) -> DatasetNotFoundError:
     src = entry.source
     where = ""
     if src is not None and hasattr(src, "expected_layout"):  # event datasets
-        where = (f" holding {src.folder}/ laid out as:\n{src.expected_layout}\n"
-                 f"Download from: {src.download_from}")
+        where = f" holding {src.folder}/ laid out as:\n{src.expected_layout}\nDownload from: {src.download_from}"
     elif src is not None and hasattr(src, "train_files"):  # CIFAR binary
-        where = (f" holding {src.folder}/ with {', '.join([*src.train_files, *src.test_files])} "
-                 f"(the binary version: {src.url})")
+        where = (
+            f" holding {src.folder}/ with {', '.join([*src.train_files, *src.test_files])} "
+            f"(the binary version: {src.url})"
+        )
     return DatasetNotFoundError(
         f"dataset {name!r} is read from your own copy of its files: pass --data-root (root=) the "
         f"folder{where}\nflexsnn never downloads datasets; binned frames are cached under "
-        f"$FLEXSNN_CACHE (default ~/.cache/flexsnn), never in the data folder.")
+        f"$FLEXSNN_CACHE (default ~/.cache/flexsnn), never in the data folder."
+    )
 
 
 def _entry(name: str, root) -> DatasetEntry:
@@ -255,13 +286,16 @@ def load_frames(
     entry = _entry(dataset, root)
     if entry.input_kind != "frames":
         frames = sorted(n for n, e in DATASETS.items() if e.input_kind == "frames")
-        raise InputError(f"dataset {dataset!r} holds static images, not event frames; load_frames takes one of "
-                         f"{', '.join(map(repr, frames))} (make_loaders serves both kinds)")
+        raise InputError(
+            f"dataset {dataset!r} holds static images, not event frames; load_frames takes one of "
+            f"{', '.join(map(repr, frames))} (make_loaders serves both kinds)"
+        )
     check_choice(split, "split", SPLITS)
     n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
     if entry.root_is_data:
         x, y = entry.build(split, n_time_bins, root)  # cached by the builder, outside root
     else:
+
         def build() -> dict[str, np.ndarray]:
             x, y = entry.build(split, n_time_bins, root)
             return {"x": x.astype(count_dtype(x)), "y": np.asarray(y, dtype=np.int64)}
@@ -269,11 +303,14 @@ def load_frames(
         params = {"dataset": dataset, "split": split, "n_time_bins": n_time_bins, "version": entry.version}
         arrays = cached_arrays(f"frames-{dataset}-{split}-T{n_time_bins}", params, build, root=root)
         x, y = arrays["x"], arrays["y"]
-    return TensorDataset(torch.from_numpy(np.asarray(x).astype(np.float32, copy=False)),
-                         torch.from_numpy(np.asarray(y).astype(np.int64, copy=False)))
+    return TensorDataset(
+        torch.from_numpy(np.asarray(x).astype(np.float32, copy=False)),
+        torch.from_numpy(np.asarray(y).astype(np.int64, copy=False)),
+    )
 
 
 # ----------------------------------------------------------------------------- augmentation
+
 
 def loader_generator_here(generator: torch.Generator | None) -> torch.Generator | None:
     """The generator augmentations draw from: the loader's own in the main process; ``None``
@@ -320,6 +357,7 @@ class TorchSeededTransform(_DropsGeneratorWhenPickled):
 
 # ----------------------------------------------------------------------------- loaders
 
+
 def _check_flag(value: Any, name: str, allow_none: bool = False) -> None:
     if not (isinstance(value, bool) or (allow_none and value is None)):
         raise InputError(f"{name} must be True or False{' or None' if allow_none else ''}, got {value!r}")
@@ -354,8 +392,10 @@ def make_loaders(
         raise InputError(f"num_workers must be an integer >= 0, got {num_workers!r}")
     if isinstance(augment, str):
         if augment not in FRAME_AUGMENTATIONS:
-            raise InputError(f"augment must be True, False, None or the name of an event-frame protocol "
-                             f"({', '.join(map(repr, sorted(FRAME_AUGMENTATIONS)))}), got {augment!r}")
+            raise InputError(
+                f"augment must be True, False, None or the name of an event-frame protocol "
+                f"({', '.join(map(repr, sorted(FRAME_AUGMENTATIONS)))}), got {augment!r}"
+            )
     else:
         _check_flag(augment, "augment", allow_none=True)
     _check_flag(autoaugment, "autoaugment")
@@ -365,18 +405,23 @@ def make_loaders(
     collate_fn = None
     if entry.input_kind == "frames":
         if autoaugment:
-            raise InputError(f"autoaugment applies to static image datasets, not to the event dataset {dataset!r}; "
-                             "use augment=True for its flips and rolls")
-        augmentation = frame_augmentation(augment if isinstance(augment, str) else
-                                          DEFAULT_FRAME_AUGMENTATION if augment else "none")
+            raise InputError(
+                f"autoaugment applies to static image datasets, not to the event dataset {dataset!r}; "
+                "use augment=True for its flips and rolls"
+            )
+        augmentation = frame_augmentation(
+            augment if isinstance(augment, str) else DEFAULT_FRAME_AUGMENTATION if augment else "none"
+        )
         train = load_frames(dataset, "train", n_time_bins, root)
         test = load_frames(dataset, "test", n_time_bins, root)
         if augmentation is not None:
             collate_fn = AugmentFramesCollate(generator, augmentation)
     else:
         if isinstance(augment, str):
-            raise InputError(f"augment={augment!r} names an event-frame protocol; the static image dataset "
-                             f"{dataset!r} takes augment=True / False (crop / flip / Cutout) and autoaugment")
+            raise InputError(
+                f"augment={augment!r} names an event-frame protocol; the static image dataset "
+                f"{dataset!r} takes augment=True / False (crop / flip / Cutout) and autoaugment"
+            )
         if autoaugment and augment is False:
             raise InputError("autoaugment=True needs augmentation on; got augment=False")
         transform = None  # the dataset's own: Normalize only
@@ -384,13 +429,15 @@ def make_loaders(
             transform = TorchSeededTransform(entry.train_transform(autoaugment), generator)
         train = entry.images(root, train=True, transform=transform)
         test = entry.images(root, train=False)
-    train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator,
-                              num_workers=num_workers, collate_fn=collate_fn)
+    train_loader = DataLoader(
+        train, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers, collate_fn=collate_fn
+    )
     test_loader = DataLoader(test, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return train_loader, test_loader
 
 
 # ----------------------------------------------------------------------------- model checks
+
 
 def dataset_model_kwargs(dataset: str, accepted: Iterable[str]) -> dict[str, Any]:
     """Model-zoo keyword arguments that fit ``dataset``, restricted to the ``accepted`` names:
@@ -418,8 +465,11 @@ def _model_num_classes(model: Any) -> int | None:
 
 def _fits(model_shape: tuple, data_shape: tuple | None) -> bool:
     """Does a model's ``input_shape`` (``None`` = any size) accept per-sample ``data_shape``?"""
-    return data_shape is not None and len(model_shape) == len(data_shape) and all(
-        s is None or s == d for s, d in zip(model_shape, data_shape))
+    return (
+        data_shape is not None
+        and len(model_shape) == len(data_shape)
+        and all(s is None or s == d for s, d in zip(model_shape, data_shape))
+    )
 
 
 def _layout(kind: str, shape: Iterable[Any] | None) -> str:
@@ -438,15 +488,25 @@ def check_model_input(dataset: str, model: Any) -> None:
     if kind is not None and kind != info.input_kind:
         raise InputError(
             f"model takes {kind} input {_layout(kind, shape)} but dataset {dataset!r} yields {info.input_kind} "
-            f"batches {_layout(info.input_kind, info.in_shape)}; {fix}")
+            f"batches {_layout(info.input_kind, info.in_shape)}; {fix}"
+        )
     if shape is not None and info.in_shape is not None and not _fits(shape, info.in_shape):
-        same_files = [n for n, e in DATASETS.items() if n != dataset and e.source is not None
-                      and e.source is DATASETS[dataset].source and _fits(shape, e.in_shape)]
+        same_files = [
+            n
+            for n, e in DATASETS.items()
+            if n != dataset
+            and e.source is not None
+            and e.source is DATASETS[dataset].source
+            and _fits(shape, e.in_shape)
+        ]
         other = f" (dataset {same_files[0]!r} yields those from the same files)" if same_files else ""
         raise InputError(
             f"model takes {_layout(info.input_kind, shape)} but dataset {dataset!r} yields "
-            f"{_layout(info.input_kind, info.in_shape)}{other}; {fix}")
+            f"{_layout(info.input_kind, info.in_shape)}{other}; {fix}"
+        )
     classes = _model_num_classes(model)
     if classes is not None and info.num_classes is not None and classes < info.num_classes:
-        raise InputError(f"model has {classes} outputs but dataset {dataset!r} has {info.num_classes} classes; "
-                         f"set model_kwargs num_classes={info.num_classes}")
+        raise InputError(
+            f"model has {classes} outputs but dataset {dataset!r} has {info.num_classes} classes; "
+            f"set model_kwargs num_classes={info.num_classes}"
+        )

@@ -34,6 +34,7 @@ declared in the ``.npy`` / ``.npz`` headers (so a small deflated ``.npz`` cannot
 gigabytes). An AEDAT 3.1 recording holds many samples; its memory is bounded by its file size
 and the cap applies to each sample cut from it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,8 +55,15 @@ from flexsnn.data.events import EVENT_DTYPE, check_events, make_events
 from flexsnn.errors import DatasetError, DatasetNotFoundError, FlexSNNError, InputError
 
 __all__ = [
-    "MAX_EVENTS_PER_SAMPLE", "check_event_count", "default_max_events", "read_aedat2_dvs128",
-    "read_aedat31_polarity", "read_atis_bin", "read_events_npz", "read_gesture_labels", "read_tonic_gesture_npy",
+    "MAX_EVENTS_PER_SAMPLE",
+    "check_event_count",
+    "default_max_events",
+    "read_aedat2_dvs128",
+    "read_aedat31_polarity",
+    "read_atis_bin",
+    "read_events_npz",
+    "read_gesture_labels",
+    "read_tonic_gesture_npy",
     "read_trial_list",
 ]
 
@@ -94,8 +102,10 @@ def check_event_count(count: int, max_events: int | None, where: str) -> None:
     """Raise DatasetError if ``count`` events exceed the cap (``None`` = :func:`default_max_events`)."""
     cap = _cap(max_events)
     if count > cap:
-        raise DatasetError(f"{where} holds {count} events, more than max_events={cap} per sample; if the file "
-                           f"is genuine, raise the cap (max_events= or ${MAX_EVENTS_ENV})")
+        raise DatasetError(
+            f"{where} holds {count} events, more than max_events={cap} per sample; if the file "
+            f"is genuine, raise the cap (max_events= or ${MAX_EVENTS_ENV})"
+        )
 
 
 @contextmanager
@@ -109,10 +119,21 @@ def _reading(path: PathLike, what: str) -> Iterator[None]:
         raise DatasetError(f"{path}: {exc}") from None
     except FlexSNNError:
         raise
-    except (OSError, ValueError, OverflowError, EOFError, zipfile.BadZipFile, zlib.error, struct.error,
-            UnicodeDecodeError, csv.Error, SyntaxError, tokenize.TokenError, NotImplementedError,
-            RuntimeError) as exc:  # numpy parses .npy headers with tokenize/ast; zipfile raises the last two
-
+    except (
+        OSError,
+        ValueError,
+        OverflowError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        struct.error,
+        UnicodeDecodeError,
+        csv.Error,
+        SyntaxError,
+        tokenize.TokenError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:  # numpy parses .npy headers with tokenize/ast; zipfile raises the last two
         raise DatasetError(f"{path} is not a readable {what} ({type(exc).__name__}: {exc})") from None
 
 
@@ -125,8 +146,10 @@ def _events(x: Any, y: Any, t: Any, p: Any, sensor_size: Sequence[int] | None) -
 
 # ----------------------------------------------------------------------------- raw binary formats
 
-def read_atis_bin(path: PathLike, sensor_size: Sequence[int] | None = None, *,
-                  max_events: int | None = None) -> np.ndarray:
+
+def read_atis_bin(
+    path: PathLike, sensor_size: Sequence[int] | None = None, *, max_events: int | None = None
+) -> np.ndarray:
     """Decode an N-MNIST / N-Caltech101 ``.bin`` file (40 bits per event).
 
     Byte 0 = x, byte 1 = y, byte 2 bit 7 = polarity, bits 22..0 of bytes 2-4 = timestamp (us).
@@ -137,8 +160,10 @@ def read_atis_bin(path: PathLike, sensor_size: Sequence[int] | None = None, *,
     with _reading(path, "N-MNIST/N-Caltech101 .bin file"):
         size = os.path.getsize(path)
         if size % 5:
-            raise DatasetError(f"{path} is truncated or not an N-MNIST/N-Caltech101 .bin file: "
-                               f"{size} bytes is not a multiple of 5 (5 bytes per event)")
+            raise DatasetError(
+                f"{path} is truncated or not an N-MNIST/N-Caltech101 .bin file: "
+                f"{size} bytes is not a multiple of 5 (5 bytes per event)"
+            )
         check_event_count(size // 5, max_events, str(path))
         raw = np.fromfile(path, dtype=np.uint8).reshape(-1, 5).astype(np.int64)
         x, y = raw[:, 0], raw[:, 1]
@@ -153,11 +178,11 @@ def read_atis_bin(path: PathLike, sensor_size: Sequence[int] | None = None, *,
 def _ascii_header(data: bytes) -> tuple[list[bytes], int]:
     """The ``#``-prefixed header lines of an AEDAT file and the offset of the first data byte."""
     lines, pos = [], 0
-    while data[pos:pos + 1] == b"#":
+    while data[pos : pos + 1] == b"#":
         end = data.find(b"\n", pos)
         if end < 0:
             end = len(data) - 1
-        line = data[pos:end + 1].rstrip(b"\r\n")
+        line = data[pos : end + 1].rstrip(b"\r\n")
         lines.append(line)
         pos = end + 1
         if line.startswith(b"#!END-HEADER"):  # AEDAT 3.x ends its header explicitly
@@ -185,16 +210,20 @@ def read_aedat2_dvs128(path: PathLike, *, max_events: int | None = None) -> np.n
         _check_version(path, lines, b"#!AER-DAT2.0", "AEDAT 2.0")
         body = memoryview(data)[start:]
         if len(body) % 8:
-            raise DatasetError(f"{path} is truncated or not an AEDAT 2.0 file: {len(body)} data bytes "
-                               "is not a multiple of 8 (address + timestamp per event)")
+            raise DatasetError(
+                f"{path} is truncated or not an AEDAT 2.0 file: {len(body)} data bytes "
+                "is not a multiple of 8 (address + timestamp per event)"
+            )
         check_event_count(len(body) // 8, max_events, str(path))
         words = np.frombuffer(body, dtype=">u4").astype(np.int64).reshape(-1, 2)
         addr, t = words[:, 0], words[:, 1]
         foreign = addr >> 15
         if foreign.any():
             i = int(np.flatnonzero(foreign)[0])
-            raise DatasetError(f"{path}: event {i} has address {int(addr[i]):#010x} with bits above bit 14 set "
-                               "(not a DVS128 polarity event)")
+            raise DatasetError(
+                f"{path}: event {i} has address {int(addr[i]):#010x} with bits above bit 14 set "
+                "(not a DVS128 polarity event)"
+            )
         wraps = np.diff(t, prepend=t[:1]) < -(2**31)
         t = t + np.cumsum(wraps) * 2**32
         x_addr = (addr >> 1) & 0x7F
@@ -224,25 +253,34 @@ def read_aedat31_polarity(path: PathLike, sensor_size: Sequence[int] | None = No
             e_type, _src, e_size, _off, e_overflow, e_cap, e_num, _valid = _PACKET.unpack_from(data, pos)
             at = pos
             pos += _PACKET.size
-            for field, value in (("event size", e_size), ("capacity", e_cap), ("event number", e_num),
-                                 ("timestamp overflow", e_overflow)):
+            for field, value in (
+                ("event size", e_size),
+                ("capacity", e_cap),
+                ("event number", e_num),
+                ("timestamp overflow", e_overflow),
+            ):
                 if value < (1 if field == "event size" else 0):
-                    raise DatasetError(f"{path}: packet at byte {at} has {field} {value}; expected >= "
-                                       f"{1 if field == 'event size' else 0}")
+                    raise DatasetError(
+                        f"{path}: packet at byte {at} has {field} {value}; expected >= "
+                        f"{1 if field == 'event size' else 0}"
+                    )
             if e_num > e_cap:
                 raise DatasetError(f"{path}: packet at byte {at} has event number {e_num} > capacity {e_cap}")
             length = e_cap * e_size
             if pos + length > len(data):
-                raise DatasetError(f"{path} is truncated or corrupt: packet at byte {at} claims {e_cap} events of "
-                                   f"{e_size} bytes, {len(data) - pos} bytes remain")
+                raise DatasetError(
+                    f"{path} is truncated or corrupt: packet at byte {at} claims {e_cap} events of "
+                    f"{e_size} bytes, {len(data) - pos} bytes remain"
+                )
             if e_type == 1 and e_num > 0:
                 if e_size != 8:
                     raise DatasetError(f"{path}: polarity packet at byte {at} has event size {e_size} (expected 8)")
                 block = np.frombuffer(data, dtype="<u4", count=e_num * 2, offset=pos).reshape(e_num, 2)
                 word, ts = block[:, 0].astype(np.int64), block[:, 1].astype(np.int64)
                 if ts.max() >= 2**31:
-                    raise DatasetError(f"{path}: polarity packet at byte {at} has a negative int32 timestamp "
-                                       f"({int(ts.max()) - 2**32})")
+                    raise DatasetError(
+                        f"{path}: polarity packet at byte {at} has a negative int32 timestamp ({int(ts.max()) - 2**32})"
+                    )
                 ts = ts | (int(e_overflow) << 31)
                 chunks.append(_events((word >> 17) & 0x7FFF, (word >> 2) & 0x7FFF, ts, (word >> 1) & 1, sensor_size))
             pos += length
@@ -250,6 +288,7 @@ def read_aedat31_polarity(path: PathLike, sensor_size: Sequence[int] | None = No
 
 
 # ----------------------------------------------------------------------------- numpy formats
+
 
 def _npy_header(fp: IO[bytes], path: PathLike, name: str, max_values: int) -> tuple[tuple[int, ...], np.dtype]:
     """Read and check an .npy header (shape, dtype) without reading the data."""
@@ -264,9 +303,11 @@ def _npy_header(fp: IO[bytes], path: PathLike, name: str, max_values: int) -> tu
         raise DatasetError(f"{path}: array {name!r} has dtype {dtype}; expected plain numbers (no objects)")
     values = math.prod(shape)
     if values > max_values:
-        raise DatasetError(f"{path}: array {name!r} declares shape {shape} = {values} values, more than "
-                           f"{max_values} (max_events per sample); if the file is genuine, raise max_events "
-                           f"or ${MAX_EVENTS_ENV}")
+        raise DatasetError(
+            f"{path}: array {name!r} declares shape {shape} = {values} values, more than "
+            f"{max_values} (max_events per sample); if the file is genuine, raise max_events "
+            f"or ${MAX_EVENTS_ENV}"
+        )
     return shape, dtype
 
 
@@ -291,14 +332,17 @@ def _whole_timestamps(t: np.ndarray, scale: int, path: PathLike, unit: str) -> n
     whole = np.rint(us)
     off = np.abs(us - whole) > 1e-3
     if off.any():
-        raise DatasetError(f"{path}: events['t'] has value {t[off][0].item()!r} {unit}, not a whole number of microseconds")
+        raise DatasetError(
+            f"{path}: events['t'] has value {t[off][0].item()!r} {unit}, not a whole number of microseconds"
+        )
     if float(whole.max()) > 2.0**53:
         raise DatasetError(f"{path}: events['t'] has float value {hi} {unit}, too large to be an exact microsecond")
     return whole.astype(np.int64)
 
 
-def read_tonic_gesture_npy(path: PathLike, sensor_size: Sequence[int] | None = None, *,
-                           max_events: int | None = None) -> np.ndarray:
+def read_tonic_gesture_npy(
+    path: PathLike, sensor_size: Sequence[int] | None = None, *, max_events: int | None = None
+) -> np.ndarray:
     """Read one sample of Tonic's preprocessed DVS Gesture: ``[N, 4]`` = x, y, p, t (ms) -> t in us.
 
     The header's declared shape and dtype are checked before any data is read; x, y and p
@@ -315,8 +359,9 @@ def read_tonic_gesture_npy(path: PathLike, sensor_size: Sequence[int] | None = N
         return _events(arr[:, 0], arr[:, 1], t_us, arr[:, 2], sensor_size)
 
 
-def read_events_npz(path: PathLike, sensor_size: Sequence[int] | None = None, *,
-                    max_events: int | None = None) -> np.ndarray:
+def read_events_npz(
+    path: PathLike, sensor_size: Sequence[int] | None = None, *, max_events: int | None = None
+) -> np.ndarray:
     """Read SpikingJelly's ``events_np`` ``.npz`` (1-D arrays ``t, x, y, p``; t in us).
 
     Each array's declared shape and dtype are checked from its .npy header before it is
@@ -342,6 +387,7 @@ def read_events_npz(path: PathLike, sensor_size: Sequence[int] | None = None, *,
 
 # ----------------------------------------------------------------------------- text files
 
+
 def read_gesture_labels(path: PathLike, num_classes: int = 11) -> list[tuple[int, int, int]]:
     """Rows ``(label, start, end)`` of a DVS Gesture ``_labels.csv``; label = csv class - 1.
 
@@ -362,8 +408,10 @@ def read_gesture_labels(path: PathLike, num_classes: int = 11) -> list[tuple[int
             if not 1 <= cls <= num_classes:
                 raise DatasetError(f"{path}, line {line_no}: class {cls} outside 1..{num_classes}")
             if start < 0 or end <= start:
-                raise DatasetError(f"{path}, line {line_no}: start {start} / end {end} do not form a segment "
-                                   "0 <= start < end (microseconds)")
+                raise DatasetError(
+                    f"{path}, line {line_no}: start {start} / end {end} do not form a segment "
+                    "0 <= start < end (microseconds)"
+                )
             out.append((cls - 1, start, end))
         return out
 
@@ -385,11 +433,15 @@ def read_trial_list(path: PathLike, data_dir: PathLike) -> list[Path]:
                 continue
             pure = PurePath(name)
             if pure.is_absolute() or ".." in pure.parts or name.startswith(("/", "\\")) or ":" in name:
-                raise DatasetError(f"{path}, line {line_no}: {name!r} points outside the dataset folder {root} "
-                                   "(names must be relative, without '..')")
+                raise DatasetError(
+                    f"{path}, line {line_no}: {name!r} points outside the dataset folder {root} "
+                    "(names must be relative, without '..')"
+                )
             target = base / pure
             if not target.resolve().is_relative_to(root):
-                raise DatasetError(f"{path}, line {line_no}: {name!r} resolves to {target.resolve()}, "
-                                   f"outside the dataset folder {root}")
+                raise DatasetError(
+                    f"{path}, line {line_no}: {name!r} resolves to {target.resolve()}, "
+                    f"outside the dataset folder {root}"
+                )
             out.append(target)
         return out
