@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import nir
@@ -68,6 +69,23 @@ def test_prepare_simulate_export(base_run, tmp_path, capsys, monkeypatch):
     recorded = {name: json.loads((tmp_path / name / "config.json").read_text())["deploy"] for name in ("mtt", "mtt_stage1")}
     assert (recorded["mtt"]["pin"], recorded["mtt"]["sampler"]["first_stage_t"]) == ("input", None)  # the default
     assert (recorded["mtt_stage1"]["pin"], recorded["mtt_stage1"]["sampler"]["first_stage_t"]) == ("stage1", 4)
+
+    # a recipe's finetune section, with a flag overriding one of its keys
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("finetune: {method: mtt, t: 4, t_left: 2, epochs: 2, optimizer: sgd, lr: 0.01, momentum: 0.0,\n"
+                      "  weight_decay: 5.0e-4, schedule: cosine, schedule_epochs: 10, batch_size: 8, augment: vflip_roll20}\n")
+    assert main(["deploy", "prepare", "--run", str(base_run), "--out", str(tmp_path / "recipe"), "--config", str(recipe),
+                 "--lr", "0.02", "--quiet"]) == 0
+    capsys.readouterr()
+    deploy = json.loads((tmp_path / "recipe" / "config.json").read_text())["deploy"]
+    opts = deploy["options"]
+    assert (opts["optimizer"], opts["lr"], opts["momentum"], opts["weight_decay"], opts["schedule_epochs"],
+            opts["epochs"]) == ("sgd", 0.02, 0.0, 5e-4, 10, 2)
+    assert (deploy["batch_size"], deploy["augment"], deploy["sampler"]["t_min"]) == (8, "vflip_roll20", 2)
+    lrs = [row["lr"] for row in deploy["history"]]  # cosine over 10 epochs, stopped after 2
+    assert lrs == pytest.approx([0.02 * 0.5 * (1 + math.cos(math.pi * e / 10)) for e in (1, 2)])
+    one_line_error(capsys, ["deploy", "prepare", "--run", str(base_run), "--out", str(tmp_path / "bad"),
+                            "--config", str(tmp_path / "mtt" / "config.json")], "no `finetune:` mapping")
 
     monkeypatch.setattr(deploy_cmd, "load_event_split", fake_event_split)
     assert main(["deploy", "simulate", "--run", str(tmp_path / "sdt"), "--run", str(tmp_path / "mtt"),

@@ -171,3 +171,48 @@ def test_python_dash_m_flexsnn_is_the_cli():
     done = subprocess.run([sys.executable, "-m", "flexsnn", "train", "--help"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and "torchrun --nproc_per_node" in done.stdout and "--smoke" in done.stdout
+
+
+@pytest.mark.parametrize("name", sorted(FINETUNE))
+def test_deploy_recipe_finetune_section_builds_its_optimizer_and_schedule(name):
+    # what `flexsnn deploy prepare --config RECIPE` reads, turned into the optimizer and schedule fit() uses
+    import torch
+
+    from flexsnn.runs import read_finetune_section
+    from flexsnn.train import TrainOptions
+    from flexsnn.train.loop import build_optimizer, build_scheduler
+
+    ft = read_finetune_section(RECIPES / name)
+    assert ft == {**FINETUNE[name], **{k: v for k, v in ft.items() if k not in FINETUNE[name]}}
+    opts = TrainOptions(epochs=ft["epochs"], optimizer=ft["optimizer"], lr=ft["lr"],
+                        momentum=ft.get("momentum", 0.9), weight_decay=ft["weight_decay"], schedule=ft["schedule"],
+                        schedule_epochs=ft.get("schedule_epochs", 0))
+    net = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(net, opts)
+    scheduler = build_scheduler(optimizer, opts)
+    group = optimizer.param_groups[0]
+    assert type(optimizer).__name__ == {"sgd": "SGD", "adamw": "AdamW"}[ft["optimizer"]]
+    assert group["weight_decay"] == ft["weight_decay"]
+    if ft["optimizer"] == "sgd":
+        assert group["momentum"] == ft["momentum"]
+    for _ in range(ft["epochs"]):
+        optimizer.step()
+        scheduler.step()
+    ratio = group["lr"] / ft["lr"]
+    horizon = ft.get("schedule_epochs") or ft["epochs"]
+    assert ratio == pytest.approx(0.5 * (1 + math.cos(math.pi * ft["epochs"] / horizon)), rel=1e-6)
+    if name == "cifar10dvs_vgg9_deploy.yaml":
+        assert 0.90 < ratio < 0.91  # 60 of 300 cosine epochs
+    else:
+        assert ratio < 1e-6  # the horizon is the fine-tune itself: the lr reaches 0
+
+
+def test_finetune_section_is_refused_when_missing_or_unknown(tmp_path):
+    from flexsnn.runs import read_finetune_section
+
+    (tmp_path / "a.yaml").write_text("run: {model: nmnist_net}\n")
+    with pytest.raises(ConfigError, match="no `finetune:` mapping"):
+        read_finetune_section(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("finetune: {method: mtt, learning_rate: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"unknown finetune key\(s\) \['learning_rate'\]"):
+        read_finetune_section(tmp_path / "b.yaml")

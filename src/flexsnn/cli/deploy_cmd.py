@@ -19,7 +19,8 @@ from flexsnn.deploy.compare import format_deployment_table
 from flexsnn.deploy.finetune import PINS
 from flexsnn.errors import InputError
 from flexsnn.io import atomic_write, write_json
-from flexsnn.runs import compare_deployment, load_deployed, load_event_split, prepare_deployment, resolve_device
+from flexsnn.runs import (compare_deployment, load_deployed, load_event_split, prepare_deployment, read_finetune_section,
+                          resolve_device)
 
 EXAMPLES = """examples:
   flexsnn train --model nmnist_net --method sdt --t-max 10 --epochs 6 --out runs/base
@@ -28,6 +29,47 @@ EXAMPLES = """examples:
   flexsnn deploy simulate --run runs/deploy_sdt --run runs/deploy_mtt --dataset digits_dvs
   flexsnn deploy simulate --out runs/deploy_demo       # the whole experiment
   flexsnn deploy export --run runs/deploy_mtt --out runs/deploy_mtt/model.nir"""
+
+
+# Fine-tune options: flag -> argparse keywords; the `finetune:` key is the dest. Defaults live in
+# PREPARE_DEFAULTS so that a recipe is only overridden by the flags actually given.
+PREPARE_FLAGS = {
+    "--method": dict(choices=["mtt", "sdt"], help="fine-tune method (default mtt)"),
+    "--t": dict(type=positive_int, help="input T (default: the run's t_max)"),
+    "--L": dict(dest="t_left", type=int, help="MTT: stages from T-L (default T-1)"),
+    "--R": dict(dest="t_right", type=int, help="MTT: stages up to T+R (default 0)"),
+    "--pin": dict(choices=list(PINS), help="MTT: what stays at T: the input only, every stage drawn (the paper's "
+                  "scheme, default), or stage 1 too"),
+    "--sample-num": dict(dest="sample_num", type=positive_int, help="MTT configs per iteration (default 3)"),
+    "--epochs": dict(type=positive_int, help="fine-tune epochs (default 3)"),
+    "--batch-size": dict(dest="batch_size", type=positive_int, help="batch size (default: the base run's)"),
+    "--optimizer": dict(choices=["adamw", "sgd"], help="optimizer (default adamw)"),
+    "--lr": dict(type=float, help="learning rate (default 1e-3)"),
+    "--momentum": dict(type=float, help="SGD momentum, 0 = plain SGD (default 0.9)"),
+    "--weight-decay": dict(dest="weight_decay", type=float, help="weight decay (default 0)"),
+    "--schedule": dict(choices=["cosine", "constant"], help="lr schedule (default cosine)"),
+    "--schedule-epochs": dict(dest="schedule_epochs", type=positive_int,
+                              help="cosine horizon in epochs (default: --epochs; the authors' 300 over a 60-epoch "
+                              "fine-tune leaves the lr at ~0.9x)"),
+    "--augment": dict(nargs="?", const=True, metavar="PROTOCOL",
+                      help="training augmentation of the frames: flip_roll5, flip_or_reverse_roll5, vflip_roll20, "
+                      "none (default: the base run's)"),
+    "--seed": dict(type=int, help="random seed (default 1000)"),
+}
+PREPARE_DEFAULTS = {"method": "mtt", "t": None, "t_left": None, "t_right": 0, "pin": "input", "sample_num": 3,
+                    "epochs": 3, "batch_size": None, "optimizer": "adamw", "lr": 1e-3, "momentum": 0.9,
+                    "weight_decay": 0.0, "schedule": "cosine", "schedule_epochs": 0, "augment": None, "seed": 1000}
+
+
+def prepare_options(args: argparse.Namespace) -> dict:
+    """The fine-tune options: defaults, then the recipe's `finetune:` section, then the flags given."""
+    options = dict(PREPARE_DEFAULTS)
+    if args.config is not None:
+        options.update(read_finetune_section(args.config))
+    options.update({k: getattr(args, k) for k in PREPARE_DEFAULTS if getattr(args, k, None) is not None})
+    if options["augment"] == "none":
+        options["augment"] = False
+    return options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,18 +83,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "[T - L, T + R]; --pin stage1 keeps stage 1 at T too).", epilog=EXAMPLES, formatter_class=HelpFormatter)
     prep.add_argument("--run", type=Path, required=True, help="run folder written by `flexsnn train`")
     prep.add_argument("--out", type=Path, required=True, help="deployed run folder to create")
-    prep.add_argument("--method", choices=["mtt", "sdt"], default="mtt", help="fine-tune method")
-    prep.add_argument("--t", type=positive_int, default=None, help="input T (default: the run's t_max)")
-    prep.add_argument("--L", dest="t_left", type=int, default=None, help="MTT: stages from T-L (default T-1)")
-    prep.add_argument("--R", dest="t_right", type=int, default=0, help="MTT: stages up to T+R")
-    prep.add_argument("--pin", choices=list(PINS), default="input",
-                      help="MTT: what stays at T: the input only, every stage drawn (the paper's scheme), "
-                      "or stage 1 too")
-    prep.add_argument("--sample-num", type=positive_int, default=3, help="MTT configs per iteration")
-    prep.add_argument("--epochs", type=positive_int, default=3, help="fine-tune epochs")
-    prep.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="optimizer")
-    prep.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    prep.add_argument("--seed", type=int, default=1000, help="random seed")
+    prep.add_argument("--config", type=Path, default=None, metavar="RECIPE",
+                      help="deployment recipe (recipes/*_deploy.yaml) whose `finetune:` section sets the options; "
+                      "flags given override it")
+    for flag, kwargs in PREPARE_FLAGS.items():
+        prep.add_argument(flag, **{**kwargs, "default": None})
     prep.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     prep.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     prep.add_argument("--resume", action="store_true", help="continue a killed fine-tune in --out")
@@ -95,12 +130,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise InputError("--resume and --overwrite exclude each other")
-    print(f"bias removal + {args.method.upper()} fine-tune of {args.run} for {args.epochs} epochs -> {args.out}")
-    _, config = prepare_deployment(
-        args.run, args.out, method=args.method, t=args.t, t_left=args.t_left, t_right=args.t_right,
-        sample_num=args.sample_num, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
-        device=args.device, progress=not args.quiet, overwrite=args.overwrite, resume=args.resume, pin=args.pin,
-    )
+    options = prepare_options(args)
+    print(f"bias removal + {options['method'].upper()} fine-tune of {args.run} for {options['epochs']} epochs "
+          f"({options['optimizer']}, lr {options['lr']:g}) -> {args.out}")
+    _, config = prepare_deployment(args.run, args.out, device=args.device, progress=not args.quiet,
+                                   overwrite=args.overwrite, resume=args.resume, **options)
     deploy = config["deploy"]
     print(f"time-stepped accuracy at T={deploy['t']} (bias-free): {100 * deploy['accuracy_t']:.2f}%")
     print(f"wrote {args.out}/model.safetensors, config.json")

@@ -19,19 +19,38 @@ import numpy as np
 from torch import nn
 
 from flexsnn.data import DigitsDVS
+from flexsnn.data.augment import FRAME_AUGMENTATIONS
 from flexsnn.data.event_datasets import EVENT_DATASETS
 from flexsnn.deploy import remove_biases
 from flexsnn.deploy.compare import DeploymentMetrics, evaluate_deployment, format_deployment_table
 from flexsnn.deploy.finetune import DEPLOY_METHODS, deployment_sampler, finetune_bias_free
-from flexsnn.errors import InputError, check_choice, check_positive_int
+from flexsnn.errors import ConfigError, InputError, check_choice, check_positive_int
 from flexsnn.evaluate import accuracy_at
-from flexsnn.io import write_json
+from flexsnn.io import read_yaml, write_json
 from flexsnn.runs.folder import is_deployed, load_run, prepare_run_dir
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device
 from flexsnn.runs.train import train_run
 from flexsnn.train import TrainOptions, save_model
 
-__all__ = ["DeploymentComparison", "compare_deployment", "load_event_split", "prepare_deployment"]
+__all__ = ["FINETUNE_KEYS", "DeploymentComparison", "compare_deployment", "load_event_split", "prepare_deployment",
+           "read_finetune_section"]
+
+#: Keys of a recipe's ``finetune:`` section: the keyword arguments of :func:`prepare_deployment` they set.
+FINETUNE_KEYS = ("method", "t", "t_left", "t_right", "pin", "sample_num", "epochs", "batch_size", "optimizer", "lr",
+                 "momentum", "weight_decay", "schedule", "schedule_epochs", "augment", "seed")
+
+
+def read_finetune_section(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``finetune:`` section of a deployment recipe (recipes/*_deploy.yaml) as keyword
+    arguments of :func:`prepare_deployment`; ConfigError if the file has none or an unknown key."""
+    data = read_yaml(path, "recipe")
+    if not isinstance(data, dict) or not isinstance(data.get("finetune"), dict):
+        raise ConfigError(f"--config {path} has no `finetune:` mapping (a deployment recipe, recipes/*_deploy.yaml)")
+    section = dict(data["finetune"])
+    unknown = sorted(set(section) - set(FINETUNE_KEYS))
+    if unknown:
+        raise ConfigError(f"recipe {path}: unknown finetune key(s) {unknown}; known keys: {list(FINETUNE_KEYS)}")
+    return section
 
 
 def prepare_deployment(
@@ -49,6 +68,10 @@ def prepare_deployment(
     seed: int = 1000,
     device: str = "cpu",
     batch_size: int | None = None,
+    momentum: float = 0.9,
+    schedule: str = "cosine",
+    schedule_epochs: int = 0,
+    augment: bool | str | None = None,
     progress: bool = True,
     loaders: tuple | None = None,
     overwrite: bool = False,
@@ -63,6 +86,10 @@ def prepare_deployment(
     or ``"stage1"`` (stage 1 kept at ``t`` too); see :func:`flexsnn.deploy.deployment_sampler`. Returns the bias-free
     model and the saved config (``config["deploy"]`` holds the recipe and the time-stepped
     accuracy at ``t``).
+    Optimizer settings: ``optimizer`` (sgd | adamw), ``lr``, ``momentum`` (SGD's; 0 = plain
+    SGD), ``weight_decay``, ``schedule`` (cosine | constant) and ``schedule_epochs`` (the
+    cosine horizon; 0 = ``epochs``). ``batch_size`` and ``augment`` (a name of
+    :data:`flexsnn.data.augment.FRAME_AUGMENTATIONS`, True or False) default to the base run's.
     """
     resolve_device(device)
     check_choice(method, "method", DEPLOY_METHODS)
@@ -76,15 +103,20 @@ def prepare_deployment(
     spec.device = device
     if batch_size is not None:
         spec.batch_size = check_positive_int(batch_size, "batch_size")
+    if augment is not None:
+        if not isinstance(augment, bool) and augment not in FRAME_AUGMENTATIONS:
+            raise InputError(f"augment must be True, False or one of {sorted(FRAME_AUGMENTATIONS)}, got {augment!r}")
+        spec.augment = augment
+    options = TrainOptions(epochs=epochs, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                           schedule=schedule, schedule_epochs=schedule_epochs, seed=seed, device=device)
     out = prepare_run_dir(out, resume=resume, overwrite=overwrite)
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
-    options = TrainOptions(epochs=epochs, optimizer=optimizer, lr=lr, weight_decay=weight_decay, seed=seed,
-                           device=device)
     model = copy.deepcopy(base)
     sampler = deployment_sampler(method, t, t_left, t_right, sample_num, pin)
     recipe = {
         "source_run": str(run), "method": method, "t": t, "t_left": t_left if t_left is not None else t - 1,
         "t_right": t_right, "sample_num": sample_num, "pin": pin, "sampler": sampler.describe(), "options": asdict(options),
+        "batch_size": spec.batch_size, "augment": spec.augment,
         "bias_free": True, "batchnorm_folded": True,
     }
     write_json(out / "deploy_spec.json", recipe)

@@ -115,6 +115,7 @@ class TrainOptions:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # cosine | constant
+    schedule_epochs: int = 0  # cosine horizon in epochs; 0 = epochs (a longer one stops the lr part-way down)
     seed: int = 1000
     device: str = "cpu"
     amp: str = "none"  # none | auto (fp16 on CUDA, none on CPU) | bf16 | fp16 (GradScaler)
@@ -135,6 +136,8 @@ class TrainOptions:
         check_device(self.device)
         if not isinstance(self.channels_last, bool):
             raise InputError(f"channels_last must be True or False, got {self.channels_last!r}")
+        if isinstance(self.schedule_epochs, bool) or not isinstance(self.schedule_epochs, int) or self.schedule_epochs < 0:
+            raise InputError(f"schedule_epochs must be an integer >= 0 (0 = the run's epochs), got {self.schedule_epochs!r}")
         for name in ("checkpoint_every_steps", "max_steps_per_epoch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -170,7 +173,7 @@ def build_optimizer(model: nn.Module, opts: TrainOptions) -> torch.optim.Optimiz
 
 def build_scheduler(optimizer: torch.optim.Optimizer, opts: TrainOptions):
     if opts.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.schedule_epochs or opts.epochs)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
