@@ -7,14 +7,16 @@ Weights are random with each layer's gain calibrated (--rate, time-stepped) for 
 Synthetic event streams (~3000 events per sample: a few Gaussian blobs drifting over the
 sensor, both polarities). The time-stepped baseline bins the same events into T frames and
 runs the same weights as a torch IF network (multi-spike, subtract, v_min -1) on all samples
-as one batch. Prints a table; ratios are measured side by side in this one run. Wall time
-is best of --repeats; "cpu s" is this process's CPU time for the same run (on a loaded machine
-wall time also counts waiting for a core; the load average is printed). The first-call JIT
-compile time is measured separately, in fresh subprocesses: once with an empty numba cache
-(the cold compile) and once loading that cache (every later process).
+as one batch. Prints a table; ratios are measured side by side in this one run. Wall time is
+the best of --repeats runs, the engines taking turns (one run each per round, so a change of
+the machine's load hits all alike); "cpu s" is this process's CPU time for the same run (on
+a loaded machine wall time also counts waiting for a core; the load average is printed). The
+first-call JIT compile time is measured separately, in fresh subprocesses: once with an
+empty numba cache (the cold compile) and once loading that cache (every later process).
 
     python benchmarks/bench_simulator.py                # full run (a few minutes on 2 cores)
     python benchmarks/bench_simulator.py --quick        # smaller, for a smoke test
+    python benchmarks/bench_simulator.py --nets vgg9    # one of the nets
 """
 from __future__ import annotations
 
@@ -128,18 +130,6 @@ def to_frames(streams, sensor, steps) -> torch.Tensor:
     return frames
 
 
-def best_of(fn, repeats):
-    """Best wall time of ``repeats`` runs, the CPU time of that run, and its output."""
-    best, cpu, out = float("inf"), float("nan"), None
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        wall = time.perf_counter() - start
-        if wall < best:
-            best, cpu = wall, time.process_time() - start_cpu
-    return best, cpu, out
-
-
 _FIRST_CALL = """
 import time
 start = time.perf_counter()
@@ -170,28 +160,41 @@ def bench(name, model, sensor, n_samples, n_events, steps, repeats, threads, rng
     calibrate(model, frames, rate, seed=len(name))
     net = EventNet.from_torch(model)
     simulate(net, streams[:1], sensor, num_threads=1)  # compile / load the numba cache outside the timing
-    rows = []
-    for th in sorted({1, threads}):
-        wall, cpu, results = best_of(lambda: simulate(net, streams, sensor, num_threads=th), repeats)
-        synops = sum(r.synops for r in results)
-        rows.append((f"event-driven numba, {th} thread{'s' if th > 1 else ''}", wall, cpu, synops))
-    spikes = np.mean([r.layer_spikes for r in results], axis=0)
+    engines = {f"event-driven numba, {th} thread{'s' if th > 1 else ''}":
+               (lambda th=th: simulate(net, streams, sensor, num_threads=th)) for th in sorted({1, threads})}
+    engines[f"time-stepped torch IF, T={steps}, batch {n_samples}"] = lambda: run_time_first(model, frames)
     with torch.no_grad():
-        wall, cpu, _ = best_of(lambda: run_time_first(model, frames), repeats)
-    rows.append((f"time-stepped torch IF, T={steps}, batch {n_samples}", wall, cpu, None))
-    torch_wall = wall
+        timed = interleaved_best(engines, repeats)
+    results = timed[next(iter(engines))][2]
+    synops = sum(r.synops for r in results)
+    spikes = np.mean([r.layer_spikes for r in results], axis=0)
+    torch_wall = timed[list(engines)[-1]][0]
     n_params = sum(p.numel() for p in model.parameters())
     print(f"\n{name}: input {sensor[2]}x{sensor[1]}x{sensor[0]}, {n_params} parameters, {n_samples} samples x "
-          f"{n_events} events, torch threads {torch.get_num_threads()}")
+          f"{n_events} events, torch threads {torch.get_num_threads()}, best of {repeats} interleaved runs")
     print(f"  event-driven mean spikes per sample per spiking layer: {np.round(spikes[:-1]).astype(int).tolist()}; "
           f"synops per sample: {synops / n_samples:.3g}")
     print(f"  {'engine':44s} {'wall s':>8s} {'cpu s':>7s} {'samples/s':>10s} {'events/s':>11s} {'Msynops/s':>10s} "
           f"{'speed vs torch':>15s}")
-    for label, wall, cpu, synops in rows:
+    for label, (wall, cpu, _) in timed.items():
         ev_rate = n_samples * n_events / wall
-        syn = f"{synops / wall / 1e6:10.1f}" if synops is not None else f"{'-':>10s}"
+        syn = f"{synops / wall / 1e6:10.1f}" if label.startswith("event") else f"{'-':>10s}"
         print(f"  {label:44s} {wall:8.3f} {cpu:7.3f} {n_samples / wall:10.1f} {ev_rate:11.0f} {syn} "
               f"{torch_wall / wall:14.2f}x")
+
+
+def interleaved_best(engines, repeats):
+    """{label: (best wall s, CPU s of that run, output)}: the engines take turns, one run each per
+    round, so a change of the machine's load hits all of them alike."""
+    best = {label: (float("inf"), float("nan"), None) for label in engines}
+    for _ in range(repeats):
+        for label, fn in engines.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            out = fn()
+            wall = time.perf_counter() - start
+            if wall < best[label][0]:
+                best[label] = (wall, time.process_time() - start_cpu, out)
+    return best
 
 
 def main() -> None:
@@ -199,7 +202,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer samples and events")
     parser.add_argument("--steps", type=int, default=10, help="time steps T of the torch baseline")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--repeats", type=int, default=5, help="best of this many runs (vgg9: one fewer)")
+    parser.add_argument("--repeats", type=int, default=20, help="best of this many interleaved runs (vgg9: a quarter)")
+    parser.add_argument("--nets", nargs="+", choices=["nmnist", "vgg9"], default=["nmnist", "vgg9"],
+                        help="which nets to measure")
     parser.add_argument("--rate", type=float, default=0.2,
                         help="calibrated spikes per neuron per sample of every spiking layer (time-stepped)")
     parser.add_argument("--skip-compile-time", action="store_true", help="do not measure the first-call JIT time")
@@ -213,10 +218,14 @@ def main() -> None:
     rng = np.random.default_rng(0)
     n = 4 if args.quick else 16
     events = 1000 if args.quick else 3000
-    bench("nmnist (3 conv + FC)", nmnist_net(), (34, 34, 2), n, events, args.steps, args.repeats, args.threads, rng,
-          args.rate)
-    bench("vgg9 (8 conv + FC)", vgg9_net(), (32, 32, 2), max(2, n // 4), events, args.steps,
-          max(1, args.repeats - 1), args.threads, rng, args.rate)
+    if "nmnist" in args.nets:
+        bench("nmnist (3 conv + FC)", nmnist_net(), (34, 34, 2), n, events, args.steps, args.repeats, args.threads,
+              rng, args.rate)
+    else:
+        [synthetic_events(rng, events, 34, 34) for _ in range(n)]  # the vgg9 streams stay the same
+    if "vgg9" in args.nets:
+        bench("vgg9 (8 conv + FC)", vgg9_net(), (32, 32, 2), max(2, n // 4), events, args.steps,
+              max(1, args.repeats // 4), args.threads, rng, args.rate)
     print(f"\nload average at end (1, 5, 15 min): {os.getloadavg()}")
 
 
