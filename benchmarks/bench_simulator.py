@@ -18,6 +18,7 @@ empty numba cache (the cold compile) and once loading that cache (every later pr
     python benchmarks/bench_simulator.py --quick        # smaller, for a smoke test
     python benchmarks/bench_simulator.py --nets vgg9    # one of the nets
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,18 +58,30 @@ class IF(MultiStepModule):
 
 def nmnist_net() -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(2, 8, 3, stride=2, padding=1, bias=False), IF(),     # 17x17
-        nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), IF(),    # 9x9
-        nn.Conv2d(16, 24, 3, stride=2, padding=1, bias=False), IF(),   # 5x5
-        nn.AvgPool2d(2), nn.Flatten(),                                 # 24x2x2
+        nn.Conv2d(2, 8, 3, stride=2, padding=1, bias=False),
+        IF(),  # 17x17
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False),
+        IF(),  # 9x9
+        nn.Conv2d(16, 24, 3, stride=2, padding=1, bias=False),
+        IF(),  # 5x5
+        nn.AvgPool2d(2),
+        nn.Flatten(),  # 24x2x2
         nn.Linear(96, 10, bias=False),
     )
 
 
 def vgg9_net() -> nn.Sequential:
     layers, c_in = [], 2
-    for c_out, pool in ((64, False), (128, True), (256, False), (256, True), (512, False), (512, True),
-                        (512, False), (512, True)):
+    for c_out, pool in (
+        (64, False),
+        (128, True),
+        (256, False),
+        (256, True),
+        (512, False),
+        (512, True),
+        (512, False),
+        (512, True),
+    ):
         layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), IF()]
         if pool:
             layers.append(nn.AvgPool2d(2))
@@ -114,7 +127,7 @@ def synthetic_events(rng, n_events, width, height, duration_us=300_000) -> np.nd
     ev["x"] = np.clip(np.round(xy[:, 0]), 0, width - 1)
     ev["y"] = np.clip(np.round(xy[:, 1]), 0, height - 1)
     ev["t"] = t
-    ev["p"] = (rng.random(n_events) < 0.5)
+    ev["p"] = rng.random(n_events) < 0.5
     return ev
 
 
@@ -125,7 +138,9 @@ def to_frames(streams, sensor, steps) -> torch.Tensor:
     for b, ev in enumerate(streams):
         t = ev["t"].astype(np.int64)
         bins = np.minimum((t - t[0]) * steps // max(int(t[-1] - t[0]) + 1, 1), steps - 1)
-        idx = torch.as_tensor(np.stack([bins, ev["p"].astype(np.int64), ev["y"].astype(np.int64), ev["x"].astype(np.int64)]))
+        idx = torch.as_tensor(
+            np.stack([bins, ev["p"].astype(np.int64), ev["y"].astype(np.int64), ev["x"].astype(np.int64)])
+        )
         frames[:, b].index_put_((idx[0], idx[1], idx[2], idx[3]), torch.ones(len(ev)), accumulate=True)
     return frames
 
@@ -149,8 +164,10 @@ def first_call_times() -> tuple[str, str]:
     """(cold compile, cache load) seconds of a fresh process's first simulate calls, after import."""
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        runs = [subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, capture_output=True, text=True, check=True)
-                for _ in range(2)]
+        runs = [
+            subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, capture_output=True, text=True, check=True)
+            for _ in range(2)
+        ]
     return tuple(r.stdout.split()[1] for r in runs)  # type: ignore[return-value]
 
 
@@ -160,8 +177,12 @@ def bench(name, model, sensor, n_samples, n_events, steps, repeats, threads, rng
     calibrate(model, frames, rate, seed=len(name))
     net = EventNet.from_torch(model)
     simulate(net, streams[:1], sensor, num_threads=1)  # compile / load the numba cache outside the timing
-    engines = {f"event-driven numba, {th} thread{'s' if th > 1 else ''}":
-               (lambda th=th: simulate(net, streams, sensor, num_threads=th)) for th in sorted({1, threads})}
+    engines = {
+        f"event-driven numba, {th} thread{'s' if th > 1 else ''}": (
+            lambda th=th: simulate(net, streams, sensor, num_threads=th)
+        )
+        for th in sorted({1, threads})
+    }
     engines[f"time-stepped torch IF, T={steps}, batch {n_samples}"] = lambda: run_time_first(model, frames)
     with torch.no_grad():
         timed = interleaved_best(engines, repeats)
@@ -170,17 +191,25 @@ def bench(name, model, sensor, n_samples, n_events, steps, repeats, threads, rng
     spikes = np.mean([r.layer_spikes for r in results], axis=0)
     torch_wall = timed[list(engines)[-1]][0]
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"\n{name}: input {sensor[2]}x{sensor[1]}x{sensor[0]}, {n_params} parameters, {n_samples} samples x "
-          f"{n_events} events, torch threads {torch.get_num_threads()}, best of {repeats} interleaved runs")
-    print(f"  event-driven mean spikes per sample per spiking layer: {np.round(spikes[:-1]).astype(int).tolist()}; "
-          f"synops per sample: {synops / n_samples:.3g}")
-    print(f"  {'engine':44s} {'wall s':>8s} {'cpu s':>7s} {'samples/s':>10s} {'events/s':>11s} {'Msynops/s':>10s} "
-          f"{'speed vs torch':>15s}")
+    print(
+        f"\n{name}: input {sensor[2]}x{sensor[1]}x{sensor[0]}, {n_params} parameters, {n_samples} samples x "
+        f"{n_events} events, torch threads {torch.get_num_threads()}, best of {repeats} interleaved runs"
+    )
+    print(
+        f"  event-driven mean spikes per sample per spiking layer: {np.round(spikes[:-1]).astype(int).tolist()}; "
+        f"synops per sample: {synops / n_samples:.3g}"
+    )
+    print(
+        f"  {'engine':44s} {'wall s':>8s} {'cpu s':>7s} {'samples/s':>10s} {'events/s':>11s} {'Msynops/s':>10s} "
+        f"{'speed vs torch':>15s}"
+    )
     for label, (wall, cpu, _) in timed.items():
         ev_rate = n_samples * n_events / wall
         syn = f"{synops / wall / 1e6:10.1f}" if label.startswith("event") else f"{'-':>10s}"
-        print(f"  {label:44s} {wall:8.3f} {cpu:7.3f} {n_samples / wall:10.1f} {ev_rate:11.0f} {syn} "
-              f"{torch_wall / wall:14.2f}x")
+        print(
+            f"  {label:44s} {wall:8.3f} {cpu:7.3f} {n_samples / wall:10.1f} {ev_rate:11.0f} {syn} "
+            f"{torch_wall / wall:14.2f}x"
+        )
 
 
 def interleaved_best(engines, repeats):
@@ -203,29 +232,56 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="time steps T of the torch baseline")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=20, help="best of this many interleaved runs (vgg9: a quarter)")
-    parser.add_argument("--nets", nargs="+", choices=["nmnist", "vgg9"], default=["nmnist", "vgg9"],
-                        help="which nets to measure")
-    parser.add_argument("--rate", type=float, default=0.2,
-                        help="calibrated spikes per neuron per sample of every spiking layer (time-stepped)")
+    parser.add_argument(
+        "--nets", nargs="+", choices=["nmnist", "vgg9"], default=["nmnist", "vgg9"], help="which nets to measure"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.2,
+        help="calibrated spikes per neuron per sample of every spiking layer (time-stepped)",
+    )
     parser.add_argument("--skip-compile-time", action="store_true", help="do not measure the first-call JIT time")
     args = parser.parse_args()
     print(f"load average at start (1, 5, 15 min): {os.getloadavg()}; {os.cpu_count()} cores")
     if not args.skip_compile_time:
         cold, cached = first_call_times()
-        print(f"first simulate calls in a fresh process (after import): {cold} s with an empty numba cache "
-              f"(cold JIT compile), {cached} s loading the cache")
+        print(
+            f"first simulate calls in a fresh process (after import): {cold} s with an empty numba cache "
+            f"(cold JIT compile), {cached} s loading the cache"
+        )
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     n = 4 if args.quick else 16
     events = 1000 if args.quick else 3000
     if "nmnist" in args.nets:
-        bench("nmnist (3 conv + FC)", nmnist_net(), (34, 34, 2), n, events, args.steps, args.repeats, args.threads,
-              rng, args.rate)
+        bench(
+            "nmnist (3 conv + FC)",
+            nmnist_net(),
+            (34, 34, 2),
+            n,
+            events,
+            args.steps,
+            args.repeats,
+            args.threads,
+            rng,
+            args.rate,
+        )
     else:
         [synthetic_events(rng, events, 34, 34) for _ in range(n)]  # the vgg9 streams stay the same
     if "vgg9" in args.nets:
-        bench("vgg9 (8 conv + FC)", vgg9_net(), (32, 32, 2), max(2, n // 4), events, args.steps,
-              max(1, args.repeats // 4), args.threads, rng, args.rate)
+        bench(
+            "vgg9 (8 conv + FC)",
+            vgg9_net(),
+            (32, 32, 2),
+            max(2, n // 4),
+            events,
+            args.steps,
+            max(1, args.repeats // 4),
+            args.threads,
+            rng,
+            args.rate,
+        )
     print(f"\nload average at end (1, 5, 15 min): {os.getloadavg()}")
 
 

@@ -1,4 +1,5 @@
 """The pure-Python oracle itself, checked against hand-computed traces."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,12 +20,14 @@ def test_cascade_through_pool_conv_and_linear_by_hand():
     conv = Conv(np.array([0.6, 1.2]).reshape(1, 2, 1, 1), neuron=NeuronSpec())
     readout = Linear(np.array([[1.0, 0, 0, 0], [0, 0, 0, 2.0]]), neuron=None)
     net = EventNet([SumPool(2), conv, Flatten(), readout])
-    events = make_events([
-        (0, 0, 1, 0),  # p0 (0,0) -> pooled (0,0,0): conv neuron 0 += 0.6 -> 0.6
-        (1, 1, 2, 0),  # same pooled cell: 1.2 -> 1 spike (0.2 left); readout +1 on class 0
-        (3, 3, 3, 1),  # p1 (3,3) -> pooled (1,1,1): neuron 3 += 1.2 -> 1 spike; class 1 += 2
-        (2, 3, 3, 1),  # same cell, same t: 0.2 + 1.2 = 1.4 -> 1 spike; class 1 += 2
-    ])
+    events = make_events(
+        [
+            (0, 0, 1, 0),  # p0 (0,0) -> pooled (0,0,0): conv neuron 0 += 0.6 -> 0.6
+            (1, 1, 2, 0),  # same pooled cell: 1.2 -> 1 spike (0.2 left); readout +1 on class 0
+            (3, 3, 3, 1),  # p1 (3,3) -> pooled (1,1,1): neuron 3 += 1.2 -> 1 spike; class 1 += 2
+            (2, 3, 3, 1),  # same cell, same t: 0.2 + 1.2 = 1.4 -> 1 spike; class 1 += 2
+        ]
+    )
     res = simulate_reference(net, events, (4, 4, 2))
     assert res.spike_trace[0].tolist() == [[1, 0], [2, 3], [3, 3]]
     np.testing.assert_allclose(res.membranes[0].ravel(), [0.2, 0, 0, 0.4], atol=1e-6)  # float32 weights

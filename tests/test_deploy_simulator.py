@@ -1,4 +1,5 @@
 """Event-driven simulator: hand-computed cases, the pure-Python oracle, the time-stepped net."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,16 @@ import torch
 from torch import nn
 
 from flexsnn.deploy import (
-    Conv, EventNet, Flatten, Linear, NeuronSpec, SimulationError, SumPool, predictions, simulate, simulate_reference,
+    Conv,
+    EventNet,
+    Flatten,
+    Linear,
+    NeuronSpec,
+    SimulationError,
+    SumPool,
+    predictions,
+    simulate,
+    simulate_reference,
     spike_count_readout,
 )
 from flexsnn.deploy.simulator import compiled_for
@@ -110,7 +120,9 @@ def test_multi_spike_neuron_emits_consecutively_and_single_spike_fires_once(run)
 @pytest.mark.parametrize("run", IMPLEMENTATIONS)
 def test_hard_reset_and_lazy_leak(run):
     hard = Linear(np.array([[2.5]]), neuron=NeuronSpec(reset="hard"))
-    res = sim(run, EventNet([Flatten(), hard, Linear(np.ones((1, 1)), neuron=None)]), make_events([(0, 0, 0, 0)]), (1, 1, 1))
+    res = sim(
+        run, EventNet([Flatten(), hard, Linear(np.ones((1, 1)), neuron=None)]), make_events([(0, 0, 0, 0)]), (1, 1, 1)
+    )
     assert res.layer_spikes[0] == 2 and res.membranes[0].tolist() == [0.0]
     # leak tau = 10: 0.75 at t=0, decays exp(-1) until t=10, + 0.75 -> 0.75 * (1 + e^-1) = 1.026 -> 1 spike
     leaky = Linear(np.array([[0.75]]), neuron=NeuronSpec(tau=10.0))
@@ -142,7 +154,9 @@ def test_stride_and_padding_footprint():
     # 1 -> 2 channels, 3x3 kernel, stride 2, padding 1 on a 5x5 map -> 3x3 output.
     rng = np.random.default_rng(3)
     weight = rng.integers(1, 8, size=(2, 1, 3, 3)).astype(np.float32) / 8
-    net = EventNet([Conv(weight, stride=2, padding=1, neuron=NeuronSpec(v_th=100.0)), Flatten(), Linear(np.ones((1, 18)))])
+    net = EventNet(
+        [Conv(weight, stride=2, padding=1, neuron=NeuronSpec(v_th=100.0)), Flatten(), Linear(np.ones((1, 18)))]
+    )
     res = simulate(net, make_events([(2, 1, 0, 0)]), (5, 5, 1), record_spikes=True)
     # by hand: output (oy, ox) sees input (y, x) = (2 oy - 1 + ky, 2 ox - 1 + kx)
     expected = np.zeros((2, 3, 3))
@@ -176,7 +190,14 @@ def random_net(rng, allow_leak=False) -> tuple[EventNet, tuple[int, int, int]]:
     for _ in range(int(rng.integers(1, 3))):
         c_out, k = int(rng.integers(2, 5)), int(rng.integers(1, 4))
         w = rng.normal(0.15, 1.0, size=(c_out, channels, k, k)) * rng.choice([0.7, 1.5, 3.0])
-        layers.append(Conv(w, stride=int(rng.integers(1, 3)), padding=int(rng.integers(0, k)), neuron=random_neuron(rng, allow_leak)))
+        layers.append(
+            Conv(
+                w,
+                stride=int(rng.integers(1, 3)),
+                padding=int(rng.integers(0, k)),
+                neuron=random_neuron(rng, allow_leak),
+            )
+        )
         channels = c_out
         if rng.random() < 0.4:
             layers.append(SumPool(2))
@@ -213,8 +234,11 @@ def test_numba_matches_reference_spike_for_spike(seed):
     np.testing.assert_array_equal(fast.output_spikes, slow.output_spikes)
     np.testing.assert_array_equal(fast.layer_spikes, slow.layer_spikes)
     np.testing.assert_array_equal(fast.layer_synops, slow.layer_synops)
-    assert (fast.prediction, fast.first_decision_time, fast.decision_settle_time) == \
-        (slow.prediction, slow.first_decision_time, slow.decision_settle_time)
+    assert (fast.prediction, fast.first_decision_time, fast.decision_settle_time) == (
+        slow.prediction,
+        slow.first_decision_time,
+        slow.decision_settle_time,
+    )
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -258,8 +282,13 @@ class IF(MultiStepModule):
 def one_event_per_step(events, sensor_size) -> torch.Tensor:
     w, h, p = sensor_size
     frames = torch.zeros(len(events), 1, p, h, w, dtype=torch.float64)
-    frames[torch.arange(len(events)), 0, torch.as_tensor(events["p"].astype(np.int64)),
-           torch.as_tensor(events["y"].astype(np.int64)), torch.as_tensor(events["x"].astype(np.int64))] = 1.0
+    frames[
+        torch.arange(len(events)),
+        0,
+        torch.as_tensor(events["p"].astype(np.int64)),
+        torch.as_tensor(events["y"].astype(np.int64)),
+        torch.as_tensor(events["x"].astype(np.int64)),
+    ] = 1.0
     return frames
 
 
@@ -271,12 +300,16 @@ def dyadic(rng, shape, low=0, high=6):
 def torch_net(rng, low=0):
     layers = nn.Sequential(
         nn.AvgPool2d(2),
-        nn.Conv2d(2, 4, 3, padding=1, bias=False), IF(),
+        nn.Conv2d(2, 4, 3, padding=1, bias=False),
+        IF(),
         nn.AvgPool2d(2),
-        nn.Conv2d(4, 4, 3, stride=2, bias=False), IF(),
+        nn.Conv2d(4, 4, 3, stride=2, bias=False),
+        IF(),
         nn.Flatten(),
-        nn.Linear(16, 6, bias=False), IF(),
-        nn.Linear(6, 3, bias=False), IF(),
+        nn.Linear(16, 6, bias=False),
+        IF(),
+        nn.Linear(6, 3, bias=False),
+        IF(),
     ).double()
     with torch.no_grad():
         for m in layers:
@@ -306,8 +339,9 @@ def test_time_stepped_differs_with_negative_weights():
     # The FIFO case: A, C fire together; B gets +1 then -1.5. Event-driven: B fires once
     # before C's negative spike arrives. Time-stepped: B sums +1 - 1.5 = -0.5 in one step: silent.
     res = simulate(fifo_net(), make_events([(0, 0, 5, 0)]), (2, 1, 1))
-    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2, bias=False), IF(), nn.Linear(2, 1, bias=False), IF(),
-                          nn.Linear(1, 1, bias=False)).double()
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(2, 2, bias=False), IF(), nn.Linear(2, 1, bias=False), IF(), nn.Linear(1, 1, bias=False)
+    ).double()
     with torch.no_grad():
         model[1].weight.copy_(torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
         model[3].weight.copy_(torch.tensor([[1.0, -1.5]]))
@@ -331,8 +365,9 @@ def test_result_dict_access_and_batching():
         np.testing.assert_array_equal(res["scores"], one.scores)
         np.testing.assert_array_equal(res["output_spikes"], one.output_spikes)
         assert res["synops"] == one.synops and "prediction" in res
-    assert set(["scores", "output_spikes", "synops", "layer_spikes", "first_decision_time",
-                "decision_settle_time"]) <= set(batch[0].keys())
+    assert set(
+        ["scores", "output_spikes", "synops", "layer_spikes", "first_decision_time", "decision_settle_time"]
+    ) <= set(batch[0].keys())
     with pytest.raises(KeyError, match="keys are"):
         batch[0]["nope"]
 
@@ -382,8 +417,9 @@ def test_float_timestamps_must_be_finite():
 # ---- the compiled kernel's own machinery (queue growth, merge order, threads, one compile) -----------
 def burst_net(weight: float) -> EventNet:
     # one input spike makes neuron A (v_th 1, multi-spike) emit `weight` spikes at once
-    return EventNet([Flatten(), Linear(np.array([[weight]]), neuron=NeuronSpec()),
-                     Linear(np.array([[0.5], [-0.25]]), neuron=None)])
+    return EventNet(
+        [Flatten(), Linear(np.array([[weight]]), neuron=NeuronSpec()), Linear(np.array([[0.5], [-0.25]]), neuron=None)]
+    )
 
 
 def test_burst_beyond_the_first_queue_and_log_room_is_exact():
@@ -398,8 +434,9 @@ def test_burst_beyond_the_first_queue_and_log_room_is_exact():
     np.testing.assert_array_equal(res.spike_trace[0], [[0, 0]] * 20000 + [[1, 0]] * 20000)
     np.testing.assert_array_equal(res.spike_trace[1], [[0, 0]] * 10000 + [[1, 0]] * 10000)
     assert res.membranes[1].tolist() == [0.0, -1.0]
-    np.testing.assert_array_equal(simulate(burst_net(20000.0), make_events([(0, 0, 0, 0)]), (1, 1, 1)).scores,
-                                  [10000.0, -5000.0])
+    np.testing.assert_array_equal(
+        simulate(burst_net(20000.0), make_events([(0, 0, 0, 0)]), (1, 1, 1)).scores, [10000.0, -5000.0]
+    )
 
 
 @pytest.mark.parametrize("spikes, max_queue", [(5000, 5000), (5000, 4999), (20000, 20000), (20000, 19999)])
@@ -510,8 +547,9 @@ def test_spike_count_readout_and_predictions():
     assert spike_count_readout([2, 0, 2]) == (-1, True, False)
     assert spike_count_readout(np.zeros(4, dtype=np.int64)) == (-1, False, True)
     assert spike_count_readout(np.array([[0, 1], [5, 0]])) == (2, False, False)  # a conv readout: flat index
-    results = simulate(readout_net([1.0, 1.5], [2.0, 0.0]), [make_events([(0, 0, 1, 0)]), make_events([(1, 0, 1, 0)])],
-                       (2, 1, 1))
+    results = simulate(
+        readout_net([1.0, 1.5], [2.0, 0.0]), [make_events([(0, 0, 1, 0)]), make_events([(1, 0, 1, 0)])], (2, 1, 1)
+    )
     assert predictions(results, "scores").tolist() == [1, 0]
     assert predictions(results, "spikes").tolist() == [-1, 0]
     with pytest.raises(InputError, match="readout must be one of"):
@@ -597,8 +635,14 @@ def test_streams_longer_than_a_block_match_the_oracle():
     rng = np.random.default_rng(21)
     sensor = (5, 5, 2)
     first = Conv(rng.normal(0.3, 0.6, size=(3, 2, 3, 3)), padding=1, neuron=NeuronSpec(tau=400.0))
-    net = EventNet([first, Flatten(), Linear(rng.normal(0.1, 0.5, size=(4, 75)), neuron=NeuronSpec(v_th=2.0)),
-                    Linear(rng.normal(0.0, 1.0, size=(3, 4)))])
+    net = EventNet(
+        [
+            first,
+            Flatten(),
+            Linear(rng.normal(0.1, 0.5, size=(4, 75)), neuron=NeuronSpec(v_th=2.0)),
+            Linear(rng.normal(0.0, 1.0, size=(3, 4))),
+        ]
+    )
     events = random_events(rng, 2 * BLOCK_EVENTS + 300, sensor, t_max=100_000)
     fast = simulate(net, events, sensor, record_spikes=True)
     slow = simulate_reference(net, events, sensor)
@@ -606,6 +650,9 @@ def test_streams_longer_than_a_block_match_the_oracle():
     for a, b in zip(fast.spike_trace, slow.spike_trace):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(fast.scores, slow.scores, rtol=1e-12)
-    assert (fast.prediction, fast.first_decision_time, fast.decision_settle_time) == \
-        (slow.prediction, slow.first_decision_time, slow.decision_settle_time)
+    assert (fast.prediction, fast.first_decision_time, fast.decision_settle_time) == (
+        slow.prediction,
+        slow.first_decision_time,
+        slow.decision_settle_time,
+    )
     np.testing.assert_array_equal(simulate(net, [events, events[:50]], sensor)[0].layer_spikes, fast.layer_spikes)

@@ -6,11 +6,13 @@ FIFO queue of pending spikes and obvious loops over every output neuron, straigh
 compare it spike for spike with the compiled kernel, so the two must never share simulation
 code; only input validation is reused.
 """
+
 from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,9 +43,9 @@ def simulate_reference(model: Any, events: np.ndarray, sensor_size: Sequence[int
     readout = len(layers) - 1
     weighted = [i for i, layer in enumerate(layers) if isinstance(layer, (Conv, Linear))]
 
-    membrane = {i: {} for i in weighted}     # flat neuron index -> membrane
-    last_time = {i: {} for i in weighted}    # flat neuron index -> time of its last update
-    trace = {i: [] for i in weighted}        # (event index, flat neuron index), in emission order
+    membrane = {i: {} for i in weighted}  # flat neuron index -> membrane
+    last_time = {i: {} for i in weighted}  # flat neuron index -> time of its last update
+    trace = {i: [] for i in weighted}  # (event index, flat neuron index), in emission order
     synops = {i: 0 for i in weighted}
     out_shape = shapes[readout + 1]
     n_out = int(np.prod(out_shape))

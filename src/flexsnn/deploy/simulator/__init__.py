@@ -9,6 +9,7 @@ Rules: ``docs/event_driven.md``. Three modules, one job each:
 - :mod:`~flexsnn.deploy.simulator.simulate`: the public :func:`simulate` and
   :class:`SimulationResult`.
 """
+
 from flexsnn.data.events import check_events, check_sensor_size
 from flexsnn.deploy.simulator.compile import CompiledNet, compile_net, compiled_for
 from flexsnn.deploy.simulator.simulate import (
@@ -20,5 +21,16 @@ from flexsnn.deploy.simulator.simulate import (
     spike_count_readout,
 )
 
-__all__ = ["simulate", "SimulationResult", "SimulationError", "predictions", "spike_count_readout", "READOUTS",
-           "compile_net", "compiled_for", "CompiledNet", "check_events", "check_sensor_size"]
+__all__ = [
+    "simulate",
+    "SimulationResult",
+    "SimulationError",
+    "predictions",
+    "spike_count_readout",
+    "READOUTS",
+    "compile_net",
+    "compiled_for",
+    "CompiledNet",
+    "check_events",
+    "check_sensor_size",
+]

@@ -6,21 +6,43 @@ the encoding of each net it has seen (as long as the net lives) and reuses it wh
 structure and every weight bit are unchanged: a weight changed in place, a replaced array or
 layer, another neuron or another input shape all encode the net afresh.
 """
+
 from __future__ import annotations
 
 import math
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numba
 import numpy as np
 
 from flexsnn.deploy.eventnet import Conv, EventNet, Flatten, Linear, NeuronSpec, SumPool
 from flexsnn.deploy.simulator.kernels import (
-    CONV, FAN_COLUMNS, K_F, K_FAN, K_FCNT, K_IC, K_IH, K_IW, K_KH, K_KIND, K_KW, K_LUT, K_NEURON, K_OC, K_OH, K_OW,
-    K_SOFF, K_WOFF, LINEAR, MAX_SIDE, N_COLUMNS, POOL,
+    CONV,
+    FAN_COLUMNS,
+    K_F,
+    K_FAN,
+    K_FCNT,
+    K_IC,
+    K_IH,
+    K_IW,
+    K_KH,
+    K_KIND,
+    K_KW,
+    K_LUT,
+    K_NEURON,
+    K_OC,
+    K_OH,
+    K_OW,
+    K_SOFF,
+    K_WOFF,
+    LINEAR,
+    MAX_SIDE,
+    N_COLUMNS,
+    POOL,
 )
 from flexsnn.errors import InputError
 
@@ -35,11 +57,11 @@ class CompiledNet:
     fan-out at one output position is one contiguous run of weights and of membranes.
     """
 
-    ops: np.ndarray        # int64 [n_ops, N_COLUMNS], see the K_* columns
-    tables: np.ndarray     # int64: pool footprints (_footprint_table) and conv fan-out tables (_fan_table)
-    weights: np.ndarray    # float32 (the EventNet's own values), conv [ci, kh, kw, co], linear [in, out]
-    neurons: np.ndarray    # float64 [n_weighted, 5]: v_th, v_min (-inf = none), multi, hard, tau (0 = none)
-    n_state: int           # total neurons of all weighted layers
+    ops: np.ndarray  # int64 [n_ops, N_COLUMNS], see the K_* columns
+    tables: np.ndarray  # int64: pool footprints (_footprint_table) and conv fan-out tables (_fan_table)
+    weights: np.ndarray  # float32 (the EventNet's own values), conv [ci, kh, kw, co], linear [in, out]
+    neurons: np.ndarray  # float64 [n_weighted, 5]: v_th, v_min (-inf = none), multi, hard, tau (0 = none)
+    n_state: int  # total neurons of all weighted layers
     shapes: list[tuple[int, ...]] = field(default_factory=list)  # output shape per weighted layer
     input_shape: tuple[int, int, int] = (0, 0, 0)
 
@@ -50,8 +72,13 @@ class CompiledNet:
 
 
 def _neuron_row(spec: NeuronSpec) -> list[float]:
-    return [spec.v_th, -math.inf if spec.v_min is None else spec.v_min, float(spec.multi_spike),
-            float(spec.reset == "hard"), 0.0 if spec.tau is None else spec.tau]
+    return [
+        spec.v_th,
+        -math.inf if spec.v_min is None else spec.v_min,
+        float(spec.multi_spike),
+        float(spec.reset == "hard"),
+        0.0 if spec.tau is None else spec.tau,
+    ]
 
 
 def _footprint_table(size_in: int, size_out: int, kernel: int, stride: int, pad: int) -> np.ndarray:
@@ -80,14 +107,17 @@ def _fan_table(conv: Conv, shape_in: tuple[int, ...], shape_out: tuple[int, ...]
     first_x, last_x = _footprint_table(wi, wo, kw, sw, pw)
     count_y, count_x = np.maximum(0, last_y - first_y + 1), np.maximum(0, last_x - first_x + 1)
     fy, fx = max(1, int(count_y.max())), max(1, int(count_x.max()))
-    oy = first_y[:, None, None, None] + np.arange(fy)[None, None, :, None]    # [hi, 1, fy, 1]
-    ox = first_x[None, :, None, None] + np.arange(fx)[None, None, None, :]    # [1, wi, 1, fx]
+    oy = first_y[:, None, None, None] + np.arange(fy)[None, None, :, None]  # [hi, 1, fy, 1]
+    ox = first_x[None, :, None, None] + np.arange(fx)[None, None, None, :]  # [1, wi, 1, fx]
     ky = np.arange(hi)[:, None, None, None] + ph - oy * sh
     kx = np.arange(wi)[None, :, None, None] + pw - ox * sw
-    valid = (np.arange(fy)[None, None, :, None] < count_y[:, None, None, None]) & \
-            (np.arange(fx)[None, None, None, :] < count_x[None, :, None, None])
+    valid = (np.arange(fy)[None, None, :, None] < count_y[:, None, None, None]) & (
+        np.arange(fx)[None, None, None, :] < count_x[None, :, None, None]
+    )
     shape = (hi, wi, fy, fx)
-    columns = [np.broadcast_to(v, shape) for v in ((oy * wo + ox) * co, (ky * kw + kx) * co, (oy << 16) | ox, oy * wo + ox)]
+    columns = [
+        np.broadcast_to(v, shape) for v in ((oy * wo + ox) * co, (ky * kw + kx) * co, (oy << 16) | ox, oy * wo + ox)
+    ]
     entries = np.stack(columns, axis=-1).reshape(hi, wi, fy * fx, FAN_COLUMNS)
     valid = np.broadcast_to(valid, shape).reshape(hi, wi, fy * fx)
     # valid entries first, in ascending (oy, ox) order: a stable sort on "not valid"
@@ -130,9 +160,14 @@ def compile_net(net: EventNet, input_shape: Sequence[int]) -> CompiledNet:
         row[[K_IC, K_IH, K_IW, K_OC, K_OH, K_OW]] = [ci, hi, wi, co, ho, wo]
         if isinstance(layer, SumPool):
             row[K_KIND], row[K_NEURON] = POOL, -1
-            row[K_LUT] = add_table(np.concatenate([
-                _footprint_table(hi, ho, layer.kernel[0], layer.stride[0], 0).ravel(),
-                _footprint_table(wi, wo, layer.kernel[1], layer.stride[1], 0).ravel()]))
+            row[K_LUT] = add_table(
+                np.concatenate(
+                    [
+                        _footprint_table(hi, ho, layer.kernel[0], layer.stride[0], 0).ravel(),
+                        _footprint_table(wi, wo, layer.kernel[1], layer.stride[1], 0).ravel(),
+                    ]
+                )
+            )
         else:
             if isinstance(layer, Conv):
                 row[K_KIND] = CONV
@@ -153,11 +188,15 @@ def compile_net(net: EventNet, input_shape: Sequence[int]) -> CompiledNet:
     ops = np.stack(rows)
     weights = np.empty(w_off, dtype=np.float32)  # EventNet weights are float32: copied exactly
     for off, w in views:
-        np.copyto(weights[off:off + w.size].reshape(w.shape), w)
+        np.copyto(weights[off : off + w.size].reshape(w.shape), w)
     return CompiledNet(
-        ops=ops, tables=np.concatenate(tables) if tables else np.zeros(1, dtype=np.int64),
-        weights=weights, neurons=np.asarray(neurons, dtype=np.float64),
-        n_state=s_off, shapes=out_shapes, input_shape=tuple(net.input_shape),
+        ops=ops,
+        tables=np.concatenate(tables) if tables else np.zeros(1, dtype=np.int64),
+        weights=weights,
+        neurons=np.asarray(neurons, dtype=np.float64),
+        n_state=s_off,
+        shapes=out_shapes,
+        input_shape=tuple(net.input_shape),
     )
 
 
@@ -168,8 +207,17 @@ def _structure(net: EventNet) -> tuple[Any, ...]:
     for layer in net.layers:
         if isinstance(layer, (Conv, Linear)):
             w = layer.weight
-            parts.append((type(layer).__name__, getattr(layer, "stride", None), getattr(layer, "padding", None),
-                          layer.neuron, type(w), getattr(w, "shape", None), getattr(w, "dtype", None)))
+            parts.append(
+                (
+                    type(layer).__name__,
+                    getattr(layer, "stride", None),
+                    getattr(layer, "padding", None),
+                    layer.neuron,
+                    type(w),
+                    getattr(w, "shape", None),
+                    getattr(w, "dtype", None),
+                )
+            )
         elif isinstance(layer, SumPool):
             parts.append(("SumPool", layer.kernel, layer.stride))
         else:
@@ -205,7 +253,7 @@ def _same_weights(net: EventNet, snapshot: list[np.ndarray]) -> bool:
     return True
 
 
-_cache: "weakref.WeakKeyDictionary[EventNet, tuple[Any, list[np.ndarray], CompiledNet]]" = weakref.WeakKeyDictionary()
+_cache: weakref.WeakKeyDictionary[EventNet, tuple[Any, list[np.ndarray], CompiledNet]] = weakref.WeakKeyDictionary()
 _cache_lock = threading.Lock()
 
 

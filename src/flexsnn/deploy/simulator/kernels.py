@@ -23,6 +23,7 @@ flat order (no sort, no allocation per delivery). Float64 membranes, one additio
 per delivery in the oracle's order: without leak the results are bit-identical to
 :mod:`flexsnn.deploy.reference` (with a leak, up to exp's last bit).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,9 @@ POOL, CONV, LINEAR = 0, 1, 2
 # columns of the op table: kind, input map (c, h, w), output map (c, h, w), conv kernel (h, w), weight offset,
 # membrane offset, neuron row, pool footprint table offset, conv fan-out: entries per position, entries offset,
 # per-position counts offset
-(K_KIND, K_IC, K_IH, K_IW, K_OC, K_OH, K_OW, K_KH, K_KW, K_WOFF, K_SOFF, K_NEURON, K_LUT, K_F, K_FAN,
- K_FCNT) = range(16)
+(K_KIND, K_IC, K_IH, K_IW, K_OC, K_OH, K_OW, K_KH, K_KW, K_WOFF, K_SOFF, K_NEURON, K_LUT, K_F, K_FAN, K_FCNT) = range(
+    16
+)
 N_COLUMNS = 16
 FAN_COLUMNS = 4  # membrane offset, weight tap offset, spike key, output position (see compile._fan_table)
 
@@ -116,8 +118,28 @@ def _fire_run(u, ub, oc, at_th, v_th, multi, hard, key_base, fired_key, fired_n,
 
 
 @numba.njit(**_JIT)
-def _run_core(keys, times, ops, tables, weights, neurons, record, max_queue, u, t_last, spikes, tags, log,
-              fired_key, fired_n, runs, scores, out_spikes, layer_spikes, layer_synops):
+def _run_core(
+    keys,
+    times,
+    ops,
+    tables,
+    weights,
+    neurons,
+    record,
+    max_queue,
+    u,
+    t_last,
+    spikes,
+    tags,
+    log,
+    fired_key,
+    fired_n,
+    runs,
+    scores,
+    out_spikes,
+    layer_spikes,
+    layer_synops,
+):
     """One sample on preallocated buffers (none is ever replaced: numba would then
     reference-count it on every iteration). The state arrays must be zero on entry.
 
@@ -245,8 +267,9 @@ def _run_core(keys, times, ops, tables, weights, neurons, record, max_queue, u, 
                                     scores[pos + k * ohw] += weights[wb + np.uint64(k)]
                             if at_th > 0:
                                 runs[0, n_runs] = nf
-                                nf = _fire_run(u, ub, oc, at_th, v_th, multi, hard, tables[entry + 2], fired_key,
-                                               fired_n, nf)
+                                nf = _fire_run(
+                                    u, ub, oc, at_th, v_th, multi, hard, tables[entry + 2], fired_key, fired_n, nf
+                                )
                                 runs[1, n_runs] = nf
                                 n_runs += 1
                             entry += FAN_COLUMNS
@@ -298,8 +321,14 @@ def _run_core(keys, times, ops, tables, weights, neurons, record, max_queue, u, 
                             n_nxt += n
                         if record:
                             if n_log + n > log.shape[1]:
-                                return GROW_LOG, max(2 * log.shape[1], n_log + n), first_decision, settle, decision, \
-                                    n_log
+                                return (
+                                    GROW_LOG,
+                                    max(2 * log.shape[1], n_log + n),
+                                    first_decision,
+                                    settle,
+                                    decision,
+                                    n_log,
+                                )
                             for r in range(n):
                                 log[0, n_log + r] = li
                                 log[1, n_log + r] = e
@@ -347,8 +376,23 @@ def _clear(u, t_last, scores, out_spikes, layer_spikes, layer_synops):
 
 
 @numba.njit(**_JIT)
-def run_sample(keys, times, offsets, b, ops, tables, weights, neurons, max_queue, u, t_last,
-               scores, out_spikes, layer_spikes, layer_synops):
+def run_sample(
+    keys,
+    times,
+    offsets,
+    b,
+    ops,
+    tables,
+    weights,
+    neurons,
+    max_queue,
+    u,
+    t_last,
+    scores,
+    out_spikes,
+    layer_spikes,
+    layer_synops,
+):
     """Run sample b (events keys[offsets[b]:offsets[b + 1]]) recording every spike, into row b
     of the outputs (the rules: docs/event_driven.md).
 
@@ -375,8 +419,27 @@ def run_sample(keys, times, offsets, b, ops, tables, weights, neurons, max_queue
         log = np.empty((3, log_size), dtype=np.int64)
         _clear(u, t_last, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
         status, need, first, settle, decision, n_log = _run_core(
-            keys[lo:hi], times[lo:hi], ops, tables, weights, neurons, YES, max_queue, u, t_last, spikes, tags, log,
-            fired_key, fired_n, runs, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
+            keys[lo:hi],
+            times[lo:hi],
+            ops,
+            tables,
+            weights,
+            neurons,
+            YES,
+            max_queue,
+            u,
+            t_last,
+            spikes,
+            tags,
+            log,
+            fired_key,
+            fired_n,
+            runs,
+            scores[b],
+            out_spikes[b],
+            layer_spikes[b],
+            layer_synops[b],
+        )
         if status == GROW_QUEUE:
             room = need
         elif status == GROW_LOG:
@@ -386,8 +449,24 @@ def run_sample(keys, times, offsets, b, ops, tables, weights, neurons, max_queue
 
 
 @numba.njit(**_JIT)
-def run_batch(keys, times, offsets, samples, ops, tables, weights, neurons, n_state, leaks, max_queue,
-              scores, out_spikes, layer_spikes, layer_synops, info):
+def run_batch(
+    keys,
+    times,
+    offsets,
+    samples,
+    ops,
+    tables,
+    weights,
+    neurons,
+    n_state,
+    leaks,
+    max_queue,
+    scores,
+    out_spikes,
+    layer_spikes,
+    layer_synops,
+    info,
+):
     """Run the listed samples (events keys[offsets[b]:offsets[b + 1]]) into row b of the outputs.
 
     info int64 [n_samples, 4]: first decision event, settle event, decision, status. Stops at the
@@ -410,8 +489,27 @@ def run_batch(keys, times, offsets, samples, ops, tables, weights, neurons, n_st
         while True:
             _clear(u, t_last, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
             status, need, first, settle, decision, _ = _run_core(
-                keys[lo:hi], times[lo:hi], ops, tables, weights, neurons, NO, max_queue, u, t_last, spikes, tags, log,
-                fired_key, fired_n, runs, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
+                keys[lo:hi],
+                times[lo:hi],
+                ops,
+                tables,
+                weights,
+                neurons,
+                NO,
+                max_queue,
+                u,
+                t_last,
+                spikes,
+                tags,
+                log,
+                fired_key,
+                fired_n,
+                runs,
+                scores[b],
+                out_spikes[b],
+                layer_spikes[b],
+                layer_synops[b],
+            )
             if status != GROW_QUEUE:
                 break
             spikes = np.empty((2, need), dtype=np.int64)

@@ -4,13 +4,15 @@ The rules the simulation follows are the contract in ``docs/event_driven.md`` (o
 repeated here); :mod:`flexsnn.deploy.reference` implements them in plain Python and the tests
 compare the two spike for spike.
 """
+
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -205,9 +207,12 @@ def simulate(
                 f"events must be a structured array with fields x, y, t, p or a list of them, got {type(events).__name__}"
             )
         if len(events) == 0:
-            raise InputError("events is an empty list; expected at least one event stream (structured array x, y, t, p)")
-        streams = [sort_by_time(check_events(ev, sensor, allow_empty=True, name=f"events[{i}]"))
-                   for i, ev in enumerate(events)]
+            raise InputError(
+                "events is an empty list; expected at least one event stream (structured array x, y, t, p)"
+            )
+        streams = [
+            sort_by_time(check_events(ev, sensor, allow_empty=True, name=f"events[{i}]")) for i, ev in enumerate(events)
+        ]
     if isinstance(max_queue, bool) or not isinstance(max_queue, (int, np.integer)) or max_queue < 16:
         raise InputError(f"max_queue must be an int >= 16, got {max_queue!r}")
     threads = num_threads if num_threads is not None else (os.cpu_count() or 1)
@@ -233,18 +238,46 @@ def simulate(
         u = np.empty(compiled.n_state)
         t_last = np.empty(compiled.n_state if compiled.leaks else 1)
         first, settle, decision, status, log = run_sample(
-            keys, times, offsets, b, compiled.ops, compiled.tables, compiled.weights, compiled.neurons,
-            int(max_queue), u, t_last, scores, out_spikes, layer_spikes,
-            layer_synops)
+            keys,
+            times,
+            offsets,
+            b,
+            compiled.ops,
+            compiled.tables,
+            compiled.weights,
+            compiled.neurons,
+            int(max_queue),
+            u,
+            t_last,
+            scores,
+            out_spikes,
+            layer_spikes,
+            layer_synops,
+        )
         info[b] = first, settle, decision, status
         traces[b] = [np.ascontiguousarray(log[1:, log[0] == li].T) for li in range(n_w)]
         membranes[b] = _unpack_membranes(u, compiled)
         return 1
 
     def run_chunk(samples: np.ndarray) -> int:
-        run_batch(keys, times, offsets, samples, compiled.ops, compiled.tables, compiled.weights, compiled.neurons,
-                  compiled.n_state, compiled.leaks, int(max_queue), scores,
-                  out_spikes, layer_spikes, layer_synops, info)
+        run_batch(
+            keys,
+            times,
+            offsets,
+            samples,
+            compiled.ops,
+            compiled.tables,
+            compiled.weights,
+            compiled.neurons,
+            compiled.n_state,
+            compiled.leaks,
+            int(max_queue),
+            scores,
+            out_spikes,
+            layer_spikes,
+            layer_synops,
+            info,
+        )
         return samples.size
 
     jobs = [(run_recorded, b) for b in range(n)] if record_spikes else [(run_chunk, c) for c in _chunks(n, threads)]
@@ -277,14 +310,22 @@ def simulate(
     for b, stream in enumerate(streams):
         first, settle, decision, _ = (int(v) for v in info[b])
         t = stream["t"]
-        results.append(SimulationResult(
-            scores=scores[b], prediction=decision, output_spikes=out_spikes[b], layer_spikes=layer_spikes[b],
-            layer_synops=layer_synops[b], synops=int(layer_synops[b].sum()), num_events=int(stream.size),
-            empty=stream.size == 0,
-            first_decision_time=None if first < 0 else _py_time(t[first]),
-            decision_settle_time=None if settle < 0 or decision < 0 else _py_time(t[settle]),
-            spike_trace=traces[b], membranes=membranes[b],
-        ))
+        results.append(
+            SimulationResult(
+                scores=scores[b],
+                prediction=decision,
+                output_spikes=out_spikes[b],
+                layer_spikes=layer_spikes[b],
+                layer_synops=layer_synops[b],
+                synops=int(layer_synops[b].sum()),
+                num_events=int(stream.size),
+                empty=stream.size == 0,
+                first_decision_time=None if first < 0 else _py_time(t[first]),
+                decision_settle_time=None if settle < 0 or decision < 0 else _py_time(t[settle]),
+                spike_trace=traces[b],
+                membranes=membranes[b],
+            )
+        )
     return results[0] if single else results
 
 
@@ -293,7 +334,7 @@ def _unpack_membranes(u: np.ndarray, compiled: CompiledNet) -> list[np.ndarray]:
     offsets = np.cumsum([0] + [int(np.prod(s)) for s in compiled.shapes])
     out = []
     for i, shape in enumerate(compiled.shapes):
-        segment = u[offsets[i]:offsets[i + 1]]
+        segment = u[offsets[i] : offsets[i + 1]]
         if len(shape) == 3:  # conv membranes are stored [H, W, C] in the kernel
             segment = segment.reshape(shape[1], shape[2], shape[0]).transpose(2, 0, 1)
         out.append(np.ascontiguousarray(segment.reshape(shape)))
