@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from flexsnn.errors import InputError
+
 
 class MultiStepModule(nn.Module):
     """Marker base class: ``forward`` takes and returns time-first ``[T, B, ...]`` tensors."""
@@ -35,6 +37,61 @@ def run_time_first(layers, x: torch.Tensor) -> torch.Tensor:
     for layer in layers:
         x = layer(x) if is_multistep(layer) else apply_flat(layer, x)
     return x
+
+
+# ---- peer neurons: stateful modules that must not run on the [T*B, ...] view ----------------
+# Recognised by duck typing (no peer imports): each kind's marks and the flexsnn.interop adapter.
+PEER_NEURON_ADAPTERS = {
+    "spikingjelly": "SpikingJellyNeuron",
+    "snntorch": "SnnTorchNeuron",
+    "sinabs": "SinabsNeuron",
+}
+
+
+def peer_neuron_kind(module: nn.Module) -> str | None:
+    """``"spikingjelly"`` / ``"snntorch"`` / ``"sinabs"`` for a peer library's stateful neuron, else None.
+
+    SpikingJelly nodes have ``step_mode``, ``v_threshold`` and ``reset()``; snnTorch neurons
+    ``threshold``, ``reset_mechanism`` and ``reset_mem()``; Sinabs layers ``spike_threshold`` and
+    ``reset_states()``. Such a module keeps its membrane in attributes between calls: run on
+    the ``[T*B, ...]`` view it would integrate over the batch instead of time, and its state
+    would leak from one forward into the next.
+    """
+    if isinstance(module, MultiStepModule):
+        return None
+    if hasattr(module, "step_mode") and hasattr(module, "v_threshold") and callable(getattr(module, "reset", None)):
+        return "spikingjelly"
+    if hasattr(module, "reset_mechanism") and hasattr(module, "threshold") and callable(getattr(module, "reset_mem", None)):
+        return "snntorch"
+    if hasattr(module, "spike_threshold") and callable(getattr(module, "reset_states", None)):
+        return "sinabs"
+    return None
+
+
+def find_peer_neurons(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
+    """``[(name, kind), ...]`` of peer neurons in ``module`` that are not inside a multi-step module."""
+    kind = peer_neuron_kind(module)
+    if kind is not None:
+        return [(prefix or type(module).__name__, kind)]
+    if isinstance(module, MultiStepModule):
+        return []  # an adapter (or any multi-step module) owns what it holds
+    found = []
+    for name, child in module.named_children():
+        found += find_peer_neurons(child, f"{prefix}.{name}" if prefix else name)
+    return found
+
+
+def check_no_bare_peer_neurons(module: nn.Module, where: str) -> None:
+    """Refuse a peer library's stateful neuron that would run on the ``[T*B, ...]`` view."""
+    found = find_peer_neurons(module)
+    if found:
+        name, kind = found[0]
+        adapter = PEER_NEURON_ADAPTERS[kind]
+        raise InputError(
+            f"{where}: {name} is a {kind} neuron; it keeps state between calls and would run on the [T*B, ...] view "
+            f"(integrating over the batch, leaking state across forwards). Wrap it: flexsnn.interop.{adapter}(layer), "
+            f"or build with flexsnn.interop.staged_from_layers(...) which wraps every peer neuron"
+        )
 
 
 class TimeFirstSequential(nn.Sequential):

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from flexsnn.errors import CalibrationError, CalibrationWarning, ConfigError, InputError, check_choice, check_finite
-from flexsnn.multistep import TimeFirstSequential, apply_flat, is_multistep
+from flexsnn.multistep import TimeFirstSequential, apply_flat, check_no_bare_peer_neurons, is_multistep
 from flexsnn.temporal import MODES, TTM
 
 TimeConfig = tuple[int, ...]
@@ -163,6 +163,10 @@ class StagedNet(nn.Module):
         elif head is not None and not isinstance(head, nn.Module):
             raise InputError(f"head must be None, an nn.Module or a list of modules, got {type(head).__name__}")
         self.head = head
+        for i, stage in enumerate(self.stages):
+            check_no_bare_peer_neurons(stage, f"stages[{i}]")
+        if head is not None:
+            check_no_bare_peer_neurons(head, "head")
         self.ttm = TTM(check_choice(ttm_mode, "ttm_mode", MODES))
         self.input_ttm = TTM(ttm_mode if input_ttm_mode is None
                              else check_choice(input_ttm_mode, "input_ttm_mode", MODES))
