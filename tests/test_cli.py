@@ -81,6 +81,15 @@ def test_train_then_evaluate_on_the_default_data(tmp_path):
                          "--config", "2,1", "--quiet"], capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr
     assert set(json.loads((run / "eval" / "results.json").read_text())["mtt"]) == {"1", "3"}
+    assert "events re-binned at each T" in ev.stdout
+    both = subprocess.run([FLEXSNN, "evaluate", "--run", str(run), "--t", "1", "2", "--config", "2,1",
+                           "--calibration", "both", "--out", str(tmp_path / "both"), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert both.returncode == 0, both.stderr
+    side_by_side = json.loads((tmp_path / "both" / "results.json").read_text())
+    assert list(side_by_side) == ["mtt (BN per_config)", "mtt (BN t_max)"]
+    assert side_by_side["mtt (BN per_config)"]["2"] == side_by_side["mtt (BN t_max)"]["2"]  # t_max = 2: same stats
+    assert (tmp_path / "both" / "configs.csv").read_text().startswith("config,accuracy_per_config,accuracy_t_max")
 
 
 def test_multi_line_explanations_become_one_line(tmp_path, capsys):

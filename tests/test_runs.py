@@ -60,3 +60,35 @@ def test_corrupt_weights_give_a_clear_error(tmp_path):
         evaluate_run(tmp_path / "run", progress=False, loaders=loaders)
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["model"]["name"] == "digits_mlp"
+
+
+def test_evaluate_rebins_the_events_at_every_t(tmp_path, monkeypatch):
+    # on an event dataset every uniform T gets frames binned at T (no copies of the data T's frames)
+    import flexsnn.runs.evaluate as run_evaluate
+
+    spec = tiny_spec(epochs=1, t_max=3)
+    train_run(spec, tmp_path / "run", progress=False, loaders=make_frame_loaders(t=3))
+    built = []
+
+    def loaders_at(spec, shuffle_seed=None):
+        built.append(spec.frames_t)
+        return make_frame_loaders(t=spec.frames_t)
+
+    monkeypatch.setattr(run_evaluate, "build_loaders", loaders_at)
+    model_inputs = []
+    original = run_evaluate.sweep_uniform
+
+    def recording_sweep(model, test_loader, t_values, **kw):
+        model_inputs.append((list(t_values), next(iter(test_loader))[0].shape[1]))
+        return original(model, test_loader, t_values, **kw)
+
+    monkeypatch.setattr(run_evaluate, "sweep_uniform", recording_sweep)
+    res = evaluate_run(tmp_path / "run", t_values=[1, 3, 7], progress=False, calibration="t_max")
+    assert built == [3, 1, 7]  # the run's data T first (calibration at t_max), then each other T
+    assert model_inputs == [([1], 1), ([3], 3), ([7], 7)]
+    assert list(res["uniform"]) == ["1", "3", "7"] and res["rebinned"] is True
+    built.clear()
+    res = evaluate_run(tmp_path / "run", t_values=[1, 7], progress=False, rebin=False)
+    assert built == [3] and model_inputs[-1] == ([1, 7], 3) and res["rebinned"] is False
+    with pytest.raises(InputError, match="rebin=True"):
+        evaluate_run(tmp_path / "run", progress=False, rebin=True, loaders=make_frame_loaders(t=3))

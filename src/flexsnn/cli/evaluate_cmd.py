@@ -13,7 +13,8 @@ from flexsnn.runs.evaluate import CALIBRATIONS
 
 EXAMPLES = """examples:
   flexsnn evaluate --run runs/mtt                      # T = 1..t_max
-  flexsnn evaluate --run runs/mtt --t 1 2 4 8 16
+  flexsnn evaluate --run runs/mtt --t 1 2 4 8 16 32 64   # events re-binned at each T
+  flexsnn evaluate --run runs/mtt --calibration both   # BN per config and at t_max side by side
   flexsnn evaluate --run runs/mtt --config 6,1,3 --config 2,2,6 --out runs/mtt/eval"""
 
 
@@ -25,9 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=time_config_arg, action="append", default=[],
                    help="a per-stage TimeConfig like 6,1,3 (repeatable)")
     p.add_argument("--calib-batches", type=positive_int, default=None, help="BN calibration batches (default: the run's)")
-    p.add_argument("--calibration", choices=CALIBRATIONS, default="per_config",
-                   help="BN statistics: re-estimated at every evaluated config, once at t_max, "
-                        "or the run's saved ones")
+    p.add_argument("--calibration", choices=[*CALIBRATIONS, "both"], default="per_config",
+                   help="BN statistics: re-estimated at every evaluated config, once at uniform t_max (the "
+                        "paper authors' protocol), the run's saved ones, or both per_config and t_max side by side")
+    p.add_argument("--no-rebin", dest="rebin", action="store_false",
+                   help="event data: feed the frames binned at the run's data T to every T (the input TTM "
+                        "resamples them) instead of binning the events again at each T")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/eval)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -35,22 +39,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = evaluate_run(args.run, args.t, args.config, device=args.device,
-                          calib_batches=args.calib_batches, progress=not args.quiet,
-                          calibration=args.calibration)
+    calibrations = ["per_config", "t_max"] if args.calibration == "both" else [args.calibration]
+    outcomes = [evaluate_run(args.run, args.t, args.config, device=args.device, calib_batches=args.calib_batches,
+                             progress=not args.quiet, calibration=c, rebin=args.rebin) for c in calibrations]
     out = args.out or args.run / "eval"
-    results = {result["method"]: result["uniform"]}
+    method = outcomes[0]["method"]
+    if len(outcomes) == 1:
+        results = {method: outcomes[0]["uniform"]}
+    else:  # one column per calibration protocol
+        results = {f"{method} (BN {c})": o["uniform"] for c, o in zip(calibrations, outcomes)}
     write_results(out, results)
     plot_accuracy_vs_t(results, out / "accuracy_vs_T.png", title=f"{args.run}")
+    note = "events re-binned at each T" if outcomes[0]["rebinned"] else f"frames binned at T={outcomes[0]['data_t']}"
+    print(f"accuracy (%) over uniform T ({note}; BN: {', '.join(calibrations)})")
     print(format_table(results))
-    if result["configs"]:
+    rows = outcomes[0]["configs"]
+    if rows:
         with atomic_write(out / "configs.csv") as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["config", "accuracy"])
-            for row in result["configs"]:
-                writer.writerow([",".join(map(str, row["config"])), f"{row['accuracy']:.4f}"])
-        print("per-stage configs:")
-        for row in result["configs"]:
-            print(f"  {','.join(map(str, row['config'])):>12}  {100 * row['accuracy']:6.2f}")
+            writer.writerow(["config", *[f"accuracy_{c}" for c in calibrations]])
+            for i, row in enumerate(rows):
+                writer.writerow([",".join(map(str, row["config"])),
+                                 *[f"{o['configs'][i]['accuracy']:.4f}" for o in outcomes]])
+        print("per-stage configs (" + ", ".join(f"BN {c}" for c in calibrations) + "):")
+        for i, row in enumerate(rows):
+            accs = "  ".join(f"{100 * o['configs'][i]['accuracy']:6.2f}" for o in outcomes)
+            print(f"  {','.join(map(str, row['config'])):>12}  {accs}")
     print(f"wrote {out}/results.json, results.csv, accuracy_vs_T.png")
     return 0

@@ -6,9 +6,13 @@ on a model and loaders. What ``flexsnn evaluate`` / ``search`` / ``early-exit`` 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Optional, Sequence
 
+from tqdm.auto import tqdm
+
+from flexsnn.data.loaders import dataset_info
 from flexsnn.errors import InputError, check_choice, check_positive_int
 from flexsnn.evaluate import results_from_sweep, search_configs, sweep_configs, sweep_uniform
 from flexsnn.evaluate.cost import accuracy_and_ops
@@ -42,29 +46,49 @@ def evaluate_run(
     progress: bool = True,
     loaders=None,
     calibration: str = "per_config",
+    rebin: bool | None = None,
 ) -> dict[str, Any]:
     """Accuracy of a saved run at each uniform T (default 1..t_max) and at per-stage configs.
 
     ``calibration``: "per_config" re-estimates BN statistics at every evaluated config (the
     MTT recipe), "t_max" once at uniform t_max for all (the paper authors' protocol), "none"
     keeps the run's saved statistics (those of its training T: how plain SDT is used).
+    ``rebin`` (event datasets; default True unless ``loaders`` are given): at each uniform T
+    the events are binned again into T frames (test and calibration data alike), so any T can
+    be measured, as the paper runs a T=10 model up to T~200; False feeds the frames binned at
+    the run's data T and lets the model's input TTM resample them. Per-stage configs always
+    see the frames at the data T (the input is pinned there).
     """
     model, spec = _load(run_dir, device)
     t_values = list(t_values) if t_values else list(range(1, spec.t_max + 1))
     for t in t_values:
         check_positive_int(t, "T")
     calib = calib_batches if calib_batches is not None else spec.calib_batches
+    check_choice(calibration, "calibration", CALIBRATIONS)
+    if rebin is None:
+        rebin = loaders is None and dataset_info(spec.dataset).input_kind == "frames"
+    if rebin and loaders is not None:
+        raise InputError("rebin=True builds the loaders at each T from the run's spec; do not pass loaders")
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
     train_loader = fixed_calibration_loader(train_loader, calib, spec.seed)
-    check_choice(calibration, "calibration", CALIBRATIONS)
     if calibration == "t_max":
         calibrate_bn(model, train_loader, spec.t_max, calib)
-    options = dict(calib_loader=train_loader, calib_batches=calib, progress=progress,
-                   calibrate=calibration == "per_config")
-    sweep = sweep_uniform(model, test_loader, t_values, **options)
-    rows = sweep_configs(model, test_loader, configs, **options) if configs else []
+    options = dict(calib_batches=calib, calibrate=calibration == "per_config")
+    if rebin:
+        sweep = {}
+        for t in tqdm(t_values, desc="T sweep (re-binned)", disable=not progress, leave=False):
+            if t == spec.frames_t:
+                calib_t, test_t = train_loader, test_loader
+            else:
+                train_t, test_t = build_loaders(dataclasses.replace(spec, data_t=t))
+                calib_t = fixed_calibration_loader(train_t, calib, spec.seed)
+            sweep.update(sweep_uniform(model, test_t, [t], calib_loader=calib_t, progress=False, **options))
+    else:
+        sweep = sweep_uniform(model, test_loader, t_values, calib_loader=train_loader, progress=progress, **options)
+    rows = sweep_configs(model, test_loader, configs, calib_loader=train_loader, progress=progress,
+                         **options) if configs else []
     return {"uniform": results_from_sweep(sweep), "configs": rows, "method": spec.method,
-            "calibration": calibration}
+            "calibration": calibration, "rebinned": bool(rebin), "data_t": spec.frames_t}
 
 
 def search_run(
