@@ -5,7 +5,8 @@ train_step with SDTSampler(T_max) and one with MTTSampler(1, T_max, sample_num=3
 batches, alternated --rounds times; the figure is the median epoch time of each. Neuron
 path: "fused" (flexsnn's default eager BPTT) and "compiled" (flexsnn.neurons.compiled,
 swapped in for this benchmark); for "compiled" the number of kernels compiled during each
-MTT epoch is reported (the first epoch meets every T once; later epochs must compile 0).
+MTT epoch is reported (the first epoch meets every T once; later epochs must compile 0). Next to the measured
+ratio: the FLOP floor, the stage-step ratio of the configurations MTT sampled.
 
     .venv-bench/bin/python benchmarks/bench_mtt_epoch.py [--t-max 10] [--rounds 2] [--allocator tuned]
 """
@@ -34,15 +35,26 @@ def use_neuron_path(model, path: str) -> None:
             module.backend = path
 
 
-def epoch_seconds(model, loader, sampler, optimizer, seed: int) -> float:
+def epoch_seconds(model, loader, sampler, optimizer, seed: int, sampled: list | None = None) -> float:
+    """One epoch of train_step; the configs drawn per iteration are appended to ``sampled``."""
     from flexsnn.train import model_input, train_step
 
     rng = random.Random(seed)
     model.train()
     t0 = time.perf_counter()
     for x, y in loader:
-        train_step(model, model_input(x, model), y, sampler.sample(rng, model.num_stages), optimizer)
+        configs = sampler.sample(rng, model.num_stages)
+        if sampled is not None:
+            sampled.append(configs)
+        train_step(model, model_input(x, model), y, configs, optimizer)
     return time.perf_counter() - t0
+
+
+def stage_step_floor(configs_per_iter, num_stages: int, t_max: int) -> float:
+    """The FLOP floor of MTT/SDT: stage-steps MTT ran (every stage's T in every config) over
+    SDT's (stages x T_max per iteration), for the configurations actually sampled."""
+    mtt = sum(sum(sum(cfg) for cfg in configs) for configs in configs_per_iter)
+    return mtt / (len(configs_per_iter) * num_stages * t_max)
 
 
 def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dict:
@@ -59,6 +71,8 @@ def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dic
     for path in paths:
         times = {"sdt": [], "mtt": []}
         compiles = []
+        sampled: list = []
+        num_stages = 1
         for r in range(rounds):
             for method, sampler in samplers.items():
                 torch.manual_seed(0)
@@ -66,13 +80,16 @@ def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dic
                 use_neuron_path(model, path)
                 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
                 before = compiled.compile_count()
-                times[method].append(epoch_seconds(model, train_loader, sampler, opt, seed=r))
+                num_stages = model.num_stages
+                times[method].append(epoch_seconds(model, train_loader, sampler, opt, seed=r,
+                                                   sampled=sampled if method == "mtt" else None))
                 if method == "mtt" and path == "compiled":
                     compiles.append(compiled.compile_count() - before)
         # The first round of the compiled path includes compilation: report it apart.
         steady = {m: (t[1:] if path == "compiled" and len(t) > 1 else t) for m, t in times.items()}
         row = {"epoch_s": {m: statistics.median(t) for m, t in steady.items()}, "all_epoch_s": times}
         row["mtt_over_sdt"] = row["epoch_s"]["mtt"] / row["epoch_s"]["sdt"]
+        row["flop_floor"] = stage_step_floor(sampled, num_stages, t_max)
         if path == "compiled":
             row["kernels_compiled_per_mtt_epoch"] = compiles
         result["by_path"][path] = row
@@ -87,7 +104,8 @@ def format_table(result: dict) -> str:
         extra = f"  kernels compiled per MTT epoch: {row['kernels_compiled_per_mtt_epoch']}" \
             if "kernels_compiled_per_mtt_epoch" in row else ""
         lines.append(f"  {path:9s} SDT {e['sdt']:7.2f} s  MTT {e['mtt']:7.2f} s  MTT/SDT {row['mtt_over_sdt']:.2f}x"
-                     f"{extra}")
+                     f"  FLOP floor (stage-step ratio) {row['flop_floor']:.2f}x  "
+                     f"measured/floor {row['mtt_over_sdt'] / row['flop_floor']:.2f}{extra}")
     return "\n".join(lines)
 
 
