@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.flexsnn-installed
 # The CPU torch wheel lies in /opt/wheels on our machines; elsewhere pip uses PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: install demo demo-deploy test lint format docs bench bench-env clean lock
+.PHONY: install demo demo-deploy test test-fast lint format docs bench bench-env clean lock
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ demo-deploy: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Everything but the end-to-end tests marked slow (about a minute on 2 cores).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # ruff (lint + format check, config in pyproject.toml) and mypy on src/; `make format` fixes.
 LINT_PATHS := src tests benchmarks

@@ -63,6 +63,7 @@ def test_bad_per_stage_config_is_rejected(capsys):
     assert "positive integers" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_on_the_default_data(tmp_path):
     run = tmp_path / "run"
     cmd = [FLEXSNN, "train", "--model", "digits_mlp", "--method", "mtt",
@@ -99,6 +100,7 @@ def test_multi_line_explanations_become_one_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # nothing created for a run that could not start
 
 
+@pytest.mark.slow
 def test_demo_writes_the_public_results_shape(tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--epochs", "1", "--t-max", "2", "--model", "digits_mlp", "--quiet"]

@@ -118,6 +118,7 @@ def test_finetune_cosine_horizon_leaves_the_lr_near_its_start():
     assert 0.9e-3 < end < 0.91e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_smoke_variant_trains_one_step_on_the_embedded_data(name, tmp_path):
     spec = RunSpec.from_dict(load_config_file(RECIPES / name, smoke=True))
@@ -132,6 +133,7 @@ def test_smoke_variant_trains_one_step_on_the_embedded_data(name, tmp_path):
     assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,train_loss,train_acc")
 
 
+@pytest.mark.slow
 def test_cli_runs_a_smoke_recipe_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--config", str(RECIPES / "nmnist_net_deploy.yaml"), "--smoke", "--out", str(out),
@@ -167,6 +169,7 @@ def test_smoke_model_kwargs_are_merged_over_the_recipes():
                                        "group_block_num": 1, "input_ttm_mode": "trim", "width": 0.0625}
 
 
+@pytest.mark.slow
 def test_python_dash_m_flexsnn_is_the_cli():
     done = subprocess.run([sys.executable, "-m", "flexsnn", "train", "--help"], capture_output=True, text=True,
                           timeout=60)

@@ -17,6 +17,7 @@ def tiny_spec(**kw):
     return RunSpec(**base)
 
 
+@pytest.mark.slow
 def test_mtt_run_learns_and_evaluates_at_every_t(tmp_path):
     loaders = make_frame_loaders(n_train=96, n_test=48, t=3)
     spec = tiny_spec()

@@ -41,6 +41,7 @@ def _probe(mode: str, env=None) -> tuple[str, int]:
     return out[0], int(out[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not runtime.is_glibc(), reason="glibc malloc only")
 def test_tuned_allocator_reuses_freed_large_blocks_without_page_faults():
     tuned, refaults = _probe("tuned")

@@ -164,6 +164,7 @@ def single_run():
     return model, hist, sampler.log, bn_model
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_equal_one_process_on_the_global_batch(ddp_run, single_run):
     (meta0, t0), (meta1, t1) = ddp_run
     model, hist, configs, _ = single_run
@@ -179,12 +180,14 @@ def test_two_gloo_ranks_equal_one_process_on_the_global_batch(ddp_run, single_ru
     assert [r["train_acc"] for r in meta0["history"]] == pytest.approx([r["train_acc"] for r in hist])
 
 
+@pytest.mark.slow
 def test_every_rank_draws_the_same_time_configs(ddp_run, single_run):
     (meta0, _), (meta1, _) = ddp_run
     assert len(meta0["configs"]) == 2 * N // GLOBAL_BATCH
     assert meta0["configs"] == meta1["configs"] == single_run[2]
 
 
+@pytest.mark.slow
 def test_only_the_last_of_the_s_backward_passes_all_reduces(ddp_run):
     (meta0, _), (meta1, _) = ddp_run
     steps = len(meta0["configs"])
@@ -192,6 +195,7 @@ def test_only_the_last_of_the_s_backward_passes_all_reduces(ddp_run):
     assert meta0["comm_calls"] == meta1["comm_calls"] == steps
 
 
+@pytest.mark.slow
 def test_synced_bn_calibration_equals_single_process_statistics(ddp_run, single_run):
     (_, t0), (_, t1) = ddp_run
     bn_model = single_run[3]
@@ -232,6 +236,7 @@ def test_global_batch_must_split_evenly_and_sync_bn_needs_cuda():
     assert loader.batch_size == 2 and loader.sampler.rank == 1 and len(loader.sampler) == 5
 
 
+@pytest.mark.slow
 def test_ddp_run_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(ddp_run):
     for meta, _ in ddp_run:
         assert meta["resume_equal"] is True

@@ -169,6 +169,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(tests=str(TESTS)))
