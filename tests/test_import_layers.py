@@ -5,6 +5,7 @@
     DEFERRED, each of which defers a real optional dependency.
 The table is read from docs/architecture.md, so the document and the check cannot drift.
 """
+
 from __future__ import annotations
 
 import ast
@@ -98,9 +99,14 @@ def flexsnn_imports(source: str, module: str, is_package: bool = False) -> list[
     return [f for f in visitor.found if f[1] == "flexsnn" or f[1].startswith("flexsnn.")]
 
 
-def violations(source: str, module: str, ranks: dict[str, int], is_package: bool = False,
-               deferred: dict[tuple[str, str], str] | None = None,
-               root_rank: int | None = None) -> list[str]:
+def violations(
+    source: str,
+    module: str,
+    ranks: dict[str, int],
+    is_package: bool = False,
+    deferred: dict[tuple[str, str], str] | None = None,
+    root_rank: int | None = None,
+) -> list[str]:
     """Every broken rule of one module's source, as readable lines (empty: the module is fine).
 
     The package root ``flexsnn`` (its ``__init__``) may import anything; importing FROM it
@@ -125,8 +131,9 @@ def violations(source: str, module: str, ranks: dict[str, int], is_package: bool
         if dest_rank is None:
             problems.append(f"{where}: package {dest!r} is missing from the import-layer table")
         elif dest_rank >= ranks[own]:
-            problems.append(f"{where}: {own} (rank {ranks[own]}) may only import lower ranks, "
-                            f"{dest} is rank {dest_rank}")
+            problems.append(
+                f"{where}: {own} (rank {ranks[own]}) may only import lower ranks, {dest} is rank {dest_rank}"
+            )
     return problems
 
 
@@ -161,8 +168,11 @@ def test_every_deferral_still_exists():
     # a stale entry would let a new import in silently
     found = set()
     for path, module in source_modules():
-        found |= {(module, t) for _, t, nested in flexsnn_imports(path.read_text(), module, path.name == "__init__.py")
-                  if nested}
+        found |= {
+            (module, t)
+            for _, t, nested in flexsnn_imports(path.read_text(), module, path.name == "__init__.py")
+            if nested
+        }
     assert set(DEFERRED) <= found, f"remove stale DEFERRED entries {sorted(set(DEFERRED) - found)}"
 
 
@@ -171,25 +181,32 @@ TOY_RANKS = {"errors": 0, "neurons": 1, "train": 4, "deploy": 6, "cli": 9}
 
 
 def test_table_parser_reads_ranks_and_skips_notes():
-    text = "### Import layers\n| rank | packages |\n|---|---|\n| 0 | `errors`, `io` (errors imports nothing) |\n" \
-           "| 4 | `train`, `inference` |\n"
+    text = (
+        "### Import layers\n| rank | packages |\n|---|---|\n| 0 | `errors`, `io` (errors imports nothing) |\n"
+        "| 4 | `train`, `inference` |\n"
+    )
     assert layer_ranks(text) == {"errors": 0, "io": 0, "train": 4, "inference": 4}
 
 
 def test_checker_accepts_downward_and_same_package_imports():
-    src = "from flexsnn.errors import InputError\nimport flexsnn.neurons\nfrom flexsnn.train.loop import fit\n" \
-          "from . import samplers\n"
+    src = (
+        "from flexsnn.errors import InputError\nimport flexsnn.neurons\nfrom flexsnn.train.loop import fit\n"
+        "from . import samplers\n"
+    )
     assert violations(src, "flexsnn.train.checkpoint", TOY_RANKS, deferred={}) == []
 
 
-@pytest.mark.parametrize("src", [
-    "from flexsnn.deploy.bias_removal import strip_batchnorm\n",  # train -> deploy: upward
-    "import flexsnn.cli\n",
-    "from flexsnn.inference import InferenceRunner\n",  # same rank, other package
-    "from ..deploy import simulate\n",  # relative, upward
-    "from flexsnn import deploy\n",  # a subpackage through the root
-    "from flexsnn.models import build_model\n",  # not in the (toy) table
-])
+@pytest.mark.parametrize(
+    "src",
+    [
+        "from flexsnn.deploy.bias_removal import strip_batchnorm\n",  # train -> deploy: upward
+        "import flexsnn.cli\n",
+        "from flexsnn.inference import InferenceRunner\n",  # same rank, other package
+        "from ..deploy import simulate\n",  # relative, upward
+        "from flexsnn import deploy\n",  # a subpackage through the root
+        "from flexsnn.models import build_model\n",  # not in the (toy) table
+    ],
+)
 def test_checker_refuses_upward_or_unknown_imports(src):
     ranks = {**TOY_RANKS, "inference": 4}
     problems = violations(src, "flexsnn.train.checkpoint", ranks, deferred={})
@@ -197,12 +214,17 @@ def test_checker_refuses_upward_or_unknown_imports(src):
 
 
 def test_checker_refuses_function_level_imports_unless_deferred():
-    src = "def load():\n    from flexsnn.errors import InputError\n    return InputError\n" \
-          "class A:\n    import flexsnn.neurons as n\n" \
-          "def hidden():\n    import importlib\n    return importlib.import_module('flexsnn.errors')\n"
+    src = (
+        "def load():\n    from flexsnn.errors import InputError\n    return InputError\n"
+        "class A:\n    import flexsnn.neurons as n\n"
+        "def hidden():\n    import importlib\n    return importlib.import_module('flexsnn.errors')\n"
+    )
     problems = violations(src, "flexsnn.train.checkpoint", TOY_RANKS, deferred={})
-    assert [p.split(" imports")[0] for p in problems] == ["flexsnn.train.checkpoint:2", "flexsnn.train.checkpoint:5",
-                                                           "flexsnn.train.checkpoint:8"]
+    assert [p.split(" imports")[0] for p in problems] == [
+        "flexsnn.train.checkpoint:2",
+        "flexsnn.train.checkpoint:5",
+        "flexsnn.train.checkpoint:8",
+    ]
     allowed = {("flexsnn.train.checkpoint", "flexsnn.neurons"): "toy"}
     assert len(violations(src, "flexsnn.train.checkpoint", TOY_RANKS, deferred=allowed)) == 2
     # third-party imports inside functions (nir, sinabs, numba) are no concern of this check
@@ -212,5 +234,11 @@ def test_checker_refuses_function_level_imports_unless_deferred():
 def test_checker_lets_the_root_import_anything_and_ranks_imports_from_it():
     assert violations("from flexsnn.cli import main\n", "flexsnn", TOY_RANKS, True, deferred={}, root_rank=9) == []
     assert violations("from flexsnn import __version__\n", "flexsnn.cli", TOY_RANKS, deferred={}, root_rank=2) == []
-    assert len(violations("from flexsnn import __version__\n", "flexsnn.neurons.modules", TOY_RANKS,
-                          deferred={}, root_rank=2)) == 1
+    assert (
+        len(
+            violations(
+                "from flexsnn import __version__\n", "flexsnn.neurons.modules", TOY_RANKS, deferred={}, root_rank=2
+            )
+        )
+        == 1
+    )

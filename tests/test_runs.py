@@ -2,11 +2,10 @@ import json
 
 import pytest
 import torch
+from conftest import make_frame_loaders
 
 from flexsnn.errors import CheckpointError, ConfigError, InputError
 from flexsnn.runs import RunSpec, evaluate_run, prepare_run_dir, train_run
-
-from conftest import make_frame_loaders
 
 
 def tiny_spec(**kw):

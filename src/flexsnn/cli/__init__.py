@@ -12,12 +12,12 @@ import contextlib
 import logging
 import sys
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from safetensors import SafetensorError
 
 from flexsnn import __version__
-from flexsnn.cli import deploy_cmd, demo_cmd, early_exit_cmd, evaluate_cmd, search_cmd, train_cmd
+from flexsnn.cli import demo_cmd, deploy_cmd, early_exit_cmd, evaluate_cmd, search_cmd, train_cmd
 from flexsnn.errors import FlexSNNError, FlexSNNWarning, describe_os_error
 from flexsnn.runtime import tune_cpu_allocator
 

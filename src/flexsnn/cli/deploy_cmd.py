@@ -19,8 +19,14 @@ from flexsnn.deploy.compare import format_deployment_table
 from flexsnn.deploy.finetune import PINS
 from flexsnn.errors import InputError
 from flexsnn.io import atomic_write, write_json
-from flexsnn.runs import (compare_deployment, load_deployed, load_event_split, prepare_deployment, read_finetune_section,
-                          resolve_device)
+from flexsnn.runs import (
+    compare_deployment,
+    load_deployed,
+    load_event_split,
+    prepare_deployment,
+    read_finetune_section,
+    resolve_device,
+)
 
 EXAMPLES = """examples:
   flexsnn train --model nmnist_net --method sdt --t-max 10 --epochs 6 --out runs/base

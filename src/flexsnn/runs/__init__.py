@@ -5,17 +5,35 @@ that folder; each function rebuilds the run's model and loaders from the folder,
 the library functions of :mod:`flexsnn.train`, :mod:`flexsnn.evaluate` and
 :mod:`flexsnn.deploy`, which work on models and loaders only.
 """
-from flexsnn.runs.deploy import (DeploymentComparison, compare_deployment, load_event_split, prepare_deployment,
-                                read_finetune_section)
+
+from flexsnn.runs.deploy import (
+    DeploymentComparison,
+    compare_deployment,
+    load_event_split,
+    prepare_deployment,
+    read_finetune_section,
+)
 from flexsnn.runs.evaluate import early_exit_run, evaluate_run, search_run
 from flexsnn.runs.folder import is_deployed, load_deployed, load_run, prepare_run_dir
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device, with_dataset_defaults
 from flexsnn.runs.train import train_run
 
 __all__ = [
-    "RunSpec", "build_loaders", "resolve_device", "with_dataset_defaults",
-    "is_deployed", "load_deployed", "load_run", "prepare_run_dir",
-    "train_run", "evaluate_run", "search_run", "early_exit_run",
-    "prepare_deployment", "compare_deployment", "DeploymentComparison", "load_event_split",
+    "RunSpec",
+    "build_loaders",
+    "resolve_device",
+    "with_dataset_defaults",
+    "is_deployed",
+    "load_deployed",
+    "load_run",
+    "prepare_run_dir",
+    "train_run",
+    "evaluate_run",
+    "search_run",
+    "early_exit_run",
+    "prepare_deployment",
+    "compare_deployment",
+    "DeploymentComparison",
+    "load_event_split",
     "read_finetune_section",
 ]

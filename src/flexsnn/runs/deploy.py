@@ -6,14 +6,16 @@ folded weights, no BN entries); :func:`flexsnn.runs.load_deployed` rebuilds it. 
 functions underneath work on models and loaders: :func:`flexsnn.deploy.finetune_bias_free`,
 :func:`flexsnn.deploy.evaluate_deployment`.
 """
+
 from __future__ import annotations
 
 import copy
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -32,12 +34,34 @@ from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device
 from flexsnn.runs.train import train_run
 from flexsnn.train import TrainOptions, save_model
 
-__all__ = ["FINETUNE_KEYS", "DeploymentComparison", "compare_deployment", "load_event_split", "prepare_deployment",
-           "read_finetune_section"]
+__all__ = [
+    "FINETUNE_KEYS",
+    "DeploymentComparison",
+    "compare_deployment",
+    "load_event_split",
+    "prepare_deployment",
+    "read_finetune_section",
+]
 
 #: Keys of a recipe's ``finetune:`` section: the keyword arguments of :func:`prepare_deployment` they set.
-FINETUNE_KEYS = ("method", "t", "t_left", "t_right", "pin", "sample_num", "epochs", "batch_size", "optimizer", "lr",
-                 "momentum", "weight_decay", "schedule", "schedule_epochs", "augment", "seed")
+FINETUNE_KEYS = (
+    "method",
+    "t",
+    "t_left",
+    "t_right",
+    "pin",
+    "sample_num",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "schedule_epochs",
+    "augment",
+    "seed",
+)
 
 
 def read_finetune_section(path: str | os.PathLike) -> dict[str, Any]:
@@ -107,21 +131,51 @@ def prepare_deployment(
         if not isinstance(augment, bool) and augment not in FRAME_AUGMENTATIONS:
             raise InputError(f"augment must be True, False or one of {sorted(FRAME_AUGMENTATIONS)}, got {augment!r}")
         spec.augment = augment
-    options = TrainOptions(epochs=epochs, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                           schedule=schedule, schedule_epochs=schedule_epochs, seed=seed, device=device)
+    options = TrainOptions(
+        epochs=epochs,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        schedule_epochs=schedule_epochs,
+        seed=seed,
+        device=device,
+    )
     out = prepare_run_dir(out, resume=resume, overwrite=overwrite)
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
     model = copy.deepcopy(base)
     sampler = deployment_sampler(method, t, t_left, t_right, sample_num, pin)
     recipe = {
-        "source_run": str(run), "method": method, "t": t, "t_left": t_left if t_left is not None else t - 1,
-        "t_right": t_right, "sample_num": sample_num, "pin": pin, "sampler": sampler.describe(), "options": asdict(options),
-        "batch_size": spec.batch_size, "augment": spec.augment,
-        "bias_free": True, "batchnorm_folded": True,
+        "source_run": str(run),
+        "method": method,
+        "t": t,
+        "t_left": t_left if t_left is not None else t - 1,
+        "t_right": t_right,
+        "sample_num": sample_num,
+        "pin": pin,
+        "sampler": sampler.describe(),
+        "options": asdict(options),
+        "batch_size": spec.batch_size,
+        "augment": spec.augment,
+        "bias_free": True,
+        "batchnorm_folded": True,
     }
     write_json(out / "deploy_spec.json", recipe)
-    history = finetune_bias_free(model, train_loader, method, t, t_left, t_right, sample_num, options,
-                                 run_dir=out, resume=resume, progress=progress, pin=pin)
+    history = finetune_bias_free(
+        model,
+        train_loader,
+        method,
+        t,
+        t_left,
+        t_right,
+        sample_num,
+        options,
+        run_dir=out,
+        resume=resume,
+        progress=progress,
+        pin=pin,
+    )
     recipe["history"] = history
     recipe["accuracy_t"] = accuracy_at(model, test_loader, t)
     new_config = {"run": asdict(spec), "sampler": sampler.describe(), "deploy": recipe}
@@ -129,8 +183,9 @@ def prepare_deployment(
     return model, {**new_config, "model": getattr(model, "model_spec", None)}
 
 
-def load_event_split(dataset: str, split: str = "test", root: str | None = None,
-                     max_samples: int | None = None) -> tuple[list[np.ndarray], list[int], tuple[int, int, int]]:
+def load_event_split(
+    dataset: str, split: str = "test", root: str | None = None, max_samples: int | None = None
+) -> tuple[list[np.ndarray], list[int], tuple[int, int, int]]:
     """Event streams, labels and sensor size of a split of a Tonic-style event dataset.
 
     ``digits_dvs`` is the embedded default; the others are those of
@@ -167,8 +222,12 @@ class DeploymentComparison:
         return format_deployment_table(self.rows)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rows": [r.as_dict() for r in self.rows], "base_accuracy": self.base_accuracy,
-                "bias_removed_accuracy": self.bias_removed_accuracy, "config": self.config}
+        return {
+            "rows": [r.as_dict() for r in self.rows],
+            "base_accuracy": self.base_accuracy,
+            "bias_removed_accuracy": self.bias_removed_accuracy,
+            "config": self.config,
+        }
 
 
 def compare_deployment(
@@ -203,8 +262,19 @@ def compare_deployment(
     t = check_positive_int(t, "t")
     out = Path(out)
     start = time.perf_counter()
-    spec = RunSpec(dataset=dataset, model=model, method="sdt", t_min=1, t_max=t, epochs=base_epochs, seed=seed,
-                   device=device, lr=base_lr, batch_size=batch_size, data_root=data_root)
+    spec = RunSpec(
+        dataset=dataset,
+        model=model,
+        method="sdt",
+        t_min=1,
+        t_max=t,
+        epochs=base_epochs,
+        seed=seed,
+        device=device,
+        lr=base_lr,
+        batch_size=batch_size,
+        data_root=data_root,
+    )
     loaders = build_loaders(spec)
     if base_run is None:
         base_run = out / "base"
@@ -214,21 +284,46 @@ def compare_deployment(
     base_acc = accuracy_at(base, loaders[1], t)
     stripped = remove_biases(copy.deepcopy(base))
     removed_acc = accuracy_at(stripped, loaders[1], t)
-    log(f"[base] time-stepped accuracy at T={t}: {100 * base_acc:.2f}%; after bias removal (no fine-tune): "
-        f"{100 * removed_acc:.2f}%")
+    log(
+        f"[base] time-stepped accuracy at T={t}: {100 * base_acc:.2f}%; after bias removal (no fine-tune): "
+        f"{100 * removed_acc:.2f}%"
+    )
     events, labels, sensor = load_event_split(dataset, "test", data_root, max_test_samples)
     rows = []
     for method in methods:
-        log(f"[{method.upper()}] bias-free fine-tune for {finetune_epochs} epochs"
-            + (f" (input at T={t}, every stage from [1, {t}])" if method == "mtt" else f" at T={t}"))
-        tuned, _ = prepare_deployment(base_run, out / f"deploy_{method}", method=method, t=t, epochs=finetune_epochs,
-                                      lr=finetune_lr, seed=seed, device=device, progress=progress, loaders=loaders,
-                                      overwrite=True)
+        log(
+            f"[{method.upper()}] bias-free fine-tune for {finetune_epochs} epochs"
+            + (f" (input at T={t}, every stage from [1, {t}])" if method == "mtt" else f" at T={t}")
+        )
+        tuned, _ = prepare_deployment(
+            base_run,
+            out / f"deploy_{method}",
+            method=method,
+            t=t,
+            epochs=finetune_epochs,
+            lr=finetune_lr,
+            seed=seed,
+            device=device,
+            progress=progress,
+            loaders=loaders,
+            overwrite=True,
+        )
         log(f"[{method.upper()}] simulating {len(events)} test samples event-driven")
         rows.append(evaluate_deployment(tuned, events, labels, sensor, t, label=method.upper()))
-    result = DeploymentComparison(rows, base_acc, removed_acc, config={
-        "dataset": dataset, "model": model, "t": t, "base_epochs": base_epochs, "finetune_epochs": finetune_epochs,
-        "seed": seed, "base_run": str(base_run), "seconds": time.perf_counter() - start,
-    })
+    result = DeploymentComparison(
+        rows,
+        base_acc,
+        removed_acc,
+        config={
+            "dataset": dataset,
+            "model": model,
+            "t": t,
+            "base_epochs": base_epochs,
+            "finetune_epochs": finetune_epochs,
+            "seed": seed,
+            "base_run": str(base_run),
+            "seconds": time.perf_counter() - start,
+        },
+    )
     write_json(out / "deploy_results.json", result.as_dict())
     return result

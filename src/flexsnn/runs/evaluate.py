@@ -4,11 +4,13 @@ Each function loads the run folder, rebuilds its loaders from the stored RunSpec
 ``loaders`` are given) and calls the library function of :mod:`flexsnn.evaluate` that works
 on a model and loaders. What ``flexsnn evaluate`` / ``search`` / ``early-exit`` run.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -85,23 +87,32 @@ def evaluate_run(
             sweep.update(sweep_uniform(model, test_t, [t], calib_loader=calib_t, progress=False, **options))
     else:
         sweep = sweep_uniform(model, test_loader, t_values, calib_loader=train_loader, progress=progress, **options)
-    rows = sweep_configs(model, test_loader, configs, calib_loader=train_loader, progress=progress,
-                         **options) if configs else []
-    return {"uniform": results_from_sweep(sweep), "configs": rows, "method": spec.method,
-            "calibration": calibration, "rebinned": bool(rebin), "data_t": spec.frames_t}
+    rows = (
+        sweep_configs(model, test_loader, configs, calib_loader=train_loader, progress=progress, **options)
+        if configs
+        else []
+    )
+    return {
+        "uniform": results_from_sweep(sweep),
+        "configs": rows,
+        "method": spec.method,
+        "calibration": calibration,
+        "rebinned": bool(rebin),
+        "data_t": spec.frames_t,
+    }
 
 
 def search_run(
     run_dir,
-    t_min: Optional[int] = None,
-    t_max: Optional[int] = None,
+    t_min: int | None = None,
+    t_max: int | None = None,
     strategy: str = "auto",
     max_evals: int = 128,
     cost: str = "synops",
     split: str = "half",
     budget: float = 0.5,
-    calib_batches: Optional[int] = None,
-    max_batches: Optional[int] = None,
+    calib_batches: int | None = None,
+    max_batches: int | None = None,
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
@@ -125,8 +136,9 @@ def search_run(
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
     train_loader = fixed_calibration_loader(train_loader, calib, spec.seed)
     val_loader, report_loader = holdout_split(test_loader) if split == "half" else (test_loader, None)
-    result = search_configs(model, val_loader, t_min, t_max, train_loader, calib, strategy, max_evals, cost,
-                            seed, max_batches, progress)
+    result = search_configs(
+        model, val_loader, t_min, t_max, train_loader, calib, strategy, max_evals, cost, seed, max_batches, progress
+    )
     chosen = result.best_within(budget)
     report = {}
     if report_loader is not None:
@@ -138,16 +150,23 @@ def search_run(
                 calibrate_bn(model, train_loader, r.config, calib)
             acc, counts = accuracy_and_ops(model, report_loader, r.config)
             report[name] = {"config": list(r.config), "accuracy": acc, "synops": counts.synops}
-    return {"search": result, "chosen": chosen, "budget": budget, "split": split, "report": report,
-            "method": spec.method, "model": spec.model}
+    return {
+        "search": result,
+        "chosen": chosen,
+        "budget": budget,
+        "split": split,
+        "report": report,
+        "method": spec.method,
+        "model": spec.model,
+    }
 
 
 def early_exit_run(
     run_dir,
     time_config=None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    calib_batches: Optional[int] = None,
-    max_batches: Optional[int] = None,
+    calib_batches: int | None = None,
+    max_batches: int | None = None,
     device: str = "cpu",
     loaders=None,
     rebinned: bool = False,

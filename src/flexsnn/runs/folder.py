@@ -5,6 +5,7 @@ same files (:mod:`flexsnn.train.checkpoint`); a deployed run's ``config.json`` a
 ``deploy`` section, and its weights are those of the model with BN folded away and biases
 frozen at zero, so its architecture is adapted before the weights load.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,10 @@ def load_deployed(run_dir: str | os.PathLike, device: str | torch.device = "cpu"
     """Rebuild a deployed (bias-free, BN-folded) run written by :func:`flexsnn.runs.prepare_deployment`."""
     run_dir = Path(run_dir)
     if run_dir.is_dir() and not is_deployed(run_dir):
-        raise CheckpointError(f"{run_dir} is not a deployed run (no 'deploy' section in {CONFIG_FILE}); "
-                              "run `flexsnn deploy prepare --run RUN --out OUT` first")
+        raise CheckpointError(
+            f"{run_dir} is not a deployed run (no 'deploy' section in {CONFIG_FILE}); "
+            "run `flexsnn deploy prepare --run RUN --out OUT` first"
+        )
     model, config = load_model(run_dir, device, prepare=strip_batchnorm)
     freeze_biases(model)  # raises if a saved bias is not zero
     return model, config

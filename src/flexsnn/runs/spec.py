@@ -3,6 +3,7 @@
 A RunSpec is JSON/YAML-able and stored in the run's ``config.json``, so every later step on
 the run folder (evaluate, search, early exit, deploy) rebuilds the same data from it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,7 +57,7 @@ class RunSpec:
     sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm while training (default: per-rank BN stats)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -65,9 +66,16 @@ class RunSpec:
 
     def train_options(self) -> TrainOptions:
         return TrainOptions(
-            epochs=self.epochs, optimizer=self.optimizer, lr=self.lr, momentum=self.momentum,
-            weight_decay=self.weight_decay, schedule=self.schedule, seed=self.seed,
-            device=self.device, amp=self.amp, checkpoint_every_steps=self.checkpoint_every_steps,
+            epochs=self.epochs,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            schedule=self.schedule,
+            seed=self.seed,
+            device=self.device,
+            amp=self.amp,
+            checkpoint_every_steps=self.checkpoint_every_steps,
             max_steps_per_epoch=self.max_steps_per_epoch,
         )
 
@@ -106,8 +114,12 @@ def build_loaders(spec: RunSpec, shuffle_seed: int | None = None):
     if net is not None:
         check_model_input(spec.dataset, net)
     return make_loaders(
-        spec.dataset, n_time_bins=spec.frames_t, batch_size=spec.batch_size,
-        seed=spec.seed if shuffle_seed is None else shuffle_seed, root=spec.data_root,
-        num_workers=spec.num_workers, autoaugment=spec.autoaugment,
+        spec.dataset,
+        n_time_bins=spec.frames_t,
+        batch_size=spec.batch_size,
+        seed=spec.seed if shuffle_seed is None else shuffle_seed,
+        root=spec.data_root,
+        num_workers=spec.num_workers,
+        autoaugment=spec.autoaugment,
         augment=spec.augment if isinstance(spec.augment, str) else (True if spec.augment else None),
     )

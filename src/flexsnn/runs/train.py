@@ -1,4 +1,5 @@
 """Train a model per a RunSpec into a run folder (what ``flexsnn train`` runs)."""
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,9 @@ def train_run(
     resolve_device(spec.device)
     spec = with_dataset_defaults(spec)
     info = current_info(spec.device)
-    sampler = make_sampler(spec.method, spec.t_max, spec.t_min, spec.sample_num,
-                           spec.group_block_num, spec.first_stage_t)
+    sampler = make_sampler(
+        spec.method, spec.t_max, spec.t_min, spec.sample_num, spec.group_block_num, spec.first_stage_t
+    )
     # Data and model mismatches surface before the run folder is created.
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
     run_dir = prepare_run_dir(run_dir, resume, overwrite)
@@ -56,8 +58,16 @@ def train_run(
     net = wrap_ddp(model, info, spec.sync_bn)
     model = getattr(net, "module", net)
     with MetricsLogger(run_dir, enabled=info.is_main, resume=resume, epochs=spec.epochs) as metrics:
-        history = fit(net, train_loader, sampler, opts, run_dir=run_dir, resume=resume,
-                      progress=progress, on_epoch_end=metrics.log_epoch)
+        history = fit(
+            net,
+            train_loader,
+            sampler,
+            opts,
+            run_dir=run_dir,
+            resume=resume,
+            progress=progress,
+            on_epoch_end=metrics.log_epoch,
+        )
     calibrate_bn_synced(model, train_loader, spec.t_max, spec.calib_batches)
     config["history"] = history
     if info.is_main:
