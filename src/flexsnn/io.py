@@ -23,12 +23,14 @@ like ``config.json: key 'model.kwargs' must be a mapping, got [1, 2]``.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import numbers
 import os
 import re
 import secrets
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -476,3 +478,51 @@ __all__ = [
     "Nullable", "Spec", "Str", "atomic_write", "check_nesting", "check_schema", "load_arrays", "parse_json",
     "read_json", "read_text", "read_yaml", "remove_stale_temp_files", "save_arrays", "write_json",
 ]
+
+
+# ----------------------------------------------------------------------------- user factories
+FACTORY_MARK = "__flexsnn_factory__"
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def mark_factory(kind: str):
+    """Decorator marking a function as a flexsnn ``kind`` factory ("model" / "dataset").
+
+    Run configs name factories by import path (``package.module:function``); only marked
+    functions are called, so a config file cannot make flexsnn call an arbitrary function.
+    """
+
+    def mark(fn):
+        setattr(fn, FACTORY_MARK, kind)
+        return fn
+
+    return mark
+
+
+def is_import_path(name: object) -> bool:
+    return isinstance(name, str) and ":" in name
+
+
+def import_factory(path: str, kind: str, what: str):
+    """The ``kind`` factory named ``package.module:function``: imports that module only.
+
+    Raises ConfigError when the path is malformed, the module or function is missing, or the
+    function is not marked with :func:`mark_factory` for ``kind`` (nothing is called).
+    """
+    if not isinstance(path, str) or not _IMPORT_PATH.match(path):
+        raise ConfigError(f"{what} must be a registered name or an import path 'package.module:function', got {path!r}")
+    module_name, attr = path.split(":")
+    if module_name.split(".")[0] in sys.stdlib_module_names:
+        raise ConfigError(f"{what} {path!r}: the standard library holds no flexsnn {kind} factories")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{what} {path!r}: module {module_name!r} cannot be imported ({exc}); "
+                          "is it installed or on PYTHONPATH?") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise ConfigError(f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}")
+    if getattr(fn, FACTORY_MARK, None) != kind:
+        decorator = "flexsnn.models.model_factory" if kind == "model" else "flexsnn.data.dataset_factory(...)"
+        raise ConfigError(f"{what} {path!r} is not marked as a flexsnn {kind} factory; decorate it with @{decorator}")
+    return fn

@@ -23,8 +23,10 @@ EXAMPLES = """examples:
 # CLI flag -> RunSpec field; defaults stay None so a --config file is only overridden by
 # the flags actually given.
 FLAGS = {
-    "dataset": dict(help="dataset name (default digits_dvs, the embedded data)"),
-    "model": dict(help="model zoo name (default digits_conv)"),
+    "dataset": dict(help="dataset name (default digits_dvs, the embedded data) or package.module:build of a "
+                         "@flexsnn.data.dataset_factory function (docs/custom_data_and_models.md)"),
+    "model": dict(help="model zoo name (default digits_conv) or package.module:factory of a "
+                       "@flexsnn.models.model_factory function"),
     "method": dict(choices=["sdt", "nmt", "mtt"], help="training method (default mtt)"),
     "t_min": dict(type=positive_int, help="smallest T drawn by NMT/MTT (default 1)"),
     "t_max": dict(type=positive_int, help="largest T (the SDT training T; default 6)"),

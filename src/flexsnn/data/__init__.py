@@ -35,13 +35,14 @@ from flexsnn.data.event_datasets import CIFAR10DVS, NMNIST, DVSGesture, NCaltech
 from flexsnn.data.events import EVENT_DTYPE, check_events, check_sensor_size, make_events, sort_by_time
 from flexsnn.data.frames import SpatialPool, ToFrame, spatial_pool, to_frames
 from flexsnn.data.image_datasets import CIFAR10, CIFAR100, Normalize
-from flexsnn.data.loaders import DATASETS, dataset_info, load_frames, make_loaders
+from flexsnn.data.loaders import DATASETS, dataset_factory, dataset_info, load_frames, make_loaders
 
 __all__ = [
     "CIFAR10",
     "CIFAR100",
     "CIFAR10DVS",
     "DATASETS",
+    "dataset_factory",
     "EVENT_DTYPE",
     "NMNIST",
     "CIFAR10AutoAugment",

@@ -74,6 +74,7 @@ from flexsnn.data.event_datasets import CIFAR10DVS, NMNIST, DVSGesture, NCaltech
 from flexsnn.data.frames import bin_event_dataset
 from flexsnn.data.image_datasets import CIFAR10, CIFAR100
 from flexsnn.errors import DatasetNotFoundError, InputError, check_choice, check_positive_int
+from flexsnn.io import import_factory, is_import_path, mark_factory
 
 SPLITS = ("train", "test")
 INPUT_KINDS = ("frames", "static")
@@ -176,10 +177,33 @@ def register_image_dataset(
     )
 
 
+def dataset_factory(num_classes: int | None = None, in_shape: Iterable[int] | None = None, version: int = 1):
+    """Mark ``build(split, n_time_bins, root) -> (x [N, T, P, H, W], y [N])`` as a frames dataset
+    that ``--dataset package.module:build`` (and a run config naming it) loads; ``num_classes`` /
+    ``in_shape`` (``(P, H, W)``) fill the model's defaults and checks. Frames are cached as the
+    registered datasets' are (bump ``version`` when the output changes)."""
+
+    def mark(build):
+        build.dataset_entry = dict(num_classes=num_classes, in_shape=in_shape, version=version)
+        return mark_factory("dataset")(build)
+
+    return mark
+
+
+def check_dataset(name: str) -> str:
+    """``name`` if it is a registered dataset; an import path of a :func:`dataset_factory`
+    function is imported (that module only) and registered under it first."""
+    if name not in DATASETS and is_import_path(name):
+        build = import_factory(name, "dataset", "dataset")
+        register_frame_dataset(name, build, **build.dataset_entry)
+    check_choice(name, "dataset", sorted(DATASETS))
+    return name
+
+
 def dataset_info(name: str) -> DatasetInfo:
     """``(input_kind, in_shape, num_classes)`` of dataset ``name``; e.g. ``dataset_info("cifar10")
     == ("static", (3, 32, 32), 10)``."""
-    check_choice(name, "dataset", sorted(DATASETS))
+    check_dataset(name)
     return DATASETS[name].info
 
 
@@ -264,7 +288,7 @@ def _missing_root(name: str, entry: DatasetEntry) -> DatasetNotFoundError:
 
 
 def _entry(name: str, root) -> DatasetEntry:
-    check_choice(name, "dataset", sorted(DATASETS))
+    check_dataset(name)
     entry = DATASETS[name]
     if entry.root_is_data and root is None:
         raise _missing_root(name, entry)
@@ -301,7 +325,7 @@ def load_frames(
             return {"x": x.astype(count_dtype(x)), "y": np.asarray(y, dtype=np.int64)}
 
         params = {"dataset": dataset, "split": split, "n_time_bins": n_time_bins, "version": entry.version}
-        arrays = cached_arrays(f"frames-{dataset}-{split}-T{n_time_bins}", params, build, root=root)
+        arrays = cached_arrays(f"frames-{dataset.replace(':', '-')}-{split}-T{n_time_bins}", params, build, root=root)
         x, y = arrays["x"], arrays["y"]
     return TensorDataset(
         torch.from_numpy(np.asarray(x).astype(np.float32, copy=False)),

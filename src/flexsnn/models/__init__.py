@@ -31,11 +31,13 @@ temporal protocol even if a builder's default changes.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from typing import Any, Callable
 
-from flexsnn.errors import InputError
+from flexsnn.errors import ConfigError, InputError
+from flexsnn.io import import_factory, is_import_path, mark_factory
 from flexsnn.models.event_nets import gesture_net, nmnist_net
 from flexsnn.models.resnet import BasicBlock, resnet18, resnet19
 from flexsnn.models.small import digits_conv, digits_mlp
@@ -54,15 +56,45 @@ MODELS: dict[str, Callable[..., StagedNet]] = {
 }
 
 
+def model_factory(fn):
+    """Mark ``fn(**kwargs) -> StagedNet`` as a model factory: ``--model package.module:fn`` (and
+    a run config naming it) builds the model with it, and a saved run reloads through it.
+
+    The net it returns records ``model_spec = {"name": "package.module:fn", "kwargs": ...}``
+    (keyword arguments only, JSON values), so ``flexsnn.train.save_model`` writes a config
+    that ``load_model`` / every CLI verb rebuilds it from."""
+
+    @functools.wraps(fn)
+    def build(**kwargs):
+        net = fn(**kwargs)
+        if isinstance(net, StagedNet):
+            try:
+                spec_kwargs = json.loads(json.dumps(kwargs))
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"model factory arguments must be JSON values: {exc}") from None
+            net.model_spec = {"name": f"{fn.__module__}:{fn.__name__}", "kwargs": spec_kwargs}
+        return net
+
+    return mark_factory("model")(build)
+
+
+def model_builder(name: str):
+    """The builder of zoo model ``name``, or the marked factory an import path names."""
+    if name in MODELS:
+        return MODELS[name]
+    if is_import_path(name):
+        return import_factory(name, "model", "model")
+    raise InputError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}, "
+                     "or an import path 'package.module:factory' of a @model_factory function")
+
+
 def build_model(name: str, **kwargs: Any) -> StagedNet:
     """Build zoo model ``name`` with the builder's keyword arguments; sets ``net.model_spec``.
 
     Raises InputError for an unknown name (listing the choices), an unknown keyword (listing
     the accepted ones) or kwargs that are not JSON-serialisable (the spec must be storable).
     """
-    if name not in MODELS:
-        raise InputError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
-    builder = MODELS[name]
+    builder = model_builder(name)
     accepted = list(inspect.signature(builder).parameters)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
@@ -72,6 +104,9 @@ def build_model(name: str, **kwargs: Any) -> StagedNet:
     except (TypeError, ValueError) as exc:
         raise InputError(f"model arguments must be JSON values (numbers, strings, lists, dicts): {exc}") from None
     net = builder(**kwargs)
+    if not isinstance(net, StagedNet):
+        raise ConfigError(f"model factory {name!r} returned {type(net).__name__}, expected a flexsnn StagedNet "
+                          "(build it with flexsnn.staged.staged_from_layers or StagedNet)")
     if "ttm_mode" in accepted:
         spec_kwargs.setdefault("ttm_mode", net.ttm_mode)
     if "input_ttm_mode" in accepted and net.input_kind == "frames":
@@ -81,6 +116,6 @@ def build_model(name: str, **kwargs: Any) -> StagedNet:
 
 
 __all__ = [
-    "MODELS", "BasicBlock", "build_model", "digits_conv", "digits_mlp", "gesture_net", "nmnist_net",
+    "MODELS", "BasicBlock", "build_model", "model_builder", "model_factory", "digits_conv", "digits_mlp", "gesture_net", "nmnist_net",
     "resnet18", "resnet19", "vgg14", "vgg9_dvs",
 ]

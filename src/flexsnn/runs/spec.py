@@ -15,7 +15,8 @@ import torch
 
 from flexsnn.data.loaders import check_model_input, dataset_model_kwargs, make_loaders
 from flexsnn.errors import ConfigError, InputError
-from flexsnn.models import MODELS, build_model
+from flexsnn.io import is_import_path
+from flexsnn.models import MODELS, build_model, model_builder
 from flexsnn.train import TrainOptions
 
 __all__ = ["RunSpec", "build_loaders", "resolve_device", "with_dataset_defaults"]
@@ -96,9 +97,9 @@ def resolve_device(device: str) -> str:
 def with_dataset_defaults(spec: RunSpec) -> RunSpec:
     """``spec`` with the dataset's class count / input shape filled into the model kwargs
     the model accepts; kwargs the user gave win."""
-    if spec.model not in MODELS:
+    if spec.model not in MODELS and not is_import_path(spec.model):
         return spec  # build_model raises the clear unknown-model error later
-    accepted = inspect.signature(MODELS[spec.model]).parameters
+    accepted = inspect.signature(model_builder(spec.model)).parameters
     defaults = dataset_model_kwargs(spec.dataset, accepted)
     return dataclasses.replace(spec, model_kwargs={**defaults, **spec.model_kwargs})
 
