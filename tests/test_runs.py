@@ -83,10 +83,17 @@ def test_evaluate_rebins_the_events_at_every_t(tmp_path, monkeypatch):
         return original(model, test_loader, t_values, **kw)
 
     monkeypatch.setattr(run_evaluate, "sweep_uniform", recording_sweep)
-    res = evaluate_run(tmp_path / "run", t_values=[1, 3, 7], progress=False, calibration="t_max")
-    assert built == [3, 1, 7]  # the run's data T first (calibration at t_max), then each other T
+    res = evaluate_run(tmp_path / "run", t_values=[1, 3, 7], progress=False)
+    assert built == [3, 1, 7]  # the run's data T first, then each other T (BN calibrated on frames at T)
     assert model_inputs == [([1], 1), ([3], 3), ([7], 7)]
     assert list(res["uniform"]) == ["1", "3", "7"] and res["rebinned"] is True
+    built.clear()
+    tests_at = []
+    monkeypatch.setattr(run_evaluate, "load_frames", lambda name, split, t, root: tests_at.append((split, t))
+                        or make_frame_loaders(t=t)[1].dataset)
+    res = evaluate_run(tmp_path / "run", t_values=[1, 3, 7], progress=False, calibration="t_max")
+    assert built == [3] and tests_at == [("test", 1), ("test", 7)]  # BN fixed at t_max: only the test split again
+    assert model_inputs[-3:] == [([1], 1), ([3], 3), ([7], 7)]
     built.clear()
     res = evaluate_run(tmp_path / "run", t_values=[1, 7], progress=False, rebin=False)
     assert built == [3] and model_inputs[-1] == ([1, 7], 3) and res["rebinned"] is False

@@ -12,9 +12,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from flexsnn.data.loaders import dataset_info
+from flexsnn.data.loaders import dataset_info, load_frames
 from flexsnn.errors import InputError, check_choice, check_positive_int
 from flexsnn.evaluate import results_from_sweep, search_configs, sweep_configs, sweep_uniform
 from flexsnn.evaluate.cost import accuracy_and_ops
@@ -56,7 +57,8 @@ def evaluate_run(
     MTT recipe), "t_max" once at uniform t_max for all (the paper authors' protocol), "none"
     keeps the run's saved statistics (those of its training T: how plain SDT is used).
     ``rebin`` (event datasets; default True unless ``loaders`` are given): at each uniform T
-    the events are binned again into T frames (test and calibration data alike), so any T can
+    the events are binned again into T frames (the test split, and with per-config calibration
+    the calibration batches), so any T can
     be measured, as the paper runs a T=10 model up to T~200; False feeds the frames binned at
     the run's data T and lets the model's input TTM resample them. Per-stage configs always
     see the frames at the data T (the input is pinned there).
@@ -81,9 +83,12 @@ def evaluate_run(
         for t in tqdm(t_values, desc="T sweep (re-binned)", disable=not progress, leave=False):
             if t == spec.frames_t:
                 calib_t, test_t = train_loader, test_loader
-            else:
+            elif calibration == "per_config":  # calibration data at T too
                 train_t, test_t = build_loaders(dataclasses.replace(spec, data_t=t))
                 calib_t = fixed_calibration_loader(train_t, calib, spec.seed)
+            else:  # the statistics are fixed: only the test split is binned again
+                calib_t, test_t = None, DataLoader(load_frames(spec.dataset, "test", t, spec.data_root),
+                                                   batch_size=spec.batch_size)
             sweep.update(sweep_uniform(model, test_t, [t], calib_loader=calib_t, progress=False, **options))
     else:
         sweep = sweep_uniform(model, test_loader, t_values, calib_loader=train_loader, progress=progress, **options)
