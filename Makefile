@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.flexsnn-installed
 # The CPU torch wheel lies in /opt/wheels on our machines; elsewhere pip uses PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: install demo demo-deploy test test-fast lint format docs bench bench-env clean lock
+.PHONY: install demo demo-deploy test test-fast lint format docs bench bench-env interop-env test-interop clean lock
 
 install: $(STAMP)
 
@@ -55,6 +55,24 @@ bench-env:
 bench:
 	test -x $(BENCH_VENV)/bin/python || bash benchmarks/setup_env.sh $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python benchmarks/run_all.py
+
+# The NIR compatibility suite (tests/interop): two venvs, since Sinabs pins nir<=1.0.4 and
+# SpikingJelly needs nir>=1.0.7. Each run writes its cells; render_matrix.py puts them in docs/interop.md.
+INTEROP_VENV        ?= .venv-interop
+INTEROP_SINABS_VENV ?= .venv-interop-sinabs
+INTEROP_RESULTS     := tests/interop/results
+interop-env:
+	bash tests/interop/setup_env.sh $(INTEROP_VENV) $(INTEROP_SINABS_VENV)
+
+test-interop:
+	test -x $(INTEROP_VENV)/bin/python -a -x $(INTEROP_SINABS_VENV)/bin/python \
+		|| bash tests/interop/setup_env.sh $(INTEROP_VENV) $(INTEROP_SINABS_VENV)
+	FLEXSNN_INTEROP_RESULTS=$(INTEROP_RESULTS)/peers.json \
+		$(INTEROP_VENV)/bin/python -m pytest tests/interop -q -p no:cacheprovider
+	FLEXSNN_INTEROP_RESULTS=$(INTEROP_RESULTS)/sinabs.json FLEXSNN_INTEROP_WRITER=$(INTEROP_VENV)/bin/python \
+		$(INTEROP_SINABS_VENV)/bin/python -m pytest tests/interop tests/test_backends_sinabs.py tests/test_deploy_nir.py \
+		-q -p no:cacheprovider
+	$(INTEROP_VENV)/bin/python tests/interop/render_matrix.py $(INTEROP_RESULTS)/peers.json $(INTEROP_RESULTS)/sinabs.json
 
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock

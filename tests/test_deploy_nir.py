@@ -1,6 +1,7 @@
 """NIR export / import of deployable networks: round trips, metadata, defaults, bad graphs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import nir
@@ -9,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from flexsnn.deploy import SumPool2d, from_nir, simulate, to_nir
-from flexsnn.deploy.nir import METADATA_KEY, nir_metadata
+from flexsnn.deploy import SumPool2d, from_nir, read_nir, simulate, to_nir, write_nir
+from flexsnn.deploy.nir import METADATA_KEY, PROFILES, nir_metadata
 from flexsnn.errors import InputError
 from flexsnn.neurons import IF
 from flexsnn.staged import staged_from_layers
@@ -351,3 +352,112 @@ def test_channels_last_weights_export_contiguous_and_identical(tmp_path):
     nir.write(tmp_path / "net.nir", graph)
     x = random_frames()
     assert torch.equal(from_nir(nir.read(tmp_path / "net.nir")).eval()(x, time_config=(4, 3)), net(x, time_config=(4, 3)))
+
+
+def nir_neuron_net(seed=0):
+    """deployable_net with NIR's own neurons (one spike, reset to 0, no floor) and one LIF."""
+    from flexsnn.neurons import LIF
+
+    torch.manual_seed(seed)
+    layers = [
+        nn.Conv2d(2, 4, 3, padding=1, bias=False), IF(v_th=1.0, reset="hard"), nn.AvgPool2d(2),
+        nn.Conv2d(4, 6, 3, bias=False), LIF(v_th=1.0, decay=0.75, reset="hard"), nn.Flatten(),
+    ]
+    head = nn.Linear(6 * 3 * 3, 5, bias=False)
+    with torch.no_grad():
+        for m in [*layers, head]:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(8.0)
+    return staged_from_layers(layers, [3], head=head, input_kind="frames", input_shape=SHAPE).eval()
+
+
+@pytest.mark.parametrize("dt", [1.0, 1e-4, 1e-3])
+def test_dt_sets_the_time_constants_and_a_stripped_graph_reads_back_with_it(dt):
+    net = nir_neuron_net()
+    graph = to_nir(net, dt=dt)
+    np.testing.assert_allclose(graph.nodes["if_1"].r, 1.0 / dt, rtol=1e-6)  # dv/dt = r I: one step adds I
+    np.testing.assert_allclose(graph.nodes["lif_4"].tau, dt / 0.25, rtol=1e-6)  # Euler: 1 - dt/tau = 0.75
+    np.testing.assert_allclose(graph.nodes["lif_4"].r, 4.0, rtol=1e-6)  # r = tau / dt: unit input gain
+    assert nir_metadata(graph)["dt"] == dt
+    x = random_frames()
+    expected = net(x)
+    assert expected.abs().sum() > 0
+    assert torch.equal(from_nir(graph).eval()(x), expected)  # dt from the metadata
+    graph.metadata = {}  # plain NIR: the spec's neurons are these neurons, given the same dt
+    torch.testing.assert_close(from_nir(graph, dt=dt).eval()(x), expected)
+    with pytest.raises(InputError, match="dt must be a finite number > 0"):
+        from_nir(graph, dt=0)
+
+
+def test_peer_profiles_write_what_their_importers_read():
+    net = nir_neuron_net()
+    kinds = lambda g: [type(g.nodes[n]).__name__ for n in g.nodes if n not in ("input", "output")]  # noqa: E731
+    snn = to_nir(net, profile="snntorch")
+    # snnTorch: no SumPool2d mapping, IF read as Leaky(0.9): AvgPool2d with the weights unscaled, IF as a LIF
+    assert kinds(snn) == ["Conv2d", "LIF", "AvgPool2d", "Conv2d", "LIF", "Flatten", "Affine"]
+    np.testing.assert_array_equal(snn.nodes["conv2d_3"].weight, net.stages[1][0].weight.detach().numpy())
+    assert snn.nodes["flatten_5"].start_dim == 1 and nir_metadata(snn)["dt"] == 1e-4
+    assert float(np.exp(np.log1p(-1e-4 / snn.nodes["lif_1"].tau.astype(np.float64)).max())) == 1.0  # decay rounds to 1
+    sj = to_nir(net, profile="spikingjelly")
+    assert kinds(sj)[2] == "AvgPool2d" and sj.nodes["flatten_5"].start_dim == 0
+    np.testing.assert_allclose(sj.nodes["if_1"].r, 1e4)
+    norse = to_nir(net, profile="norse")
+    assert kinds(norse)[2] == "SumPool2d" and norse.nodes["flatten_5"].start_dim == 1
+    np.testing.assert_allclose(norse.nodes["if_1"].r, 1.0)  # Norse's IAF adds the input per step
+    np.testing.assert_allclose(norse.nodes["lif_4"].r, 1.0)  # its LIF ignores r: the threshold is scaled
+    np.testing.assert_allclose(norse.nodes["lif_4"].v_threshold, 0.25)
+    sinabs = to_nir(nn.Sequential(nn.Flatten(), nn.Linear(200, 4, bias=False), IF(v_th=1.0, reset="subtract",
+                    multi_spike=True, v_min=-1.0), nn.Linear(4, 2, bias=False)), input_shape=SHAPE, profile="sinabs")
+    assert sinabs.nodes["if_2"].v_threshold.shape == (1,)  # Sinabs fails on per-neuron LIF arrays
+    # every peer profile reads its own file back as the same model (Norse's exporter, which the
+    # "norse" import profile reads, writes dt * tau; Norse's importer, which the export targets, reads tau)
+    x = random_frames()
+    for name in ("snntorch", "spikingjelly", "norse"):
+        graph = to_nir(net, profile=name)
+        graph.metadata = {}
+        reader = dataclasses.replace(PROFILES[name], tau_times_dt=False)
+        torch.testing.assert_close(from_nir(graph, profile=reader).eval()(x), net(x))
+
+
+def test_peer_profile_warns_about_what_the_reader_runs_differently():
+    net = deployable_net()  # multi-spike, subtract reset, floor -1
+    with pytest.warns(UserWarning, match=r"if_1: multi_spike=True \(reader: False\), reset='subtract'"):
+        graph = to_nir(net, profile="spikingjelly")
+    assert nir_metadata(graph)["neurons"]["if_1"]["multi_spike"] is True  # stated for flexsnn readers
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        to_nir(net)  # flexsnn reads its metadata: nothing to warn about
+        to_nir(net, profile="sinabs")  # Sinabs runs a NIR IF as this neuron
+    with pytest.raises(InputError, match="profile must be one of"):
+        to_nir(net, profile="lava")
+
+
+def test_write_nir_old_schema_and_read_nir_errors(tmp_path):
+    import h5py
+
+    net = deployable_net()
+    path = write_nir(to_nir(net), tmp_path / "old.nir", schema="1.0.4")
+    with h5py.File(path) as f:
+        assert all("v_reset" not in f["node"]["nodes"][n] for n in ("if_1", "if_4", "if_7"))
+    x = random_frames()
+    assert torch.equal(from_nir(read_nir(path)).eval()(x), net.eval()(x))
+    assert not list(tmp_path.glob("*.tmp"))
+    if "v_reset" in {f.name for f in dataclasses.fields(nir.IF)}:  # nir >= 1.0.5
+        graph = to_nir(net)
+        graph.nodes["if_1"].v_reset = np.full_like(graph.nodes["if_1"].v_threshold, 0.5)
+        with pytest.raises(InputError, match=r"node 'if_1' \(IF\) resets to a non-zero v_reset"):
+            write_nir(graph, tmp_path / "bad.nir", schema="1.0.4")
+        assert not (tmp_path / "bad.nir").exists()
+    # a field this nir does not know (as a 1.0.8 file is to nir 1.0.4): a clear error naming the fix
+    newer = write_nir(to_nir(net), tmp_path / "newer.nir")
+    with h5py.File(newer, "r+") as f:
+        f["node"]["nodes"]["if_1"]["v_future"] = np.zeros(1)
+    try:
+        nir.read(newer)
+    except TypeError:  # nir >= 1.0.5 passes every stored field to the node's constructor
+        with pytest.raises(InputError, match=r"newer nir schema.*schema='1.0.4'"):
+            read_nir(newer)
+    else:  # nir 1.0.4 reads named fields only (the real 1.0.8 file is checked in tests/interop)
+        assert "if_1" in read_nir(newer).nodes

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flexsnn.cli.common import HelpFormatter, positive_int
 from flexsnn.data import DigitsDVS
-from flexsnn.deploy import evaluate_deployment, to_nir
+from flexsnn.deploy import evaluate_deployment, to_nir, write_nir
 from flexsnn.deploy.compare import format_deployment_table
 from flexsnn.deploy.finetune import PINS
 from flexsnn.errors import InputError
@@ -128,7 +128,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--run", type=Path, required=True, help="deployed run folder")
     exp.add_argument("--out", type=Path, required=True, help="output .nir file")
     exp.add_argument("--input-shape", default=None, help="input map C,H,W (default: the dataset's sensor)")
-    exp.add_argument("--pool", choices=["sum", "avg"], default="sum", help="how average pooling is written")
+    exp.add_argument("--profile", default="flexsnn",
+                     choices=["flexsnn", "nir", "snntorch", "spikingjelly", "norse", "sinabs"],
+                     help="the reader the file is for (docs/interop.md): flexsnn reads back exactly; a peer "
+                     "profile works around that peer's importer")
+    exp.add_argument("--dt", type=float, default=None,
+                     help="step in the reader's time unit (default: the profile's; flexsnn 1 step, snnTorch and "
+                     "SpikingJelly 1e-4 s, Norse 1e-3 s)")
+    exp.add_argument("--pool", choices=["sum", "avg"], default=None,
+                     help="how average pooling is written (default: the profile's; flexsnn: sum)")
     exp.add_argument("--linear", choices=["affine", "linear"], default="affine", help="NIR node for linear layers")
     exp.set_defaults(func=run_export)
 
@@ -197,18 +205,16 @@ def _shape_arg(text: str) -> tuple[int, int, int]:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    import nir
-
     model, config = load_deployed(args.run)
     if args.input_shape is not None:
         shape = _shape_arg(args.input_shape)
     else:
         shape = _dataset_input_shape(config.get("run", {}).get("dataset", "digits_dvs"))
-    graph = to_nir(model, input_shape=shape, pool=args.pool, linear=args.linear,
+    graph = to_nir(model, input_shape=shape, dt=args.dt, profile=args.profile, pool=args.pool, linear=args.linear,
                    extra={"deploy": {k: v for k, v in config["deploy"].items() if k != "history"},
                           "source": str(args.run)})
     with atomic_write(args.out) as tmp:
-        nir.write(tmp, graph)
+        write_nir(graph, tmp)  # nir.write with the schema the profile's reader needs
     print(f"wrote {args.out} ({len(graph.nodes)} NIR nodes, input {shape})")
     return 0
 

@@ -70,6 +70,7 @@ from torch import nn
 
 from flexsnn.deploy.eventnet import Conv, DeployStep, Flatten, Linear, NeuronSpec, SumPool, walk_torch
 from flexsnn.errors import InputError, check_choice
+from flexsnn.io import atomic_write
 from flexsnn.multistep import MultiStepModule
 from flexsnn.neurons import IF, LIF
 from flexsnn.staged import staged_from_layers
@@ -101,7 +102,10 @@ class Profile:
     ``dv/dt = r I``, so ``r = 1/dt`` adds the input once) or "one" (``r`` ignored). leak: decay
     per step from ``tau``: "euler" (``1 - dt/tau``) or "exp" (``exp(-dt/tau)``). lif_gain:
     LIF input gain: "r_dt_tau" (NIR Euler: ``dt r / tau``), "dt_tau" (``r`` ignored; the
-    export scales the threshold instead) or "one". scalar_params: neuron parameters written
+    export scales the threshold instead) or "one". cuba: how a CubaLIF runs: "nir" (the gains
+    of the Euler step) or "rockpool" (``i = e_syn (i + x)``, ``v = e_mem v + i`` with
+    ``e = exp(-dt/tau)``, ``r`` and ``w_in`` ignored). tau_times_dt: the writer stores
+    ``dt * tau`` as tau (Norse 1.1's exporter writes ``dt / tau_mem_inv``); divided out on import. scalar_params: neuron parameters written
     with shape (1,) where uniform. schema: "current" or "1.0.4" (IF/LIF without ``v_reset``,
     the nir that Sinabs pins; applied by :func:`write_nir`). if_runs_as: the neuron the reader
     builds from an IF (its reset, multi-spike, floor; "-v_th" = floor at minus the
@@ -116,6 +120,8 @@ class Profile:
     if_gain: str = "r_dt"
     leak: str = "euler"
     lif_gain: str = "r_dt_tau"
+    cuba: str = "nir"
+    tau_times_dt: bool = False
     scalar_params: bool = False
     schema: str = "current"
     if_runs_as: dict = field(default_factory=lambda: dict(NIR_NEURON))
@@ -124,7 +130,8 @@ class Profile:
 
 
 _SINABS_IF = {"multi_spike": True, "reset": "subtract", "v_min": "-v_th"}
-_SINABS_LIF = {"multi_spike": False, "reset": "subtract", "v_min": None}
+_SINABS_LIF = {"multi_spike": True, "reset": "subtract", "v_min": None}
+_ROCKPOOL_LIF = {"multi_spike": True, "reset": "subtract", "v_min": None}
 
 #: The profiles by name; see the module docstring and docs/interop.md.
 PROFILES: dict[str, Profile] = {
@@ -137,11 +144,15 @@ PROFILES: dict[str, Profile] = {
     "spikingjelly": Profile("spikingjelly", dt=1e-4, pool="avg"),
     # Norse 1.1: SumPool2d only (LPPool2d); Flatten(start_dim) straight to nn.Flatten; its IAF adds
     # the input per step; its LIF ignores r (gain dt / tau).
-    "norse": Profile("norse", dt=1e-3, flatten_start_dim=1, if_gain="one", lif_gain="dt_tau"),
+    # Its exporter writes tau = dt / tau_mem_inv (dt times the time constant).
+    "norse": Profile("norse", dt=1e-3, flatten_start_dim=1, if_gain="one", lif_gain="dt_tau", tau_times_dt=True),
     # Sinabs 3.1: steps; IF -> IAF (multi-spike, subtract, floor -v_th); LIF tau in steps with an
     # exponential leak and no input gain; fails on per-neuron LIF arrays; pins nir <= 1.0.4.
     "sinabs": Profile("sinabs", if_gain="one", leak="exp", lif_gain="one", scalar_params=True, schema="1.0.4",
                       if_runs_as=_SINABS_IF, lif_runs_as=_SINABS_LIF),
+    # Rockpool 3.1 (import only: its importer maps no IF, Conv2d or pooling and fails on LIF nodes):
+    # LIFTorch exports a CubaLIF it runs with exponential decays, multi-spike, subtract reset.
+    "rockpool": Profile("rockpool", dt=1e-3, leak="exp", cuba="rockpool", lif_runs_as=_ROCKPOOL_LIF),
 }
 
 
@@ -192,10 +203,16 @@ def leaky_integrate(x: torch.Tensor, decay: float) -> torch.Tensor:
     return torch.stack(out)
 
 
-def current_lif(x: torch.Tensor, syn_decay: float, decay: float, gain: float, v_th: float) -> torch.Tensor:
-    """Spikes of a current-based LIF (single spike, reset to 0), per step::
+def current_lif(
+    x: torch.Tensor, syn_decay: float, decay: float, gain: float, v_th: float,
+    reset: str = "hard", multi_spike: bool = False,
+) -> torch.Tensor:
+    """Spikes of a current-based LIF, per step (the synaptic current ``i`` and membrane ``v``
+    start at 0)::
 
-        i = syn_decay * i + x[t];  v = decay * v + gain * i;  s = v >= v_th;  v = 0 where s
+        i = syn_decay * i + x[t];  v = decay * v + gain * i
+        s = (v >= v_th) (one spike) or floor(v / v_th) clamped >= 0 (multi_spike)
+        v = 0 where s > 0 (reset "hard") or v -= s * v_th ("subtract")
     """
     i = torch.zeros_like(x[0])
     v = torch.zeros_like(x[0])
@@ -203,8 +220,8 @@ def current_lif(x: torch.Tensor, syn_decay: float, decay: float, gain: float, v_
     for x_t in x:
         i = syn_decay * i + x_t
         v = decay * v + gain * i
-        s = (v >= v_th).to(x.dtype)
-        v = v * (1 - s)
+        s = torch.clamp(torch.floor(v / v_th), min=0) if multi_spike else (v >= v_th).to(x.dtype)
+        v = v * (s <= 0) if reset == "hard" else v - s * v_th
         out.append(s)
     return torch.stack(out)
 
@@ -229,15 +246,19 @@ class LeakyIntegrator(MultiStepModule):
 class CurrentLIF(MultiStepModule):
     """NIR ``CubaLIF`` read in steps (see :func:`current_lif`); state starts at 0 on every call."""
 
-    def __init__(self, syn_decay: float, decay: float, gain: float, v_th: float) -> None:
+    def __init__(self, syn_decay: float, decay: float, gain: float, v_th: float, reset: str = "hard",
+                 multi_spike: bool = False) -> None:
         super().__init__()
         self.syn_decay, self.decay, self.gain, self.v_th = float(syn_decay), float(decay), float(gain), float(v_th)
+        self.reset = check_choice(reset, "reset", ("hard", "subtract"))
+        self.multi_spike = bool(multi_spike)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return current_lif(x, self.syn_decay, self.decay, self.gain, self.v_th)
+        return current_lif(x, self.syn_decay, self.decay, self.gain, self.v_th, self.reset, self.multi_spike)
 
     def extra_repr(self) -> str:
-        return f"syn_decay={self.syn_decay}, decay={self.decay}, gain={self.gain}, v_th={self.v_th}"
+        return (f"syn_decay={self.syn_decay}, decay={self.decay}, gain={self.gain}, v_th={self.v_th}, "
+                f"reset={self.reset!r}, multi_spike={self.multi_spike}")
 
 
 def _pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
@@ -486,7 +507,8 @@ def write_nir(graph: Any, path: str | Path, schema: str | None = None) -> Path:
 
     nir 1.0.4 (which Sinabs pins) has no ``v_reset`` on IF / LIF / CubaLIF and refuses files
     that carry it; "1.0.4" drops it, which keeps the meaning only where it is 0 (InputError
-    otherwise). The file is written to a temporary name and moved into place.
+    otherwise). The file is written to a temporary name and moved into place (nothing is
+    left behind on an error).
     """
     import h5py
     import nir
@@ -494,9 +516,8 @@ def write_nir(graph: Any, path: str | Path, schema: str | None = None) -> Path:
     meta = nir_metadata(graph) or {}
     schema = check_choice(schema or meta.get("schema", "current"), "schema", ("current", "1.0.4"))
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    nir.write(tmp, graph)
-    try:
+    with atomic_write(path) as tmp:
+        nir.write(tmp, graph)
         if schema == "1.0.4":
             with h5py.File(tmp, "r+") as f:
                 for name, node in f["node"]["nodes"].items():
@@ -507,9 +528,6 @@ def write_nir(graph: Any, path: str | Path, schema: str | None = None) -> Path:
                             raise InputError(f"node {name!r} ({kind}) resets to a non-zero v_reset, which the nir "
                                              "1.0.4 schema cannot state; write it with schema='current'")
                         del node["v_reset"]
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -708,6 +726,14 @@ def _check_v_reset(node: Any, name: str) -> None:
                          "flexsnn neurons reset to 0 (or by subtraction)")
 
 
+def _tau(node: Any, attr: str, name: str, ctx: _Import) -> float:
+    """A uniform time constant in the graph's unit (> 0, +inf = no leak)."""
+    tau = _uniform(node, attr, name, allow_inf=True)
+    if not tau > 0:
+        raise InputError(f"node {name!r}: {attr} must be > 0, got {tau}")
+    return tau / ctx.dt if ctx.profile.tau_times_dt else tau
+
+
 def _decay_from_tau(tau: float, name: str, ctx: _Import) -> float:
     """Per-step decay of a leak with time constant ``tau`` (in the graph's unit) at step dt."""
     if math.isinf(tau):
@@ -769,11 +795,9 @@ def _build_lif(node: Any, name: str, ctx: _Import) -> nn.Module:
     if info is not None:
         decay, v_th = float(info["decay"]), float(info.get("v_th", v_th))
     else:
-        tau = _uniform(node, "tau", name, allow_inf=True)
+        tau = _tau(node, "tau", name, ctx)
         r = _uniform(node, "r", name, allow_inf=True)
         v_leak = _uniform(node, "v_leak", name)
-        if not tau > 0:
-            raise InputError(f"node {name!r}: tau must be > 0, got {tau}")
         decay = _decay_from_tau(tau, name, ctx)
         rule = ctx.profile.lif_gain
         if rule == "one":
@@ -793,9 +817,7 @@ def _build_lif(node: Any, name: str, ctx: _Import) -> nn.Module:
 def _build_li(node: Any, name: str, ctx: _Import) -> nn.Module:
     for attr in ("tau", "r", "v_leak"):
         _check_neuron_shape(node, attr, name, ctx)
-    tau = _uniform(node, "tau", name, allow_inf=True)
-    if not tau > 0:
-        raise InputError(f"node {name!r}: tau must be > 0, got {tau}")
+    tau = _tau(node, "tau", name, ctx)
     r, v_leak = _uniform(node, "r", name, allow_inf=True), _uniform(node, "v_leak", name)
     decay = _decay_from_tau(tau, name, ctx)
     if math.isinf(tau) or ctx.profile.lif_gain == "one":
@@ -811,22 +833,24 @@ def _build_cuba_lif(node: Any, name: str, ctx: _Import) -> nn.Module:
     for attr in ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "w_in"):
         _check_neuron_shape(node, attr, name, ctx)
     _check_v_reset(node, name)
-    tau_syn = _uniform(node, "tau_syn", name, allow_inf=True)
-    tau_mem = _uniform(node, "tau_mem", name, allow_inf=True)
-    if not (tau_syn > 0 and tau_mem > 0):
-        raise InputError(f"node {name!r}: tau_syn and tau_mem must be > 0, got {tau_syn}, {tau_mem}")
+    tau_syn, tau_mem = _tau(node, "tau_syn", name, ctx), _tau(node, "tau_mem", name, ctx)
     r, w_in = _uniform(node, "r", name, allow_inf=True), _uniform(node, "w_in", name)
     if np.any(_array(node, "v_leak", name) != 0):
         raise InputError(f"node {name!r}: CubaLIF with v_leak != 0 is not supported; expected v_leak = 0")
     v_th = _uniform(node, "v_threshold", name)
     syn_decay, decay = _decay_from_tau(tau_syn, name, ctx), _decay_from_tau(tau_mem, name, ctx)
-    if ctx.profile.lif_gain == "one":
+    if ctx.profile.cuba == "rockpool":  # the input joins the current before it decays
+        syn_gain, gain = syn_decay, 1.0
+    elif ctx.profile.lif_gain == "one":
         syn_gain, gain = 1.0, 1.0
     else:
         syn_gain = 1.0 if math.isinf(tau_syn) else ctx.dt / tau_syn * w_in
         gain = 1.0 if math.isinf(tau_mem) else ctx.dt / tau_mem * (r if ctx.profile.lif_gain == "r_dt_tau" else 1.0)
     _fold_input(ctx, name, _snap(syn_gain), 0.0)
-    return CurrentLIF(syn_decay, decay, _snap(gain), v_th)
+    options = _neuron_options(name, ctx, ctx.profile.lif_runs_as, v_th)
+    if options["v_min"] is not None:
+        raise InputError(f"node {name!r}: a CubaLIF with a membrane floor is not supported")
+    return CurrentLIF(syn_decay, decay, _snap(gain), v_th, options["reset"], options["multi_spike"])
 
 
 @functools.cache
@@ -885,6 +909,20 @@ def _input_type(graph: Any, order: list[str]) -> tuple[int, ...] | None:
     return tuple(int(s) for s in arr)
 
 
+def _without_batch(shape: tuple[int, ...], first: Any) -> tuple[int, ...]:
+    """Drop a batch axis that an exporter left in the Input type (Norse 1.1 records its sample's
+    batch): one axis more than the first node takes (Conv2d: C, H, W; Linear/Affine: N)."""
+    import nir
+
+    if isinstance(first, nir.Conv2d) and len(shape) == 4:
+        return shape[1:]
+    if isinstance(first, (nir.Linear, nir.Affine)) and len(shape) == 2:
+        w = np.asarray(first.weight)
+        if w.ndim == 2 and shape[1] == w.shape[1]:
+            return shape[1:]
+    return shape
+
+
 def from_nir(
     graph: Any,
     dt: float | None = None,
@@ -910,6 +948,8 @@ def from_nir(
     if dt is None:
         dt = (meta or {}).get("dt", 1.0) if meta is not None else prof.dt
     ctx = _Import(prof, _check_dt(dt), (meta or {}).get("neurons", {}), _input_type(graph, order))
+    if ctx.shape is not None and len(order) > 2:
+        ctx.shape = _without_batch(ctx.shape, graph.nodes[order[1]])
     shape = ctx.shape
     builders = _builders()
     for name in order[1:-1]:
