@@ -8,7 +8,7 @@ from torch import nn
 norse = pytest.importorskip("norse.torch")
 
 from flexsnn.deploy import from_nir  # noqa: E402
-from peer_models import CONV_SHAPE, MLP_SHAPE, export, flexsnn_model, frames, reader_differences, run_cell  # noqa: E402
+from interop.peer_models import CONV_SHAPE, MLP_SHAPE, export, flexsnn_model, frames, reader_differences, run_cell  # noqa: E402
 
 FLEXSNN_PROFILE_NOTE = "written with dt = 1, read with dt = 1e-3; Flatten(start_dim=0) read as nn.Flatten(0)"
 PEER = "norse"

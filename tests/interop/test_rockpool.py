@@ -10,7 +10,7 @@ from rockpool.nn.combinators import Sequential  # noqa: E402
 from rockpool.nn.modules import LIFTorch, LinearTorch  # noqa: E402
 
 from flexsnn.deploy import from_nir  # noqa: E402
-from peer_models import MLP_SHAPE, export, flexsnn_model, frames, run_cell  # noqa: E402
+from interop.peer_models import MLP_SHAPE, export, flexsnn_model, frames, run_cell  # noqa: E402
 
 PEER = "rockpool"
 DT = 1e-3

@@ -16,7 +16,7 @@ import sinabs.layers as sl  # noqa: E402
 
 from flexsnn.deploy import from_nir, read_nir  # noqa: E402
 from flexsnn.errors import InputError  # noqa: E402
-from peer_models import (  # noqa: E402
+from interop.peer_models import (  # noqa: E402
     B, CONV_SHAPE, MLP_SHAPE, conv_net, export, flexsnn_model, frames, reader_differences, run_cell,
 )
 

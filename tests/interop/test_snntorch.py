@@ -11,7 +11,7 @@ from snntorch.export_nir import export_to_nir  # noqa: E402
 from snntorch.import_nir import import_from_nir  # noqa: E402
 
 from flexsnn.deploy import from_nir  # noqa: E402
-from peer_models import CONV_SHAPE, MLP_SHAPE, export, flexsnn_model, frames, reader_differences, run_cell  # noqa: E402
+from interop.peer_models import CONV_SHAPE, MLP_SHAPE, export, flexsnn_model, frames, reader_differences, run_cell  # noqa: E402
 
 FLEXSNN_PROFILE_NOTE = "snnTorch reads with dt = 1e-4 (hard-coded) and maps no SumPool2d"
 PEER = "snntorch"

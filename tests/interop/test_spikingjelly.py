@@ -9,7 +9,7 @@ nir_exchange = pytest.importorskip("spikingjelly.activation_based.nir_exchange")
 from spikingjelly.activation_based import functional, layer, neuron  # noqa: E402
 
 from flexsnn.deploy import from_nir  # noqa: E402
-from peer_models import CONV_SHAPE, MLP_SHAPE, export, flexsnn_model, frames, reader_differences, run_cell  # noqa: E402
+from interop.peer_models import CONV_SHAPE, MLP_SHAPE, export, flexsnn_model, frames, reader_differences, run_cell  # noqa: E402
 
 FLEXSNN_PROFILE_NOTE = "written with dt = 1, read with dt = 1e-4; no SumPool2d mapping"
 PEER = "spikingjelly"
