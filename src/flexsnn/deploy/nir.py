@@ -74,6 +74,8 @@ from flexsnn.io import atomic_write
 from flexsnn.multistep import MultiStepModule
 from flexsnn.neurons import IF, LIF
 from flexsnn.staged import staged_from_layers
+from flexsnn.neurons import IF, LIF
+from flexsnn.staged import staged_from_layers
 
 __all__ = [
     "SumPool2d", "LeakyIntegrator", "CurrentLIF", "Profile", "PROFILES", "to_nir", "from_nir",
