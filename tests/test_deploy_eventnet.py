@@ -1,4 +1,5 @@
 """EventNet: structure validation, shapes, and conversion from torch models."""
+
 from __future__ import annotations
 
 import math
@@ -33,9 +34,12 @@ def deployable(**if_kw):
     return nn.Sequential(
         nn.AvgPool2d(4),
         nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), IF(**if_kw), nn.Dropout(0.1)),
-        nn.AvgPool2d(2), TTM(),
-        nn.Conv2d(4, 8, 3, stride=2, padding="valid", bias=False), IF(),
-        nn.Flatten(), nn.Identity(),
+        nn.AvgPool2d(2),
+        TTM(),
+        nn.Conv2d(4, 8, 3, stride=2, padding="valid", bias=False),
+        IF(),
+        nn.Flatten(),
+        nn.Identity(),
         nn.Linear(8 * 1 * 1, 5, bias=False),
     )
 
@@ -60,8 +64,9 @@ def test_from_torch_staged_net_trailing_neuron_and_leak():
     class Staged(nn.Module):  # duck-typed flexsnn StagedNet: stages + head
         def __init__(self):
             super().__init__()
-            self.stages = nn.ModuleList([nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), LIF(decay=0.5)),
-                                         nn.Sequential(nn.Flatten())])
+            self.stages = nn.ModuleList(
+                [nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), LIF(decay=0.5)), nn.Sequential(nn.Flatten())]
+            )
             self.head = nn.Sequential(nn.Linear(8, 3), IF(v_th=2.0))
 
     model = Staged()
@@ -76,9 +81,12 @@ def test_from_torch_staged_net_trailing_neuron_and_leak():
 
 def test_flexsnn_if_neurons_are_accepted():
     neurons = pytest.importorskip("flexsnn.neurons")
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False),
-                          neurons.IF(v_th=1.0, v_min=-1.0, multi_spike=True, reset="subtract"),
-                          nn.Linear(3, 2, bias=False))
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(4, 3, bias=False),
+        neurons.IF(v_th=1.0, v_min=-1.0, multi_spike=True, reset="subtract"),
+        nn.Linear(3, 2, bias=False),
+    )
     net = EventNet.from_torch(model)
     assert net.layers[1].neuron == NeuronSpec()
 
@@ -86,21 +94,37 @@ def test_flexsnn_if_neurons_are_accepted():
 @pytest.mark.parametrize(
     "model, match",
     [
-        (nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.BatchNorm2d(4), IF(), nn.Flatten(), nn.Linear(4, 2)),
-         "fold BN first: flexsnn.deploy.fold_batchnorm"),
+        (
+            nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.BatchNorm2d(4), IF(), nn.Flatten(), nn.Linear(4, 2)),
+            "fold BN first: flexsnn.deploy.fold_batchnorm",
+        ),
         (nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), "non-zero bias"),
         (nn.Sequential(IF(), nn.Flatten(), nn.Linear(4, 2, bias=False)), "must directly follow"),
-        (nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.AvgPool2d(2), IF(), nn.Flatten(), nn.Linear(4, 2, bias=False)),
-         "without a spiking neuron in between"),
-        (nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), IF(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 2, bias=False)),
-         "use nn.AvgPool2d"),
+        (
+            nn.Sequential(
+                nn.Conv2d(2, 4, 3, bias=False), nn.AvgPool2d(2), IF(), nn.Flatten(), nn.Linear(4, 2, bias=False)
+            ),
+            "without a spiking neuron in between",
+        ),
+        (
+            nn.Sequential(
+                nn.Conv2d(2, 4, 3, bias=False), IF(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 2, bias=False)
+            ),
+            "use nn.AvgPool2d",
+        ),
         (nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), IF(), nn.Flatten()), "must end with its readout"),
-        (nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2, bias=False)),
-         "ReLU.*not supported"),
-        (nn.Sequential(nn.Conv2d(2, 4, 3, groups=2, bias=False), IF(), nn.Flatten(), nn.Linear(4, 2, bias=False)),
-         "groups=1"),
-        (nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False), LIF(decay=1.5), nn.Linear(2, 2, bias=False)),
-         "decay must be in"),
+        (
+            nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2, bias=False)),
+            "ReLU.*not supported",
+        ),
+        (
+            nn.Sequential(nn.Conv2d(2, 4, 3, groups=2, bias=False), IF(), nn.Flatten(), nn.Linear(4, 2, bias=False)),
+            "groups=1",
+        ),
+        (
+            nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False), LIF(decay=1.5), nn.Linear(2, 2, bias=False)),
+            "decay must be in",
+        ),
         ("not a model", "must be a torch nn.Module"),
     ],
 )

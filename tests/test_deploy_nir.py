@@ -1,4 +1,5 @@
 """NIR export / import of deployable networks: round trips, metadata, defaults, bad graphs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,9 +28,14 @@ def deployable_net(seed: int = 0, scale: float = 8.0):
     """Two stages (conv-IF-avgpool, conv-IF-flatten-linear-IF) + linear head, bias-free."""
     torch.manual_seed(seed)
     layers = [
-        nn.Conv2d(2, 4, 3, padding=1, bias=False), deploy_if(), nn.AvgPool2d(2),
-        nn.Conv2d(4, 6, 3, stride=1, bias=False), deploy_if(), nn.Flatten(),
-        nn.Linear(6 * 3 * 3, 12, bias=False), deploy_if(),
+        nn.Conv2d(2, 4, 3, padding=1, bias=False),
+        deploy_if(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 6, 3, stride=1, bias=False),
+        deploy_if(),
+        nn.Flatten(),
+        nn.Linear(6 * 3 * 3, 12, bias=False),
+        deploy_if(),
     ]
     with torch.no_grad():
         for m in layers:
@@ -59,9 +65,10 @@ def random_events(n_samples=3, n=150, seed=2):
 def test_round_trip_identical_time_stepped_outputs_and_stages():
     net = deployable_net().eval()
     graph = to_nir(net)
-    assert [type(graph.nodes[n]).__name__ for n in ["conv2d_0", "if_1", "sumpool2d_2", "conv2d_3", "if_4",
-                                                     "flatten_5", "affine_6", "if_7", "affine_8"]] == [
-        "Conv2d", "IF", "SumPool2d", "Conv2d", "IF", "Flatten", "Affine", "IF", "Affine"]
+    assert [
+        type(graph.nodes[n]).__name__
+        for n in ["conv2d_0", "if_1", "sumpool2d_2", "conv2d_3", "if_4", "flatten_5", "affine_6", "if_7", "affine_8"]
+    ] == ["Conv2d", "IF", "SumPool2d", "Conv2d", "IF", "Flatten", "Affine", "IF", "Affine"]
     # the 1/4 of the average pool moved into the next conv's weights
     np.testing.assert_array_equal(graph.nodes["conv2d_3"].weight, net.stages[1][0].weight.detach().numpy() * 0.25)
     back = from_nir(graph).eval()
@@ -105,9 +112,19 @@ def test_metadata_survives_write_read(tmp_path):
     net = deployable_net()
     graph = to_nir(net, extra={"recipe": "mtt", "epochs": 3})
     meta = nir_metadata(graph)
-    assert meta["neurons"]["if_1"] == {"type": "IF", "v_th": 1.0, "decay": 1.0, "reset": "subtract",
-                                       "multi_spike": True, "v_min": -1.0, "threshold_rule": "u >= v_th"}
-    assert meta["stages"] == [["conv2d_0", "if_1", "sumpool2d_2"], ["conv2d_3", "if_4", "flatten_5", "affine_6", "if_7"]]
+    assert meta["neurons"]["if_1"] == {
+        "type": "IF",
+        "v_th": 1.0,
+        "decay": 1.0,
+        "reset": "subtract",
+        "multi_spike": True,
+        "v_min": -1.0,
+        "threshold_rule": "u >= v_th",
+    }
+    assert meta["stages"] == [
+        ["conv2d_0", "if_1", "sumpool2d_2"],
+        ["conv2d_3", "if_4", "flatten_5", "affine_6", "if_7"],
+    ]
     assert meta["head"] == ["affine_8"] and meta["time_config"] == [4, 3] and meta["ttm_mode"] == "hard"
     assert meta["input_ttm_mode"] == "hard"
     assert meta["pool_folding"] == {"sumpool2d_2": {"from": "AvgPool2d", "scale": 0.25, "folded_into": "conv2d_3"}}
@@ -123,8 +140,14 @@ def test_metadata_survives_write_read(tmp_path):
 
 def test_input_ttm_mode_survives_the_graph():
     net = deployable_net()
-    trimmed = staged_from_layers([m for s in net.stages for m in s], [3], head=net.head, input_kind="frames",
-                                 input_shape=SHAPE, input_ttm_mode="trim")
+    trimmed = staged_from_layers(
+        [m for s in net.stages for m in s],
+        [3],
+        head=net.head,
+        input_kind="frames",
+        input_shape=SHAPE,
+        input_ttm_mode="trim",
+    )
     back = from_nir(to_nir(trimmed, input_shape=SHAPE))
     assert (back.ttm_mode, back.input_ttm_mode) == ("hard", "trim")
     x = random_frames(t=6)
@@ -138,8 +161,9 @@ def _plain_graph(v_th=0.5, bias=None, extra_node=None):
     w2 = rng.normal(size=(4, 3 * 4 * 4)).astype(np.float32)
     nodes = {
         "input": nir.Input(input_type={"input": np.array([2, 6, 6])}),
-        "conv": nir.Conv2d(input_shape=(6, 6), weight=w1, stride=1, padding=0, dilation=1, groups=1,
-                           bias=np.zeros(3, np.float32)),
+        "conv": nir.Conv2d(
+            input_shape=(6, 6), weight=w1, stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(3, np.float32)
+        ),
         "spk": nir.IF(r=np.ones((3, 4, 4), np.float32), v_threshold=np.full((3, 4, 4), v_th, np.float32)),
         "flat": nir.Flatten(input_type={"input": np.array([3, 4, 4])}, start_dim=0, end_dim=-1),
         "fc": nir.Affine(weight=w2, bias=np.zeros(4, np.float32) if bias is None else bias),
@@ -223,8 +247,14 @@ def test_cuba_lif_node_hand_trace():
     nodes = {
         "input": nir.Input(input_type={"input": np.array([2])}),
         "fc": nir.Linear(weight=w),
-        "cuba": nir.CubaLIF(tau_syn=np.full(3, 2e-4), tau_mem=np.full(3, 5e-4), r=np.full(3, 5.0),
-                            v_leak=np.zeros(3), v_threshold=np.full(3, 0.5), w_in=np.full(3, 2.0)),
+        "cuba": nir.CubaLIF(
+            tau_syn=np.full(3, 2e-4),
+            tau_mem=np.full(3, 5e-4),
+            r=np.full(3, 5.0),
+            v_leak=np.zeros(3),
+            v_threshold=np.full(3, 0.5),
+            w_in=np.full(3, 2.0),
+        ),
         "output": nir.Output(output_type={"output": np.array([3])}),
     }
     order = list(nodes)
@@ -244,26 +274,56 @@ def test_cuba_lif_node_hand_trace():
     torch.testing.assert_close(out, torch.stack(expected))
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(extra_node=nir.Threshold(threshold=np.ones((3, 4, 4)))), "Threshold is not supported"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(extra_node=nir.Threshold(threshold=np.ones((3, 4, 4)))), "Threshold is not supported"),
+    ],
+)
 def test_bad_graphs_raise_clear_errors(bad, message):
     graph = _plain_graph(**bad)
     with pytest.raises(InputError, match=message):
         from_nir(graph)
 
 
-@pytest.mark.parametrize("corrupt, message", [
-    (lambda g: g.nodes["conv"].weight.__setitem__((0, 0, 0, 0), np.nan), r"node 'conv' \(Conv2d\): weight contains NaN"),
-    (lambda g: g.nodes["fc"].weight.__setitem__((1, 2), np.inf), r"node 'fc' \(Affine\): weight contains NaN or inf"),
-    (lambda g: setattr(g.nodes["fc"], "bias", np.array([0.0, np.nan, 0.0, 0.0])), r"node 'fc' \(Affine\): bias"),
-    (lambda g: setattr(g.nodes["spk"], "v_threshold", np.full((3, 4, 4), np.inf)), r"node 'spk' \(IF\): v_threshold"),
-    (lambda g: setattr(g.nodes["fc"], "weight", np.ones((4, 47), np.float32)), r"node 'fc' \(Linear\) does not fit its input shaped \(48,\)"),
-    (lambda g: setattr(g.nodes["fc"], "bias", np.zeros(5, np.float32)), r"node 'fc' \(Affine\): bias must have 4 entries"),
-    (lambda g: setattr(g.nodes["conv"], "weight", np.ones((3, 2, 3), np.float32)), r"node 'conv' \(Conv2d\): weight must be \[C_out"),
-    (lambda g: setattr(g.nodes["spk"], "r", np.ones((3, 5, 5), np.float32)), r"node 'spk' \(IF\): r has shape \(3, 5, 5\)"),
-    (lambda g: setattr(g.nodes["spk"], "v_reset", np.full((3, 4, 4), 0.2, np.float32)), r"node 'spk' \(IF\): a reset to v_reset != 0"),
-])
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (
+            lambda g: g.nodes["conv"].weight.__setitem__((0, 0, 0, 0), np.nan),
+            r"node 'conv' \(Conv2d\): weight contains NaN",
+        ),
+        (
+            lambda g: g.nodes["fc"].weight.__setitem__((1, 2), np.inf),
+            r"node 'fc' \(Affine\): weight contains NaN or inf",
+        ),
+        (lambda g: setattr(g.nodes["fc"], "bias", np.array([0.0, np.nan, 0.0, 0.0])), r"node 'fc' \(Affine\): bias"),
+        (
+            lambda g: setattr(g.nodes["spk"], "v_threshold", np.full((3, 4, 4), np.inf)),
+            r"node 'spk' \(IF\): v_threshold",
+        ),
+        (
+            lambda g: setattr(g.nodes["fc"], "weight", np.ones((4, 47), np.float32)),
+            r"node 'fc' \(Linear\) does not fit its input shaped \(48,\)",
+        ),
+        (
+            lambda g: setattr(g.nodes["fc"], "bias", np.zeros(5, np.float32)),
+            r"node 'fc' \(Affine\): bias must have 4 entries",
+        ),
+        (
+            lambda g: setattr(g.nodes["conv"], "weight", np.ones((3, 2, 3), np.float32)),
+            r"node 'conv' \(Conv2d\): weight must be \[C_out",
+        ),
+        (
+            lambda g: setattr(g.nodes["spk"], "r", np.ones((3, 5, 5), np.float32)),
+            r"node 'spk' \(IF\): r has shape \(3, 5, 5\)",
+        ),
+        (
+            lambda g: setattr(g.nodes["spk"], "v_reset", np.full((3, 4, 4), 0.2, np.float32)),
+            r"node 'spk' \(IF\): a reset to v_reset != 0",
+        ),
+    ],
+)
 def test_hostile_values_and_shapes_are_refused_naming_the_node(corrupt, message):
     graph = _plain_graph()
     corrupt(graph)
@@ -351,7 +411,9 @@ def test_channels_last_weights_export_contiguous_and_identical(tmp_path):
         np.testing.assert_array_equal(graph.nodes[name].weight, reference.nodes[name].weight)
     nir.write(tmp_path / "net.nir", graph)
     x = random_frames()
-    assert torch.equal(from_nir(nir.read(tmp_path / "net.nir")).eval()(x, time_config=(4, 3)), net(x, time_config=(4, 3)))
+    assert torch.equal(
+        from_nir(nir.read(tmp_path / "net.nir")).eval()(x, time_config=(4, 3)), net(x, time_config=(4, 3))
+    )
 
 
 def nir_neuron_net(seed=0):
@@ -360,8 +422,12 @@ def nir_neuron_net(seed=0):
 
     torch.manual_seed(seed)
     layers = [
-        nn.Conv2d(2, 4, 3, padding=1, bias=False), IF(v_th=1.0, reset="hard"), nn.AvgPool2d(2),
-        nn.Conv2d(4, 6, 3, bias=False), LIF(v_th=1.0, decay=0.75, reset="hard"), nn.Flatten(),
+        nn.Conv2d(2, 4, 3, padding=1, bias=False),
+        IF(v_th=1.0, reset="hard"),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 6, 3, bias=False),
+        LIF(v_th=1.0, decay=0.75, reset="hard"),
+        nn.Flatten(),
     ]
     head = nn.Linear(6 * 3 * 3, 5, bias=False)
     with torch.no_grad():
@@ -406,8 +472,16 @@ def test_peer_profiles_write_what_their_importers_read():
     np.testing.assert_allclose(norse.nodes["if_1"].r, 1.0)  # Norse's IAF adds the input per step
     np.testing.assert_allclose(norse.nodes["lif_4"].r, 1.0)  # its LIF ignores r: the threshold is scaled
     np.testing.assert_allclose(norse.nodes["lif_4"].v_threshold, 0.25)
-    sinabs = to_nir(nn.Sequential(nn.Flatten(), nn.Linear(200, 4, bias=False), IF(v_th=1.0, reset="subtract",
-                    multi_spike=True, v_min=-1.0), nn.Linear(4, 2, bias=False)), input_shape=SHAPE, profile="sinabs")
+    sinabs = to_nir(
+        nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(200, 4, bias=False),
+            IF(v_th=1.0, reset="subtract", multi_spike=True, v_min=-1.0),
+            nn.Linear(4, 2, bias=False),
+        ),
+        input_shape=SHAPE,
+        profile="sinabs",
+    )
     assert sinabs.nodes["if_2"].v_threshold.shape == (1,)  # Sinabs fails on per-neuron LIF arrays
     # every peer profile reads its own file back as the same model (Norse's exporter, which the
     # "norse" import profile reads, writes dt * tau; Norse's importer, which the export targets, reads tau)

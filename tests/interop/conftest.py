@@ -5,6 +5,7 @@ in the main venv every module here is skipped because its peer is not installed.
 records its matrix cell; with ``FLEXSNN_INTEROP_RESULTS=path.json`` set the cells are written
 there when the session ends, and ``render_matrix.py`` turns the files into docs/interop.md's table.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,17 @@ def record():
     """record(peer, direction, model, profile, status, max_diff=None, note="") adds one matrix cell."""
 
     def add(peer, direction, model, profile, status, max_diff=None, note=""):
-        _CELLS.append({"peer": peer, "direction": direction, "model": model, "profile": profile,
-                       "status": status, "max_diff": max_diff, "note": note})
+        _CELLS.append(
+            {
+                "peer": peer,
+                "direction": direction,
+                "model": model,
+                "profile": profile,
+                "status": status,
+                "max_diff": max_diff,
+                "note": note,
+            }
+        )
 
     return add
 

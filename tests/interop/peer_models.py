@@ -1,4 +1,5 @@
 """Shared pieces of the interop suite: the flexsnn models, inputs and the comparison rule."""
+
 from __future__ import annotations
 
 import re

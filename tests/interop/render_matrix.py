@@ -4,6 +4,7 @@ Reads the JSON files the suite wrote (``make test-interop`` sets FLEXSNN_INTEROP
 venv) and replaces the table between the ``<!-- matrix:start -->`` / ``<!-- matrix:end -->``
 markers.   usage: python tests/interop/render_matrix.py [results.json ...]
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,14 @@ def render(paths: list[Path]) -> str:
         cells += data["cells"]
         envs.append(f"`{path.stem}`: " + ", ".join(f"{k} {v}" for k, v in sorted(data["versions"].items())))
     order = {p: i for i, p in enumerate(PEERS)}
-    cells.sort(key=lambda c: (order.get(c["peer"], 99), c["direction"] != "flexsnn -> peer", c["model"],
-                              c["profile"] != "flexsnn"))
+    cells.sort(
+        key=lambda c: (
+            order.get(c["peer"], 99),
+            c["direction"] != "flexsnn -> peer",
+            c["model"],
+            c["profile"] != "flexsnn",
+        )
+    )
     lines = [
         "| peer | direction | model | profile | result | why |",
         "|---|---|---|---|---|---|",

@@ -1,4 +1,5 @@
 """Norse 1.1 <-> flexsnn through NIR (norse.torch.to_nir / from_nir)."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,10 +25,14 @@ def run_norse(module, x):
 
 
 EXPORT_EXPECTED = {
-    ("conv", "nir", "flexsnn"): "error", ("conv", "nir", PEER): "exact",
-    ("conv", "deploy", "flexsnn"): "error", ("conv", "deploy", PEER): "differs",
-    ("mlp", "nir", "flexsnn"): "differs", ("mlp", "nir", PEER): "exact",
-    ("mlp", "deploy", "flexsnn"): "differs", ("mlp", "deploy", PEER): "differs",
+    ("conv", "nir", "flexsnn"): "error",
+    ("conv", "nir", PEER): "exact",
+    ("conv", "deploy", "flexsnn"): "error",
+    ("conv", "deploy", PEER): "differs",
+    ("mlp", "nir", "flexsnn"): "differs",
+    ("mlp", "nir", PEER): "exact",
+    ("mlp", "deploy", "flexsnn"): "differs",
+    ("mlp", "deploy", PEER): "differs",
 }
 
 
@@ -52,11 +57,21 @@ def norse_model(model: str):
     """Norse's exporter maps no pooling: the conv model strides instead."""
     torch.manual_seed(5)
     if model == "conv":
-        layers = [nn.Conv2d(2, 4, 3, padding=1), norse.IAFCell(), nn.Conv2d(4, 4, 3, stride=3), norse.IAFCell(),
-                  nn.Flatten(), nn.Linear(16, 5)]
+        layers = [
+            nn.Conv2d(2, 4, 3, padding=1),
+            norse.IAFCell(),
+            nn.Conv2d(4, 4, 3, stride=3),
+            norse.IAFCell(),
+            nn.Flatten(),
+            nn.Linear(16, 5),
+        ]
     else:  # LIFBox: v += dt * tau_mem_inv * (-v + i); dt * tau_mem_inv = 0.25
-        layers = [nn.Linear(16, 12), norse.LIFBoxCell(norse.LIFBoxParameters(tau_mem_inv=torch.tensor(250.0))),
-                  nn.Linear(12, 4), norse.LIBoxCell(norse.LIBoxParameters(tau_mem_inv=torch.tensor(500.0)))]
+        layers = [
+            nn.Linear(16, 12),
+            norse.LIFBoxCell(norse.LIFBoxParameters(tau_mem_inv=torch.tensor(250.0))),
+            nn.Linear(12, 4),
+            norse.LIBoxCell(norse.LIBoxParameters(tau_mem_inv=torch.tensor(500.0))),
+        ]
     net = norse.SequentialState(*layers)
     with torch.no_grad():
         for m in layers:

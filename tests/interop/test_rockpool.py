@@ -1,4 +1,5 @@
 """Rockpool 3.1 <-> flexsnn through NIR (rockpool.nn.modules.torch.nir)."""
+
 from __future__ import annotations
 
 import pytest
@@ -45,8 +46,12 @@ def test_flexsnn_to_rockpool(record, model, flavour):
 
 def rockpool_mlp():
     torch.manual_seed(6)
-    net = Sequential(LinearTorch((16, 12)), LIFTorch(12, tau_mem=0.004, tau_syn=0.002, dt=DT),
-                     LinearTorch((12, 4)), LIFTorch(4, tau_mem=0.004, tau_syn=0.002, dt=DT))
+    net = Sequential(
+        LinearTorch((16, 12)),
+        LIFTorch(12, tau_mem=0.004, tau_syn=0.002, dt=DT),
+        LinearTorch((12, 4)),
+        LIFTorch(4, tau_mem=0.004, tau_syn=0.002, dt=DT),
+    )
     with torch.no_grad():
         for linear in (net[0], net[2]):
             linear.weight.mul_(3.0)

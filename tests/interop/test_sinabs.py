@@ -1,5 +1,6 @@
 """Sinabs 3.1 <-> flexsnn through NIR (sinabs.to_nir / from_nir). Runs in .venv-interop-sinabs:
 Sinabs pins nir <= 1.0.4, older than the nir the other peers need."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,15 @@ import sinabs.layers as sl  # noqa: E402
 from flexsnn.deploy import from_nir, read_nir  # noqa: E402
 from flexsnn.errors import InputError  # noqa: E402
 from interop.peer_models import (  # noqa: E402
-    B, CONV_SHAPE, MLP_SHAPE, conv_net, export, flexsnn_model, frames, reader_differences, run_cell,
+    CONV_SHAPE,
+    MLP_SHAPE,
+    B,
+    conv_net,
+    export,
+    flexsnn_model,
+    frames,
+    reader_differences,
+    run_cell,
 )
 
 FLEXSNN_PROFILE_NOTE = "Euler leak (1 - dt/tau) read as exp(-1/tau); IF read as multi-spike, subtract, floor -v_th"
@@ -34,11 +43,16 @@ def run_sinabs(module, x):
 
 
 EXPORT_EXPECTED = {
-    ("conv", "nir", "flexsnn"): "differs", ("conv", "nir", PEER): "differs",
-    ("conv", "deploy", "flexsnn"): "exact", ("conv", "deploy", PEER): "exact",
-    ("mlp", "nir", "flexsnn"): "differs", ("mlp", "nir", PEER): "differs",
-    ("mlp", "deploy", "flexsnn"): "differs", ("mlp", "deploy", PEER): "differs",
-    ("mlp", "multi", "flexsnn"): "differs", ("mlp", "multi", PEER): "exact",
+    ("conv", "nir", "flexsnn"): "differs",
+    ("conv", "nir", PEER): "differs",
+    ("conv", "deploy", "flexsnn"): "exact",
+    ("conv", "deploy", PEER): "exact",
+    ("mlp", "nir", "flexsnn"): "differs",
+    ("mlp", "nir", PEER): "differs",
+    ("mlp", "deploy", "flexsnn"): "differs",
+    ("mlp", "deploy", PEER): "differs",
+    ("mlp", "multi", "flexsnn"): "differs",
+    ("mlp", "multi", PEER): "exact",
 }
 
 
@@ -66,10 +80,19 @@ def test_flexsnn_to_sinabs(record, model, flavour, profile):
 def sinabs_model(model: str):
     torch.manual_seed(7)
     if model == "conv":  # min_v_mem = -v_th: what Sinabs' importer gives an IF (its exporter drops it)
+
         def iaf():
             return sl.IAFSqueeze(batch_size=B, min_v_mem=-1.0)
-        layers = [nn.Conv2d(2, 4, 3, padding=1), iaf(), sl.SumPool2d(2), nn.Conv2d(4, 4, 3), iaf(),
-                  nn.Flatten(), nn.Linear(16, 5)]
+
+        layers = [
+            nn.Conv2d(2, 4, 3, padding=1),
+            iaf(),
+            sl.SumPool2d(2),
+            nn.Conv2d(4, 4, 3),
+            iaf(),
+            nn.Flatten(),
+            nn.Linear(16, 5),
+        ]
     else:  # tau in steps, exponential leak: decay exp(-1/4)
         layers = [nn.Linear(16, 12), sl.LIFSqueeze(tau_mem=4.0, batch_size=B, norm_input=False), nn.Linear(12, 4)]
     net = nn.Sequential(*layers)
@@ -122,8 +145,10 @@ def test_file_written_with_newer_nir(record, tmp_path):
     net = conv_net("deploy")
     x = frames(CONV_SHAPE)
     for name in ("old", "sinabs"):
+
         def run(name=name):
             graph = read_nir(tmp_path / f"{name}.nir")
             return run_sinabs(sinabs.from_nir(graph, batch_size=x.shape[1]), x), net(x), "file written with nir 1.0.8"
+
         profile = "flexsnn (schema 1.0.4)" if name == "old" else PEER
         assert run_cell(record, PEER, "flexsnn -> peer", "conv (deploy neuron), file", profile, run) == "exact"

@@ -1,4 +1,5 @@
 """snnTorch 1.0 <-> flexsnn through NIR (snnTorch's export_to_nir / import_from_nir)."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,10 +28,14 @@ def run_snntorch(module, x):
 
 
 EXPORT_EXPECTED = {
-    ("conv", "nir", "flexsnn"): "error", ("conv", "nir", PEER): "exact",
-    ("conv", "deploy", "flexsnn"): "error", ("conv", "deploy", PEER): "differs",
-    ("mlp", "nir", "flexsnn"): "differs", ("mlp", "nir", PEER): "exact",
-    ("mlp", "deploy", "flexsnn"): "differs", ("mlp", "deploy", PEER): "differs",
+    ("conv", "nir", "flexsnn"): "error",
+    ("conv", "nir", PEER): "exact",
+    ("conv", "deploy", "flexsnn"): "error",
+    ("conv", "deploy", PEER): "differs",
+    ("mlp", "nir", "flexsnn"): "differs",
+    ("mlp", "nir", PEER): "exact",
+    ("mlp", "deploy", "flexsnn"): "differs",
+    ("mlp", "deploy", PEER): "differs",
 }
 
 
@@ -57,12 +62,20 @@ def snntorch_model(model: str):
     torch.manual_seed(2)
 
     def lif(shape, beta):  # reset to zero: what NIR's LIF says (snnTorch's default subtracts)
-        return snn.Leaky(beta=torch.full(shape, beta), threshold=torch.ones(shape), init_hidden=True,
-                         reset_mechanism="zero")
+        return snn.Leaky(
+            beta=torch.full(shape, beta), threshold=torch.ones(shape), init_hidden=True, reset_mechanism="zero"
+        )
 
     if model == "conv":  # beta = 1: an IF (snnTorch writes tau = inf)
-        layers = [nn.Conv2d(2, 4, 3, padding=1), lif((4, 8, 8), 1.0), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3),
-                  lif((4, 2, 2), 1.0), nn.Flatten(), nn.Linear(16, 5)]
+        layers = [
+            nn.Conv2d(2, 4, 3, padding=1),
+            lif((4, 8, 8), 1.0),
+            nn.AvgPool2d(2),
+            nn.Conv2d(4, 4, 3),
+            lif((4, 2, 2), 1.0),
+            nn.Flatten(),
+            nn.Linear(16, 5),
+        ]
     else:
         layers = [nn.Linear(16, 12), lif((12,), 0.75), nn.Linear(12, 4)]
     net = nn.Sequential(*layers)

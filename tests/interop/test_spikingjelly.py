@@ -1,4 +1,5 @@
 """SpikingJelly 2.0 <-> flexsnn through NIR (spikingjelly.activation_based.nir_exchange)."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,10 +23,14 @@ def run_spikingjelly(module, x):
 
 
 EXPORT_EXPECTED = {
-    ("conv", "nir", "flexsnn"): "error", ("conv", "nir", PEER): "exact",
-    ("conv", "deploy", "flexsnn"): "error", ("conv", "deploy", PEER): "differs",
-    ("mlp", "nir", "flexsnn"): "error", ("mlp", "nir", PEER): "exact",
-    ("mlp", "deploy", "flexsnn"): "error", ("mlp", "deploy", PEER): "differs",
+    ("conv", "nir", "flexsnn"): "error",
+    ("conv", "nir", PEER): "exact",
+    ("conv", "deploy", "flexsnn"): "error",
+    ("conv", "deploy", PEER): "differs",
+    ("mlp", "nir", "flexsnn"): "error",
+    ("mlp", "nir", PEER): "exact",
+    ("mlp", "deploy", "flexsnn"): "error",
+    ("mlp", "deploy", PEER): "differs",
 }
 
 
@@ -50,8 +55,15 @@ def test_flexsnn_to_spikingjelly(record, model, flavour, profile):
 def spikingjelly_model(model: str):
     torch.manual_seed(4)
     if model == "conv":
-        layers = [layer.Conv2d(2, 4, 3, padding=1), neuron.IFNode(v_reset=0.0), layer.AvgPool2d(2),
-                  layer.Conv2d(4, 4, 3), neuron.IFNode(v_reset=0.0), layer.Flatten(), layer.Linear(16, 5)]
+        layers = [
+            layer.Conv2d(2, 4, 3, padding=1),
+            neuron.IFNode(v_reset=0.0),
+            layer.AvgPool2d(2),
+            layer.Conv2d(4, 4, 3),
+            neuron.IFNode(v_reset=0.0),
+            layer.Flatten(),
+            layer.Linear(16, 5),
+        ]
     else:  # decay_input=False: v = v - v / tau + x, i.e. decay 1 - 1/tau = 0.75
         layers = [layer.Linear(16, 12), neuron.LIFNode(tau=4.0, decay_input=False, v_reset=0.0), layer.Linear(12, 4)]
     net = torch.nn.Sequential(*layers)

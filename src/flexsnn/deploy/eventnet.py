@@ -31,12 +31,14 @@ map) and the next weighted layer, e.g. ``SumPool(4) -> Conv -> SumPool(2) -> Con
 average pooling; :meth:`EventNet.from_torch` builds an EventNet from it, and the NIR export
 (:mod:`flexsnn.deploy.nir`) writes its nodes from the same steps.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +87,9 @@ class NeuronSpec:
         if self.v_min is not None:
             v_min = float(self.v_min)
             if not math.isfinite(v_min) or v_min >= v_th:
-                raise InputError(f"NeuronSpec.v_min must be None or a finite number below v_th={v_th}, got {self.v_min!r}")
+                raise InputError(
+                    f"NeuronSpec.v_min must be None or a finite number below v_th={v_th}, got {self.v_min!r}"
+                )
             object.__setattr__(self, "v_min", v_min)
         if self.reset not in RESETS:
             raise InputError(f"NeuronSpec.reset must be one of {RESETS}, got {self.reset!r}")
@@ -126,11 +130,15 @@ class Conv:
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         c_out, c_in, kh, kw = self.weight.shape
         if len(shape) != 3 or shape[0] != c_in:
-            raise InputError(f"Conv with weight {self.weight.shape} expects an input map [C_in={c_in}, H, W], got {shape}")
+            raise InputError(
+                f"Conv with weight {self.weight.shape} expects an input map [C_in={c_in}, H, W], got {shape}"
+            )
         h = (shape[1] + 2 * self.padding[0] - kh) // self.stride[0] + 1
         w = (shape[2] + 2 * self.padding[1] - kw) // self.stride[1] + 1
         if h < 1 or w < 1:
-            raise InputError(f"Conv with kernel {(kh, kw)} and padding {self.padding} does not fit its input map {shape}")
+            raise InputError(
+                f"Conv with kernel {(kh, kw)} and padding {self.padding} does not fit its input map {shape}"
+            )
         return (c_out, h, w)
 
 
@@ -270,7 +278,9 @@ class EventNet:
         lines = [f"EventNet(input_shape={self.input_shape}, layers=["]
         for layer in self.layers:
             if isinstance(layer, Conv):
-                lines.append(f"  Conv({tuple(layer.weight.shape)}, stride={layer.stride}, padding={layer.padding}, neuron={layer.neuron})")
+                lines.append(
+                    f"  Conv({tuple(layer.weight.shape)}, stride={layer.stride}, padding={layer.padding}, neuron={layer.neuron})"
+                )
             elif isinstance(layer, Linear):
                 lines.append(f"  Linear({tuple(layer.weight.shape)}, neuron={layer.neuron})")
             else:
@@ -280,7 +290,7 @@ class EventNet:
 
     # ---- conversion from torch ---------------------------------------------------------
     @classmethod
-    def from_torch(cls, model: Any, step_duration: float | None = None) -> "EventNet":
+    def from_torch(cls, model: Any, step_duration: float | None = None) -> EventNet:
         """Convert a flexsnn StagedNet (``stages`` + ``head``) or an ``nn.Sequential``.
 
         The model is read by :func:`walk_torch` (accepted modules and the average-pool folding

@@ -52,6 +52,7 @@ graph is read as the spec (or the given profile) says: single spike, reset to ``
 and leak drive are folded into the weighted layer before it, so IF/LIF graphs stay
 deployable.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,9 +60,10 @@ import functools
 import json
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,12 +76,20 @@ from flexsnn.io import atomic_write
 from flexsnn.multistep import MultiStepModule
 from flexsnn.neurons import IF, LIF
 from flexsnn.staged import staged_from_layers
-from flexsnn.neurons import IF, LIF
-from flexsnn.staged import staged_from_layers
 
 __all__ = [
-    "SumPool2d", "LeakyIntegrator", "CurrentLIF", "Profile", "PROFILES", "to_nir", "from_nir",
-    "write_nir", "read_nir", "nir_metadata", "METADATA_KEY", "FORMAT",
+    "SumPool2d",
+    "LeakyIntegrator",
+    "CurrentLIF",
+    "Profile",
+    "PROFILES",
+    "to_nir",
+    "from_nir",
+    "write_nir",
+    "read_nir",
+    "nir_metadata",
+    "METADATA_KEY",
+    "FORMAT",
 ]
 
 METADATA_KEY = "flexsnn"
@@ -150,8 +160,16 @@ PROFILES: dict[str, Profile] = {
     "norse": Profile("norse", dt=1e-3, flatten_start_dim=1, if_gain="one", lif_gain="dt_tau", tau_times_dt=True),
     # Sinabs 3.1: steps; IF -> IAF (multi-spike, subtract, floor -v_th); LIF tau in steps with an
     # exponential leak and no input gain; fails on per-neuron LIF arrays; pins nir <= 1.0.4.
-    "sinabs": Profile("sinabs", if_gain="one", leak="exp", lif_gain="one", scalar_params=True, schema="1.0.4",
-                      if_runs_as=_SINABS_IF, lif_runs_as=_SINABS_LIF),
+    "sinabs": Profile(
+        "sinabs",
+        if_gain="one",
+        leak="exp",
+        lif_gain="one",
+        scalar_params=True,
+        schema="1.0.4",
+        if_runs_as=_SINABS_IF,
+        lif_runs_as=_SINABS_LIF,
+    ),
     # Rockpool 3.1 (import only: its importer maps no IF, Conv2d or pooling and fails on LIF nodes):
     # LIFTorch exports a CubaLIF it runs with exponential decays, multi-spike, subtract reset.
     "rockpool": Profile("rockpool", dt=1e-3, leak="exp", cuba="rockpool", lif_runs_as=_ROCKPOOL_LIF),
@@ -206,8 +224,13 @@ def leaky_integrate(x: torch.Tensor, decay: float) -> torch.Tensor:
 
 
 def current_lif(
-    x: torch.Tensor, syn_decay: float, decay: float, gain: float, v_th: float,
-    reset: str = "hard", multi_spike: bool = False,
+    x: torch.Tensor,
+    syn_decay: float,
+    decay: float,
+    gain: float,
+    v_th: float,
+    reset: str = "hard",
+    multi_spike: bool = False,
 ) -> torch.Tensor:
     """Spikes of a current-based LIF, per step (the synaptic current ``i`` and membrane ``v``
     start at 0)::
@@ -248,8 +271,9 @@ class LeakyIntegrator(MultiStepModule):
 class CurrentLIF(MultiStepModule):
     """NIR ``CubaLIF`` read in steps (see :func:`current_lif`); state starts at 0 on every call."""
 
-    def __init__(self, syn_decay: float, decay: float, gain: float, v_th: float, reset: str = "hard",
-                 multi_spike: bool = False) -> None:
+    def __init__(
+        self, syn_decay: float, decay: float, gain: float, v_th: float, reset: str = "hard", multi_spike: bool = False
+    ) -> None:
         super().__init__()
         self.syn_decay, self.decay, self.gain, self.v_th = float(syn_decay), float(decay), float(gain), float(v_th)
         self.reset = check_choice(reset, "reset", ("hard", "subtract"))
@@ -259,8 +283,10 @@ class CurrentLIF(MultiStepModule):
         return current_lif(x, self.syn_decay, self.decay, self.gain, self.v_th, self.reset, self.multi_spike)
 
     def extra_repr(self) -> str:
-        return (f"syn_decay={self.syn_decay}, decay={self.decay}, gain={self.gain}, v_th={self.v_th}, "
-                f"reset={self.reset!r}, multi_spike={self.multi_spike}")
+        return (
+            f"syn_decay={self.syn_decay}, decay={self.decay}, gain={self.gain}, v_th={self.v_th}, "
+            f"reset={self.reset!r}, multi_spike={self.multi_spike}"
+        )
 
 
 def _pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
@@ -310,8 +336,12 @@ class _Export:
 def _export_conv(step: DeployStep, ex: _Export) -> None:
     layer: Conv = step.layer
     node = ex.nir.Conv2d(
-        input_shape=tuple(int(s) for s in ex.shape[1:]), weight=_export_weight(step, ex),
-        stride=layer.stride, padding=layer.padding, dilation=(1, 1), groups=1,
+        input_shape=tuple(int(s) for s in ex.shape[1:]),
+        weight=_export_weight(step, ex),
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=(1, 1),
+        groups=1,
         bias=np.zeros(layer.weight.shape[0], np.float32),
     )
     _record_folding(ex, ex.add(node, "conv2d", step))
@@ -331,8 +361,10 @@ def _export_pool(step: DeployStep, ex: _Export) -> None:
     kernel, stride, zero = np.array(layer.kernel), np.array(layer.stride), np.array((0, 0))
     if step.pool_scale != 1.0 and ex.pool == "avg":
         if not math.isclose(step.pool_scale * layer.kernel[0] * layer.kernel[1], 1.0):
-            raise InputError(f"module {step.name!r}: AvgPool2d with divisor_override cannot be written as NIR "
-                             "AvgPool2d; use pool='sum'")
+            raise InputError(
+                f"module {step.name!r}: AvgPool2d with divisor_override cannot be written as NIR "
+                "AvgPool2d; use pool='sum'"
+            )
         ex.add(ex.nir.AvgPool2d(kernel_size=kernel, stride=stride, padding=zero), "avgpool2d", step)
         return
     name = ex.add(ex.nir.SumPool2d(kernel_size=kernel, stride=stride, padding=zero), "sumpool2d", step)
@@ -361,13 +393,25 @@ def _export_neuron(step: DeployStep, ex: _Export) -> None:
         else:
             steps = _NO_LEAK_STEPS
         tau = steps * dt
-        r, v_th = {"r_dt_tau": (steps, spec.v_th), "dt_tau": (1.0, spec.v_th / steps), "one": (1.0, spec.v_th)}[p.lif_gain]
-        node = ex.nir.LIF(tau=ex.param(tau, shape), r=ex.param(r, shape), v_leak=ex.param(0.0, shape),
-                          v_threshold=ex.param(v_th, shape), **_v_reset(ex.nir.LIF, ex, shape))
+        r, v_th = {"r_dt_tau": (steps, spec.v_th), "dt_tau": (1.0, spec.v_th / steps), "one": (1.0, spec.v_th)}[
+            p.lif_gain
+        ]
+        node = ex.nir.LIF(
+            tau=ex.param(tau, shape),
+            r=ex.param(r, shape),
+            v_leak=ex.param(0.0, shape),
+            v_threshold=ex.param(v_th, shape),
+            **_v_reset(ex.nir.LIF, ex, shape),
+        )
         name = ex.add(node, "lif", step)
     ex.neurons[name] = {
-        "type": "LIF" if leaky else "IF", "v_th": spec.v_th, "decay": step.decay, "reset": spec.reset,
-        "multi_spike": spec.multi_spike, "v_min": spec.v_min, "threshold_rule": "u >= v_th",
+        "type": "LIF" if leaky else "IF",
+        "v_th": spec.v_th,
+        "decay": step.decay,
+        "reset": spec.reset,
+        "multi_spike": spec.multi_spike,
+        "v_min": spec.v_min,
+        "threshold_rule": "u >= v_th",
     }
     runs_as = p.lif_runs_as if as_lif else p.if_runs_as
     wanted = {"multi_spike": spec.multi_spike, "reset": spec.reset, "v_min": spec.v_min}
@@ -471,18 +515,31 @@ def to_nir(
     if ex.mismatches and prof.name != "flexsnn":  # flexsnn reads its metadata: nothing differs
         warnings.warn(
             f"NIR profile {prof.name!r}: the reader will run these neurons differently from flexsnn ("
-            + "; ".join(ex.mismatches) + "); flexsnn's metadata keeps the exact options", UserWarning, stacklevel=2)
+            + "; ".join(ex.mismatches)
+            + "); flexsnn's metadata keeps the exact options",
+            UserWarning,
+            stacklevel=2,
+        )
     metadata = {}
     if prof.metadata:
         stages = [ex.stage_nodes[s] for s in sorted(k for k in ex.stage_nodes if k >= 0)]
         meta = {
-            "format": FORMAT, "dt": step_dt, "profile": prof.name, "schema": prof.schema,
-            "neurons": ex.neurons, "stages": stages, "head": ex.stage_nodes.get(-1, []),
-            "ttm_mode": getattr(model, "ttm_mode", None), "input_ttm_mode": getattr(model, "input_ttm_mode", None),
+            "format": FORMAT,
+            "dt": step_dt,
+            "profile": prof.name,
+            "schema": prof.schema,
+            "neurons": ex.neurons,
+            "stages": stages,
+            "head": ex.stage_nodes.get(-1, []),
+            "ttm_mode": getattr(model, "ttm_mode", None),
+            "input_ttm_mode": getattr(model, "input_ttm_mode", None),
             "input_kind": getattr(model, "input_kind", "frames"),
-            "time_config": _time_config(model), "input_shape": list(shape), "pool_folding": ex.folding,
+            "time_config": _time_config(model),
+            "input_shape": list(shape),
+            "pool_folding": ex.folding,
             "readout": "accumulated input of the last weighted layer (sum over time of its output); argmax = class",
-            "model_spec": getattr(model, "model_spec", None), "extra": extra or {},
+            "model_spec": getattr(model, "model_spec", None),
+            "extra": extra or {},
         }
         metadata = {METADATA_KEY: json.dumps(meta)}
     edges = list(zip(ex.order[:-1], ex.order[1:]))
@@ -527,8 +584,10 @@ def write_nir(graph: Any, path: str | Path, schema: str | None = None) -> Path:
                     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
                     if kind in _V_RESET_NODES and "v_reset" in node:
                         if np.any(node["v_reset"][()] != 0):
-                            raise InputError(f"node {name!r} ({kind}) resets to a non-zero v_reset, which the nir "
-                                             "1.0.4 schema cannot state; write it with schema='current'")
+                            raise InputError(
+                                f"node {name!r} ({kind}) resets to a non-zero v_reset, which the nir "
+                                "1.0.4 schema cannot state; write it with schema='current'"
+                            )
                         del node["v_reset"]
     return path
 
@@ -566,7 +625,9 @@ def nir_metadata(graph: Any) -> dict[str, Any] | None:
     except (TypeError, json.JSONDecodeError) as exc:
         raise InputError(f"graph.metadata[{METADATA_KEY!r}] is not the JSON string flexsnn writes ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InputError(f"graph.metadata[{METADATA_KEY!r}] has format {data.get('format') if isinstance(data, dict) else data!r}, expected {FORMAT!r}")
+        raise InputError(
+            f"graph.metadata[{METADATA_KEY!r}] has format {data.get('format') if isinstance(data, dict) else data!r}, expected {FORMAT!r}"
+        )
     return data
 
 
@@ -594,7 +655,9 @@ def _chain(graph: Any) -> list[str]:
         if not nxt:
             break
         if len(nxt) > 1 or pred_count.get(nxt[0], 0) > 1:
-            raise InputError(f"only sequential graphs (a chain Input -> ... -> Output) can be imported; node {name!r} branches")
+            raise InputError(
+                f"only sequential graphs (a chain Input -> ... -> Output) can be imported; node {name!r} branches"
+            )
         name = nxt[0]
         if name in order:
             raise InputError(f"graph has a cycle through node {name!r}; only feed-forward chains can be imported")
@@ -625,24 +688,28 @@ def _array(node: Any, attr: str, name: str, allow_inf: bool = False) -> np.ndarr
         raise InputError(f"node {name!r} ({type(node).__name__}): {attr} must be numeric") from None
     bad = np.isnan(arr) | (np.isinf(arr) & ~(allow_inf & (arr > 0)))
     if bad.any():
-        raise InputError(f"node {name!r} ({type(node).__name__}): {attr} contains NaN or infinite values; "
-                         "expected finite numbers")
+        raise InputError(
+            f"node {name!r} ({type(node).__name__}): {attr} contains NaN or infinite values; expected finite numbers"
+        )
     return arr
 
 
 def _uniform(node: Any, attr: str, name: str, allow_inf: bool = False) -> float:
     arr = _array(node, attr, name, allow_inf).reshape(-1)
     if arr.size == 0 or not np.all(arr == arr[0]):
-        raise InputError(f"node {name!r}: {attr} must be the same for every neuron of the layer "
-                         "(flexsnn neurons share one value)")
+        raise InputError(
+            f"node {name!r}: {attr} must be the same for every neuron of the layer (flexsnn neurons share one value)"
+        )
     return float(arr[0])
 
 
 def _check_neuron_shape(node: Any, attr: str, name: str, ctx: _Import) -> None:
     arr = np.asarray(getattr(node, attr))
     if ctx.shape is not None and arr.size > 1 and tuple(arr.shape) != tuple(ctx.shape):
-        raise InputError(f"node {name!r} ({type(node).__name__}): {attr} has shape {tuple(arr.shape)} but its input "
-                         f"is shaped {ctx.shape}")
+        raise InputError(
+            f"node {name!r} ({type(node).__name__}): {attr} has shape {tuple(arr.shape)} but its input "
+            f"is shaped {ctx.shape}"
+        )
 
 
 def _weight(node: Any, name: str, ndim: int, form: str) -> torch.Tensor:
@@ -660,8 +727,9 @@ def _bias(node: Any, name: str, out: int) -> torch.Tensor | None:
     if b.size == 1:
         b = np.repeat(b.reshape(-1), out)
     if b.shape != (out,):
-        raise InputError(f"node {name!r} ({type(node).__name__}): bias must have {out} entries (one per output), "
-                         f"got shape {b.shape}")
+        raise InputError(
+            f"node {name!r} ({type(node).__name__}): bias must have {out} entries (one per output), got shape {b.shape}"
+        )
     return None if not np.any(b) else torch.from_numpy(b.astype(np.float32))
 
 
@@ -670,9 +738,14 @@ def _build_conv(node: Any, name: str, ctx: _Import) -> nn.Module:
     groups = int(np.asarray(node.groups).reshape(-1)[0])
     bias = _bias(node, name, int(weight.shape[0]))
     conv = nn.Conv2d(
-        int(weight.shape[1]) * groups, int(weight.shape[0]), tuple(weight.shape[2:]),
-        stride=_pair(node.stride, f"node {name!r} stride"), padding=_conv_padding(node.padding, name),
-        dilation=_pair(node.dilation, f"node {name!r} dilation"), groups=groups, bias=bias is not None,
+        int(weight.shape[1]) * groups,
+        int(weight.shape[0]),
+        tuple(weight.shape[2:]),
+        stride=_pair(node.stride, f"node {name!r} stride"),
+        padding=_conv_padding(node.padding, name),
+        dilation=_pair(node.dilation, f"node {name!r} dilation"),
+        groups=groups,
+        bias=bias is not None,
     )
     with torch.no_grad():
         conv.weight.copy_(weight)
@@ -709,8 +782,10 @@ def _build_flatten(node: Any, name: str, ctx: _Import) -> nn.Module:
     # start_dim 1 with the batch counted is how snnTorch and Norse write (and read) a full flatten
     starts = (0, 1) if ctx.profile.flatten_start_dim == 1 or (ndim is not None and ndim == 1) else (0,)
     if start not in starts or end not in full_ends:
-        raise InputError(f"node {name!r}: only a full Flatten (start_dim=0, end_dim=-1; NIR dims exclude the batch) "
-                         f"is supported, got start_dim={start}, end_dim={end}")
+        raise InputError(
+            f"node {name!r}: only a full Flatten (start_dim=0, end_dim=-1; NIR dims exclude the batch) "
+            f"is supported, got start_dim={start}, end_dim={end}"
+        )
     return nn.Flatten()
 
 
@@ -724,8 +799,10 @@ def _neuron_options(name: str, ctx: _Import, runs_as: dict, v_th: float) -> dict
 
 def _check_v_reset(node: Any, name: str) -> None:
     if getattr(node, "v_reset", None) is not None and np.any(_array(node, "v_reset", name) != 0):
-        raise InputError(f"node {name!r} ({type(node).__name__}): a reset to v_reset != 0 is not supported; "
-                         "flexsnn neurons reset to 0 (or by subtraction)")
+        raise InputError(
+            f"node {name!r} ({type(node).__name__}): a reset to v_reset != 0 is not supported; "
+            "flexsnn neurons reset to 0 (or by subtraction)"
+        )
 
 
 def _tau(node: Any, attr: str, name: str, ctx: _Import) -> float:
@@ -744,8 +821,10 @@ def _decay_from_tau(tau: float, name: str, ctx: _Import) -> float:
         return math.exp(-ctx.dt / tau)
     decay = 1.0 - ctx.dt / tau
     if not decay > 0.0:
-        raise InputError(f"node {name!r}: tau={tau} is not longer than the step dt={ctx.dt}; the Euler step "
-                         "1 - dt/tau would not decay the membrane (pass the dt the graph was written for)")
+        raise InputError(
+            f"node {name!r}: tau={tau} is not longer than the step dt={ctx.dt}; the Euler step "
+            "1 - dt/tau would not decay the membrane (pass the dt the graph was written for)"
+        )
     return decay
 
 
@@ -760,8 +839,10 @@ def _fold_input(ctx: _Import, name: str, gain: float, drive: float) -> None:
         return
     prev = ctx.modules[-1][1] if ctx.modules else None
     if not isinstance(prev, (nn.Conv2d, nn.Linear)):
-        raise InputError(f"node {name!r}: its input gain {gain} / leak drive {drive} must fold into a Conv2d or "
-                         "Linear/Affine node right before it; none there")
+        raise InputError(
+            f"node {name!r}: its input gain {gain} / leak drive {drive} must fold into a Conv2d or "
+            "Linear/Affine node right before it; none there"
+        )
     with torch.no_grad():
         if gain != 1.0:
             prev.weight.mul_(gain)
@@ -896,7 +977,9 @@ def _next_shape(module: nn.Module, name: str, shape: tuple[int, ...] | None) -> 
             out = module(torch.zeros(1, *shape))
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise InputError(f"node {name!r} ({type(module).__name__}) does not fit its input shaped {shape}: {first}") from None
+        raise InputError(
+            f"node {name!r} ({type(module).__name__}) does not fit its input shaped {shape}: {first}"
+        ) from None
     return tuple(out.shape[1:])
 
 
@@ -958,7 +1041,9 @@ def from_nir(
         node = graph.nodes[name]
         build = builders.get(type(node))
         if build is None:
-            raise InputError(f"node {name!r} of type {type(node).__name__} is not supported; supported: {_SUPPORTED_NODES}")
+            raise InputError(
+                f"node {name!r} of type {type(node).__name__} is not supported; supported: {_SUPPORTED_NODES}"
+            )
         module = build(node, name, ctx)
         ctx.shape = _next_shape(module, name, ctx.shape)
         ctx.modules.append((name, module))
@@ -984,8 +1069,11 @@ def from_nir(
     if head_layers:
         head = head_layers[0] if len(head_layers) == 1 else nn.Sequential(*head_layers)
     in_shape = (meta or {}).get("input_shape") or shape
-    kwargs = {"head": head, "input_kind": (meta or {}).get("input_kind") or "frames",
-              "input_shape": tuple(int(s) for s in in_shape) if in_shape else None}
+    kwargs = {
+        "head": head,
+        "input_kind": (meta or {}).get("input_kind") or "frames",
+        "input_shape": tuple(int(s) for s in in_shape) if in_shape else None,
+    }
     mode = ttm_mode or (meta or {}).get("ttm_mode")
     if mode:
         kwargs["ttm_mode"] = mode
@@ -1005,6 +1093,6 @@ def _default_head_start(layers: list[nn.Module]) -> int:
     if not weighted:
         raise InputError("graph has no weighted layer (Conv2d, Linear, Affine)")
     last = weighted[-1]
-    if any(isinstance(m, MultiStepModule) for m in layers[last + 1:]):
+    if any(isinstance(m, MultiStepModule) for m in layers[last + 1 :]):
         return len(layers)  # ends with a neuron layer: no separate head
     return last
