@@ -1,11 +1,13 @@
 """Bring your own dataset and model: import paths in the CLI and the run config, every verb on the run."""
 import json
+import sys
 import textwrap
 
 import pytest
 import torch
 
 from flexsnn.cli import main
+from flexsnn.data import DATASETS
 from flexsnn.errors import ConfigError
 from flexsnn.models import build_model
 from flexsnn.runs import load_run
@@ -51,7 +53,11 @@ def user_module(tmp_path, monkeypatch):
     (tmp_path / "my_snn_pkg.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("FLEXSNN_CACHE", str(tmp_path / "cache"))
-    return "my_snn_pkg"
+    yield "my_snn_pkg"
+    # the registry and the module cache are process-wide: leave them as they were
+    for name in [n for n in DATASETS if n.startswith("my_snn_pkg:")]:
+        del DATASETS[name]
+    sys.modules.pop("my_snn_pkg", None)
 
 
 @pytest.mark.slow
