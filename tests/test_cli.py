@@ -103,7 +103,8 @@ def test_multi_line_explanations_become_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_writes_the_public_results_shape(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--epochs", "1", "--t-max", "2", "--model", "digits_mlp", "--quiet"]
+    args = ["demo", "--out", str(out), "--epochs", "1", "--t-max", "2", "--model", "digits_mlp", "--quiet",
+            "--t-sweep", "1", "5"]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["sdt", "mtt"]
@@ -115,5 +116,24 @@ def test_demo_writes_the_public_results_shape(tmp_path, capsys):
     assert (out / "accuracy_vs_T.png").read_bytes()[:4] == b"\x89PNG"
     table = capsys.readouterr().out
     assert "SDT" in table and "MTT" in table and "mixed per-stage configs" in table
+    assert "re-binned at each T" in table
+    rebinned = json.loads((out / "results_rebinned.json").read_text())
+    assert list(rebinned) == ["sdt", "mtt"] and all(set(v) == {"1", "5"} for v in rebinned.values())
     assert main(args) == 2  # an earlier demo is never replaced without --overwrite
     assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_with_deploy_end_to_end(tmp_path, capsys):
+    # the whole `flexsnn demo --deploy`, shrunk: re-binned sweep and the three-sampler event-driven table
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--t-max", "2", "--model", "digits_mlp", "--quiet",
+                 "--t-sweep", "1", "4", "--deploy", "--deploy-epochs", "1"]) == 0
+    table = capsys.readouterr().out
+    deploy = json.loads((out / "deploy" / "deploy_results.json").read_text())
+    assert [row["label"] for row in deploy["rows"]] == ["SDT", "MTT", "MTT/stage1"]
+    for row in deploy["rows"]:
+        assert 0.0 <= row["ed_accuracy"] <= 1.0 and 0.0 <= row["ed_spike_accuracy"] <= 1.0
+    stage1 = json.loads((out / "deploy" / "deploy_mtt_stage1" / "config.json").read_text())["deploy"]
+    assert stage1["pin"] == "stage1" and stage1["sampler"]["first_stage_t"] == 10
+    assert "ED spikes" in table and "MTT/stage1" in table

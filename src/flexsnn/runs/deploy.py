@@ -64,6 +64,10 @@ FINETUNE_KEYS = (
 )
 
 
+#: Fine-tunes :func:`compare_deployment` can compare: name -> (method, pin).
+COMPARISON_METHODS = {"sdt": ("sdt", "input"), "mtt": ("mtt", "input"), "mtt_stage1": ("mtt", "stage1")}
+
+
 def read_finetune_section(path: str | os.PathLike) -> dict[str, Any]:
     """The ``finetune:`` section of a deployment recipe (recipes/*_deploy.yaml) as keyword
     arguments of :func:`prepare_deployment`; ConfigError if the file has none or an unknown key."""
@@ -253,9 +257,10 @@ def compare_deployment(
 
     1. Base model: ``base_run`` (a run folder) or a new time-stepped SDT run of ``model`` at
        ``t`` for ``base_epochs`` (written to ``out/base``).
-    2. For each method in ``methods``: a copy of the base goes through bias removal and the
-       bias-free fine-tune (``finetune_epochs``; MTT: input at ``t``, every stage from
-       [1, t]), written to ``out/deploy_<method>``.
+    2. For each method in ``methods`` (``"sdt"``, ``"mtt"``: input at ``t``, every stage
+       from [1, t]; ``"mtt_stage1"``: stage 1 at ``t`` too): a copy of the base goes through
+       bias removal and the bias-free fine-tune (``finetune_epochs``), written to
+       ``out/deploy_<method>``.
     3. Each fine-tuned model is measured by :func:`evaluate_deployment` on the test split's
        events. Writes ``out/deploy_results.json`` and returns the comparison.
     """
@@ -290,14 +295,19 @@ def compare_deployment(
     )
     events, labels, sensor = load_event_split(dataset, "test", data_root, max_test_samples)
     rows = []
-    for method in methods:
-        log(
-            f"[{method.upper()}] bias-free fine-tune for {finetune_epochs} epochs"
-            + (f" (input at T={t}, every stage from [1, {t}])" if method == "mtt" else f" at T={t}")
-        )
+    what = {
+        "sdt": f" at T={t}",
+        "input": f" (input at T={t}, every stage from [1, {t}])",
+        "stage1": f" (input and stage 1 at T={t}, later stages from [1, {t}])",
+    }
+    for name in methods:
+        check_choice(name, "methods[]", list(COMPARISON_METHODS))
+        method, pin = COMPARISON_METHODS[name]
+        label = name.upper().replace("_STAGE1", "/stage1")
+        log(f"[{label}] bias-free fine-tune for {finetune_epochs} epochs" + what["sdt" if method == "sdt" else pin])
         tuned, _ = prepare_deployment(
             base_run,
-            out / f"deploy_{method}",
+            out / f"deploy_{name}",
             method=method,
             t=t,
             epochs=finetune_epochs,
@@ -307,9 +317,10 @@ def compare_deployment(
             progress=progress,
             loaders=loaders,
             overwrite=True,
+            pin=pin,
         )
-        log(f"[{method.upper()}] simulating {len(events)} test samples event-driven")
-        rows.append(evaluate_deployment(tuned, events, labels, sensor, t, label=method.upper()))
+        log(f"[{label}] simulating {len(events)} test samples event-driven")
+        rows.append(evaluate_deployment(tuned, events, labels, sensor, t, label=label))
     result = DeploymentComparison(
         rows,
         base_acc,
