@@ -32,6 +32,7 @@ import numpy as np
 
 from flexsnn.data.events import check_events, check_sensor_size
 from flexsnn.errors import InputError, check_choice, check_positive_int
+from flexsnn.progress import progress_bar
 
 # Frames above this many values (4 GiB of float32) are refused before allocating: a tiny
 # time_window or a huge sensor_size would otherwise ask for terabytes. Override per call.
@@ -208,7 +209,6 @@ def bin_event_samples(
     ``[T, P, h, w]`` frames to the stored ones (their shape sets ``x``'s last two axes), one
     sample at a time, so a split is never held at full resolution.
     """
-    from tqdm import tqdm
 
     width, height, pol = check_sensor_size(tuple(sensor_size))
     n_time_bins = check_positive_int(n_time_bins, "n_time_bins")
@@ -227,7 +227,7 @@ def bin_event_samples(
     sample_shape = finish(np.zeros(pooled_shape, np.float32)).shape
     x = np.zeros((count, *sample_shape), dtype=np.float32)
     y = np.zeros(count, dtype=np.int64)
-    for i, (events, label) in enumerate(tqdm(samples, total=count, desc=desc, disable=not progress)):
+    for i, (events, label) in enumerate(progress_bar(samples, total=count, desc=desc, enabled=progress)):
         if i >= count:
             raise InputError(f"samples yielded more than count={count} items")
         if len(events):  # else: left all-zero

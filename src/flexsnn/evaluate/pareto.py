@@ -35,16 +35,16 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Optional, Sequence
 
 from torch import nn
-from tqdm.auto import tqdm
 
 from flexsnn.errors import InputError, check_choice, check_positive_int
 from flexsnn.evaluate.cost import E_AC_PJ, E_MAC_PJ, PerSampleCost, accuracy_and_ops
 from flexsnn.evaluate.plotting import pyplot, save_figure
 from flexsnn.io import atomic_write
+from flexsnn.progress import progress_bar
 from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn
 
 STRATEGIES = ("auto", "exhaustive", "greedy", "evolutionary")
@@ -120,7 +120,7 @@ class SearchResult:
         idx = pareto_front([r.cost(self.cost) for r in self.results], [r.accuracy for r in self.results])
         self.front = [self.results[i] for i in idx]
 
-    def get(self, config: Sequence[int]) -> Optional[ConfigResult]:
+    def get(self, config: Sequence[int]) -> ConfigResult | None:
         config = tuple(config)
         return next((r for r in self.results if r.config == config), None)
 
@@ -132,7 +132,7 @@ class SearchResult:
             raise InputError("uniform t_max was not evaluated; it is the reference of cost fractions")
         return ref
 
-    def best_within(self, fraction: float) -> Optional[ConfigResult]:
+    def best_within(self, fraction: float) -> ConfigResult | None:
         """Most accurate config costing at most ``fraction`` of uniform ``t_max`` (None if none)."""
         limit = fraction * self.reference.cost(self.cost)
         fits = [r for r in self.front if r.cost(self.cost) <= limit]
@@ -151,13 +151,13 @@ class _Evaluations:
     def __init__(self, evaluate: Callable[[TimeConfig], ConfigResult], max_evals: int, progress: bool):
         self.evaluate, self.max_evals = evaluate, max_evals
         self.done: dict[TimeConfig, ConfigResult] = {}
-        self.bar = tqdm(total=max_evals, desc="configs", disable=not progress, leave=False)
+        self.bar = progress_bar(total=max_evals, desc="configs", enabled=progress, leave=False)
 
     @property
     def left(self) -> int:
         return self.max_evals - len(self.done)
 
-    def __call__(self, cfg: TimeConfig) -> Optional[ConfigResult]:
+    def __call__(self, cfg: TimeConfig) -> ConfigResult | None:
         if cfg not in self.done:
             if self.left <= 0:
                 return None
@@ -268,13 +268,13 @@ def search_configs(
     val_loader: Iterable,
     t_min: int,
     t_max: int,
-    calib_loader: Optional[Iterable] = None,
+    calib_loader: Iterable | None = None,
     calib_batches: int = 10,
     strategy: str = "auto",
     max_evals: int = 128,
     cost: str = "synops",
     seed: int = 0,
-    max_batches: Optional[int] = None,
+    max_batches: int | None = None,
     progress: bool = True,
 ) -> SearchResult:
     """Pareto search over a StagedNet's per-stage TimeConfigs, measured on ``val_loader``.
@@ -316,7 +316,7 @@ def write_search_csv(path, results: Sequence[ConfigResult], front: Sequence[Conf
                              f"{r.synops:.1f}", f"{r.energy_pj / 1e6:.6f}", int(r.uniform), int(r.config in on_front)])
 
 
-def plot_pareto(result: SearchResult, path, title: Optional[str] = None, annotate: int = 8):
+def plot_pareto(result: SearchResult, path, title: str | None = None, annotate: int = 8):
     """Scatter of every evaluated config (accuracy vs cost), front as a line, uniform T marked."""
     plt = pyplot()
 

@@ -7,14 +7,14 @@ every function here re-estimates the BN statistics at the evaluated configuratio
 from __future__ import annotations
 
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from flexsnn.data.encoding import model_input
 from flexsnn.errors import CalibrationWarning, InputError, check_positive_int
+from flexsnn.progress import progress_bar
 from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn
 
 TimeConfigLike = int | Sequence[int]
@@ -90,7 +90,7 @@ def sweep_uniform(
     if not t_values:
         raise InputError("t_values is empty; expected at least one T >= 1")
     results = {}
-    for t in tqdm(t_values, desc=desc, disable=not progress, leave=False):
+    for t in progress_bar(t_values, desc=desc, enabled=progress, leave=False):
         results[t] = evaluate_config(model, test_loader, t, calib_loader, calib_batches, calib_config, calibrate)
     return results
 
@@ -107,7 +107,7 @@ def sweep_configs(
 ) -> list[dict]:
     """Accuracy at each per-stage TimeConfig -> rows ``{"config": [...], "accuracy": a}``."""
     rows = []
-    for cfg in tqdm(list(configs), desc="configs", disable=not progress, leave=False):
+    for cfg in progress_bar(list(configs), desc="configs", enabled=progress, leave=False):
         acc = evaluate_config(model, test_loader, cfg, calib_loader, calib_batches, calib_config, calibrate)
         rows.append({"config": list(model.normalize_time_config(cfg)) if hasattr(model, "normalize_time_config") else cfg,
                      "accuracy": acc})

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from flexsnn.data.loaders import dataset_info, load_frames
 from flexsnn.errors import InputError, check_choice, check_positive_int
@@ -21,6 +20,7 @@ from flexsnn.evaluate import results_from_sweep, search_configs, sweep_configs, 
 from flexsnn.evaluate.cost import accuracy_and_ops
 from flexsnn.evaluate.early_exit import DEFAULT_THRESHOLDS, EarlyExitResult, early_exit_sweep
 from flexsnn.evaluate.pareto import holdout_split
+from flexsnn.progress import progress_bar
 from flexsnn.runs.folder import load_run
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device
 from flexsnn.train import batchnorm_layers, calibrate_bn, fixed_calibration_loader
@@ -80,7 +80,7 @@ def evaluate_run(
     options = dict(calib_batches=calib, calibrate=calibration == "per_config")
     if rebin:
         sweep = {}
-        for t in tqdm(t_values, desc="T sweep (re-binned)", disable=not progress, leave=False):
+        for t in progress_bar(t_values, desc="T sweep (re-binned)", enabled=progress, leave=False):
             if t == spec.frames_t:
                 calib_t, test_t = train_loader, test_loader
             elif calibration == "per_config":  # calibration data at T too

@@ -22,19 +22,20 @@ import numbers
 import random
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from flexsnn.data.encoding import model_input
 from flexsnn.errors import CheckpointError, ConfigError, InputError, check_choice, check_positive_int
 from flexsnn.io import Dict, Float, Int, ListOf, MapOf, Nullable
+from flexsnn.progress import progress_bar
 from flexsnn.runtime import use_channels_last
 from flexsnn.train import distributed as dist_utils
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, save_training_state
@@ -350,8 +351,8 @@ def fit(
         t0 = time.perf_counter()
         skip = state.step_in_epoch
         limit = opts.max_steps_per_epoch
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{opts.epochs} [{sampler.describe()['method']}]",
-                   disable=not progress or rank != 0, leave=False)
+        bar = progress_bar(train_loader, desc=f"epoch {epoch + 1}/{opts.epochs} [{sampler.describe()['method']}]",
+                           total=epoch_total(train_loader, limit), enabled=progress and rank == 0, leave=False)
         for i, (x, y) in enumerate(bar):
             if i < skip:
                 if i == skip - 1 and pending_rng is not None:
@@ -409,6 +410,15 @@ def fit(
             on_epoch_end(epoch + 1, row)
         checkpoint()  # after the callback, so RNG it consumes is part of the saved state
     return state.history
+
+
+def epoch_total(loader: Any, limit: int) -> int | None:
+    """Steps one epoch runs: the loader's length, cut to ``limit`` (max_steps_per_epoch) when set."""
+    try:
+        total = len(loader)
+    except TypeError:  # an iterable without a length
+        return limit or None
+    return min(total, limit) if limit else total
 
 
 _RNG_SCHEMA = Dict({"python": ListOf(), "numpy": ListOf()}, extra=True)

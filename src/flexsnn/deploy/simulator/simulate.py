@@ -21,6 +21,7 @@ from flexsnn.deploy.eventnet import EventNet
 from flexsnn.deploy.simulator.compile import CompiledNet, compiled_for
 from flexsnn.deploy.simulator.kernels import run_batch, run_sample
 from flexsnn.errors import FlexSNNError, InputError
+from flexsnn.progress import progress_bar
 
 __all__ = ["simulate", "SimulationResult", "SimulationError", "spike_count_readout", "predictions", "READOUTS"]
 
@@ -281,11 +282,7 @@ def simulate(
         return samples.size
 
     jobs = [(run_recorded, b) for b in range(n)] if record_spikes else [(run_chunk, c) for c in _chunks(n, threads)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc="simulate", unit="sample")
+    bar = progress_bar(total=n, desc="simulate", unit="sample", enabled=progress) if progress else None
     try:
         if threads == 1 or len(jobs) == 1:
             for fn, arg in jobs:
