@@ -7,8 +7,9 @@ from pathlib import Path
 
 from flexsnn.cli.common import HelpFormatter, positive_int, time_config_arg
 from flexsnn.evaluate import format_table, plot_accuracy_vs_t, write_results
+from flexsnn.evaluate.grid import grid_configs, write_config_grid
 from flexsnn.io import atomic_write
-from flexsnn.runs import evaluate_run
+from flexsnn.runs import RunSpec, evaluate_run, load_run
 from flexsnn.runs.evaluate import CALIBRATIONS
 
 EXAMPLES = """examples:
@@ -29,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", choices=[*CALIBRATIONS, "both"], default="per_config",
                    help="BN statistics: re-estimated at every evaluated config, once at uniform t_max (the "
                         "paper authors' protocol), the run's saved ones, or both per_config and t_max side by side")
+    p.add_argument("--grid", type=_stage_pair, default=None, metavar="I,J",
+                   help="also write a heatmap of accuracy over the T of stages I and J (1-based), the other "
+                        "stages at t_max: config_grid.png / .csv / .json")
+    p.add_argument("--grid-t", type=positive_int, nargs="+", default=None,
+                   help="T values of the --grid axes (default 1..t_max of the run)")
     p.add_argument("--no-rebin", dest="rebin", action="store_false",
                    help="event data: feed the frames binned at the run's data T to every T (the input TTM "
                         "resamples them) instead of binning the events again at each T")
@@ -36,6 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/eval)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
+
+
+def _stage_pair(text: str) -> tuple[int, int]:
+    try:
+        pair = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        pair = ()
+    if len(pair) != 2 or min(pair) < 1:
+        raise argparse.ArgumentTypeError(f"--grid must be two stage numbers I,J like 1,2; got {text!r}")
+    return pair  # type: ignore[return-value]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,5 +81,15 @@ def run(args: argparse.Namespace) -> int:
         for i, row in enumerate(rows):
             accs = "  ".join(f"{100 * o['configs'][i]['accuracy']:6.2f}" for o in outcomes)
             print(f"  {','.join(map(str, row['config'])):>12}  {accs}")
+    if args.grid is not None:
+        model, config = load_run(args.run)
+        t_max = RunSpec.from_dict(config["run"]).t_max
+        t_grid = args.grid_t or list(range(1, t_max + 1))
+        configs = grid_configs(model.num_stages, args.grid, t_grid, t_max)
+        grid_result = evaluate_run(args.run, [t_max], configs, device=args.device, calib_batches=args.calib_batches,
+                                   progress=not args.quiet, calibration=calibrations[0], rebin=False)
+        write_config_grid(out, grid_result["configs"], t_grid, args.grid,
+                          title=f"{args.run}: stages {args.grid[0]} x {args.grid[1]}, others at T={t_max}")
+        print(f"wrote {out}/config_grid.png, config_grid.csv, config_grid.json")
     print(f"wrote {out}/results.json, results.csv, accuracy_vs_T.png")
     return 0
