@@ -33,9 +33,10 @@ def test_write_config_grid_files(tmp_path):
 
 def test_cli_evaluate_grid(tmp_path, capsys, monkeypatch):
     from conftest import make_frame_loaders
+
+    import flexsnn.runs.evaluate as run_evaluate
     from flexsnn.cli import main
     from flexsnn.runs import RunSpec, train_run
-    import flexsnn.runs.evaluate as run_evaluate
 
     spec = RunSpec(model="digits_mlp", model_kwargs={"in_shape": [2, 6, 6], "num_classes": 3, "hidden": [32, 16],
                                                      "pool": 1}, method="mtt", t_max=3, epochs=1, batch_size=16,
