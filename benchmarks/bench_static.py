@@ -9,7 +9,7 @@ multi-step layers, BN over [T*B]). Steps are interleaved library by library in o
 (median of --repeats after --warmup), so load from other processes hits all alike.
 
 The width is reduced to fit a 2-core CPU: ``--width 0.25`` (default) gives stem 32, blocks
-[3, 3, 2] x [32, 64, 128] channels (786 k parameters instead of 12.6 M).
+[3, 3, 2] x [32, 64, 128] channels (789,162 parameters instead of 12,569,226).
 
 Also the MTT/SDT epoch ratio on this net: ``--epoch-batches`` synthetic batches, one epoch
 of ``train_step`` with ``SDTSampler(T_max)`` and one with ``MTTSampler(1, T_max, sample_num=3)``
