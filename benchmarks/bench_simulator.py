@@ -210,6 +210,7 @@ def bench(name, model, sensor, n_samples, n_events, steps, repeats, threads, rng
             f"  {label:44s} {wall:8.3f} {cpu:7.3f} {n_samples / wall:10.1f} {ev_rate:11.0f} {syn} "
             f"{torch_wall / wall:14.2f}x"
         )
+    return {label: torch_wall / wall for label, (wall, _, _) in timed.items()}
 
 
 def interleaved_best(engines, repeats):
@@ -254,8 +255,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     n = 4 if args.quick else 16
     events = 1000 if args.quick else 3000
+    ratios = {}
     if "nmnist" in args.nets:
-        bench(
+        ratios["nmnist"] = bench(
             "nmnist (3 conv + FC)",
             nmnist_net(),
             (34, 34, 2),
@@ -270,7 +272,7 @@ def main() -> None:
     else:
         [synthetic_events(rng, events, 34, 34) for _ in range(n)]  # the vgg9 streams stay the same
     if "vgg9" in args.nets:
-        bench(
+        ratios["vgg9"] = bench(
             "vgg9 (8 conv + FC)",
             vgg9_net(),
             (32, 32, 2),
@@ -283,6 +285,14 @@ def main() -> None:
             args.rate,
         )
     print(f"\nload average at end (1, 5, 15 min): {os.getloadavg()}")
+    for net, target in (("nmnist", 1.0), ("vgg9", 1.2)):
+        label = f"event-driven numba, {args.threads} thread{'s' if args.threads > 1 else ''}"
+        if net in ratios and label in ratios[net]:
+            ratio = ratios[net][label]
+            print(
+                f"target: {net}, {label}: {ratio:.2f}x the time-stepped torch run; target >= {target}x "
+                f"[{'met' if ratio >= target else 'MISSED'}]"
+            )
 
 
 if __name__ == "__main__":
