@@ -56,7 +56,7 @@ ZERO, NO, YES = np.int64(0), np.bool_(False), np.bool_(True)
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # numpy error model: no zero-division checks
 
 
-@numba.njit(**_JIT)
+@numba.njit(inline="always", **_JIT)
 def _merge_runs(key, count, runs, n_runs, nf):
     """Merge n_runs ascending runs of row 0 of key / count (run r: [runs[0, r], runs[1, r]))
     into row 1, in ascending key order; consumes runs[0]."""
