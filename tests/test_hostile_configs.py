@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from test_train_loop import TinyStaged, noisy_loader
 
 from flexsnn.errors import CheckpointError, ConfigError
 from flexsnn.io import (
@@ -30,7 +31,6 @@ from flexsnn.models import build_model
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, load_model, save_model
 from flexsnn.train.loop import TrainOptions, fit
 from flexsnn.train.samplers import SDTSampler
-from test_train_loop import TinyStaged, noisy_loader
 
 # --- bounded readers -----------------------------------------------------------------------
 

@@ -7,14 +7,14 @@ import warnings
 
 import pytest
 import torch
+from conftest import make_frame_loaders, tiny_staged_net
+from test_train_loop import TinyStaged, noisy_loader
 
 from flexsnn.errors import CalibrationError, CalibrationWarning, InputError
 from flexsnn.evaluate import sweep_uniform
 from flexsnn.train import calibrate_bn
 from flexsnn.train.loop import TrainOptions, fit
 from flexsnn.train.samplers import SDTSampler
-from conftest import make_frame_loaders, tiny_staged_net
-from test_train_loop import TinyStaged, noisy_loader
 
 BAD_OPTIONS = [
     ("lr", float("inf")), ("lr", float("nan")), ("lr", 0), ("lr", -0.1), ("lr", "0.1"), ("lr", None), ("lr", True),

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from test_train_loop import TinyStaged
 
 from flexsnn.cli import main
 from flexsnn.errors import CheckpointError, UnverifiedWeightsWarning
@@ -27,7 +28,6 @@ from flexsnn.train.checkpoint import (
     save_training_state,
     tensor_sha256,
 )
-from test_train_loop import TinyStaged
 
 KWARGS = {"hidden": [8, 6], "pool": 17}  # digits_mlp with 8 inputs: 14 tensors, ~200 weights
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -47,6 +48,11 @@ class DatasetNotFoundError(InputError, FileNotFoundError):
 class StorageError(FlexSNNError, OSError):
     """The operating system refused to read or write a file (disk full, read-only file system,
     no permission, a path component that is a file); the message names the path."""
+
+
+class RunFolderBusyError(FlexSNNError, RuntimeError):
+    """Another process is writing into the same run folder (it holds the folder's lock); the
+    message names its PID."""
 
 
 class FlexSNNWarning(UserWarning):

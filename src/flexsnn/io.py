@@ -16,7 +16,7 @@ duplicate keys, with one-line errors naming the file. Give them a ``schema`` and
 checked by :func:`check_schema` too.
 
 Schemas are plain values: ``Int(min=0)``, ``Float(min=0, finite=True)``, ``Str(choices=...)``,
-``Bool()``, ``Nullable(spec)``, ``ListOf(spec)``, ``MapOf(spec)``, ``Dict({...})`` (a key ending
+``Bool()``, ``Nullable(spec)``, ``Either(spec, ...)``, ``ListOf(spec)``, ``MapOf(spec)``, ``Dict({...})`` (a key ending
 in ``?`` is optional) or a Python type. A mismatch raises the reader's error class with a line
 like ``config.json: key 'model.kwargs' must be a mapping, got [1, 2]``.
 """
@@ -32,8 +32,9 @@ import re
 import secrets
 import sys
 import zipfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +79,19 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+
+
+def ensure_dir(path: str | os.PathLike, what: str = "folder") -> Path:
+    """Create folder ``path`` (and its parents) if needed; StorageError naming the path when the
+    OS refuses or a file is in the way."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StorageError(f"cannot use {what} {path}: it is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {what} {path}: {_explain(exc, path / '_')}") from None
+    return path
 
 
 def _explain(exc: OSError, path: Path) -> str:
@@ -367,6 +381,22 @@ class Nullable(Spec):
         return None if found is None else f"null or {found}"
 
 
+class Either(Spec):
+    """A value matching any of ``specs``."""
+
+    def __init__(self, *specs: Any) -> None:
+        self.specs = specs
+
+    def problem(self, value, where, source, error):
+        found = []
+        for spec in self.specs:
+            expected = _problem(spec, value, where, source, error)
+            if expected is None:
+                return None
+            found.append(expected)
+        return " or ".join(found)
+
+
 class ListOf(Spec):
     """A list (or tuple) whose items all match ``spec``, of ``min_len``..``max_len`` items."""
 
@@ -474,8 +504,8 @@ def check_schema(value: Any, schema: Any, source: str, error: type[FlexSNNError]
 
 
 __all__ = [
-    "MAX_BYTES", "MAX_DEPTH", "MAX_ITEMS", "AnyValue", "Bool", "Dict", "Float", "Int", "ListOf", "MapOf",
-    "Nullable", "Spec", "Str", "atomic_write", "check_nesting", "check_schema", "load_arrays", "parse_json",
+    "MAX_BYTES", "MAX_DEPTH", "MAX_ITEMS", "AnyValue", "Bool", "Dict", "Either", "Float", "Int", "ListOf", "MapOf",
+    "Nullable", "Spec", "Str", "atomic_write", "check_nesting", "ensure_dir", "check_schema", "load_arrays", "parse_json",
     "read_json", "read_text", "read_yaml", "remove_stale_temp_files", "save_arrays", "write_json",
 ]
 

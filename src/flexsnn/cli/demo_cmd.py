@@ -21,7 +21,8 @@ from flexsnn.cli.common import HelpFormatter, positive_int
 from flexsnn.errors import CheckpointError
 from flexsnn.evaluate import format_table, plot_accuracy_vs_t, write_results
 from flexsnn.models import build_model
-from flexsnn.runs import RunSpec, build_loaders, compare_deployment, evaluate_run, train_run
+from flexsnn.runs import RunSpec, build_loaders, compare_deployment, evaluate_run, run_folder_lock, train_run
+from flexsnn.runs.folder import LOCK_FILE
 
 EXAMPLES = """examples:
   flexsnn demo --out runs/demo
@@ -65,12 +66,17 @@ def mixed_configs(num_stages: int, t_max: int) -> list[tuple[int, ...]]:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         if not args.overwrite:
             raise CheckpointError(f"--out {out} is not empty; pass --overwrite to replace the earlier demo")
         print(f"overwriting the earlier demo in {out}")
         for name in ("sdt", "mtt", "deploy"):
             shutil.rmtree(out / name, ignore_errors=True)
+    with run_folder_lock(out, "flexsnn demo"):
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     start = time.perf_counter()
     loaders = None
     for method in ("sdt", "mtt"):

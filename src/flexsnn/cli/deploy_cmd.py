@@ -17,8 +17,8 @@ from flexsnn.data import DigitsDVS
 from flexsnn.deploy import evaluate_deployment, to_nir, write_nir
 from flexsnn.deploy.compare import format_deployment_table
 from flexsnn.deploy.finetune import PINS
-from flexsnn.errors import InputError
-from flexsnn.io import atomic_write, write_json
+from flexsnn.errors import CheckpointError, InputError
+from flexsnn.io import Dict, Int, MapOf, Str, atomic_write, read_json, write_json
 from flexsnn.runs import (
     compare_deployment,
     load_deployed,
@@ -67,11 +67,24 @@ PREPARE_DEFAULTS = {"method": "mtt", "t": None, "t_left": None, "t_right": 0, "p
                     "weight_decay": 0.0, "schedule": "cosine", "schedule_epochs": 0, "augment": None, "seed": 1000}
 
 
+DEPLOY_SPEC_SCHEMA = Dict({
+    "method": Str(choices=("mtt", "sdt")), "t": Int(min=1), "t_left": Int(min=0), "t_right": Int(min=0),
+    "sample_num": Int(min=1), "options": MapOf(),
+}, extra=True)
+
+
 def prepare_options(args: argparse.Namespace) -> dict:
-    """The fine-tune options: defaults, then the recipe's `finetune:` section, then the flags given."""
+    """The fine-tune options: defaults, then the recipe's `finetune:` section, then (with
+    --resume) the interrupted fine-tune's recipe from OUT/deploy_spec.json, then the flags given."""
     options = dict(PREPARE_DEFAULTS)
     if args.config is not None:
         options.update(read_finetune_section(args.config))
+    saved_path = args.out / "deploy_spec.json"
+    if getattr(args, "resume", False) and saved_path.is_file():  # the interrupted fine-tune's recipe
+        saved = read_json(saved_path, what="deploy spec", schema=DEPLOY_SPEC_SCHEMA, error=CheckpointError)
+        options.update({k: saved[k] for k in ("method", "t", "t_left", "t_right", "sample_num", "pin", "batch_size",
+                                              "augment") if k in saved})
+        options.update({k: v for k, v in saved["options"].items() if k in PREPARE_DEFAULTS})
     options.update({k: getattr(args, k) for k in PREPARE_DEFAULTS if getattr(args, k, None) is not None})
     if options["augment"] == "none":
         options["augment"] = False
@@ -95,8 +108,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     for flag, kwargs in PREPARE_FLAGS.items():
         prep.add_argument(flag, **{**kwargs, "default": None})
     prep.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    prep.add_argument("--checkpoint-every-steps", type=int, default=0,
+                      help="also checkpoint every N steps inside epochs (default 0: per epoch)")
     prep.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
-    prep.add_argument("--resume", action="store_true", help="continue a killed fine-tune in --out")
+    prep.add_argument("--resume", action="store_true",
+                      help="continue a killed fine-tune in --out (with its recipe; flags given must match it)")
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
     prep.set_defaults(func=run_prepare)
 
@@ -127,6 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "metadata.", epilog=EXAMPLES, formatter_class=HelpFormatter)
     exp.add_argument("--run", type=Path, required=True, help="deployed run folder")
     exp.add_argument("--out", type=Path, required=True, help="output .nir file")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     exp.add_argument("--input-shape", default=None, help="input map C,H,W (default: the dataset's sensor)")
     exp.add_argument("--profile", default="flexsnn",
                      choices=["flexsnn", "nir", "snntorch", "spikingjelly", "norse", "sinabs"],
@@ -148,7 +165,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     print(f"bias removal + {options['method'].upper()} fine-tune of {args.run} for {options['epochs']} epochs "
           f"({options['optimizer']}, lr {options['lr']:g}) -> {args.out}")
     _, config = prepare_deployment(args.run, args.out, device=args.device, progress=not args.quiet,
-                                   overwrite=args.overwrite, resume=args.resume, **options)
+                                   overwrite=args.overwrite, resume=args.resume,
+                                   checkpoint_every_steps=args.checkpoint_every_steps, **options)
     deploy = config["deploy"]
     print(f"time-stepped accuracy at T={deploy['t']} (bias-free): {100 * deploy['accuracy_t']:.2f}%")
     print(f"wrote {args.out}/model.safetensors, config.json")
@@ -205,10 +223,13 @@ def _shape_arg(text: str) -> tuple[int, int, int]:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    shape = _shape_arg(args.input_shape) if args.input_shape is not None else None
+    if args.out.is_dir():
+        raise InputError(f"--out {args.out} is a folder; give the .nir file to write")
+    if args.out.exists() and not args.overwrite:
+        raise CheckpointError(f"--out {args.out} already exists; pass --overwrite to replace it")
     model, config = load_deployed(args.run)
-    if args.input_shape is not None:
-        shape = _shape_arg(args.input_shape)
-    else:
+    if shape is None:
         shape = _dataset_input_shape(config.get("run", {}).get("dataset", "digits_dvs"))
     graph = to_nir(model, input_shape=shape, dt=args.dt, profile=args.profile, pool=args.pool, linear=args.linear,
                    extra={"deploy": {k: v for k, v in config["deploy"].items() if k != "history"},

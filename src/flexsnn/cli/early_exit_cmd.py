@@ -14,7 +14,7 @@ from pathlib import Path
 from flexsnn.cli.common import HelpFormatter, positive_int, time_config_arg
 from flexsnn.evaluate.early_exit import DEFAULT_THRESHOLDS, plot_early_exit, write_early_exit_csv
 from flexsnn.io import write_json
-from flexsnn.runs import early_exit_run
+from flexsnn.runs import check_output_dir, claim_output_dir, early_exit_run
 
 EXAMPLES = """examples:
   flexsnn early-exit --run runs/mtt
@@ -36,17 +36,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also plot uniform T = 1..T re-binning the input at each T (as `flexsnn evaluate` does)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/early_exit)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace earlier results in an --out other than RUN/early_exit (or in a run's folder)")
     p.set_defaults(func=run)
 
 
+OUTPUTS = ("early_exit.csv", "early_exit.json", "early_exit.png")
+
+
 def run(args: argparse.Namespace) -> int:
+    out = args.out or args.run / "early_exit"
+    explicit = args.out is not None and out.resolve() != (args.run / "early_exit").resolve()
+    check_output_dir(out, OUTPUTS, args.overwrite, explicit)  # before the work, not after
     cfg = args.config[0] if args.config is not None and len(args.config) == 1 else args.config
     result = early_exit_run(args.run, cfg, args.thresholds or DEFAULT_THRESHOLDS, args.calib_batches,
                             args.max_batches, args.device, rebinned=args.rebinned)
-    out = args.out or args.run / "early_exit"
-    write_early_exit_csv(out / "early_exit.csv", result)
-    write_json(out / "early_exit.json", result.as_dict())
-    plot_early_exit(result, out / "early_exit.png")
+    with claim_output_dir(out, OUTPUTS, args.overwrite, explicit, what="flexsnn early-exit"):
+        write_early_exit_csv(out / "early_exit.csv", result)
+        write_json(out / "early_exit.json", result.as_dict())
+        plot_early_exit(result, out / "early_exit.png")
     print(f"config {','.join(map(str, result.time_config))}, {result.samples} test samples")
     print(f"  {'threshold':>9} {'acc %':>7} {'avg T':>6} {'synops':>11}")
     for p in result.points:

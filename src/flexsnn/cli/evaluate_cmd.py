@@ -9,7 +9,7 @@ from flexsnn.cli.common import HelpFormatter, positive_int, time_config_arg
 from flexsnn.evaluate import format_table, plot_accuracy_vs_t, write_results
 from flexsnn.evaluate.grid import grid_configs, write_config_grid
 from flexsnn.io import atomic_write
-from flexsnn.runs import RunSpec, evaluate_run, load_run
+from flexsnn.runs import RunSpec, check_output_dir, claim_output_dir, evaluate_run, load_run
 from flexsnn.runs.evaluate import CALIBRATIONS
 
 EXAMPLES = """examples:
@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "resamples them) instead of binning the events again at each T")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/eval)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace earlier results in an --out other than RUN/eval (or in a run's folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -54,11 +56,24 @@ def _stage_pair(text: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
+OUTPUTS = ("results.json", "results.csv", "accuracy_vs_T.png", "configs.csv", "config_grid.png", "config_grid.csv",
+           "config_grid.json")
+
+
 def run(args: argparse.Namespace) -> int:
+    out = args.out or args.run / "eval"
+    explicit = args.out is not None and out.resolve() != (args.run / "eval").resolve()
+    check_output_dir(out, OUTPUTS, args.overwrite, explicit)  # before the evaluation, not after
     calibrations = ["per_config", "t_max"] if args.calibration == "both" else [args.calibration]
     outcomes = [evaluate_run(args.run, args.t, args.config, device=args.device, calib_batches=args.calib_batches,
                              progress=not args.quiet, calibration=c, rebin=args.rebin) for c in calibrations]
-    out = args.out or args.run / "eval"
+    with claim_output_dir(out, OUTPUTS, args.overwrite, explicit, what="flexsnn evaluate"):
+        _write(args, out, calibrations, outcomes)
+    print(f"wrote {out}/results.json, results.csv, accuracy_vs_T.png")
+    return 0
+
+
+def _write(args: argparse.Namespace, out: Path, calibrations: list[str], outcomes: list[dict]) -> None:
     method = outcomes[0]["method"]
     if len(outcomes) == 1:
         results = {method: outcomes[0]["uniform"]}
@@ -83,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {','.join(map(str, row['config'])):>12}  {accs}")
     if args.grid is not None:
         model, config = load_run(args.run)
-        t_max = RunSpec.from_dict(config["run"]).t_max
+        t_max = RunSpec.from_config(config, str(args.run / "config.json")).t_max
         t_grid = args.grid_t or list(range(1, t_max + 1))
         configs = grid_configs(model.num_stages, args.grid, t_grid, t_max)
         grid_result = evaluate_run(args.run, [t_max], configs, device=args.device, calib_batches=args.calib_batches,
@@ -91,5 +106,3 @@ def run(args: argparse.Namespace) -> int:
         write_config_grid(out, grid_result["configs"], t_grid, args.grid,
                           title=f"{args.run}: stages {args.grid[0]} x {args.grid[1]}, others at T={t_max}")
         print(f"wrote {out}/config_grid.png, config_grid.csv, config_grid.json")
-    print(f"wrote {out}/results.json, results.csv, accuracy_vs_T.png")
-    return 0

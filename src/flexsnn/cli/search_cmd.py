@@ -15,7 +15,7 @@ from pathlib import Path
 from flexsnn.cli.common import HelpFormatter, positive_int
 from flexsnn.evaluate.pareto import COSTS, STRATEGIES, plot_pareto, write_search_csv
 from flexsnn.io import write_json
-from flexsnn.runs import search_run
+from flexsnn.runs import check_output_dir, claim_output_dir, search_run
 from flexsnn.runs.evaluate import SPLITS
 
 EXAMPLES = """examples:
@@ -43,24 +43,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the evolutionary search")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/search)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace earlier results in an --out other than RUN/search (or in a run's folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+OUTPUTS = ("search_configs.csv", "pareto_front.csv", "pareto.png", "search.json")
+
+
 def run(args: argparse.Namespace) -> int:
+    out = args.out or args.run / "search"
+    explicit = args.out is not None and out.resolve() != (args.run / "search").resolve()
+    check_output_dir(out, OUTPUTS, args.overwrite, explicit)  # before the work, not after
     found = search_run(args.run, args.t_min, args.t_max, args.strategy, args.max_evals, args.cost, args.split,
                        args.budget, args.calib_batches, args.max_batches, args.device, args.seed,
                        progress=not args.quiet)
     result, chosen = found["search"], found["chosen"]
-    out = args.out or args.run / "search"
-    write_search_csv(out / "search_configs.csv", result.results, result.front)
-    write_search_csv(out / "pareto_front.csv", result.front, result.front)
-    plot_pareto(result, out / "pareto.png", title=f"{args.run}: {found['method'].upper()} {found['model']}, "
-                f"{len(result.results)} configs ({result.strategy})")
-    summary = result.as_dict()
-    summary.update({"split": found["split"], "budget": found["budget"], "report": found["report"],
-                    "chosen_config": None if chosen is None else list(chosen.config)})
-    write_json(out / "search.json", summary)
+    with claim_output_dir(out, OUTPUTS, args.overwrite, explicit, what="flexsnn search"):
+        write_search_csv(out / "search_configs.csv", result.results, result.front)
+        write_search_csv(out / "pareto_front.csv", result.front, result.front)
+        plot_pareto(result, out / "pareto.png", title=f"{args.run}: {found['method'].upper()} {found['model']}, "
+                    f"{len(result.results)} configs ({result.strategy})")
+        summary = result.as_dict()
+        summary.update({"split": found["split"], "budget": found["budget"], "report": found["report"],
+                        "chosen_config": None if chosen is None else list(chosen.config)})
+        write_json(out / "search.json", summary)
 
     ref = result.reference
     print(f"{len(result.results)} configs evaluated ({result.strategy}); Pareto front "

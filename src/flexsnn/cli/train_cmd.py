@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from flexsnn.cli.common import HelpFormatter, positive_int
-from flexsnn.errors import ConfigError
+from flexsnn.errors import CheckpointError, ConfigError
 from flexsnn.evaluate import format_table, write_results
 from flexsnn.evaluate.final_report import write_final_report
-from flexsnn.runs import RunSpec, evaluate_run, resolve_device, train_run
+from flexsnn.io import read_json, read_yaml
+from flexsnn.runs import RunSpec, evaluate_run, holding_run_locks, resolve_device, train_run
 from flexsnn.train.distributed import cleanup_distributed, init_distributed
 
 EXAMPLES = """examples:
@@ -82,14 +82,7 @@ def load_config_file(path: Path, smoke: bool = False) -> dict:
     with ``smoke=True``: a tiny model on fake data for one step), and documentation keys
     (name, description, paper, seeds, finetune, notes) that are not run options.
     """
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"--config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config file {path} is not valid YAML/JSON ({exc})") from None
+    data = read_yaml(path, what="--config file", error=ConfigError)  # YAML is a superset of JSON
     if not isinstance(data, dict):
         raise ConfigError(f"--config file {path} must hold a mapping of run options, got {type(data).__name__}")
     if "run" not in data:
@@ -99,12 +92,16 @@ def load_config_file(path: Path, smoke: bool = False) -> dict:
     unknown = sorted(set(data) - RECIPE_KEYS)
     if unknown:
         raise ConfigError(f"recipe {path} has unknown top-level key(s) {unknown}; expected {sorted(RECIPE_KEYS)}")
+    if data["run"] is not None and not isinstance(data["run"], dict):
+        raise ConfigError(f"recipe {path}: key 'run' must be a mapping of run options, got {data['run']!r:.60}")
     options = dict(data["run"] or {})
     if smoke:
         if not isinstance(data.get("smoke"), dict):
             raise ConfigError(f"--smoke given but recipe {path} has no `smoke:` mapping of overrides")
         overrides = dict(data["smoke"])
         if "model_kwargs" in overrides:  # merged, so a smoke variant only states what shrinks
+            if not isinstance(overrides["model_kwargs"], dict) or not isinstance(options.get("model_kwargs", {}), dict):
+                raise ConfigError(f"recipe {path}: key 'model_kwargs' must be a mapping in `run:` and `smoke:`")
             overrides["model_kwargs"] = {**options.get("model_kwargs", {}), **overrides["model_kwargs"]}
         options.update(overrides)
     return options
@@ -114,10 +111,14 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if getattr(args, "smoke", False) and not args.config:
         raise ConfigError("--smoke needs --config RECIPE.yaml (it applies the recipe's `smoke:` overrides)")
     options = load_config_file(args.config, smoke=getattr(args, "smoke", False)) if args.config else {}
-    if args.resume and (args.out / "run_spec.json").is_file():
-        options = {**json.loads((args.out / "run_spec.json").read_text())["run"], **options}
+    saved = args.out / "run_spec.json"
+    if args.resume and saved.is_file():
+        stored = read_json(saved, what="run spec", error=CheckpointError)
+        RunSpec.from_config(stored, str(saved))  # a tampered file is named, not half-used
+        options = {**stored["run"], **options}
     options.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
-    return RunSpec.from_dict(options)
+    source = f"--config file {args.config} (with the flags given)" if args.config else "run options"
+    return RunSpec.from_dict(options, source)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,13 +130,15 @@ def run(args: argparse.Namespace) -> int:
             ranks = f" on {info.world_size} processes ({info.backend})" if info.distributed else ""
             print(f"training {spec.model} on {spec.dataset} with {spec.method.upper()} "
                   f"(T in [{spec.t_min}, {spec.t_max}]) for {spec.epochs} epochs{ranks} -> {args.out}")
-        train_run(spec, args.out, resume=args.resume, progress=not args.quiet)
-        if not info.is_main:
-            return 0  # rank 0 evaluates and reports
-        result = evaluate_run(args.out, device=spec.device, progress=not args.quiet)
-        results = {spec.method: result["uniform"]}
-        write_results(args.out, results)
-        report = write_final_report([args.out], args.out, title=f"{spec.model} on {spec.dataset} ({spec.method.upper()})")
+        with holding_run_locks():  # no other writer between training and its report
+            train_run(spec, args.out, resume=args.resume, progress=not args.quiet)
+            if not info.is_main:
+                return 0  # rank 0 evaluates and reports
+            result = evaluate_run(args.out, device=spec.device, progress=not args.quiet)
+            results = {spec.method: result["uniform"]}
+            write_results(args.out, results)
+            report = write_final_report([args.out], args.out,
+                                        title=f"{spec.model} on {spec.dataset} ({spec.method.upper()})")
         print(format_table(results))
         print(f"wrote {args.out}/model.safetensors, config.json, results.json, metrics.csv, accuracy_vs_T.png, "
               f"{report.name}")

@@ -14,7 +14,17 @@ from flexsnn.runs.deploy import (
     read_finetune_section,
 )
 from flexsnn.runs.evaluate import early_exit_run, evaluate_run, search_run
-from flexsnn.runs.folder import is_deployed, load_deployed, load_run, prepare_run_dir
+from flexsnn.runs.folder import (
+    check_output_dir,
+    claim_output_dir,
+    claim_run_dir,
+    holding_run_locks,
+    is_deployed,
+    load_deployed,
+    load_run,
+    prepare_run_dir,
+    run_folder_lock,
+)
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device, with_dataset_defaults
 from flexsnn.runs.train import train_run
 
@@ -27,6 +37,11 @@ __all__ = [
     "load_deployed",
     "load_run",
     "prepare_run_dir",
+    "claim_run_dir",
+    "check_output_dir",
+    "claim_output_dir",
+    "holding_run_locks",
+    "run_folder_lock",
     "train_run",
     "evaluate_run",
     "search_run",

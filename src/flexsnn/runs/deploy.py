@@ -29,10 +29,12 @@ from flexsnn.deploy.finetune import DEPLOY_METHODS, deployment_sampler, finetune
 from flexsnn.errors import ConfigError, InputError, check_choice, check_positive_int
 from flexsnn.evaluate import accuracy_at
 from flexsnn.io import read_yaml, write_json
-from flexsnn.runs.folder import is_deployed, load_run, prepare_run_dir
+from flexsnn.runs.folder import claim_run_dir, is_deployed, load_run
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device
 from flexsnn.runs.train import train_run
 from flexsnn.train import TrainOptions, save_model
+from flexsnn.train.checkpoint import CONFIG_FILE
+from flexsnn.train.loop import check_resume
 
 __all__ = [
     "FINETUNE_KEYS",
@@ -105,6 +107,7 @@ def prepare_deployment(
     overwrite: bool = False,
     resume: bool = False,
     pin: str = "input",
+    checkpoint_every_steps: int = 0,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """`flexsnn deploy prepare`: bias removal + fine-tune of a trained run into a deployed run.
 
@@ -118,6 +121,11 @@ def prepare_deployment(
     SGD), ``weight_decay``, ``schedule`` (cosine | constant) and ``schedule_epochs`` (the
     cosine horizon; 0 = ``epochs``). ``batch_size`` and ``augment`` (a name of
     :data:`flexsnn.data.augment.FRAME_AUGMENTATIONS`, True or False) default to the base run's.
+
+    The fine-tune checkpoints into ``out`` after every epoch and every
+    ``checkpoint_every_steps`` steps; ``resume=True`` continues a killed one exactly as
+    ``flexsnn train --resume`` does (checked against the checkpoint before anything is
+    written). ``out`` is locked while it is written.
     """
     resolve_device(device)
     check_choice(method, "method", DEPLOY_METHODS)
@@ -125,7 +133,7 @@ def prepare_deployment(
     if is_deployed(run):
         raise InputError(f"--run {run} is already a deployed run; pass the run folder written by `flexsnn train`")
     base, config = load_run(run, device=device)
-    spec = RunSpec.from_dict(config["run"])
+    spec = RunSpec.from_config(config, str(Path(run) / CONFIG_FILE))
     t = spec.t_max if t is None else check_positive_int(t, "t")
     spec.data_t = t  # frames binned at the deployment T
     spec.device = device
@@ -145,10 +153,9 @@ def prepare_deployment(
         schedule_epochs=schedule_epochs,
         seed=seed,
         device=device,
+        checkpoint_every_steps=checkpoint_every_steps,
     )
-    out = prepare_run_dir(out, resume=resume, overwrite=overwrite)
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
-    model = copy.deepcopy(base)
     sampler = deployment_sampler(method, t, t_left, t_right, sample_num, pin)
     recipe = {
         "source_run": str(run),
@@ -165,25 +172,29 @@ def prepare_deployment(
         "bias_free": True,
         "batchnorm_folded": True,
     }
-    write_json(out / "deploy_spec.json", recipe)
-    history = finetune_bias_free(
-        model,
-        train_loader,
-        method,
-        t,
-        t_left,
-        t_right,
-        sample_num,
-        options,
-        run_dir=out,
-        resume=resume,
-        progress=progress,
-        pin=pin,
-    )
-    recipe["history"] = history
-    recipe["accuracy_t"] = accuracy_at(model, test_loader, t)
-    new_config = {"run": asdict(spec), "sampler": sampler.describe(), "deploy": recipe}
-    save_model(out, model, new_config)
+    with claim_run_dir(out, resume, overwrite, what="flexsnn deploy prepare") as out:
+        if resume:  # a refused resume leaves the folder as it was
+            check_resume(out, options, sampler)
+        model = copy.deepcopy(base)
+        write_json(out / "deploy_spec.json", recipe)
+        history = finetune_bias_free(
+            model,
+            train_loader,
+            method,
+            t,
+            t_left,
+            t_right,
+            sample_num,
+            options,
+            run_dir=out,
+            resume=resume,
+            progress=progress,
+            pin=pin,
+        )
+        recipe["history"] = history
+        recipe["accuracy_t"] = accuracy_at(model, test_loader, t)
+        new_config = {"run": asdict(spec), "sampler": sampler.describe(), "deploy": recipe}
+        save_model(out, model, new_config)
     return model, {**new_config, "model": getattr(model, "model_spec", None)}
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import DataLoader
 
 from flexsnn.data.loaders import dataset_info, load_frames
-from flexsnn.errors import InputError, check_choice, check_positive_int
+from flexsnn.errors import ConfigError, InputError, check_choice, check_positive_int
 from flexsnn.evaluate import results_from_sweep, search_configs, sweep_configs, sweep_uniform
 from flexsnn.evaluate.cost import accuracy_and_ops
 from flexsnn.evaluate.early_exit import DEFAULT_THRESHOLDS, EarlyExitResult, early_exit_sweep
@@ -24,6 +25,7 @@ from flexsnn.progress import progress_bar
 from flexsnn.runs.folder import load_run
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device
 from flexsnn.train import batchnorm_layers, calibrate_bn, fixed_calibration_loader
+from flexsnn.train.checkpoint import CONFIG_FILE
 
 __all__ = ["CALIBRATIONS", "SPLITS", "early_exit_run", "evaluate_run", "search_run"]
 
@@ -35,7 +37,7 @@ def _load(run_dir, device: str) -> tuple:
     """``(model, spec)`` of a saved run, the model on ``device`` and ``spec.device`` set to it."""
     resolve_device(device)
     model, config = load_run(run_dir, device=device)
-    spec = RunSpec.from_dict(config["run"])
+    spec = RunSpec.from_config(config, str(Path(run_dir) / CONFIG_FILE))
     spec.device = device
     return model, spec
 
@@ -67,6 +69,7 @@ def evaluate_run(
     t_values = list(t_values) if t_values else list(range(1, spec.t_max + 1))
     for t in t_values:
         check_positive_int(t, "T")
+    configs = [_checked_config(model, cfg) for cfg in configs]  # before any sweep runs
     calib = calib_batches if calib_batches is not None else spec.calib_batches
     check_choice(calibration, "calibration", CALIBRATIONS)
     if rebin is None:
@@ -105,6 +108,14 @@ def evaluate_run(
         "rebinned": bool(rebin),
         "data_t": spec.frames_t,
     }
+
+
+def _checked_config(model, cfg) -> tuple[int, ...]:
+    try:
+        return model.normalize_time_config(cfg)
+    except ConfigError as exc:
+        text = ",".join(map(str, cfg)) if isinstance(cfg, (list, tuple)) else repr(cfg)
+        raise ConfigError(f"--config {text} does not fit this run's {model.num_stages}-stage model: {exc}") from None
 
 
 def search_run(

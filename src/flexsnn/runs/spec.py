@@ -14,12 +14,27 @@ from typing import Any
 import torch
 
 from flexsnn.data.loaders import check_model_input, dataset_model_kwargs, make_loaders
-from flexsnn.errors import ConfigError, InputError
-from flexsnn.io import is_import_path
+from flexsnn.errors import CheckpointError, ConfigError, InputError
+from flexsnn.io import Bool, Dict, Either, Float, Int, MapOf, Nullable, Str, check_schema, is_import_path
 from flexsnn.models import MODELS, build_model, model_builder
-from flexsnn.train import TrainOptions
+from flexsnn.train import METHODS, TrainOptions
+from flexsnn.train.loop import AMP_MODES
 
-__all__ = ["RunSpec", "build_loaders", "resolve_device", "with_dataset_defaults"]
+__all__ = ["RUN_SPEC_SCHEMA", "RunSpec", "build_loaders", "resolve_device", "with_dataset_defaults"]
+
+
+_POSITIVE = Int(min=1)
+RUN_SPEC_SCHEMA = Dict({
+    "dataset?": Str(), "model?": Str(), "model_kwargs?": MapOf(), "method?": Str(choices=METHODS),
+    "t_min?": _POSITIVE, "t_max?": _POSITIVE, "sample_num?": _POSITIVE, "group_block_num?": _POSITIVE,
+    "first_stage_t?": Nullable(_POSITIVE), "data_t?": Nullable(_POSITIVE), "batch_size?": _POSITIVE,
+    "epochs?": _POSITIVE, "optimizer?": Str(choices=("sgd", "adamw")), "lr?": Float(min=0, min_exclusive=True),
+    "momentum?": Float(min=0, max=1), "weight_decay?": Float(min=0), "schedule?": Str(choices=("cosine", "constant")),
+    "seed?": Int(min=0, max=2 ** 63 - 1), "device?": Str(), "amp?": Str(choices=AMP_MODES),
+    "calib_batches?": _POSITIVE, "num_workers?": Int(min=0), "data_root?": Nullable(Str()), "augment?": Either(Bool(), Str()),
+    "autoaugment?": Bool(), "checkpoint_every_steps?": Int(min=0), "max_steps_per_epoch?": Int(min=0),
+    "sync_bn?": Bool(),
+})
 
 
 @dataclass
@@ -57,13 +72,33 @@ class RunSpec:
     max_steps_per_epoch: int = 0  # 0: whole epochs; >0 cuts epochs short (smoke runs)
     sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm while training (default: per-rank BN stats)
 
+    def __post_init__(self) -> None:
+        check_schema(dataclasses.asdict(self), RUN_SPEC_SCHEMA, "run options")
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+    def from_dict(cls, data: Any, source: str = "run options") -> RunSpec:
+        """A RunSpec from a mapping of its fields (a config file's ``run`` section); types and
+        ranges are checked with errors naming ``source`` (the file) and the key."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown run option(s) {unknown}; known options: {sorted(known)}")
+        if isinstance(data, dict):
+            unknown = sorted(map(str, set(data) - known))
+            if unknown:
+                raise ConfigError(f"{source}: unknown run option(s) {unknown}; known options: {sorted(known)}")
+        check_schema(data, RUN_SPEC_SCHEMA, source)
         return cls(**data)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], source: str) -> RunSpec:
+        """The RunSpec stored in a run's ``config.json`` / ``run_spec.json`` (``source``)."""
+        if not isinstance(config, dict) or "run" not in config:
+            raise CheckpointError(f"{source}: key 'run' is missing (the run's options); it was not written by "
+                                  "`flexsnn train`")
+        if not isinstance(config["run"], dict):
+            raise CheckpointError(f"{source}: key 'run' must be a mapping of run options, got {config['run']!r:.60}")
+        try:
+            return cls.from_dict(config["run"], source)
+        except ConfigError as exc:
+            raise CheckpointError(str(exc).replace(f"{source}: key '", f"{source}: key 'run.")) from None
 
     def train_options(self) -> TrainOptions:
         return TrainOptions(

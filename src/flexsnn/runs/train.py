@@ -10,11 +10,12 @@ import torch
 
 from flexsnn.io import write_json
 from flexsnn.models import build_model
-from flexsnn.runs.folder import prepare_run_dir
+from flexsnn.runs.folder import claim_run_dir
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device, with_dataset_defaults
 from flexsnn.runtime import use_channels_last
 from flexsnn.train import MetricsLogger, fit, make_sampler, save_model
 from flexsnn.train.distributed import barrier, calibrate_bn_synced, current_info, distributed_loader, wrap_ddp
+from flexsnn.train.loop import check_resume
 
 __all__ = ["train_run"]
 
@@ -33,6 +34,10 @@ def train_run(
     wrapped in DDP, each rank loads its shard of every global batch of ``spec.batch_size``,
     BN calibration is synced over ranks, and only rank 0 writes files. Per-epoch metrics go
     to metrics.json / metrics.csv / train.log (and TensorBoard when installed).
+
+    The folder is locked while the run writes into it (a second writer gets
+    RunFolderBusyError); a resume is checked against the checkpoint before anything is
+    written, so a refused one changes nothing.
     """
     resolve_device(spec.device)
     spec = with_dataset_defaults(spec)
@@ -42,36 +47,30 @@ def train_run(
     )
     # Data and model mismatches surface before the run folder is created.
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
-    run_dir = prepare_run_dir(run_dir, resume, overwrite)
-    barrier()  # every rank has checked the folder before rank 0 writes into it
-    torch.manual_seed(spec.seed)  # model initialisation is part of the run's seed
-    model = build_model(spec.model, **spec.model_kwargs)
-    if info.distributed:
-        train_loader = distributed_loader(train_loader, info, spec.batch_size, spec.seed)
-    config = {"run": asdict(spec), "sampler": sampler.describe()}
-    if info.is_main:
-        write_json(run_dir / "run_spec.json", config)
     opts = spec.train_options()
     opts.device = info.device
-    if opts.channels_last:
-        use_channels_last(model)  # before DDP wraps it: DDP's gradient buckets follow the layout
-    net = wrap_ddp(model, info, spec.sync_bn)
-    model = getattr(net, "module", net)
-    with MetricsLogger(run_dir, enabled=info.is_main, resume=resume, epochs=spec.epochs) as metrics:
-        history = fit(
-            net,
-            train_loader,
-            sampler,
-            opts,
-            run_dir=run_dir,
-            resume=resume,
-            progress=progress,
-            on_epoch_end=metrics.log_epoch,
-        )
-    calibrate_bn_synced(model, train_loader, spec.t_max, spec.calib_batches)
-    config["history"] = history
-    if info.is_main:
-        save_model(run_dir, model, config)
-        write_json(run_dir / "history.json", history)
-    barrier()
+    with claim_run_dir(run_dir, resume, overwrite, what="flexsnn train", enabled=info.is_main) as run_dir:
+        if resume:  # a refused resume leaves the run folder as it was
+            check_resume(run_dir, opts, sampler)
+        barrier()  # every rank has checked the folder before rank 0 writes into it
+        torch.manual_seed(spec.seed)  # model initialisation is part of the run's seed
+        model = build_model(spec.model, **spec.model_kwargs)
+        if info.distributed:
+            train_loader = distributed_loader(train_loader, info, spec.batch_size, spec.seed)
+        config = {"run": asdict(spec), "sampler": sampler.describe()}
+        if info.is_main:
+            write_json(run_dir / "run_spec.json", config)
+        if opts.channels_last:
+            use_channels_last(model)  # before DDP wraps it: DDP's gradient buckets follow the layout
+        net = wrap_ddp(model, info, spec.sync_bn)
+        model = getattr(net, "module", net)
+        with MetricsLogger(run_dir, enabled=info.is_main, resume=resume, epochs=spec.epochs) as metrics:
+            history = fit(net, train_loader, sampler, opts, run_dir=run_dir, resume=resume,
+                          progress=progress, on_epoch_end=metrics.log_epoch)
+        calibrate_bn_synced(model, train_loader, spec.t_max, spec.calib_batches)
+        config["history"] = history
+        if info.is_main:
+            save_model(run_dir, model, config)
+            write_json(run_dir / "history.json", history)
+        barrier()
     return model, config

@@ -30,8 +30,9 @@ import os
 import re
 import stat
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -183,6 +184,40 @@ def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torc
     digests = parse_json(meta[_HASH_KEY], source, schema=MapOf(_SHA256), error=CheckpointError) \
         if _HASH_KEY in meta else None
     return tensors, state, digests
+
+
+def read_metadata(path: str | os.PathLike, what: str) -> dict | None:
+    """The flexsnn metadata of a safetensors file, reading only its header (no tensors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{what} {path} is corrupt or truncated ({safetensors_reason(exc)})") from None
+    return parse_json(meta[_STATE_KEY], f"the metadata of {what} {path}") if _STATE_KEY in meta else None
+
+
+def read_training_metadata(run_dir: str | os.PathLike, meta_schema: Any = None) -> dict:
+    """The schema-checked metadata of a run's training checkpoint (header only)."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    return _checked_training_meta(read_metadata(path, "training checkpoint"), path, meta_schema)
+
+
+def _checked_training_meta(meta: Any, path: Path, meta_schema: Any) -> dict:
+    if meta is None:
+        raise CheckpointError(f"training checkpoint {path} has no flexsnn state metadata")
+    if not isinstance(meta, dict) or any(k not in meta for k in REQUIRED_STATE_KEYS):
+        missing = [k for k in REQUIRED_STATE_KEYS if not isinstance(meta, dict) or k not in meta]
+        raise CheckpointError(
+            f"training checkpoint {path} is incomplete (metadata lacks {missing}); "
+            "it was not written by this version of flexsnn's training loop"
+        )
+    for schema in (CHECKPOINT_SCHEMA, meta_schema):
+        if schema is not None:
+            check_schema(meta, schema, f"the metadata of training checkpoint {path}", error=CheckpointError)
+    return meta
 
 
 def load_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -455,17 +490,7 @@ def load_training_state(run_dir: str | os.PathLike, model: nn.Module, optimizer,
     """
     path = Path(run_dir) / CHECKPOINT_FILE
     tensors, meta, digests = read_safetensors(path, what="training checkpoint")
-    if meta is None:
-        raise CheckpointError(f"training checkpoint {path} has no flexsnn state metadata")
-    if not isinstance(meta, dict) or any(k not in meta for k in REQUIRED_STATE_KEYS):
-        missing = [k for k in REQUIRED_STATE_KEYS if not isinstance(meta, dict) or k not in meta]
-        raise CheckpointError(
-            f"training checkpoint {path} is incomplete (metadata lacks {missing}); "
-            "it was not written by this version of flexsnn's training loop"
-        )
-    for schema in (CHECKPOINT_SCHEMA, meta_schema):
-        if schema is not None:
-            check_schema(meta, schema, f"the metadata of training checkpoint {path}", error=CheckpointError)
+    meta = _checked_training_meta(meta, path, meta_schema)
     verify_tensors(tensors, path, digests, warn_unverified=True)
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     verify_tensors(model_state, path, expected=model.state_dict())

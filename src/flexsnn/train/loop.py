@@ -38,7 +38,7 @@ from flexsnn.io import Dict, Float, Int, ListOf, MapOf, Nullable
 from flexsnn.progress import progress_bar
 from flexsnn.runtime import use_channels_last
 from flexsnn.train import distributed as dist_utils
-from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, save_training_state
+from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, read_training_metadata, save_training_state
 from flexsnn.train.samplers import Sampler, TimeConfig
 
 
@@ -284,10 +284,9 @@ def fit(
         path = Path(run_dir) / CHECKPOINT_FILE
         if not path.is_file():
             raise CheckpointError(f"cannot resume: no {CHECKPOINT_FILE} in run folder {run_dir}")
+        check_resume(run_dir, opts, sampler)  # metadata first: refusals cost no tensor reads
         meta, extra = load_training_state(run_dir, core, optimizer, meta_schema=RESUME_SCHEMA)
-        _check_resumable(meta, opts, sampler, path)
         state = TrainState(**meta["train_state"])
-        _check_train_state(state, opts, "epoch_rng" in meta, path)
         _check_like(meta["scheduler"], scheduler.state_dict(), "scheduler", path)
         if scaler is not None and meta.get("scaler"):
             _check_like(meta["scaler"], scaler.state_dict(), "scaler", path)
@@ -434,6 +433,20 @@ RESUME_SCHEMA = Dict({
     "rng": _RNG_SCHEMA,
     "epoch_rng?": _RNG_SCHEMA,
 }, extra=True)
+
+
+def check_resume(run_dir: str | Path, opts: TrainOptions, sampler: Sampler) -> dict:
+    """Refuse a resume from ``run_dir`` that :func:`fit` would refuse (options or sampler that
+    differ from the interrupted run's, metadata that is malformed or out of range), reading
+    only the checkpoint's header: call it before writing anything into the run folder.
+    Returns the checkpoint's metadata."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"cannot resume: no {CHECKPOINT_FILE} in run folder {run_dir}")
+    meta = read_training_metadata(run_dir, RESUME_SCHEMA)
+    _check_resumable(meta, opts, sampler, path)
+    _check_train_state(TrainState(**meta["train_state"]), opts, "epoch_rng" in meta, path)
+    return meta
 
 
 def _check_train_state(state: TrainState, opts: TrainOptions, has_epoch_rng: bool, path: Path) -> None:
