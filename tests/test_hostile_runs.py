@@ -107,7 +107,7 @@ def test_a_tampered_run_spec_is_named_on_resume(tmp_path, tiny_cli, capsys):
     ("epochs: 1000000000.5\n", "key 'epochs' must be an integer"),
     ("method: 7\n", "key 'method' must be one of"),
     ("model_kwargs: [1, 2]\n", "key 'model_kwargs' must be a mapping"),
-    ("augment: 'yes'\n", "key 'augment' must be true or false"),
+    ("augment: 'yes'\n", "key 'augment' must be true or false or one of"),
     ("run: [1, 2]\n", "key 'run' must be a mapping"),
     ("a: &a [*a]\n", "nested too deeply"),
 ])

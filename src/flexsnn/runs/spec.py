@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from flexsnn.data.augment import FRAME_AUGMENTATIONS
 from flexsnn.data.loaders import check_model_input, dataset_model_kwargs, make_loaders
 from flexsnn.errors import CheckpointError, ConfigError, InputError
 from flexsnn.io import Bool, Dict, Either, Float, Int, MapOf, Nullable, Str, check_schema, is_import_path
@@ -31,7 +32,7 @@ RUN_SPEC_SCHEMA = Dict({
     "epochs?": _POSITIVE, "optimizer?": Str(choices=("sgd", "adamw")), "lr?": Float(min=0, min_exclusive=True),
     "momentum?": Float(min=0, max=1), "weight_decay?": Float(min=0), "schedule?": Str(choices=("cosine", "constant")),
     "seed?": Int(min=0, max=2 ** 63 - 1), "device?": Str(), "amp?": Str(choices=AMP_MODES),
-    "calib_batches?": _POSITIVE, "num_workers?": Int(min=0), "data_root?": Nullable(Str()), "augment?": Either(Bool(), Str()),
+    "calib_batches?": _POSITIVE, "num_workers?": Int(min=0), "data_root?": Nullable(Str()), "augment?": Either(Bool(), Str(choices=sorted(FRAME_AUGMENTATIONS))),
     "autoaugment?": Bool(), "checkpoint_every_steps?": Int(min=0), "max_steps_per_epoch?": Int(min=0),
     "sync_bn?": Bool(),
 })
