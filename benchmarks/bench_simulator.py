@@ -35,6 +35,7 @@ from torch import nn
 from flexsnn.deploy import EventNet, simulate
 from flexsnn.multistep import MultiStepModule, run_time_first
 
+SETTLE_S = 0.2  # pause after each timed run (not timed)
 DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", np.int8)])
 
 
@@ -215,7 +216,9 @@ def bench(name, model, sensor, n_samples, n_events, steps, repeats, threads, rng
 
 def interleaved_best(engines, repeats):
     """{label: (best wall s, CPU s of that run, output)}: the engines take turns, one run each per
-    round, so a change of the machine's load hits all of them alike."""
+    round, so a change of the machine's load hits all of them alike. A pause follows every run:
+    torch's OpenMP workers spin for a while after a parallel region, and on 2 cores they would
+    otherwise take CPU from whatever runs next."""
     best = {label: (float("inf"), float("nan"), None) for label in engines}
     for _ in range(repeats):
         for label, fn in engines.items():
@@ -224,6 +227,7 @@ def interleaved_best(engines, repeats):
             wall = time.perf_counter() - start
             if wall < best[label][0]:
                 best[label] = (wall, time.process_time() - start_cpu, out)
+            time.sleep(SETTLE_S)
     return best
 
 
