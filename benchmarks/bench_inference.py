@@ -9,6 +9,7 @@ their eager forward. Libraries are interleaved per repeat; the figure is the med
 
     .venv-bench/bin/python benchmarks/bench_inference.py [--steps 1 2 4 8 16] [--repeats 5] [--allocator tuned]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,14 +27,23 @@ PEER_LIBS = ("plain_pytorch", "plain_pytorch_cl", "snntorch", "spikingjelly", "n
 
 
 def flexsnn_staged():
+    from torch import nn
+
     from flexsnn.neurons import LIF
     from flexsnn.runtime import use_channels_last
     from flexsnn.staged import staged_from_layers
-    from torch import nn
 
     torch.manual_seed(0)
-    layers = [nn.Conv2d(2, 32, 3, padding=1), LIF(), nn.AvgPool2d(2), nn.Conv2d(32, 64, 3, padding=1), LIF(),
-              nn.AvgPool2d(2), nn.Flatten(), nn.Linear(64 * 8 * 8, common.NUM_CLASSES)]
+    layers = [
+        nn.Conv2d(2, 32, 3, padding=1),
+        LIF(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        LIF(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, common.NUM_CLASSES),
+    ]
     net = staged_from_layers(layers, [], input_kind="frames").eval()
     return use_channels_last(net)  # as InferenceRunner lays it out
 
@@ -54,8 +64,15 @@ def run(steps_list, repeats: int, warmup: int, compile_runner: bool = True) -> d
     if runner.compile:
         fwd["flexsnn_runner"] = lambda x: runner(x, x.shape[0])
         fwd["flexsnn_runner_bf16"] = lambda x: runner_bf16(x, x.shape[0])
-    result = {"header": common.machine_header(), "peers": common.peer_versions(), "skipped": skipped,
-              "batch": common.BATCH, "repeats": repeats, "by_T": {}, "compile_s": {}}
+    result = {
+        "header": common.machine_header(),
+        "peers": common.peer_versions(),
+        "skipped": skipped,
+        "batch": common.BATCH,
+        "repeats": repeats,
+        "by_T": {},
+        "compile_s": {},
+    }
     for steps in steps_list:
         x, _ = common.synthetic_batch(steps)
         with torch.no_grad():
@@ -74,9 +91,11 @@ def run(steps_list, repeats: int, warmup: int, compile_runner: bool = True) -> d
         ms = {n: common.median_ms(s) for n, s in samples.items()}
         eager_peers = [p for p in common.PEERS if p in ms]
         fastest = min(eager_peers, key=ms.get) if eager_peers else None
-        result["by_T"][str(steps)] = {"ms": ms, "fastest_eager_peer": fastest,
-                                      "speedup_vs_fastest_peer": {n: ms[fastest] / t for n, t in ms.items()}
-                                      if fastest else {}}
+        result["by_T"][str(steps)] = {
+            "ms": ms,
+            "fastest_eager_peer": fastest,
+            "speedup_vs_fastest_peer": {n: ms[fastest] / t for n, t in ms.items()} if fastest else {},
+        }
     result["runner"] = runner.stats()
     result["runner_bf16"] = runner_bf16.stats()
     return result
@@ -85,17 +104,26 @@ def run(steps_list, repeats: int, warmup: int, compile_runner: bool = True) -> d
 def format_table(result: dict) -> str:
     rows = result["by_T"]
     names = sorted(next(iter(rows.values()))["ms"])
-    lines = ["inference ms/batch (batch %d); last columns: flexsnn speedup vs the fastest eager peer" % result["batch"],
-             "  T  " + " ".join(f"{n:>15s}" for n in names) + "   eager x  runner x  bf16 x"]
+    lines = [
+        f"inference ms/batch (batch {result['batch']}); last columns: flexsnn speedup vs the fastest eager peer",
+        "  T  " + " ".join(f"{n:>15s}" for n in names) + "   eager x  runner x  bf16 x",
+    ]
     for steps, row in rows.items():
         sp = row["speedup_vs_fastest_peer"]
-        lines.append(f"{int(steps):3d}  " + " ".join(f"{row['ms'][n]:15.1f}" for n in names)
-                     + f"  {sp.get('flexsnn_eager', float('nan')):7.2f}  {sp.get('flexsnn_runner', float('nan')):7.2f}"
-                     + f"  {sp.get('flexsnn_runner_bf16', float('nan')):6.2f}")
-    lines.append(f"runner: {result['runner']}; first-call compile seconds per T: "
-                 + ", ".join(f"{k}:{v:.1f}" for k, v in result["compile_s"].get("flexsnn_runner", {}).items()))
-    lines.append("flexsnn_runner_bf16: the same runner with amp='bf16' (convs / linear under CPU autocast, "
-                 "neurons in float32): not the fp32 comparison the target asks for")
+        lines.append(
+            f"{int(steps):3d}  "
+            + " ".join(f"{row['ms'][n]:15.1f}" for n in names)
+            + f"  {sp.get('flexsnn_eager', float('nan')):7.2f}  {sp.get('flexsnn_runner', float('nan')):7.2f}"
+            + f"  {sp.get('flexsnn_runner_bf16', float('nan')):6.2f}"
+        )
+    lines.append(
+        f"runner: {result['runner']}; first-call compile seconds per T: "
+        + ", ".join(f"{k}:{v:.1f}" for k, v in result["compile_s"].get("flexsnn_runner", {}).items())
+    )
+    lines.append(
+        "flexsnn_runner_bf16: the same runner with amp='bf16' (convs / linear under CPU autocast, "
+        "neurons in float32): not the fp32 comparison the target asks for"
+    )
     return "\n".join(lines)
 
 

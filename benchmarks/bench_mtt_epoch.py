@@ -10,6 +10,7 @@ ratio: the FLOP floor, the stage-step ratio of the configurations MTT sampled.
 
     .venv-bench/bin/python benchmarks/bench_mtt_epoch.py [--t-max 10] [--rounds 2] [--allocator tuned]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,14 @@ def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dic
 
     train_loader, _ = make_loaders("digits_dvs", n_time_bins=t_max, batch_size=batch, seed=0)
     samplers = {"sdt": SDTSampler(t_max), "mtt": MTTSampler(1, t_max, sample_num=3)}
-    result = {"header": common.machine_header(), "t_max": t_max, "batch": batch, "rounds": rounds,
-              "batches_per_epoch": len(train_loader), "by_path": {}}
+    result = {
+        "header": common.machine_header(),
+        "t_max": t_max,
+        "batch": batch,
+        "rounds": rounds,
+        "batches_per_epoch": len(train_loader),
+        "by_path": {},
+    }
     for path in paths:
         times = {"sdt": [], "mtt": []}
         compiles = []
@@ -81,8 +88,11 @@ def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dic
                 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
                 before = compiled.compile_count()
                 num_stages = model.num_stages
-                times[method].append(epoch_seconds(model, train_loader, sampler, opt, seed=r,
-                                                   sampled=sampled if method == "mtt" else None))
+                times[method].append(
+                    epoch_seconds(
+                        model, train_loader, sampler, opt, seed=r, sampled=sampled if method == "mtt" else None
+                    )
+                )
                 if method == "mtt" and path == "compiled":
                     compiles.append(compiled.compile_count() - before)
         # The first round of the compiled path includes compilation: report it apart.
@@ -97,15 +107,22 @@ def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dic
 
 
 def format_table(result: dict) -> str:
-    lines = [f"MTT vs SDT epoch, digits_dvs + digits_conv, T_max={result['t_max']}, batch {result['batch']}, "
-             f"{result['batches_per_epoch']} batches/epoch"]
+    lines = [
+        f"MTT vs SDT epoch, digits_dvs + digits_conv, T_max={result['t_max']}, batch {result['batch']}, "
+        f"{result['batches_per_epoch']} batches/epoch"
+    ]
     for path, row in result["by_path"].items():
         e = row["epoch_s"]
-        extra = f"  kernels compiled per MTT epoch: {row['kernels_compiled_per_mtt_epoch']}" \
-            if "kernels_compiled_per_mtt_epoch" in row else ""
-        lines.append(f"  {path:9s} SDT {e['sdt']:7.2f} s  MTT {e['mtt']:7.2f} s  MTT/SDT {row['mtt_over_sdt']:.2f}x"
-                     f"  FLOP floor (stage-step ratio) {row['flop_floor']:.2f}x  "
-                     f"measured/floor {row['mtt_over_sdt'] / row['flop_floor']:.2f}{extra}")
+        extra = (
+            f"  kernels compiled per MTT epoch: {row['kernels_compiled_per_mtt_epoch']}"
+            if "kernels_compiled_per_mtt_epoch" in row
+            else ""
+        )
+        lines.append(
+            f"  {path:9s} SDT {e['sdt']:7.2f} s  MTT {e['mtt']:7.2f} s  MTT/SDT {row['mtt_over_sdt']:.2f}x"
+            f"  FLOP floor (stage-step ratio) {row['flop_floor']:.2f}x  "
+            f"measured/floor {row['mtt_over_sdt'] / row['flop_floor']:.2f}{extra}"
+        )
     return "\n".join(lines)
 
 

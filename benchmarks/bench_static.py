@@ -18,6 +18,7 @@ sum of all stages' T over the configs, over SDT's stages x T_max).
 
     .venv-bench/bin/python benchmarks/bench_static.py [--steps 2 4 6] [--repeats 5] [--width 0.25]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,8 +106,9 @@ class Block(nn.Module):
         super().__init__()
         self.conv1, self.bn1, self.n1 = conv(c_in, c_out, 3, stride, 1), bn(c_out), neuron()
         self.conv2, self.bn2 = conv(c_out, c_out, 3, 1, 1), bn(c_out)
-        self.short = nn.Sequential(conv(c_in, c_out, 1, stride, 0), bn(c_out)) if stride != 1 or c_in != c_out \
-            else nn.Identity()
+        self.short = (
+            nn.Sequential(conv(c_in, c_out, 1, stride, 0), bn(c_out)) if stride != 1 or c_in != c_out else nn.Identity()
+        )
         self.n2 = neuron()
 
     def forward(self, x):
@@ -134,8 +136,13 @@ class ResNet19(nn.Module):
 
 
 def _torch_layers():
-    return (lambda i, o, k, s, p: nn.Conv2d(i, o, k, s, p, bias=False), nn.BatchNorm2d,
-            lambda: nn.AdaptiveAvgPool2d(1), nn.Flatten, nn.Linear)
+    return (
+        lambda i, o, k, s, p: nn.Conv2d(i, o, k, s, p, bias=False),
+        nn.BatchNorm2d,
+        lambda: nn.AdaptiveAvgPool2d(1),
+        nn.Flatten,
+        nn.Linear,
+    )
 
 
 def _per_step(width, neuron):
@@ -234,10 +241,15 @@ def time_training(names, steps_list, width, batch, warmup, repeats) -> tuple[dic
         present = [p for p in PEERS if p in times]
         fastest = min(present, key=times.get) if present else None
         ref = fastest or "plain_pytorch"
-        by_t[str(steps)] = {"step_ms": times, "fastest_peer": fastest, "reference": ref,
-                            "speedup_vs_reference": {n: times[ref] / t for n, t in times.items()},
-                            "speedup_vs_plain": {n: times["plain_pytorch"] / t for n, t in times.items()}
-                            if "plain_pytorch" in times else {}}
+        by_t[str(steps)] = {
+            "step_ms": times,
+            "fastest_peer": fastest,
+            "reference": ref,
+            "speedup_vs_reference": {n: times[ref] / t for n, t in times.items()},
+            "speedup_vs_plain": {n: times["plain_pytorch"] / t for n, t in times.items()}
+            if "plain_pytorch" in times
+            else {},
+        }
     return by_t, skipped, params
 
 
@@ -272,17 +284,33 @@ def mtt_epoch(width: float, batch: int, t_max: int, batches: int, rounds: int) -
             if method == "mtt":
                 sampled.extend(configs)
     epoch = {m: statistics.median(t) for m, t in times.items()}
-    return {"t_max": t_max, "batch": batch, "batches": batches, "rounds": rounds, "epoch_s": epoch,
-            "all_epoch_s": times, "mtt_over_sdt": epoch["mtt"] / epoch["sdt"],
-            "flop_floor": stage_step_floor(sampled, model.num_stages, t_max)}
+    return {
+        "t_max": t_max,
+        "batch": batch,
+        "batches": batches,
+        "rounds": rounds,
+        "epoch_s": epoch,
+        "all_epoch_s": times,
+        "mtt_over_sdt": epoch["mtt"] / epoch["sdt"],
+        "flop_floor": stage_step_floor(sampled, model.num_stages, t_max),
+    }
 
 
-def run(steps_list, width=0.25, batch=32, warmup=1, repeats=5, libs=LIBS, epoch_batches=4,
-        epoch_rounds=2, t_max=6) -> dict:
+def run(
+    steps_list, width=0.25, batch=32, warmup=1, repeats=5, libs=LIBS, epoch_batches=4, epoch_rounds=2, t_max=6
+) -> dict:
     by_t, skipped, params = time_training(libs, steps_list, width, batch, warmup, repeats)
-    result = {"header": common.machine_header(), "peers": common.peer_versions(), "skipped": skipped,
-              "width": width, "parameters": params, "batch": batch, "repeats": repeats, "warmup": warmup,
-              "by_T": by_t}
+    result = {
+        "header": common.machine_header(),
+        "peers": common.peer_versions(),
+        "skipped": skipped,
+        "width": width,
+        "parameters": params,
+        "batch": batch,
+        "repeats": repeats,
+        "warmup": warmup,
+        "by_T": by_t,
+    }
     if epoch_batches:
         result["mtt_epoch"] = mtt_epoch(width, batch, t_max, epoch_batches, epoch_rounds)
     result["load_avg_at_end"] = os.getloadavg()
@@ -291,8 +319,10 @@ def run(steps_list, width=0.25, batch=32, warmup=1, repeats=5, libs=LIBS, epoch_
 
 def format_table(result: dict) -> str:
     p = result["parameters"].get("flexsnn_fused", 0)
-    lines = [f"ResNet-19 (width {result['width']}, {p} parameters), static 3x32x32, direct encoding, "
-             f"batch {result['batch']}, training step (forward + backward + SGD)"]
+    lines = [
+        f"ResNet-19 (width {result['width']}, {p} parameters), static 3x32x32, direct encoding, "
+        f"batch {result['batch']}, training step (forward + backward + SGD)"
+    ]
     if result["skipped"]:
         lines.append(f"  skipped: {sorted(result['skipped'])}")
     for steps, row in result["by_T"].items():
@@ -300,15 +330,19 @@ def format_table(result: dict) -> str:
         lines.append(f"T={steps}  (speedup = {ref} time / time; vs plain = plain_pytorch time / time)")
         lines.append(f"  {'library':16s} {'step ms':>9s} {'speedup':>8s} {'vs plain':>9s}")
         for n, ms in sorted(row["step_ms"].items(), key=lambda kv: kv[1]):
-            lines.append(f"  {n:16s} {ms:9.1f} {row['speedup_vs_reference'][n]:7.2f}x"
-                         f" {row['speedup_vs_plain'].get(n, float('nan')):8.2f}x")
+            lines.append(
+                f"  {n:16s} {ms:9.1f} {row['speedup_vs_reference'][n]:7.2f}x"
+                f" {row['speedup_vs_plain'].get(n, float('nan')):8.2f}x"
+            )
     e = result.get("mtt_epoch")
     if e:
-        lines.append(f"MTT vs SDT epoch ({e['batches']} synthetic batches of {e['batch']}, T_max={e['t_max']}, "
-                     f"MTTSampler(1, {e['t_max']}, sample_num=3)): SDT {e['epoch_s']['sdt']:.2f} s  "
-                     f"MTT {e['epoch_s']['mtt']:.2f} s  MTT/SDT {e['mtt_over_sdt']:.2f}x  "
-                     f"FLOP floor (stage-step ratio) {e['flop_floor']:.2f}x  "
-                     f"measured/floor {e['mtt_over_sdt'] / e['flop_floor']:.2f}")
+        lines.append(
+            f"MTT vs SDT epoch ({e['batches']} synthetic batches of {e['batch']}, T_max={e['t_max']}, "
+            f"MTTSampler(1, {e['t_max']}, sample_num=3)): SDT {e['epoch_s']['sdt']:.2f} s  "
+            f"MTT {e['epoch_s']['mtt']:.2f} s  MTT/SDT {e['mtt_over_sdt']:.2f}x  "
+            f"FLOP floor (stage-step ratio) {e['flop_floor']:.2f}x  "
+            f"measured/floor {e['mtt_over_sdt'] / e['flop_floor']:.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -327,8 +361,17 @@ def main(argv=None) -> int:
     common.add_allocator_arg(ap)
     args = ap.parse_args(argv)
     common.set_allocator(args.allocator)
-    result = run(args.steps, args.width, args.batch, args.warmup, args.repeats, tuple(args.libs),
-                 args.epoch_batches, args.epoch_rounds, args.t_max)
+    result = run(
+        args.steps,
+        args.width,
+        args.batch,
+        args.warmup,
+        args.repeats,
+        tuple(args.libs),
+        args.epoch_batches,
+        args.epoch_rounds,
+        args.t_max,
+    )
     print(format_table(result))
     if args.json:
         with open(args.json, "w") as f:

@@ -15,6 +15,7 @@ steps needed. (tracemalloc does not see torch's allocations.)
 "plain_pytorch_cl" (the plain loop with channels_last conv weights) is a reference row that
 shows how much of flexsnn's lead is the memory format; it is not a peer.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,16 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-LIBS = ("plain_pytorch", "plain_pytorch_cl", "flexsnn_fused", "flexsnn_compiled", "snntorch", "spikingjelly", "norse", "sinabs")
+LIBS = (
+    "plain_pytorch",
+    "plain_pytorch_cl",
+    "flexsnn_fused",
+    "flexsnn_compiled",
+    "snntorch",
+    "spikingjelly",
+    "norse",
+    "sinabs",
+)
 
 
 def make_step(name: str):
@@ -98,16 +108,26 @@ def ratios(times: dict, peers) -> tuple[str | None, dict]:
 
 def run(steps_list, repeats: int, warmup: int, memory: bool, libs=LIBS) -> dict:
     names, skipped = common.available(libs)
-    result = {"header": common.machine_header(), "peers": common.peer_versions(), "skipped": skipped,
-              "batch": common.BATCH, "repeats": repeats, "warmup": warmup, "by_T": {}}
+    result = {
+        "header": common.machine_header(),
+        "peers": common.peer_versions(),
+        "skipped": skipped,
+        "batch": common.BATCH,
+        "repeats": repeats,
+        "warmup": warmup,
+        "by_T": {},
+    }
     for steps in steps_list:
         times = time_interleaved(names, steps, warmup, repeats)
         fastest, speedup = ratios(times, common.PEERS)
         row = {"step_ms": times, "fastest_peer": fastest, "speedup_vs_fastest_peer": speedup}
         if memory:
-            mem = {n: common.run_subprocess_json([__file__, "--child-memory", n, str(steps), str(warmup),
-                                                  "--allocator", common.allocator_mode()])
-                   for n in names}
+            mem = {
+                n: common.run_subprocess_json(
+                    [__file__, "--child-memory", n, str(steps), str(warmup), "--allocator", common.allocator_mode()]
+                )
+                for n in names
+            }
             row["peak_step_mib"] = {n: m.get("peak_step_mib", float("nan")) for n, m in mem.items()}
             errors = {n: m["error"] for n, m in mem.items() if "error" in m}
             if errors:
@@ -126,8 +146,9 @@ def format_table(result: dict) -> str:
         for n, ms in sorted(row["step_ms"].items(), key=lambda kv: kv[1]):
             m = mem.get(n, float("nan"))
             mr = m / mem[fastest] if fastest in mem and mem[fastest] else float("nan")
-            lines.append(f"  {n:18s} {ms:9.1f} {row['speedup_vs_fastest_peer'].get(n, float('nan')):7.2f}x"
-                         f" {m:9.1f} {mr:8.2f}x")
+            lines.append(
+                f"  {n:18s} {ms:9.1f} {row['speedup_vs_fastest_peer'].get(n, float('nan')):7.2f}x {m:9.1f} {mr:8.2f}x"
+            )
     return "\n".join(lines)
 
 

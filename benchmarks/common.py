@@ -10,6 +10,7 @@ hard reset to 0, each library's own surrogate.
 Every builder returns ``(module, forward)`` where ``forward(x [T, B, 2, 34, 34]) ->
 [T, B, 10]``, so one timing loop serves all libraries.
 """
+
 from __future__ import annotations
 
 import gc
@@ -24,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -61,15 +62,26 @@ def allocator_mode() -> str:
 
 
 def add_allocator_arg(ap) -> None:
-    ap.add_argument("--allocator", choices=ALLOCATORS, default="tuned",
-                    help="glibc malloc settings for the whole process, all libraries alike "
-                         "(tuned = flexsnn.runtime.tune_cpu_allocator; default = glibc's own)")
+    ap.add_argument(
+        "--allocator",
+        choices=ALLOCATORS,
+        default="tuned",
+        help="glibc malloc settings for the whole process, all libraries alike "
+        "(tuned = flexsnn.runtime.tune_cpu_allocator; default = glibc's own)",
+    )
 
 
 def allocator_settings() -> dict:
     """The glibc malloc variables (they changed eager timings by up to 2x) and threads."""
-    keys = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX",
-            "MALLOC_TOP_PAD_", "LD_PRELOAD", "OMP_NUM_THREADS")
+    keys = (
+        "MALLOC_MMAP_MAX_",
+        "MALLOC_MMAP_THRESHOLD_",
+        "MALLOC_TRIM_THRESHOLD_",
+        "MALLOC_ARENA_MAX",
+        "MALLOC_TOP_PAD_",
+        "LD_PRELOAD",
+        "OMP_NUM_THREADS",
+    )
     env = {k: os.environ.get(k, "unset") for k in keys}
     env["mode"] = allocator_mode()
     env["torch_threads"] = torch.get_num_threads()
@@ -84,7 +96,7 @@ def machine_header() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "allocator": f"glibc malloc, {allocator_mode()} settings"
-                     + ("" if not os.environ.get("LD_PRELOAD") else " + LD_PRELOAD"),
+        + ("" if not os.environ.get("LD_PRELOAD") else " + LD_PRELOAD"),
         "allocator_env": allocator_settings(),
         "load_avg_at_start": os.getloadavg(),
     }
@@ -120,8 +132,14 @@ def synthetic_batch(steps: int, batch: int = BATCH, seed: int = 0):
 
 
 def _layers():
-    return (nn.Conv2d(2, 32, 3, padding=1), nn.AvgPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.AvgPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 8 * 8, NUM_CLASSES))
+    return (
+        nn.Conv2d(2, 32, 3, padding=1),
+        nn.AvgPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, NUM_CLASSES),
+    )
 
 
 # ---------------------------------------------------------------- plain PyTorch (per-step loop)
@@ -221,9 +239,14 @@ def build_spikingjelly():
         return neuron.LIFNode(tau=2.0, decay_input=False, v_threshold=1.0, v_reset=0.0, step_mode="m")
 
     net = nn.Sequential(
-        layer.Conv2d(2, 32, 3, padding=1, step_mode="m"), lif(), layer.AvgPool2d(2, step_mode="m"),
-        layer.Conv2d(32, 64, 3, padding=1, step_mode="m"), lif(), layer.AvgPool2d(2, step_mode="m"),
-        layer.Flatten(step_mode="m"), layer.Linear(64 * 8 * 8, NUM_CLASSES, step_mode="m"),
+        layer.Conv2d(2, 32, 3, padding=1, step_mode="m"),
+        lif(),
+        layer.AvgPool2d(2, step_mode="m"),
+        layer.Conv2d(32, 64, 3, padding=1, step_mode="m"),
+        lif(),
+        layer.AvgPool2d(2, step_mode="m"),
+        layer.Flatten(step_mode="m"),
+        layer.Linear(64 * 8 * 8, NUM_CLASSES, step_mode="m"),
     )
 
     def forward(x):
@@ -261,8 +284,13 @@ def build_sinabs():
     import sinabs.layers as sl
 
     def lif():
-        return sl.LIFSqueeze(tau_mem=1.0 / math.log(2.0), norm_input=False, spike_fn=sa.SingleSpike,
-                             reset_fn=sa.MembraneReset(), batch_size=BATCH)
+        return sl.LIFSqueeze(
+            tau_mem=1.0 / math.log(2.0),
+            norm_input=False,
+            spike_fn=sa.SingleSpike,
+            reset_fn=sa.MembraneReset(),
+            batch_size=BATCH,
+        )
 
     c1, p1, c2, p2, fl, fc = _layers()
     net = nn.Sequential(c1, lif(), p1, c2, lif(), p2, fl, fc)

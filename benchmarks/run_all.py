@@ -7,6 +7,7 @@ The peers are optional: a library that is not installed is listed as skipped. Th
 event-driven simulator's throughput comes from bench_simulator.py (written separately) when
 it exists. FIGURES.md is the text to copy into benchmarks/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,29 +37,39 @@ def targets(training: dict, inference: dict, mtt: dict, static: dict | None = No
         sp = row["speedup_vs_fastest_peer"][best]
         mem = row.get("peak_step_mib", {})
         mem_ratio = mem.get(best, float("nan")) / mem[peer] if mem.get(peer) else float("nan")
-        out.append(f"training T=10: {best} is {sp:.2f}x the fastest peer ({peer}); target >= 1.5x "
-                   f"[{'met' if sp >= 1.5 else 'MISSED'}]; peak memory {mem_ratio:.2f}x the peer's "
-                   f"[{'met' if mem_ratio <= 1.0 else 'MISSED'}]")
+        out.append(
+            f"training T=10: {best} is {sp:.2f}x the fastest peer ({peer}); target >= 1.5x "
+            f"[{'met' if sp >= 1.5 else 'MISSED'}]; peak memory {mem_ratio:.2f}x the peer's "
+            f"[{'met' if mem_ratio <= 1.0 else 'MISSED'}]"
+        )
     worst = {}
-    for steps, r in inference["by_T"].items():
+    for _steps, r in inference["by_T"].items():
         for n in ("flexsnn_eager", "flexsnn_runner"):
             if n in r["ms"] and r["fastest_eager_peer"]:
                 worst[n] = min(worst.get(n, float("inf")), r["speedup_vs_fastest_peer"][n])
     for n, sp in worst.items():
-        out.append(f"inference: {n} worst-case speedup over T vs the fastest eager peer {sp:.2f}x; target >= 3x "
-                   f"[{'met' if sp >= 3 else 'MISSED'}]")
+        out.append(
+            f"inference: {n} worst-case speedup over T vs the fastest eager peer {sp:.2f}x; target >= 3x "
+            f"[{'met' if sp >= 3 else 'MISSED'}]"
+        )
     for path, r in mtt["by_path"].items():
         ratio = r["mtt_over_sdt"]
-        out.append(f"MTT/SDT epoch ({path} neurons): {ratio:.2f}x; target <= 1.6x [{'met' if ratio <= 1.6 else 'MISSED'}]")
+        out.append(
+            f"MTT/SDT epoch ({path} neurons): {ratio:.2f}x; target <= 1.6x [{'met' if ratio <= 1.6 else 'MISSED'}]"
+        )
         if "flop_floor" in r:
             rel = ratio / r["flop_floor"]
-            out.append(f"MTT/SDT epoch ({path} neurons) over its FLOP floor {r['flop_floor']:.2f}x: {rel:.2f}; "
-                       f"target <= 1.10 [{'met' if rel <= 1.10 else 'MISSED'}]")
+            out.append(
+                f"MTT/SDT epoch ({path} neurons) over its FLOP floor {r['flop_floor']:.2f}x: {rel:.2f}; "
+                f"target <= 1.10 [{'met' if rel <= 1.10 else 'MISSED'}]"
+            )
     e = (static or {}).get("mtt_epoch")
     if e:
         rel = e["mtt_over_sdt"] / e["flop_floor"]
-        out.append(f"static ResNet-19 MTT/SDT epoch {e['mtt_over_sdt']:.2f}x over its FLOP floor {e['flop_floor']:.2f}x: "
-                   f"{rel:.2f}; target <= 1.10 [{'met' if rel <= 1.10 else 'MISSED'}]")
+        out.append(
+            f"static ResNet-19 MTT/SDT epoch {e['mtt_over_sdt']:.2f}x over its FLOP floor {e['flop_floor']:.2f}x: "
+            f"{rel:.2f}; target <= 1.10 [{'met' if rel <= 1.10 else 'MISSED'}]"
+        )
     return out
 
 
@@ -99,13 +110,22 @@ def main(argv=None) -> int:
         f"Allocator: {header['allocator']}; env {header['allocator_env']}",
         f"Load average at the end: {os.getloadavg()} (other processes share the cores)",
         f"Peers: {training['peers']}; skipped: {training['skipped'] or 'none'}",
-        "", "Training step (forward + backward + SGD), batch 32:", bench_training.format_table(training),
-        "", bench_inference.format_table(inference),
-        "", bench_mtt_epoch.format_table(mtt),
-        "", bench_static.format_table(static),
-        "", simulator_figures(),
-        "", "Targets:", *("  " + t for t in targets(training, inference, mtt, static)),
-        "", f"Total wall time {time.time() - t0:.0f} s",
+        "",
+        "Training step (forward + backward + SGD), batch 32:",
+        bench_training.format_table(training),
+        "",
+        bench_inference.format_table(inference),
+        "",
+        bench_mtt_epoch.format_table(mtt),
+        "",
+        bench_static.format_table(static),
+        "",
+        simulator_figures(),
+        "",
+        "Targets:",
+        *("  " + t for t in targets(training, inference, mtt, static)),
+        "",
+        f"Total wall time {time.time() - t0:.0f} s",
     ]
     (out / "FIGURES.md").write_text("```\n" + "\n".join(text) + "\n```\n")
     print("\n".join(text))

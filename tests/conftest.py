@@ -1,4 +1,5 @@
 """Shared fixtures: tiny models and loaders so tests run in seconds on 2 cores."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,9 @@ def make_frame_loaders(n_train=64, n_test=32, t=4, shape=(2, 6, 6), classes=3, b
         y = torch.arange(n) % classes
         x = (torch.rand(n, t, *shape, generator=g) < 0.1).float()
         for i, label in enumerate(y.tolist()):
-            x[i, :, :, label * 2:(label * 2) + 2, :] += (torch.rand(t, shape[0], 2, shape[2], generator=g) < 0.6).float()
+            x[i, :, :, label * 2 : (label * 2) + 2, :] += (
+                torch.rand(t, shape[0], 2, shape[2], generator=g) < 0.6
+            ).float()
         return TensorDataset(x, y)
 
     train = DataLoader(split(n_train), batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(seed))

@@ -1,5 +1,6 @@
 """Sinabs / Speck back end. Needs sinabs (an optional extra): skipped when it is absent,
 except the test of the error a user without sinabs gets."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,8 +31,15 @@ def speck_net(seed=0):
     def neuron():
         return IF(v_th=1.0, reset="subtract", multi_spike=True, v_min=-1.0)
 
-    layers = [nn.Conv2d(2, 4, 3, padding=1, bias=False), neuron(), nn.AvgPool2d(2),
-              nn.Conv2d(4, 8, 3, padding=1, bias=False), neuron(), nn.AvgPool2d(2), nn.Flatten()]
+    layers = [
+        nn.Conv2d(2, 4, 3, padding=1, bias=False),
+        neuron(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 8, 3, padding=1, bias=False),
+        neuron(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+    ]
     head = nn.Linear(8 * 4 * 4, 5, bias=False)
     with torch.no_grad():
         for m in [*layers, head]:
@@ -83,8 +91,16 @@ def test_to_sinabs_errors():
 def _stub_samna():
     """samna (Speck's driver) cannot be installed offline; sinabs' dynapcnn module imports it at
     the top but needs it only to talk to a chip. A stand-in lets DynapcnnNetwork map the net."""
-    names = ["samna", "samnagui", "samna.speck2e", "samna.speck2e.configuration", "samna.speck2f",
-             "samna.speck2f.configuration", "samna.specksim", "samna.specksim.nodes"]
+    names = [
+        "samna",
+        "samnagui",
+        "samna.speck2e",
+        "samna.speck2e.configuration",
+        "samna.speck2f",
+        "samna.speck2f.configuration",
+        "samna.specksim",
+        "samna.specksim.nodes",
+    ]
     modules = {}
     for name in names:
         mod = types.ModuleType(name)

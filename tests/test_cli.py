@@ -66,9 +66,25 @@ def test_bad_per_stage_config_is_rejected(capsys):
 @pytest.mark.slow
 def test_train_then_evaluate_on_the_default_data(tmp_path):
     run = tmp_path / "run"
-    cmd = [FLEXSNN, "train", "--model", "digits_mlp", "--method", "mtt",
-           "--t-max", "2", "--epochs", "1", "--batch-size", "128", "--calib-batches", "2",
-           "--out", str(run), "--quiet"]
+    cmd = [
+        FLEXSNN,
+        "train",
+        "--model",
+        "digits_mlp",
+        "--method",
+        "mtt",
+        "--t-max",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--calib-batches",
+        "2",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     results = json.loads((run / "results.json").read_text())
@@ -78,14 +94,36 @@ def test_train_then_evaluate_on_the_default_data(tmp_path):
     # a second train into the same folder must refuse rather than overwrite
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already holds a run" in again.stderr
-    ev = subprocess.run([FLEXSNN, "evaluate", "--run", str(run), "--t", "1", "3",
-                         "--config", "2,1", "--quiet"], capture_output=True, text=True, timeout=300)
+    ev = subprocess.run(
+        [FLEXSNN, "evaluate", "--run", str(run), "--t", "1", "3", "--config", "2,1", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ev.returncode == 0, ev.stderr
     assert set(json.loads((run / "eval" / "results.json").read_text())["mtt"]) == {"1", "3"}
     assert "events re-binned at each T" in ev.stdout
-    both = subprocess.run([FLEXSNN, "evaluate", "--run", str(run), "--t", "1", "2", "--config", "2,1",
-                           "--calibration", "both", "--out", str(tmp_path / "both"), "--quiet"],
-                          capture_output=True, text=True, timeout=300)
+    both = subprocess.run(
+        [
+            FLEXSNN,
+            "evaluate",
+            "--run",
+            str(run),
+            "--t",
+            "1",
+            "2",
+            "--config",
+            "2,1",
+            "--calibration",
+            "both",
+            "--out",
+            str(tmp_path / "both"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert both.returncode == 0, both.stderr
     side_by_side = json.loads((tmp_path / "both" / "results.json").read_text())
     assert list(side_by_side) == ["mtt (BN per_config)", "mtt (BN t_max)"]
@@ -103,8 +141,21 @@ def test_multi_line_explanations_become_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_writes_the_public_results_shape(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--epochs", "1", "--t-max", "2", "--model", "digits_mlp", "--quiet",
-            "--t-sweep", "1", "5"]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--t-max",
+        "2",
+        "--model",
+        "digits_mlp",
+        "--quiet",
+        "--t-sweep",
+        "1",
+        "5",
+    ]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["sdt", "mtt"]
@@ -127,8 +178,29 @@ def test_demo_writes_the_public_results_shape(tmp_path, capsys):
 def test_demo_with_deploy_end_to_end(tmp_path, capsys):
     # the whole `flexsnn demo --deploy`, shrunk: re-binned sweep and the three-sampler event-driven table
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--t-max", "2", "--model", "digits_mlp", "--quiet",
-                 "--t-sweep", "1", "4", "--deploy", "--deploy-epochs", "1"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--t-max",
+                "2",
+                "--model",
+                "digits_mlp",
+                "--quiet",
+                "--t-sweep",
+                "1",
+                "4",
+                "--deploy",
+                "--deploy-epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     deploy = json.loads((out / "deploy" / "deploy_results.json").read_text())
     assert [row["label"] for row in deploy["rows"]] == ["SDT", "MTT", "MTT/stage1"]

@@ -1,15 +1,15 @@
 """`flexsnn search` and `flexsnn early-exit` on a tiny trained run (synthetic loaders)."""
+
 import csv
 import json
 
 import pytest
+from conftest import make_frame_loaders
 from torch.utils.data import DataLoader
 
 import flexsnn.runs.evaluate as run_evaluate
 from flexsnn.cli import main
 from flexsnn.runs import RunSpec, train_run
-
-from conftest import make_frame_loaders
 
 TINY = {"in_shape": [2, 6, 6], "pool": 1, "hidden": [8, 8], "num_classes": 3}
 
@@ -19,8 +19,17 @@ def tiny_run(tmp_path_factory):
     train, test = make_frame_loaders(t=2, n_test=32)
     # unshuffled: every BN calibration sees the same batches, so calibrated runs are comparable exactly
     loaders = (DataLoader(train.dataset, batch_size=16), test)
-    spec = RunSpec(model="digits_mlp", model_kwargs=TINY, method="mtt", t_min=1, t_max=2, epochs=1,
-                   batch_size=16, calib_batches=2, seed=3)
+    spec = RunSpec(
+        model="digits_mlp",
+        model_kwargs=TINY,
+        method="mtt",
+        t_min=1,
+        t_max=2,
+        epochs=1,
+        batch_size=16,
+        calib_batches=2,
+        seed=3,
+    )
     run = tmp_path_factory.mktemp("runs") / "mtt"
     train_run(spec, run, progress=False, loaders=loaders)
     return run, loaders
@@ -59,22 +68,27 @@ def test_search_writes_front_plot_and_a_usable_config(tiny_run, synthetic_data, 
     summary = json.loads((out / "search.json").read_text())
     assert summary["strategy"] == "exhaustive" and summary["split"] == "half"
     # budget 1: the most accurate config costing at most uniform T_max's ops
-    best = max((r for r in rows if float(r["synops"]) <= float(next(r2 for r2 in rows if r2["config"] == "2,2")["synops"])),
-               key=lambda r: float(r["accuracy"]))
+    best = max(
+        (r for r in rows if float(r["synops"]) <= float(next(r2 for r2 in rows if r2["config"] == "2,2")["synops"])),
+        key=lambda r: float(r["accuracy"]),
+    )
     cfg = ",".join(map(str, summary["chosen_config"]))
     assert float(best["accuracy"]) == float(next(r for r in rows if r["config"] == cfg)["accuracy"])
     assert f"--config {cfg}" in printed
     assert set(summary["report"]) == {"reference", "chosen"}  # measured again on the odd test samples
     # the printed config is accepted by `flexsnn evaluate`
-    assert main(["evaluate", "--run", str(run), "--config", cfg, "--t", "1", "--quiet",
-                 "--out", str(tmp_path / "eval")]) == 0
+    assert (
+        main(["evaluate", "--run", str(run), "--config", cfg, "--t", "1", "--quiet", "--out", str(tmp_path / "eval")])
+        == 0
+    )
 
 
 def test_early_exit_writes_curves(tiny_run, synthetic_data, tmp_path, capsys):
     run, _ = tiny_run
     out = tmp_path / "ee"
-    assert main(["early-exit", "--run", str(run), "--out", str(out), "--thresholds", "0", "0.9", "2",
-                 "--rebinned"]) == 0
+    assert (
+        main(["early-exit", "--run", str(run), "--out", str(out), "--thresholds", "0", "0.9", "2", "--rebinned"]) == 0
+    )
     with open(out / "early_exit.csv") as fh:
         rows = list(csv.DictReader(fh))
     early = [r for r in rows if r["mode"] == "early_exit"]
@@ -94,8 +108,24 @@ def test_user_errors_are_one_line(tiny_run, synthetic_data, tmp_path, capsys):
     assert main(["search", "--run", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "run folder not found" in err
-    assert main(["search", "--run", str(run), "--strategy", "exhaustive", "--t-max", "9", "--max-evals", "10",
-                 "--out", str(tmp_path / "s")]) == 2
+    assert (
+        main(
+            [
+                "search",
+                "--run",
+                str(run),
+                "--strategy",
+                "exhaustive",
+                "--t-max",
+                "9",
+                "--max-evals",
+                "10",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "exhaustive search needs" in err
     assert main(["search", "--run", str(run), "--budget", "1.5", "--out", str(tmp_path / "s")]) == 2

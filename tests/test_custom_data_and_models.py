@@ -1,4 +1,5 @@
 """Bring your own dataset and model: import paths in the CLI and the run config, every verb on the run."""
+
 import json
 import sys
 import textwrap
@@ -63,9 +64,31 @@ def user_module(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_cli_round_trip_on_a_custom_dataset_and_model(tmp_path, user_module, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--dataset", f"{user_module}:stripes", "--model", f"{user_module}:tiny",
-                 "--t-max", "3", "--epochs", "3", "--batch-size", "16", "--lr", "0.2", "--calib-batches", "2",
-                 "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                f"{user_module}:stripes",
+                "--model",
+                f"{user_module}:tiny",
+                "--t-max",
+                "3",
+                "--epochs",
+                "3",
+                "--batch-size",
+                "16",
+                "--lr",
+                "0.2",
+                "--calib-batches",
+                "2",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == {"name": f"{user_module}:tiny", "kwargs": {"num_classes": 2, "in_shape": [2, 4, 4]}}
     assert config["run"]["dataset"] == f"{user_module}:stripes"
@@ -76,8 +99,9 @@ def test_cli_round_trip_on_a_custom_dataset_and_model(tmp_path, user_module, cap
     assert (tmp_path / "search" / "search_configs.csv").is_file()
     assert main(["early-exit", "--run", str(run), "--out", str(tmp_path / "ee"), "--thresholds", "0", "2"]) == 0
     assert (tmp_path / "ee" / "early_exit.csv").is_file()
-    assert main(["deploy", "prepare", "--run", str(run), "--out", str(tmp_path / "dep"), "--epochs", "1",
-                 "--quiet"]) == 0
+    assert (
+        main(["deploy", "prepare", "--run", str(run), "--out", str(tmp_path / "dep"), "--epochs", "1", "--quiet"]) == 0
+    )
     model, _ = load_run(tmp_path / "dep")
     assert model.model_spec["name"] == f"{user_module}:tiny"
     capsys.readouterr()
@@ -105,21 +129,39 @@ def test_fit_run_dir_then_save_model_reloads_a_custom_net(tmp_path, user_module)
         assert torch.equal(again(x), net(x))
 
 
-@pytest.mark.parametrize("path, message", [
-    ("my_snn_pkg:not_marked", "not marked as a flexsnn model factory"),
-    ("os:system", "standard library"),
-    ("my_snn_pkg:missing", "no attribute 'missing'"),
-    ("no_such_module_xyz:f", "cannot be imported"),
-    ("my_snn_pkg:tiny; import os", "import path"),
-])
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("my_snn_pkg:not_marked", "not marked as a flexsnn model factory"),
+        ("os:system", "standard library"),
+        ("my_snn_pkg:missing", "no attribute 'missing'"),
+        ("no_such_module_xyz:f", "cannot be imported"),
+        ("my_snn_pkg:tiny; import os", "import path"),
+    ],
+)
 def test_only_marked_factories_are_called(user_module, path, message):
     with pytest.raises(ConfigError, match=message):
         build_model(path)
 
 
 def test_cli_refuses_an_unmarked_dataset_in_one_line(tmp_path, user_module, capsys):
-    assert main(["train", "--dataset", f"{user_module}:not_marked", "--model", f"{user_module}:tiny",
-                 "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                f"{user_module}:not_marked",
+                "--model",
+                f"{user_module}:tiny",
+                "--out",
+                str(tmp_path / "r"),
+                "--epochs",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "dataset_factory" in err
     assert not (tmp_path / "r").exists()

@@ -1,5 +1,6 @@
 """Augmentations: exact mirrors / crops / holes / rolls / reversals / resizes, seeded determinism,
 the DVS protocols' probabilities (checked over many seeded draws), shapes kept."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -64,7 +65,7 @@ def test_random_crop_is_a_window_of_the_zero_padded_image():
         out = crop(x)
         top, left = int(draws.integers(0, 41 - 32)), int(draws.integers(0, 41 - 32))
         assert out.shape == x.shape
-        np.testing.assert_array_equal(out, padded[:, top:top + 32, left:left + 32])
+        np.testing.assert_array_equal(out, padded[:, top : top + 32, left : left + 32])
     assert np.array_equal(RandomCrop(32, padding=0, seed=0)(x), x)
     t = torch.from_numpy(x)
     assert torch.equal(pad_crop(t, 1, 7, (32, 32), 4), torch.from_numpy(padded[:, 1:33, 7:39]))
@@ -191,6 +192,7 @@ def test_bad_arguments_are_named():
 
 # ----------------------------------------------------------------------------- DVS protocols
 
+
 def frames(t=3, p=2, h=3, w=4, seed=0):
     """Distinct values everywhere, so every flip / reversal / roll gives a different array."""
     return np.random.default_rng(seed).permutation(t * p * h * w).astype(np.float32).reshape(t, p, h, w)
@@ -268,8 +270,17 @@ def test_random_choice_applies_at_most_one_op():
     x = frames()
     choice = RandomChoice(ops=[hflip, reverse_time_polarity], p=[0.25, 0.25])
     n = 8000
-    freq = _frequency(choice, x, n, {"h": hflip, "r": reverse_time_polarity, "same": lambda a: a,
-                                     "both": lambda a: hflip(reverse_time_polarity(a))})
+    freq = _frequency(
+        choice,
+        x,
+        n,
+        {
+            "h": hflip,
+            "r": reverse_time_polarity,
+            "same": lambda a: a,
+            "both": lambda a: hflip(reverse_time_polarity(a)),
+        },
+    )
     tol = 4 * np.sqrt(0.25 / n)
     assert abs(freq["h"] - 0.25) < tol and abs(freq["r"] - 0.25) < tol and abs(freq["same"] - 0.5) < tol
     assert freq["both"] == 0.0
@@ -306,17 +317,26 @@ OUTCOMES = ("none", "h", "r", "v", "hv", "rv")
 
 def _outcomes(samples, x):
     """[n, 6] bool: which of the protocols' flip / reversal outcomes (no roll) each sample is."""
-    refs = {"none": x, "h": hflip(x), "r": reverse_time_polarity(x), "v": vflip(x), "hv": vflip(hflip(x)),
-            "rv": vflip(reverse_time_polarity(x))}
+    refs = {
+        "none": x,
+        "h": hflip(x),
+        "r": reverse_time_polarity(x),
+        "v": vflip(x),
+        "hv": vflip(hflip(x)),
+        "rv": vflip(reverse_time_polarity(x)),
+    }
     flat = samples.reshape(len(samples), -1)
     return torch.stack([(flat == refs[k].reshape(1, -1)).all(1) for k in OUTCOMES], dim=1)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("flip_roll5", {"h": 0.5, "none": 0.5}),
-    ("flip_or_reverse_roll5", {"h": 0.25, "r": 0.25, "none": 0.5}),
-    ("vflip_roll20", {"v": 0.5, "none": 0.5}),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("flip_roll5", {"h": 0.5, "none": 0.5}),
+        ("flip_or_reverse_roll5", {"h": 0.25, "r": 0.25, "none": 0.5}),
+        ("vflip_roll20", {"v": 0.5, "none": 0.5}),
+    ],
+)
 def test_protocol_frequencies_on_a_batch(name, expected):
     # The protocol's flips / reversal with the roll switched off, over a batch of 4000 copies.
     proto = FRAME_AUGMENTATIONS[name]
@@ -361,8 +381,9 @@ def test_protocol_rolls_are_uniform_in_the_range(name, size):
 
 def test_augment_frames_batch_with_reversal_and_vflip_matches_per_sample_ops():
     x = torch.randn(6, 3, 2, 5, 7, generator=torch.Generator().manual_seed(0))
-    out = augment_frames_batch(x, torch.Generator().manual_seed(2), flip_p=0.25, max_shift=2, vflip_p=0.5,
-                               reverse_p=0.25)
+    out = augment_frames_batch(
+        x, torch.Generator().manual_seed(2), flip_p=0.25, max_shift=2, vflip_p=0.5, reverse_p=0.25
+    )
     g = torch.Generator().manual_seed(2)
     u = torch.rand(6, generator=g)
     v = torch.rand(6, generator=g) < 0.5

@@ -1,4 +1,5 @@
 """DigitsDVS: the simulated DVS recording of sklearn's digits, its split and its cache."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -86,7 +87,7 @@ def test_saccade_path_is_a_closed_triangle(profile):
     assert path.shape == (3 * params.segment_us // params.step_us, 2)
     steps = params.segment_us // params.step_us
     d = params.saccade_px
-    np.testing.assert_allclose(path[steps - 1], [d, d])        # diagonal
+    np.testing.assert_allclose(path[steps - 1], [d, d])  # diagonal
     np.testing.assert_allclose(path[2 * steps - 1], [0.0, d])  # back horizontally
     np.testing.assert_allclose(path[-1], [0.0, 0.0], atol=1e-12)  # back up: closed
 
@@ -106,7 +107,10 @@ def test_saccade_speed_profiles():
 
 def test_ink_turns_coverage_into_strokes():
     c = np.array([0.0, 0.25, 0.5, 0.6, 1.0], dtype=np.float32)
-    logistic = lambda z: 1 / (1 + np.exp(-z))
+
+    def logistic(z):
+        return 1 / (1 + np.exp(-z))
+
     expected = (logistic((c - 0.5) / 0.1) - logistic(-5.0)) / (logistic(5.0) - logistic(-5.0))
     out = ink(c, 0.1)
     assert out.dtype == np.float32
@@ -134,10 +138,10 @@ def test_generator_is_deterministic_and_per_sample(few):
     np.testing.assert_array_equal(offsets, offsets_again)
     # sample i depends only on its own image and index: simulating 5..7 alone gives the same
     part, _ = simulate_dvs(images[5:8], first_index=5)
-    np.testing.assert_array_equal(part, events[offsets[5]:offsets[8]])
+    np.testing.assert_array_equal(part, events[offsets[5] : offsets[8]])
     # ...and the index matters (it seeds the threshold mismatch and the noise)
     shifted, _ = simulate_dvs(images[5:6], first_index=6)
-    assert not np.array_equal(shifted, events[offsets[5]:offsets[6]])
+    assert not np.array_equal(shifted, events[offsets[5] : offsets[6]])
 
 
 def test_events_sorted_inside_sensor_both_polarities(few):
@@ -145,14 +149,14 @@ def test_events_sorted_inside_sensor_both_polarities(few):
     params = DVSSimParams()
     assert events.dtype == DigitsDVS.dtype
     for i in range(len(offsets) - 1):
-        ev = events[offsets[i]:offsets[i + 1]]
+        ev = events[offsets[i] : offsets[i + 1]]
         assert 2500 <= len(ev) <= 6500
         assert np.all(np.diff(ev["t"]) >= 0)
         assert ev["x"].min() >= 0 and ev["x"].max() < 34
         assert ev["y"].min() >= 0 and ev["y"].max() < 34
         assert set(np.unique(ev["p"])) == {0, 1}
         assert ev["t"].min() >= 0 and ev["t"].max() <= params.duration_us
-        assert 0.03 < noise[offsets[i]:offsets[i + 1]].mean() < 0.15
+        assert 0.03 < noise[offsets[i] : offsets[i + 1]].mean() < 0.15
 
 
 def test_statistics_are_close_to_nmnist(every_tenth):
@@ -250,8 +254,13 @@ def test_cosine_profile_concentrates_events_mid_saccade(source):
     cos_ev, cos_off = simulate_dvs(images[:6], NO_NOISE)
     lin_ev, lin_off = simulate_dvs(images[:6], DVSSimParams(velocity_profile="linear", leak_hz=0.0, shot_hz=0.0))
     np.testing.assert_allclose(np.diff(cos_off), np.diff(lin_off), rtol=0.005)
-    phase = lambda ev: (ev["t"] % 100_000) / 100_000
-    middle = lambda ev: np.mean((phase(ev) > 0.25) & (phase(ev) < 0.75))
+
+    def phase(ev):
+        return (ev["t"] % 100_000) / 100_000
+
+    def middle(ev):
+        return np.mean((phase(ev) > 0.25) & (phase(ev) < 0.75))
+
     # the middle half of each saccade covers (1 - cos(3pi/4))/2 - (1 - cos(pi/4))/2 = 71 % of the path
     assert middle(cos_ev) > 0.62 and 0.4 < middle(lin_ev) < 0.6
 
@@ -263,9 +272,16 @@ def test_recording_statistics_by_hand():
     events["p"] = [1, 0, 1, 0, 0]
     noise = np.array([False, True, False, False, False])
     st = recording_statistics(events, np.array([0, 3, 5]), noise)
-    assert st == {"events_mean": 2.5, "events_std": 0.5, "duration_ms": (249.995 + 0.0) / 2,
-                  "on_fraction": 0.4, "noise_fraction": 0.2, "saccade_1": 1.5, "saccade_2": 0.5,
-                  "saccade_3": 0.5}
+    assert st == {
+        "events_mean": 2.5,
+        "events_std": 0.5,
+        "duration_ms": (249.995 + 0.0) / 2,
+        "on_fraction": 0.4,
+        "noise_fraction": 0.2,
+        "saccade_1": 1.5,
+        "saccade_2": 0.5,
+        "saccade_3": 0.5,
+    }
     assert recording_statistics(events, np.array([0, 3, 5]))["noise_fraction"] == 0.0
     with pytest.raises(InputError, match="empty sample"):
         recording_statistics(events, np.array([0, 0, 5]))
@@ -316,7 +332,7 @@ def test_dataset_tonic_interface_split_and_labels(tmp_path, tiny_source):
             events, label = ds[i]
             source = ds.indices[i]
             assert label == labels[source] and isinstance(label, int)
-            np.testing.assert_array_equal(events, expected[offsets[source]:offsets[source + 1]])
+            np.testing.assert_array_equal(events, expected[offsets[source] : offsets[source + 1]])
     with pytest.raises(IndexError):
         train[len(train)]
 

@@ -1,4 +1,5 @@
 """CIFAR10 / CIFAR100 binary readers, on tiny fake files in the official binary record format."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,15 +1,15 @@
 """load_frames / make_loaders: shapes, dtypes, caching, determinism, registry."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from flexsnn.data import DATASETS, load_frames, make_loaders
-from flexsnn.data.loaders import register_frame_dataset
-from flexsnn.data import digits_dvs, loaders
+from flexsnn.data import DATASETS, digits_dvs, load_frames, loaders, make_loaders
 from flexsnn.data.digits_dvs import load_source, simulate_dvs
 from flexsnn.data.frames import to_frames
+from flexsnn.data.loaders import register_frame_dataset
 from flexsnn.errors import InputError
 
 
@@ -43,7 +43,9 @@ def test_load_frames_shapes_values_and_cache(tmp_path, tiny_digits, monkeypatch)
     train_positions = [i for i in range(20) if rank[i] % 5 != 0]  # every 5th per class is test
     assert [labels[i] for i in train_positions] == y.tolist()
     i = train_positions[3]
-    np.testing.assert_array_equal(x[3].numpy(), to_frames(events[offsets[i]:offsets[i + 1]], (34, 34, 2), n_time_bins=6))
+    np.testing.assert_array_equal(
+        x[3].numpy(), to_frames(events[offsets[i] : offsets[i + 1]], (34, 34, 2), n_time_bins=6)
+    )
     assert x.sum().item() == sum(offsets[i + 1] - offsets[i] for i in train_positions)
     assert len(calls) == 1  # the events were generated once for both splits
 

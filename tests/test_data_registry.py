@@ -3,6 +3,7 @@
 Real datasets are replaced by tiny fake folders in their real on-disk formats, written by the
 same writers as tests/test_data_event_datasets.py and tests/test_data_image_datasets.py.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -11,6 +12,8 @@ import os
 import numpy as np
 import pytest
 import torch
+from test_data_event_datasets import write_atis
+from test_data_image_datasets import fake_image, write_cifar10
 
 import flexsnn.data.event_datasets as event_datasets
 import flexsnn.errors
@@ -32,21 +35,16 @@ from flexsnn.data.augment import (
     reverse_time_polarity,
     shift2d,
 )
-from flexsnn.data.image_datasets import normalize
+from flexsnn.data.image_datasets import CIFAR10_MEAN, CIFAR10_STD, normalize
 from flexsnn.data.loaders import (
     AugmentFramesCollate,
     check_model_input,
     dataset_model_kwargs,
     register_frame_dataset,
 )
-from flexsnn.errors import DatasetNotFoundError
-from flexsnn.data.image_datasets import CIFAR10_MEAN, CIFAR10_STD
-from flexsnn.errors import InputError
+from flexsnn.errors import DatasetNotFoundError, InputError
 from flexsnn.models import MODELS, build_model
 from flexsnn.runs import RunSpec, build_loaders
-
-from test_data_event_datasets import write_atis
-from test_data_image_datasets import fake_image, write_cifar10
 
 EXPECTED = {  # name: (input_kind, per-sample shape, classes)
     "digits_dvs": ("frames", (2, 34, 34), 10),
@@ -73,8 +71,7 @@ def cache(tmp_path, monkeypatch):
 
 def snapshot(folder):
     """Every file under ``folder`` with its size and mtime: equal snapshots = nothing written."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*"))}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
 
 
 # Fake N-MNIST: 6 train samples (labels 0, 0, 1, 1, 2, 2) and 3 test samples, 2 events each at
@@ -98,6 +95,7 @@ def frames_of(events, t):
 
 
 # ----------------------------------------------------------------------------- names
+
 
 def test_every_registered_name_resolves_to_its_kind_shape_and_classes():
     assert set(DATASETS) == set(EXPECTED)
@@ -135,18 +133,21 @@ def test_dataset_not_found_error_lives_in_errors_and_old_path_still_works():
 
 # ----------------------------------------------------------------------------- N-MNIST end to end
 
+
 def test_fake_nmnist_through_make_loaders(tmp_path, cache, monkeypatch):
     data = tmp_path / "data"
     truth = nmnist_folder(data)
     before = snapshot(data)
     train, test = make_loaders("nmnist", n_time_bins=3, batch_size=4, seed=0, root=data)
     assert [tuple(x.shape) for x, _ in train] == [(4, 3, 2, 34, 34), (2, 3, 2, 34, 34)]
-    (x, y), = list(test)  # 3 test samples: one batch, in file order
+    ((x, y),) = list(test)  # 3 test samples: one batch, in file order
     assert x.shape == (3, 3, 2, 34, 34) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert y.tolist() == [0, 0, 1]
     for i, (events, _) in enumerate(truth["test"]):  # bins 0, 1, 2 for t = 0, 450, 900 + 100 i
         assert torch.equal(x[i], frames_of(events, 3))
-        assert x[i, 0, 1, 2 + i, 3 + 4 * i] == 1 and x[i, 1, 1, 9 + i, 7] == 1 and x[i, 2, 0, 25 - 2 * i, 30 - 3 * i] == 1
+        assert (
+            x[i, 0, 1, 2 + i, 3 + 4 * i] == 1 and x[i, 1, 1, 9 + i, 7] == 1 and x[i, 2, 0, 25 - 2 * i, 30 - 3 * i] == 1
+        )
     train_x = torch.cat([xb for xb, _ in train])
     assert train_x.sum() == 6 * 3  # every event of every training sample, once
 
@@ -193,6 +194,7 @@ def test_data_root_builders_get_the_root_and_are_not_cached_into_it(tmp_path, ca
 
 # ----------------------------------------------------------------------------- frames augmentation
 
+
 def _matches_a_flip_and_roll(sample, originals, max_shift=5):
     for orig in originals:
         for flipped in (orig, hflip(orig)):
@@ -215,11 +217,11 @@ def test_frames_augmentation_only_on_train_seeded_and_replayable(tmp_path, cache
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     # train split: every sample is a flip / roll of an original; at least one is changed
     originals = [frames_of(ev, 3) for ev, _ in truth["train"]]
-    (x, y), = list(train)
+    ((x, y),) = list(train)
     changed = [_matches_a_flip_and_roll(x[i], originals) for i in range(len(x))]
     assert any(changed)
     assert torch.equal(x.sum(dim=(1, 2, 3, 4)).sort().values, torch.full((6,), 3.0))  # rolls keep every event
-    (xp, _), = list(plain_train)
+    ((xp, _),) = list(plain_train)
     assert not torch.equal(x.sum(dim=(1, 2)), xp.sum(dim=(1, 2)))
     # same seed, same augmented batches; the loader's generator state replays them (resume)
     again, _ = make_loaders("nmnist", n_time_bins=3, batch_size=6, seed=5, root=data, augment=True)
@@ -239,8 +241,9 @@ def test_frames_augmentation_in_worker_processes_is_seeded(tmp_path, cache):
     nmnist_folder(data)
 
     def batches(seed):
-        train, _ = make_loaders("nmnist", n_time_bins=2, batch_size=3, seed=seed, root=data, augment=True,
-                                num_workers=1)
+        train, _ = make_loaders(
+            "nmnist", n_time_bins=2, batch_size=3, seed=seed, root=data, augment=True, num_workers=1
+        )
         return [xb for xb, _ in train]
 
     a, b = batches(1), batches(1)
@@ -253,8 +256,10 @@ def test_autoaugment_is_for_static_datasets_only(tmp_path, cache):
     nmnist_folder(data)
     with pytest.raises(InputError, match="autoaugment applies to static image datasets"):
         make_loaders("nmnist", n_time_bins=2, batch_size=2, seed=0, root=data, autoaugment=True)
-    with pytest.raises(InputError, match="augment must be True, False, None or the name of an event-frame "
-                                         "protocol .*'flip_roll5'.*got 'yes'"):
+    with pytest.raises(
+        InputError,
+        match="augment must be True, False, None or the name of an event-frame protocol .*'flip_roll5'.*got 'yes'",
+    ):
         make_loaders("nmnist", n_time_bins=2, batch_size=2, seed=0, root=data, augment="yes")
     with pytest.raises(InputError, match="augment must be True or False or None"):
         make_loaders("nmnist", n_time_bins=2, batch_size=2, seed=0, root=data, augment=1.5)
@@ -263,8 +268,12 @@ def test_autoaugment_is_for_static_datasets_only(tmp_path, cache):
 def test_named_frame_protocols_reach_the_training_loader(tmp_path, cache):
     data = tmp_path / "data"
     truth = nmnist_folder(data)
-    for augment, expected in [(True, "flip_roll5"), ("flip_roll5", "flip_roll5"),
-                              ("flip_or_reverse_roll5", "flip_or_reverse_roll5"), ("vflip_roll20", "vflip_roll20")]:
+    for augment, expected in [
+        (True, "flip_roll5"),
+        ("flip_roll5", "flip_roll5"),
+        ("flip_or_reverse_roll5", "flip_or_reverse_roll5"),
+        ("vflip_roll20", "vflip_roll20"),
+    ]:
         train, test = make_loaders("nmnist", n_time_bins=3, batch_size=6, seed=5, root=data, augment=augment)
         assert train.collate_fn.augmentation == FRAME_AUGMENTATIONS[expected]
         assert not isinstance(test.collate_fn, AugmentFramesCollate)
@@ -272,15 +281,19 @@ def test_named_frame_protocols_reach_the_training_loader(tmp_path, cache):
         train, _ = make_loaders("nmnist", n_time_bins=3, batch_size=6, seed=5, root=data, augment=off)
         assert not isinstance(train.collate_fn, AugmentFramesCollate)
     # a reversal protocol without rolls: every training sample is an original, mirrored or played backwards
-    collate = AugmentFramesCollate(torch.Generator().manual_seed(0),
-                                   FrameAugmentation(hflip_p=0.25, reverse_p=0.25, max_shift=0))
+    collate = AugmentFramesCollate(
+        torch.Generator().manual_seed(0), FrameAugmentation(hflip_p=0.25, reverse_p=0.25, max_shift=0)
+    )
     originals = [frames_of(ev, 3) for ev, _ in truth["train"]]
     outs = [collate([(o, 0) for o in originals])[0] for _ in range(20)]
     kinds = set()
     for out in outs:
         for got, orig in zip(out, originals):
-            kind = [k for k, ref in (("same", orig), ("h", hflip(orig)), ("r", reverse_time_polarity(orig)))
-                    if torch.equal(got, ref)]
+            kind = [
+                k
+                for k, ref in (("same", orig), ("h", hflip(orig)), ("r", reverse_time_polarity(orig)))
+                if torch.equal(got, ref)
+            ]
             assert len(kind) == 1
             kinds.add(kind[0])
     assert kinds == {"same", "h", "r"}
@@ -293,10 +306,12 @@ def test_48x48_datasets_resize_every_binned_sample(tmp_path, cache):
     # fake N-Caltech101: 3 classes, events spread over the 240x180 sensor (one outside it)
     base = tmp_path / "data" / "NCALTECH101" / "Caltech101"
     rng = np.random.default_rng(0)
-    for c, cls in enumerate(["accordion", "BACKGROUND_Google", "yin_yang"]):
+    for _c, cls in enumerate(["accordion", "BACKGROUND_Google", "yin_yang"]):
         for i in range(1, 4):
-            ev = [(int(rng.integers(0, 240)), int(rng.integers(0, 180)), int(t), int(rng.integers(0, 2)))
-                  for t in sorted(rng.integers(0, 5000, 40))] + [(250, 3, 5000, 1)]
+            ev = [
+                (int(rng.integers(0, 240)), int(rng.integers(0, 180)), int(t), int(rng.integers(0, 2)))
+                for t in sorted(rng.integers(0, 5000, 40))
+            ] + [(250, 3, 5000, 1)]
             write_atis(base / cls / f"image_{i:04d}.bin", ev)
     root = tmp_path / "data"
     big = load_frames("ncaltech101", "test", n_time_bins=2, root=root)  # 4x average-pooled: 45x60
@@ -313,6 +328,7 @@ def test_48x48_datasets_resize_every_binned_sample(tmp_path, cache):
 
 # ----------------------------------------------------------------------------- CIFAR10 end to end
 
+
 def _explains_crop_flip_cutout(out, originals):
     """True if ``out`` [3, 32, 32] is a crop (padding 4, zero fill) of a maybe-flipped original,
     normalised, with one Cutout square (value 0) of side <= 16, clipped at the border."""
@@ -322,13 +338,13 @@ def _explains_crop_flip_cutout(out, originals):
             padded = np.pad(src, ((0, 0), (4, 4), (4, 4)))
             for top in range(9):
                 for left in range(9):
-                    ref = normalize(padded[:, top:top + 32, left:left + 32], CIFAR10_MEAN, CIFAR10_STD)
+                    ref = normalize(padded[:, top : top + 32, left : left + 32], CIFAR10_MEAN, CIFAR10_STD)
                     diff = ~torch.isclose(out, ref, atol=1e-6).all(0)
                     if not diff.any():
                         return True
                     rows, cols = diff.any(1).nonzero(), diff.any(0).nonzero()
                     h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
-                    hole = out[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+                    hole = out[:, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
                     if h <= 16 and w <= 16 and bool((hole == 0).all()):
                         return True
     return False
@@ -342,7 +358,7 @@ def test_fake_cifar10_through_make_loaders_with_augmentation_on_train_only(tmp_p
     batches = list(train)
     assert [tuple(xb.shape) for xb, _ in batches] == [(4, 3, 32, 32), (4, 3, 32, 32), (2, 3, 32, 32)]
     assert batches[0][0].dtype == torch.float32 and batches[0][1].dtype == torch.int64
-    (xt, yt), = list(test)
+    ((xt, yt),) = list(test)
     assert yt.tolist() == [7]
     assert torch.equal(xt[0], normalize(fake_image(99), CIFAR10_MEAN, CIFAR10_STD))  # test: Normalize only
     x = torch.cat([xb for xb, _ in batches])
@@ -378,14 +394,21 @@ def test_cifar10_autoaugment_option(tmp_path, cache):
 
 # ----------------------------------------------------------------------------- model checks
 
+
 def test_model_checks_name_the_mismatch():
-    with pytest.raises(InputError, match=r"model takes frames input \[B, T, 2, 34, 34\] but dataset 'cifar10' "
-                                         r"yields static batches \[B, 3, 32, 32\]"):
+    with pytest.raises(
+        InputError,
+        match=r"model takes frames input \[B, T, 2, 34, 34\] but dataset 'cifar10' "
+        r"yields static batches \[B, 3, 32, 32\]",
+    ):
         check_model_input("cifar10", build_model("digits_conv"))
     with pytest.raises(InputError, match=r"model takes static input .* dataset 'cifar10_dvs' yields frames"):
         check_model_input("cifar10_dvs", build_model("resnet18", width=0.0625))
-    with pytest.raises(InputError, match=r"model takes \[B, T, 2, 34, 34\] but dataset 'cifar10_dvs' yields "
-                                         r"\[B, T, 2, 32, 32\]"):
+    with pytest.raises(
+        InputError,
+        match=r"model takes \[B, T, 2, 34, 34\] but dataset 'cifar10_dvs' yields "
+        r"\[B, T, 2, 32, 32\]",
+    ):
         check_model_input("cifar10_dvs", build_model("nmnist_net"))
     with pytest.raises(InputError, match="model has 10 outputs but dataset 'cifar100' has 100 classes"):
         check_model_input("cifar100", build_model("resnet18", width=0.0625))
@@ -403,8 +426,11 @@ def test_filled_model_kwargs_give_a_matching_model(name):
     kind, shape, classes = EXPECTED[name]
     model = "digits_mlp" if kind == "frames" else "resnet18"
     kwargs = dataset_model_kwargs(name, inspect.signature(MODELS[model]).parameters)
-    expected = {"num_classes": classes, "in_shape": list(shape)} if kind == "frames" else \
-        {"num_classes": classes, "in_channels": 3, "input_kind": "static"}
+    expected = (
+        {"num_classes": classes, "in_shape": list(shape)}
+        if kind == "frames"
+        else {"num_classes": classes, "in_channels": 3, "input_kind": "static"}
+    )
     assert kwargs == expected
     with torch.device("meta"):  # shapes only
         check_model_input(name, build_model(model, **kwargs))
@@ -419,12 +445,12 @@ def test_build_loaders_checks_the_model_before_reading_data(tmp_path, cache):
         build_loaders(spec)
     data = tmp_path / "data"
     nmnist_folder(data)
-    spec = RunSpec(dataset="nmnist", model="nmnist_net", data_root=str(data), augment=True, batch_size=4,
-                   t_max=2)
+    spec = RunSpec(dataset="nmnist", model="nmnist_net", data_root=str(data), augment=True, batch_size=4, t_max=2)
     train, test = build_loaders(spec)
     assert isinstance(train.collate_fn, AugmentFramesCollate) and next(iter(test))[0].shape == (3, 2, 2, 34, 34)
-    assert not isinstance(build_loaders(RunSpec(**{**spec.__dict__, "augment": False}))[0].collate_fn,
-                          AugmentFramesCollate)
+    assert not isinstance(
+        build_loaders(RunSpec(**{**spec.__dict__, "augment": False}))[0].collate_fn, AugmentFramesCollate
+    )
 
 
 def test_cli_trains_on_a_fake_real_dataset(tmp_path, cache, capsys):
@@ -434,9 +460,28 @@ def test_cli_trains_on_a_fake_real_dataset(tmp_path, cache, capsys):
     nmnist_folder(data)
     config = tmp_path / "run.yaml"
     config.write_text("augment: true\nmodel_kwargs: {channels: [2, 2, 2]}\n")
-    argv = ["train", "--dataset", "nmnist", "--data-root", str(data), "--model", "nmnist_net", "--config",
-            str(config), "--t-max", "2", "--epochs", "1", "--batch-size", "3", "--calib-batches", "1", "--quiet",
-            "--out", str(tmp_path / "run")]
+    argv = [
+        "train",
+        "--dataset",
+        "nmnist",
+        "--data-root",
+        str(data),
+        "--model",
+        "nmnist_net",
+        "--config",
+        str(config),
+        "--t-max",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "3",
+        "--calib-batches",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(argv) == 0, capsys.readouterr().err
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert not any(p.suffix == ".npz" for p in data.rglob("*")) and any(cache.glob("nmnist-*.npz"))

@@ -1,4 +1,5 @@
 """Bias removal: zeroing, exact BN folding, freezing, and the checks around them."""
+
 from __future__ import annotations
 
 import copy
@@ -27,9 +28,16 @@ def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 def _plain_net() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Sequential(nn.Conv2d(4, 4, 3, bias=False), nn.Identity(), nn.BatchNorm2d(4)), nn.ReLU(),
-        nn.Flatten(), nn.Linear(4 * 4 * 4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3),
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Sequential(nn.Conv2d(4, 4, 3, bias=False), nn.Identity(), nn.BatchNorm2d(4)),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 8),
+        nn.BatchNorm1d(8),
+        nn.ReLU(),
+        nn.Linear(8, 3),
     )
 
 

@@ -1,4 +1,5 @@
 """Spike-count divergence and the time-stepped vs event-driven measurement."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,13 +28,16 @@ def test_sd_hand_computed():
     assert spike_count_divergence([3, 3], [1, 1]) == pytest.approx(2 / 3)
 
 
-@pytest.mark.parametrize("s0, s, message", [
-    ([1, 2], [1, 2, 3], "same shape"),
-    ([0, 0], [1, 0], "no spikes"),
-    ([1, -1], [1, 1], "non-negative"),
-    ([1, float("nan")], [1, 1], "finite"),
-    ([], [], "empty"),
-])
+@pytest.mark.parametrize(
+    "s0, s, message",
+    [
+        ([1, 2], [1, 2, 3], "same shape"),
+        ([0, 0], [1, 0], "no spikes"),
+        ([1, -1], [1, 1], "non-negative"),
+        ([1, float("nan")], [1, 1], "finite"),
+        ([], [], "empty"),
+    ],
+)
 def test_sd_bad_inputs(s0, s, message):
     with pytest.raises(InputError, match=message):
         spike_count_divergence(s0, s)
@@ -67,8 +71,14 @@ def dyadic_net(seed=0):
     def neuron():
         return IF(v_th=1.0, reset="subtract", multi_spike=True, v_min=-1.0)
 
-    layers = [nn.Conv2d(2, 3, 3, padding=1, bias=False), neuron(), nn.AvgPool2d(2), nn.Flatten(),
-              nn.Linear(3 * 3 * 3, 6, bias=False), neuron()]
+    layers = [
+        nn.Conv2d(2, 3, 3, padding=1, bias=False),
+        neuron(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3 * 3 * 3, 6, bias=False),
+        neuron(),
+    ]
     head = nn.Linear(6, 4, bias=False)
     with torch.no_grad():
         for m in [layers[0], layers[4], head]:

@@ -1,16 +1,17 @@
 """The bias-free fine-tune (SDT / MTT) and deployed run folders."""
+
 from __future__ import annotations
 
 import random
 
 import pytest
 import torch
+from conftest import make_frame_loaders
 from torch import nn
 
-from conftest import make_frame_loaders
 from flexsnn.deploy import check_bias_free, deployment_sampler, finetune_bias_free
-from flexsnn.runs import load_deployed, load_run, prepare_deployment
 from flexsnn.errors import CheckpointError, ConfigError, InputError
+from flexsnn.runs import load_deployed, load_run, prepare_deployment
 from flexsnn.train import MTTSampler, SDTSampler, TrainOptions, load_model
 
 SHAPE = (2, 8, 8)
@@ -49,13 +50,16 @@ def test_mtt_sampler_stage1_pin_is_the_explicit_old_scheme():
     assert deployment_sampler("sdt", 10, pin="stage1") == SDTSampler(10)
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(method="nmt", t=4), InputError, "method must be one of"),
-    (dict(method="mtt", t=0), InputError, "t must be a positive integer"),
-    (dict(method="mtt", t=4, t_left=-1), InputError, "t_left"),
-    (dict(method="mtt", t=4, t_right=1.5), InputError, "t_right"),
-    (dict(method="mtt", t=4, pin="stage2"), InputError, "pin must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(method="nmt", t=4), InputError, "method must be one of"),
+        (dict(method="mtt", t=0), InputError, "t must be a positive integer"),
+        (dict(method="mtt", t=4, t_left=-1), InputError, "t_left"),
+        (dict(method="mtt", t=4, t_right=1.5), InputError, "t_right"),
+        (dict(method="mtt", t=4, pin="stage2"), InputError, "pin must be one of"),
+    ],
+)
 def test_sampler_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         deployment_sampler(**kwargs)
@@ -96,8 +100,9 @@ def test_finetune_feeds_frames_at_t_and_draws_stage1_unless_pinned(pin):
     seen = []  # (frames T, stage 1's T) of every training forward
     model.stages[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
     model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0].shape[0]), with_kwargs=True)
-    finetune_bias_free(model, train, "mtt", t=4, options=TrainOptions(epochs=1, optimizer="sgd", lr=0.01),
-                       progress=False, pin=pin)
+    finetune_bias_free(
+        model, train, "mtt", t=4, options=TrainOptions(epochs=1, optimizer="sgd", lr=0.01), progress=False, pin=pin
+    )
     frames_t, stage1_t = seen[0::2], seen[1::2]
     assert len(stage1_t) == 8 * 3  # 8 batches x 3 configs
     assert set(frames_t) == {4}  # the input stays at the data's T
@@ -107,8 +112,16 @@ def test_finetune_feeds_frames_at_t_and_draws_stage1_unless_pinned(pin):
 def _base_run(tmp_path, loaders):
     from flexsnn.runs import RunSpec, train_run
 
-    spec = RunSpec(model="nmnist_net", model_kwargs=MODEL_KW, method="sdt", t_min=1, t_max=4, epochs=1,
-                   batch_size=16, calib_batches=2)
+    spec = RunSpec(
+        model="nmnist_net",
+        model_kwargs=MODEL_KW,
+        method="sdt",
+        t_min=1,
+        t_max=4,
+        epochs=1,
+        batch_size=16,
+        calib_batches=2,
+    )
     train_run(spec, tmp_path / "base", progress=False, loaders=loaders)
     return tmp_path / "base"
 
@@ -116,8 +129,7 @@ def _base_run(tmp_path, loaders):
 def test_prepare_and_load_deployed_round_trip(tmp_path):
     loaders = make_frame_loaders(n_train=32, n_test=16, t=4, shape=SHAPE, classes=3, batch=16)
     run = _base_run(tmp_path, loaders)
-    model, config = prepare_deployment(run, tmp_path / "mtt", method="mtt", epochs=1, progress=False,
-                                       loaders=loaders)
+    model, config = prepare_deployment(run, tmp_path / "mtt", method="mtt", epochs=1, progress=False, loaders=loaders)
     deploy = config["deploy"]
     assert deploy["method"] == "mtt" and deploy["t"] == 4 and deploy["t_left"] == 3 and deploy["t_right"] == 0
     assert deploy["sampler"]["first_stage_t"] is None and deploy["pin"] == "input" and 0 <= deploy["accuracy_t"] <= 1
@@ -160,8 +172,9 @@ def test_prepare_resume_continues_from_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prepare_deployment(run, tmp_path / "part", method="mtt", epochs=2, progress=False, loaders=loaders())
     monkeypatch.setattr(loop, "save_training_state", save)
-    resumed, _ = prepare_deployment(run, tmp_path / "part", method="mtt", epochs=2, progress=False,
-                                    loaders=loaders(), resume=True)
+    resumed, _ = prepare_deployment(
+        run, tmp_path / "part", method="mtt", epochs=2, progress=False, loaders=loaders(), resume=True
+    )
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b)
 

@@ -1,4 +1,5 @@
 """Synaptic-op counting: exact fan-outs and hand-computed counts on tiny nets."""
+
 import pytest
 import torch
 from torch import nn
@@ -29,8 +30,10 @@ def test_conv_fanout_is_exact_at_borders_and_with_stride():
     axis = torch.tensor([2.0, 3, 3, 2], dtype=torch.float64)
     assert torch.equal(same, torch.outer(axis, axis))
     # circular padding wraps: every input reaches all 9 outputs around it
-    assert torch.equal(conv_fanout_map(nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular"), (4, 4)),
-                       torch.full((4, 4), 9.0, dtype=torch.float64))
+    assert torch.equal(
+        conv_fanout_map(nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular"), (4, 4)),
+        torch.full((4, 4), 9.0, dtype=torch.float64),
+    )
     # 1-d, no padding, groups: out_channels / groups per covered output position
     assert conv_fanout_map(nn.Conv1d(4, 6, 3, groups=2), (5,)).tolist() == [3.0, 6.0, 9.0, 6.0, 3.0]
 
@@ -130,7 +133,7 @@ def test_counter_errors_are_clear():
     with pytest.raises(InputError, match="no Conv/Linear"):
         OpCounter(nn.Sequential(nn.ReLU()))
     net = _hand_net()
-    with OpCounter(net) as counter, pytest.raises(InputError, match="start_batch"):
+    with OpCounter(net), pytest.raises(InputError, match="start_batch"):
         net(_hand_sample().unsqueeze(1))
     assert not net.stages[0][0]._forward_hooks  # hooks are removed on exit
     with pytest.raises(InputError, match="spatial"):

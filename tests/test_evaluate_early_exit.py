@@ -1,8 +1,10 @@
 """Early exit: the exit rule, the steps a staged config needs, and equality with fixed-T runs."""
+
 import math
 
 import pytest
 import torch
+from conftest import make_frame_loaders, tiny_staged_net
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -17,8 +19,6 @@ from flexsnn.evaluate.early_exit import (
 )
 from flexsnn.neurons import LIF
 from flexsnn.staged import StagedNet
-
-from conftest import make_frame_loaders, tiny_staged_net
 
 
 def test_running_confidence_by_hand():

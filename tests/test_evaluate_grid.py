@@ -1,4 +1,5 @@
 """Per-stage configuration grid: the configs, the files, and the CLI's --grid."""
+
 from __future__ import annotations
 
 import csv
@@ -38,13 +39,36 @@ def test_cli_evaluate_grid(tmp_path, capsys, monkeypatch):
     from flexsnn.cli import main
     from flexsnn.runs import RunSpec, train_run
 
-    spec = RunSpec(model="digits_mlp", model_kwargs={"in_shape": [2, 6, 6], "num_classes": 3, "hidden": [32, 16],
-                                                     "pool": 1}, method="mtt", t_max=3, epochs=1, batch_size=16,
-                   calib_batches=2)
+    spec = RunSpec(
+        model="digits_mlp",
+        model_kwargs={"in_shape": [2, 6, 6], "num_classes": 3, "hidden": [32, 16], "pool": 1},
+        method="mtt",
+        t_max=3,
+        epochs=1,
+        batch_size=16,
+        calib_batches=2,
+    )
     train_run(spec, tmp_path / "run", progress=False, loaders=make_frame_loaders(t=3))
     monkeypatch.setattr(run_evaluate, "build_loaders", lambda spec, shuffle_seed=None: make_frame_loaders(t=3))
-    assert main(["evaluate", "--run", str(tmp_path / "run"), "--t", "3", "--grid", "1,2", "--grid-t", "1", "3",
-                 "--no-rebin", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(tmp_path / "run"),
+                "--t",
+                "3",
+                "--grid",
+                "1,2",
+                "--grid-t",
+                "1",
+                "3",
+                "--no-rebin",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     grid = json.loads((tmp_path / "run" / "eval" / "config_grid.json").read_text())
     assert grid["stages"] == [1, 2] and grid["configs"][1][:2] == [1, 3]
     assert all(0.0 <= a <= 1.0 for row in grid["accuracy"] for a in row)

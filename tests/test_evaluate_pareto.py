@@ -1,8 +1,10 @@
 """Pareto search over TimeConfigs: front correctness, strategies, and the model-level search."""
+
 import random
 
 import pytest
 import torch
+from conftest import make_frame_loaders, tiny_staged_net
 
 from flexsnn.errors import InputError
 from flexsnn.evaluate import evaluate_config
@@ -17,8 +19,6 @@ from flexsnn.evaluate.pareto import (
     search_configs,
     space_size,
 )
-
-from conftest import make_frame_loaders, tiny_staged_net
 
 
 def test_pareto_front_by_hand():
@@ -58,7 +58,7 @@ def _synthetic(weights=(10, 1), loss=(0.01, 0.2), t_max=3):
 
 def test_exhaustive_evaluates_every_config_once():
     evaluate, calls = _synthetic(weights=(1, 2, 3), loss=(0.1, 0.05, 0.02))
-    result = search(evaluate, 3, 1, 3, strategy="exhaustive", max_evals=27)
+    search(evaluate, 3, 1, 3, strategy="exhaustive", max_evals=27)
     assert sorted(calls) == sorted(config_space(3, 1, 3)) and len(calls) == space_size(3, 1, 3) == 27
     assert search(_synthetic()[0], 2, 1, 3, strategy="auto", max_evals=9).strategy == "exhaustive"
     with pytest.raises(InputError, match="exhaustive search needs 27"):
@@ -107,9 +107,13 @@ def test_evolutionary_is_seeded_and_finds_better_than_uniform_points():
 
 
 def test_best_within_budget():
-    rows = [ConfigResult((4, 4), 0.90, 100.0, 0.0), ConfigResult((2, 4), 0.88, 60.0, 0.0),
-            ConfigResult((4, 1), 0.85, 45.0, 0.0), ConfigResult((1, 1), 0.50, 20.0, 0.0),
-            ConfigResult((2, 2), 0.80, 50.0, 0.0)]
+    rows = [
+        ConfigResult((4, 4), 0.90, 100.0, 0.0),
+        ConfigResult((2, 4), 0.88, 60.0, 0.0),
+        ConfigResult((4, 1), 0.85, 45.0, 0.0),
+        ConfigResult((1, 1), 0.50, 20.0, 0.0),
+        ConfigResult((2, 2), 0.80, 50.0, 0.0),
+    ]
     result = SearchResult(rows, "exhaustive", t_min=1, t_max=4)
     assert result.best_within(0.5).config == (4, 1)
     assert result.best_within(0.6).config == (2, 4)

@@ -1,10 +1,9 @@
 import pytest
 import torch
+from conftest import make_frame_loaders, tiny_staged_net
 
 from flexsnn.errors import InputError
 from flexsnn.evaluate import accuracy_at, evaluate_config, spike_stats, sweep_configs, sweep_uniform
-
-from conftest import make_frame_loaders, tiny_staged_net
 
 
 class ConstantNet(torch.nn.Module):

@@ -1,4 +1,5 @@
 """The final Markdown report and the per-epoch metrics files."""
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,10 @@ from flexsnn.train.logging import MetricsLogger, format_epoch, read_metrics, ten
 
 def fake_run(folder, method, seed, accs, losses=(1.5, 1.0)):
     folder.mkdir(parents=True)
-    history = [{"epoch": i + 1, "train_loss": loss, "train_acc": 0.5, "lr": 0.1, "steps": 4, "seconds": 1.0}
-               for i, loss in enumerate(losses)]
+    history = [
+        {"epoch": i + 1, "train_loss": loss, "train_acc": 0.5, "lr": 0.1, "steps": 4, "seconds": 1.0}
+        for i, loss in enumerate(losses)
+    ]
     run = {"method": method, "model": "resnet19", "dataset": "cifar10", "t_min": 1, "t_max": 3, "seed": seed}
     (folder / "config.json").write_text(json.dumps({"run": run, "history": history}))
     (folder / "results.json").write_text(json.dumps({method: {str(t): a for t, a in enumerate(accs, 1)}}))
@@ -23,9 +26,11 @@ def fake_run(folder, method, seed, accs, losses=(1.5, 1.0)):
 
 
 def test_aggregate_gives_mean_and_sample_std_per_method_and_t(tmp_path):
-    runs = [read_run(fake_run(tmp_path / "m1", "mtt", 1000, [0.80, 0.90, 0.92])),
-            read_run(fake_run(tmp_path / "m2", "mtt", 2000, [0.84, 0.90, 0.96])),
-            read_run(fake_run(tmp_path / "s1", "sdt", 1000, [0.20, 0.50, 0.95]))]
+    runs = [
+        read_run(fake_run(tmp_path / "m1", "mtt", 1000, [0.80, 0.90, 0.92])),
+        read_run(fake_run(tmp_path / "m2", "mtt", 2000, [0.84, 0.90, 0.96])),
+        read_run(fake_run(tmp_path / "s1", "sdt", 1000, [0.20, 0.50, 0.95])),
+    ]
     agg = aggregate(runs)
     assert list(agg) == ["mtt", "sdt"]
     assert agg["mtt"]["1"]["mean"] == pytest.approx(0.82)
@@ -35,9 +40,11 @@ def test_aggregate_gives_mean_and_sample_std_per_method_and_t(tmp_path):
 
 
 def test_report_has_the_tables_and_the_accuracy_plot(tmp_path):
-    dirs = [fake_run(tmp_path / "mtt_s1000", "mtt", 1000, [0.80, 0.90, 0.92]),
-            fake_run(tmp_path / "mtt_s2000", "mtt", 2000, [0.84, 0.90, 0.96]),
-            fake_run(tmp_path / "sdt_s1000", "sdt", 1000, [0.20, 0.50, 0.95])]
+    dirs = [
+        fake_run(tmp_path / "mtt_s1000", "mtt", 1000, [0.80, 0.90, 0.92]),
+        fake_run(tmp_path / "mtt_s2000", "mtt", 2000, [0.84, 0.90, 0.96]),
+        fake_run(tmp_path / "sdt_s1000", "sdt", 1000, [0.20, 0.50, 0.95]),
+    ]
     path = write_final_report(dirs, tmp_path / "report", title="C10 ResNet19")
     text = path.read_text()
     assert text.startswith("# C10 ResNet19\n")
@@ -80,6 +87,7 @@ def test_report_command_line(tmp_path, capsys):
 
 # --- per-epoch metrics (flexsnn.train.logging) ---------------------------------------------
 
+
 def test_metrics_logger_writes_json_csv_and_log_and_replays_cleanly(tmp_path):
     run = tmp_path / "run"
     with MetricsLogger(run, tensorboard=False, epochs=3) as log:
@@ -98,7 +106,8 @@ def test_metrics_logger_writes_json_csv_and_log_and_replays_cleanly(tmp_path):
     lines = (run / "train.log").read_text().splitlines()
     assert len(lines) == 4 and lines[-1].endswith("epoch 3/3  train_loss 1  train_acc 75.00%  lr 0  1.0 s")
     assert not logging.getLogger("flexsnn").handlers or all(
-        getattr(h, "baseFilename", "") != str(run / "train.log") for h in logging.getLogger("flexsnn").handlers)
+        getattr(h, "baseFilename", "") != str(run / "train.log") for h in logging.getLogger("flexsnn").handlers
+    )
 
 
 def test_non_main_ranks_write_nothing(tmp_path):
@@ -108,8 +117,10 @@ def test_non_main_ranks_write_nothing(tmp_path):
 
 
 def test_format_epoch():
-    assert format_epoch({"epoch": 2, "train_loss": 0.12345, "train_acc": 0.5, "steps": 10, "seconds": 3.21}, 5) == \
-        "epoch 2/5  train_loss 0.1235  train_acc 50.00%  steps 10  3.2 s"
+    assert (
+        format_epoch({"epoch": 2, "train_loss": 0.12345, "train_acc": 0.5, "steps": 10, "seconds": 3.21}, 5)
+        == "epoch 2/5  train_loss 0.1235  train_acc 50.00%  steps 10  3.2 s"
+    )
 
 
 def test_tensorboard_is_optional(tmp_path):

@@ -1,6 +1,7 @@
 """Tampered configs and metadata end in one-line errors naming the file and the key: the bounded
 readers (size, nesting, value count, duplicate keys), the schema checker, config.json of a run
 folder and the metadata of a training checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -85,33 +86,43 @@ def test_yaml_reader_stops_alias_bombs_and_self_references(tmp_path):
     assert read_yaml(path, schema=Dict({"run": MapOf(Float())})) == {"run": {"lr": 0.1}}
 
 
-SCHEMA = Dict({
-    "name": Str(), "mode?": Str(choices=["a", "b"]), "n": Int(min=1, max=9), "x?": Float(min=0),
-    "flag?": Bool(), "maybe?": Nullable(ListOf(Int(min=1), min_len=1)), "tags?": MapOf(Str()),
-    "rows?": ListOf(Dict({"v": float})),
-})
+SCHEMA = Dict(
+    {
+        "name": Str(),
+        "mode?": Str(choices=["a", "b"]),
+        "n": Int(min=1, max=9),
+        "x?": Float(min=0),
+        "flag?": Bool(),
+        "maybe?": Nullable(ListOf(Int(min=1), min_len=1)),
+        "tags?": MapOf(Str()),
+        "rows?": ListOf(Dict({"v": float})),
+    }
+)
 
 
-@pytest.mark.parametrize("value, message", [
-    ([1, 2, 3], "the top level must be a mapping"),
-    ({"n": 1}, "key 'name' is missing"),
-    ({"name": 7, "n": 1}, "key 'name' must be a string, got 7"),
-    ({"name": "a", "n": "abc"}, r"key 'n' must be an integer in \[1, 9\], got 'abc'"),
-    ({"name": "a", "n": -5}, r"key 'n' must be an integer in \[1, 9\], got -5"),
-    ({"name": "a", "n": 10 ** 9}, r"key 'n' must be an integer in \[1, 9\]"),
-    ({"name": "a", "n": True}, "key 'n' must be an integer"),
-    ({"name": "a", "n": 1.0}, "key 'n' must be an integer"),
-    ({"name": "a", "n": 1, "mode": "c"}, "key 'mode' must be one of 'a', 'b'"),
-    ({"name": "a", "n": 1, "x": float("nan")}, "key 'x' must be a finite number >= 0"),
-    ({"name": "a", "n": 1, "x": float("inf")}, "key 'x' must be a finite number"),
-    ({"name": "a", "n": 1, "x": -1}, "key 'x' must be a finite number >= 0"),
-    ({"name": "a", "n": 1, "flag": 1}, "key 'flag' must be true or false"),
-    ({"name": "a", "n": 1, "maybe": []}, "key 'maybe' must be null or a list of 1.. items"),
-    ({"name": "a", "n": 1, "maybe": [1, 0]}, r"key 'maybe\[1\]' must be an integer >= 1"),
-    ({"name": "a", "n": 1, "tags": {"k": 1}}, "key 'tags.k' must be a string"),
-    ({"name": "a", "n": 1, "rows": [{"v": 1}, {"v": "1"}]}, r"key 'rows\[1\].v' must be a number"),
-    ({"name": "a", "n": 1, "extra": 0}, r"unknown key\(s\) \['extra'\]"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ([1, 2, 3], "the top level must be a mapping"),
+        ({"n": 1}, "key 'name' is missing"),
+        ({"name": 7, "n": 1}, "key 'name' must be a string, got 7"),
+        ({"name": "a", "n": "abc"}, r"key 'n' must be an integer in \[1, 9\], got 'abc'"),
+        ({"name": "a", "n": -5}, r"key 'n' must be an integer in \[1, 9\], got -5"),
+        ({"name": "a", "n": 10**9}, r"key 'n' must be an integer in \[1, 9\]"),
+        ({"name": "a", "n": True}, "key 'n' must be an integer"),
+        ({"name": "a", "n": 1.0}, "key 'n' must be an integer"),
+        ({"name": "a", "n": 1, "mode": "c"}, "key 'mode' must be one of 'a', 'b'"),
+        ({"name": "a", "n": 1, "x": float("nan")}, "key 'x' must be a finite number >= 0"),
+        ({"name": "a", "n": 1, "x": float("inf")}, "key 'x' must be a finite number"),
+        ({"name": "a", "n": 1, "x": -1}, "key 'x' must be a finite number >= 0"),
+        ({"name": "a", "n": 1, "flag": 1}, "key 'flag' must be true or false"),
+        ({"name": "a", "n": 1, "maybe": []}, "key 'maybe' must be null or a list of 1.. items"),
+        ({"name": "a", "n": 1, "maybe": [1, 0]}, r"key 'maybe\[1\]' must be an integer >= 1"),
+        ({"name": "a", "n": 1, "tags": {"k": 1}}, "key 'tags.k' must be a string"),
+        ({"name": "a", "n": 1, "rows": [{"v": 1}, {"v": "1"}]}, r"key 'rows\[1\].v' must be a number"),
+        ({"name": "a", "n": 1, "extra": 0}, r"unknown key\(s\) \['extra'\]"),
+    ],
+)
 def test_schema_mismatches_name_the_file_and_the_key(value, message):
     with pytest.raises(ConfigError, match=message) as err:
         check_schema(value, SCHEMA, "run_spec.json")
@@ -125,6 +136,7 @@ def test_schema_accepts_what_it_describes():
 
 
 # --- config.json of a run folder ------------------------------------------------------------
+
 
 def tiny_run(run_dir: Path) -> dict:
     torch.manual_seed(0)
@@ -169,8 +181,9 @@ OPTS = dict(epochs=2, lr=0.05, seed=3, checkpoint_every_steps=0)
 
 def finished_run(run_dir: Path):
     torch.manual_seed(0)
-    history = fit(TinyStaged(), noisy_loader(n=16), SDTSampler(2), TrainOptions(**OPTS), run_dir=run_dir,
-                  progress=False)
+    history = fit(
+        TinyStaged(), noisy_loader(n=16), SDTSampler(2), TrainOptions(**OPTS), run_dir=run_dir, progress=False
+    )
     return history
 
 
@@ -187,8 +200,15 @@ def tamper_meta(run_dir: Path, edit) -> None:
 
 def resume(run_dir: Path):
     torch.manual_seed(0)
-    return fit(TinyStaged(), noisy_loader(n=16), SDTSampler(2), TrainOptions(**OPTS), run_dir=run_dir,
-               resume=True, progress=False)
+    return fit(
+        TinyStaged(),
+        noisy_loader(n=16),
+        SDTSampler(2),
+        TrainOptions(**OPTS),
+        run_dir=run_dir,
+        resume=True,
+        progress=False,
+    )
 
 
 def _ts(**kw):
@@ -198,7 +218,7 @@ def _ts(**kw):
 META_CASES = [
     (_ts(epoch="abc"), r"key 'train_state.epoch' must be an integer >= 0, got 'abc'"),
     (_ts(epoch=-5), r"key 'train_state.epoch' must be an integer >= 0, got -5"),
-    (_ts(epoch=10 ** 9), r"key 'train_state.epoch' is 1000000000, beyond the run's 2 epochs"),
+    (_ts(epoch=10**9), r"key 'train_state.epoch' is 1000000000, beyond the run's 2 epochs"),
     (_ts(epoch=1), r"'train_state.history' has 2 rows for 1 completed epochs"),
     (_ts(step_in_epoch=1), r"'train_state.step_in_epoch' is 1, but every epoch is done"),
     (_ts(global_step=None), r"key 'train_state.global_step' must be an integer"),

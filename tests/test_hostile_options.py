@@ -1,6 +1,7 @@
 """Options are validated when they are made, not when they break something later: TrainOptions,
 fit's inputs, and the calibration contract of a BatchNorm model (stale statistics raise; a
 TimeConfig other than the calibrated one warns, or raises with ``require_calibration="exact"``)."""
+
 from __future__ import annotations
 
 import warnings
@@ -17,13 +18,42 @@ from flexsnn.train.loop import TrainOptions, fit
 from flexsnn.train.samplers import SDTSampler
 
 BAD_OPTIONS = [
-    ("lr", float("inf")), ("lr", float("nan")), ("lr", 0), ("lr", -0.1), ("lr", "0.1"), ("lr", None), ("lr", True),
-    ("momentum", -1), ("momentum", 1.0), ("momentum", float("nan")), ("momentum", "0.9"),
-    ("weight_decay", float("nan")), ("weight_decay", -1), ("weight_decay", float("inf")), ("weight_decay", [0]),
-    ("seed", "x"), ("seed", 1.5), ("seed", True), ("seed", -1), ("seed", 2 ** 64), ("seed", None),
-    ("device", "tpu"), ("device", "cuda:x"), ("device", "CPU"), ("device", ""), ("device", 5), ("device", None),
-    ("epochs", 0), ("epochs", "3"), ("epochs", 2.0), ("optimizer", "adam"), ("schedule", "step"), ("amp", "fp8"),
-    ("checkpoint_every_steps", -1), ("max_steps_per_epoch", 1.5), ("channels_last", 1),
+    ("lr", float("inf")),
+    ("lr", float("nan")),
+    ("lr", 0),
+    ("lr", -0.1),
+    ("lr", "0.1"),
+    ("lr", None),
+    ("lr", True),
+    ("momentum", -1),
+    ("momentum", 1.0),
+    ("momentum", float("nan")),
+    ("momentum", "0.9"),
+    ("weight_decay", float("nan")),
+    ("weight_decay", -1),
+    ("weight_decay", float("inf")),
+    ("weight_decay", [0]),
+    ("seed", "x"),
+    ("seed", 1.5),
+    ("seed", True),
+    ("seed", -1),
+    ("seed", 2**64),
+    ("seed", None),
+    ("device", "tpu"),
+    ("device", "cuda:x"),
+    ("device", "CPU"),
+    ("device", ""),
+    ("device", 5),
+    ("device", None),
+    ("epochs", 0),
+    ("epochs", "3"),
+    ("epochs", 2.0),
+    ("optimizer", "adam"),
+    ("schedule", "step"),
+    ("amp", "fp8"),
+    ("checkpoint_every_steps", -1),
+    ("max_steps_per_epoch", 1.5),
+    ("channels_last", 1),
 ]
 
 
@@ -34,10 +64,21 @@ def test_bad_train_options_are_refused_at_construction_naming_the_option(name, v
     assert repr(value) in str(err.value) or str(value) in str(err.value)
 
 
-@pytest.mark.parametrize("name, value", [
-    ("lr", 1e-6), ("lr", 3), ("momentum", 0), ("momentum", 0.99), ("weight_decay", 0), ("seed", 0),
-    ("seed", 2 ** 63 - 1), ("device", "cuda"), ("device", "cuda:3"), ("device", torch.device("cpu")),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("lr", 1e-6),
+        ("lr", 3),
+        ("momentum", 0),
+        ("momentum", 0.99),
+        ("weight_decay", 0),
+        ("seed", 0),
+        ("seed", 2**63 - 1),
+        ("device", "cuda"),
+        ("device", "cuda:3"),
+        ("device", torch.device("cpu")),
+    ],
+)
 def test_good_train_options_are_kept_as_given(name, value):
     assert getattr(TrainOptions(**{name: value}), name) == value
 
@@ -55,8 +96,7 @@ class Exploding(TinyStaged):
 
 def test_a_diverged_loss_stops_training_naming_the_learning_rate(tmp_path):
     with pytest.raises(InputError, match=r"training diverged: the loss is nan at epoch 1, step 1; .*lr=0.1"):
-        fit(Exploding(), noisy_loader(n=16), SDTSampler(2), TrainOptions(epochs=1), run_dir=tmp_path,
-            progress=False)
+        fit(Exploding(), noisy_loader(n=16), SDTSampler(2), TrainOptions(epochs=1), run_dir=tmp_path, progress=False)
     assert not list(tmp_path.iterdir())  # no checkpoint of a diverged model
 
 

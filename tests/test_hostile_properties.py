@@ -1,6 +1,7 @@
 """Property tests: whatever goes into TimeConfig parsing, the CLI's config parsing, the bounded
 readers, the schema checks and ``ttm``, the result is either flexsnn's own error or the correct
 value; nothing else escapes and nothing is silently changed."""
+
 from __future__ import annotations
 
 import json
@@ -26,12 +27,22 @@ from flexsnn.train.checkpoint import RUN_CONFIG_SCHEMA
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 scalars = st.one_of(
-    st.integers(-5, 40), st.integers(), st.floats(allow_nan=True), st.booleans(), st.none(), st.text(max_size=4),
-    st.integers(1, 9).map(np.int64), st.integers(-3, 9).map(lambda v: torch.tensor(v)),
+    st.integers(-5, 40),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=4),
+    st.integers(1, 9).map(np.int64),
+    st.integers(-3, 9).map(lambda v: torch.tensor(v)),
 )
-time_configs = st.one_of(scalars, st.lists(scalars, max_size=5), st.lists(st.integers(1, 9), max_size=5).map(tuple),
-                         st.lists(st.integers(-2, 9), min_size=1, max_size=4).map(torch.tensor),
-                         st.lists(st.lists(st.integers(1, 3), max_size=2), max_size=3))
+time_configs = st.one_of(
+    scalars,
+    st.lists(scalars, max_size=5),
+    st.lists(st.integers(1, 9), max_size=5).map(tuple),
+    st.lists(st.integers(-2, 9), min_size=1, max_size=4).map(torch.tensor),
+    st.lists(st.lists(st.integers(1, 3), max_size=2), max_size=3),
+)
 
 
 @SETTINGS
@@ -51,8 +62,11 @@ def test_time_config_is_the_given_positive_ints_or_a_config_error(cfg, stages):
 
 
 @SETTINGS
-@given(text=st.one_of(st.text(max_size=12), st.lists(st.integers(-3, 20), min_size=1, max_size=4).map(
-    lambda v: ",".join(map(str, v)))))
+@given(
+    text=st.one_of(
+        st.text(max_size=12), st.lists(st.integers(-3, 20), min_size=1, max_size=4).map(lambda v: ",".join(map(str, v)))
+    )
+)
 def test_cli_config_text_parses_to_its_numbers_or_an_input_error(text):
     try:
         out = parse_time_config(text)
@@ -79,14 +93,31 @@ json_values = st.recursive(
     max_leaves=20,
 )
 run_options = st.dictionaries(
-    st.sampled_from(["lr", "epochs", "method", "t_max", "t_min", "seed", "device", "model_kwargs", "augment",
-                     "data_t", "momentum", "run", "smoke", "bogus"]),
-    json_values, max_size=5)
+    st.sampled_from(
+        [
+            "lr",
+            "epochs",
+            "method",
+            "t_max",
+            "t_min",
+            "seed",
+            "device",
+            "model_kwargs",
+            "augment",
+            "data_t",
+            "momentum",
+            "run",
+            "smoke",
+            "bogus",
+        ]
+    ),
+    json_values,
+    max_size=5,
+)
 
 
 @SETTINGS
-@given(data=st.one_of(json_values, run_options, st.builds(lambda r: {"run": r}, run_options)),
-       raw=st.text(max_size=30))
+@given(data=st.one_of(json_values, run_options, st.builds(lambda r: {"run": r}, run_options)), raw=st.text(max_size=30))
 def test_config_files_give_a_config_error_or_a_valid_spec(tmp_path_factory, data, raw):
     path = tmp_path_factory.mktemp("cfg") / "run.yaml"
     for text in (yaml.safe_dump(data), raw):
@@ -113,10 +144,13 @@ def test_run_config_readers_give_a_checkpoint_error_or_the_value(value, raw):
 
 
 @SETTINGS
-@given(t_in=st.integers(1, 12), width=st.integers(0, 3),
-       t_out=st.one_of(st.integers(-2, 16), st.floats(allow_nan=True), st.booleans(), st.none(), st.text(max_size=2)),
-       mode=st.sampled_from(["hard", "soft", "trim", "Hard", "", None, 1]),
-       dtype=st.sampled_from([torch.float32, torch.float64, torch.int64, torch.bool]))
+@given(
+    t_in=st.integers(1, 12),
+    width=st.integers(0, 3),
+    t_out=st.one_of(st.integers(-2, 16), st.floats(allow_nan=True), st.booleans(), st.none(), st.text(max_size=2)),
+    mode=st.sampled_from(["hard", "soft", "trim", "Hard", "", None, 1]),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.int64, torch.bool]),
+)
 def test_ttm_is_the_transform_matrix_or_a_flexsnn_error(t_in, width, t_out, mode, dtype):
     x = (torch.arange(t_in * width * 2).reshape(t_in, width, 2) % 5).to(dtype)
     try:

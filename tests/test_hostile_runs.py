@@ -2,6 +2,7 @@
 second process is told the holder's PID), nothing is written over without --overwrite, a
 tampered run spec is named, a bad --config fails before any sweep, and `deploy prepare`
 checkpoints inside epochs and resumes bit-for-bit like `train`."""
+
 from __future__ import annotations
 
 import errno
@@ -37,8 +38,21 @@ from flexsnn.runs.folder import LOCK_FILE
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, CONFIG_FILE
 
 KW = {"in_shape": [2, 6, 6], "num_classes": 3, "hidden": [8, 6], "pool": 1}  # two stages
-TRAIN_ARGS = ["--model", "digits_mlp", "--method", "sdt", "--t-max", "2", "--epochs", "2", "--batch-size", "16",
-              "--calib-batches", "1", "--quiet"]
+TRAIN_ARGS = [
+    "--model",
+    "digits_mlp",
+    "--method",
+    "sdt",
+    "--t-max",
+    "2",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--calib-batches",
+    "1",
+    "--quiet",
+]
 
 
 def loaders():
@@ -55,24 +69,36 @@ def tiny_cli(monkeypatch):
     import flexsnn.runs.spec as spec_mod
 
     real = spec_mod.with_dataset_defaults
-    monkeypatch.setattr(run_train, "with_dataset_defaults", lambda spec: real(
-        RunSpec.from_dict({**spec.__dict__, "model_kwargs": KW}) if spec.model == "digits_mlp" else spec))
+    monkeypatch.setattr(
+        run_train,
+        "with_dataset_defaults",
+        lambda spec: real(
+            RunSpec.from_dict({**spec.__dict__, "model_kwargs": KW}) if spec.model == "digits_mlp" else spec
+        ),
+    )
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != LOCK_FILE}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LOCK_FILE
+    }
 
 
 # --- a refused resume changes nothing ------------------------------------------------------
+
 
 def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, tiny_cli, capsys):
     run = tmp_path / "r"
     assert main(["train", *TRAIN_ARGS, "--out", str(run)]) == 0
     capsys.readouterr()
     before = snapshot(run)
-    for flags, message in ((["--lr", "0.5"], "lr: 0.1 -> 0.5"), (["--seed", "7"], "seed: 1000 -> 7"),
-                           (["--method", "mtt"], "TimeConfig sampler differs")):
+    for flags, message in (
+        (["--lr", "0.5"], "lr: 0.1 -> 0.5"),
+        (["--seed", "7"], "seed: 1000 -> 7"),
+        (["--method", "mtt"], "TimeConfig sampler differs"),
+    ):
         assert main(["train", "--out", str(run), "--resume", "--quiet", *flags]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
@@ -101,16 +127,19 @@ def test_a_tampered_run_spec_is_named_on_resume(tmp_path, tiny_cli, capsys):
         assert err.count("\n") == 1 and str(spec_file) in err and message in err, err
 
 
-@pytest.mark.parametrize("text, message", [
-    ("lr: abc\n", "key 'lr' must be a number > 0, got 'abc'"),
-    ("epochs: -5\n", "key 'epochs' must be an integer >= 1, got -5"),
-    ("epochs: 1000000000.5\n", "key 'epochs' must be an integer"),
-    ("method: 7\n", "key 'method' must be one of"),
-    ("model_kwargs: [1, 2]\n", "key 'model_kwargs' must be a mapping"),
-    ("augment: 'yes'\n", "key 'augment' must be true or false or one of"),
-    ("run: [1, 2]\n", "key 'run' must be a mapping"),
-    ("a: &a [*a]\n", "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("lr: abc\n", "key 'lr' must be a number > 0, got 'abc'"),
+        ("epochs: -5\n", "key 'epochs' must be an integer >= 1, got -5"),
+        ("epochs: 1000000000.5\n", "key 'epochs' must be an integer"),
+        ("method: 7\n", "key 'method' must be one of"),
+        ("model_kwargs: [1, 2]\n", "key 'model_kwargs' must be a mapping"),
+        ("augment: 'yes'\n", "key 'augment' must be true or false or one of"),
+        ("run: [1, 2]\n", "key 'run' must be a mapping"),
+        ("a: &a [*a]\n", "nested too deeply"),
+    ],
+)
 def test_a_tampered_config_file_is_one_line_naming_file_and_key(tmp_path, capsys, text, message):
     path = tmp_path / "recipe.yaml"
     path.write_text(text)
@@ -122,12 +151,18 @@ def test_a_tampered_config_file_is_one_line_naming_file_and_key(tmp_path, capsys
 
 def test_config_json_without_a_run_section_is_named(tmp_path):
     run = tmp_path / "r"
-    train_run(RunSpec(model="digits_mlp", model_kwargs=KW, method="sdt", t_max=2, epochs=1, batch_size=16,
-                      calib_batches=1), run, progress=False, loaders=loaders())
+    train_run(
+        RunSpec(model="digits_mlp", model_kwargs=KW, method="sdt", t_max=2, epochs=1, batch_size=16, calib_batches=1),
+        run,
+        progress=False,
+        loaders=loaders(),
+    )
     config = json.loads((run / CONFIG_FILE).read_text())
-    for edit, message in ((lambda c: c.pop("run"), "key 'run' is missing"),
-                          (lambda c: c["run"].update(method=7), "key 'run.method' must be one of"),
-                          (lambda c: c["run"].update(t_max=0), "key 'run.t_max' must be an integer >= 1")):
+    for edit, message in (
+        (lambda c: c.pop("run"), "key 'run' is missing"),
+        (lambda c: c["run"].update(method=7), "key 'run.method' must be one of"),
+        (lambda c: c["run"].update(t_max=0), "key 'run.t_max' must be an integer >= 1"),
+    ):
         broken = json.loads(json.dumps(config))
         edit(broken)
         (run / CONFIG_FILE).write_text(json.dumps(broken))
@@ -138,8 +173,12 @@ def test_config_json_without_a_run_section_is_named(tmp_path):
 
 def test_a_bad_config_fails_before_the_sweep(tmp_path, monkeypatch):
     run = tmp_path / "r"
-    train_run(RunSpec(model="digits_mlp", model_kwargs=KW, method="sdt", t_max=2, epochs=1, batch_size=16,
-                      calib_batches=1), run, progress=False, loaders=loaders())
+    train_run(
+        RunSpec(model="digits_mlp", model_kwargs=KW, method="sdt", t_max=2, epochs=1, batch_size=16, calib_batches=1),
+        run,
+        progress=False,
+        loaders=loaders(),
+    )
     swept = []
     monkeypatch.setattr(run_evaluate, "sweep_uniform", lambda *a, **k: swept.append(1) or {1: 0.0})
     for configs in ([(1, 2, 3)], [(2, 2), (1,)], [(0, 1)], ["ab"]):
@@ -153,8 +192,9 @@ def test_a_bad_config_fails_before_the_sweep(tmp_path, monkeypatch):
 def test_stale_temp_files_are_removed_when_a_run_starts(tmp_path, tiny_cli, capsys):
     run = tmp_path / "r"
     assert main(["train", *TRAIN_ARGS, "--out", str(run)]) == 0
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True).stdout)
+    dead = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
     stale = [run / f".checkpoint.safetensors.{dead}-deadbeef.tmp", run / f".history.json.{dead}-0000abcd.tmp"]
     for p in stale:
         p.write_bytes(b"half a file")
@@ -199,10 +239,12 @@ def test_every_writing_verb_refuses_a_locked_folder_with_exit_2(tmp_path, holder
     base = tmp_path / "base"
     assert main(["train", *TRAIN_ARGS, "--out", str(base)]) == 0
     capsys.readouterr()
-    for argv in (["train", *TRAIN_ARGS, "--out", str(locked)],
-                 ["evaluate", "--run", str(base), "--out", str(locked), "--quiet"],
-                 ["deploy", "prepare", "--run", str(base), "--out", str(locked), "--epochs", "1", "--quiet"],
-                 ["demo", "--out", str(locked), "--epochs", "1", "--t-max", "1", "--quiet"]):
+    for argv in (
+        ["train", *TRAIN_ARGS, "--out", str(locked)],
+        ["evaluate", "--run", str(base), "--out", str(locked), "--quiet"],
+        ["deploy", "prepare", "--run", str(base), "--out", str(locked), "--epochs", "1", "--quiet"],
+        ["demo", "--out", str(locked), "--epochs", "1", "--t-max", "1", "--quiet"],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"in use by process {holder.pid}" in err, (argv, err)
@@ -215,11 +257,17 @@ def test_locks_are_reentrant_and_held_through_a_verb(tmp_path):
             with run_folder_lock(tmp_path / "a"):
                 pass
         # released by the block above? no: kept until holding_run_locks ends
-        probe = subprocess.run([sys.executable, "-c", HOLDER.replace("time.sleep(120)", "pass"), str(tmp_path / "a")],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [sys.executable, "-c", HOLDER.replace("time.sleep(120)", "pass"), str(tmp_path / "a")],
+            capture_output=True,
+            text=True,
+        )
         assert probe.returncode != 0 and "in use by process" in probe.stderr
-    probe = subprocess.run([sys.executable, "-c", HOLDER.replace("time.sleep(120)", "pass"), str(tmp_path / "a")],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", HOLDER.replace("time.sleep(120)", "pass"), str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+    )
     assert probe.returncode == 0, probe.stderr
 
 
@@ -234,8 +282,9 @@ def test_without_flock_the_recorded_pid_decides(tmp_path, monkeypatch):
     with pytest.raises(RunFolderBusyError, match=f"in use by process {os.getppid()}"):
         with run_folder_lock(folder):
             pass
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True).stdout)
+    dead = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
     (folder / LOCK_FILE).write_text(f"{dead} flexsnn train\n")
     with run_folder_lock(folder):
         pass
@@ -244,8 +293,25 @@ def test_without_flock_the_recorded_pid_decides(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_two_train_processes_on_one_folder_one_is_refused(tmp_path):
     flexsnn = str(Path(sys.executable).parent / "flexsnn")
-    cmd = [flexsnn, "train", "--model", "digits_mlp", "--method", "sdt", "--t-max", "1", "--epochs", "1",
-           "--batch-size", "128", "--calib-batches", "1", "--out", str(tmp_path / "r"), "--quiet"]
+    cmd = [
+        flexsnn,
+        "train",
+        "--model",
+        "digits_mlp",
+        "--method",
+        "sdt",
+        "--t-max",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--calib-batches",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+    ]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (tmp_path / "r" / LOCK_FILE).exists() or not (tmp_path / "r" / LOCK_FILE).read_text():
@@ -259,6 +325,7 @@ def test_two_train_processes_on_one_folder_one_is_refused(tmp_path):
 
 
 # --- nothing written over without --overwrite ----------------------------------------------
+
 
 def test_outputs_into_another_runs_folder_or_earlier_results_are_refused(tmp_path, tiny_cli, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
@@ -286,6 +353,7 @@ def test_outputs_into_another_runs_folder_or_earlier_results_are_refused(tmp_pat
 
 # --- deploy prepare checkpoints inside epochs and resumes -----------------------------------
 
+
 class Interrupted(Exception):
     pass
 
@@ -305,22 +373,35 @@ class StopAfter(DataLoader):
 
 def deploy_loaders(stop_after=None):
     train, test = make_frame_loaders(n_train=48, n_test=16, t=3, shape=(2, 8, 8), classes=3, batch=16)
-    train = StopAfter(train.dataset, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(3),
-                      stop_after=stop_after)
+    train = StopAfter(
+        train.dataset, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(3), stop_after=stop_after
+    )
     return train, test
 
 
 def test_deploy_prepare_checkpoints_inside_epochs_and_resumes_bit_for_bit(tmp_path):
     base = tmp_path / "base"
-    train_run(RunSpec(model="nmnist_net", model_kwargs={"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]},
-                      method="sdt", t_max=3, epochs=1, batch_size=16, calib_batches=1), base, progress=False,
-              loaders=make_frame_loaders(n_train=32, n_test=16, t=3, shape=(2, 8, 8), classes=3, batch=16))
+    train_run(
+        RunSpec(
+            model="nmnist_net",
+            model_kwargs={"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]},
+            method="sdt",
+            t_max=3,
+            epochs=1,
+            batch_size=16,
+            calib_batches=1,
+        ),
+        base,
+        progress=False,
+        loaders=make_frame_loaders(n_train=32, n_test=16, t=3, shape=(2, 8, 8), classes=3, batch=16),
+    )
     args = dict(method="mtt", epochs=2, lr=0.01, seed=5, progress=False, checkpoint_every_steps=1)
     whole, _ = prepare_deployment(base, tmp_path / "whole", loaders=deploy_loaders(), **args)
     with pytest.raises(Interrupted):  # killed in epoch 2, after its first step (3 steps per epoch)
         prepare_deployment(base, tmp_path / "cut", loaders=deploy_loaders(stop_after=4), **args)
-    state = json.loads(__import__("safetensors").safe_open(str(tmp_path / "cut" / CHECKPOINT_FILE), "pt")
-                       .metadata()["flexsnn_state"])["train_state"]
+    state = json.loads(
+        __import__("safetensors").safe_open(str(tmp_path / "cut" / CHECKPOINT_FILE), "pt").metadata()["flexsnn_state"]
+    )["train_state"]
     assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
     with pytest.raises(ConfigError, match="lr: 0.01 -> 0.5"):  # refused before writing anything
         prepare_deployment(base, tmp_path / "cut", loaders=deploy_loaders(), resume=True, **{**args, "lr": 0.5})
@@ -331,9 +412,20 @@ def test_deploy_prepare_checkpoints_inside_epochs_and_resumes_bit_for_bit(tmp_pa
 
 def test_deploy_prepare_resume_from_the_cli_reuses_the_saved_recipe(tmp_path, tiny_cli, capsys, monkeypatch):
     base = tmp_path / "base"
-    train_run(RunSpec(model="nmnist_net", model_kwargs={"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]},
-                      method="sdt", t_max=3, epochs=1, batch_size=16, calib_batches=1), base, progress=False,
-              loaders=make_frame_loaders(n_train=32, n_test=16, t=3, shape=(2, 8, 8), classes=3, batch=16))
+    train_run(
+        RunSpec(
+            model="nmnist_net",
+            model_kwargs={"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]},
+            method="sdt",
+            t_max=3,
+            epochs=1,
+            batch_size=16,
+            calib_batches=1,
+        ),
+        base,
+        progress=False,
+        loaders=make_frame_loaders(n_train=32, n_test=16, t=3, shape=(2, 8, 8), classes=3, batch=16),
+    )
     monkeypatch.setattr(run_deploy, "build_loaders", lambda spec, shuffle_seed=None: deploy_loaders())
     out = tmp_path / "d"
     argv = ["deploy", "prepare", "--run", str(base), "--out", str(out), "--quiet"]

@@ -2,6 +2,7 @@
 an --out that is a file or under a file, a read-only file system, a full disk (the Python
 writers and safetensors' Rust writer), stale temporary files of a killed writer, and file
 permissions that follow the umask."""
+
 from __future__ import annotations
 
 import errno
@@ -41,9 +42,11 @@ def test_writing_under_a_file_or_onto_a_folder_is_one_line_naming_the_path(tmp_p
     blocker = tmp_path / "a_file"
     blocker.write_text("keep me")
     (tmp_path / "a_folder").mkdir()
-    for target, reason in ((blocker / "x.out", f"{blocker} is a file, not a folder"),
-                           (blocker / "sub" / "x.out", f"{blocker} is a file, not a folder"),
-                           (tmp_path / "a_folder", "Is a directory")):
+    for target, reason in (
+        (blocker / "x.out", f"{blocker} is a file, not a folder"),
+        (blocker / "sub" / "x.out", f"{blocker} is a file, not a folder"),
+        (tmp_path / "a_folder", "Is a directory"),
+    ):
         with pytest.raises(StorageError, match=reason) as err:
             WRITERS[writer](target)
         assert str(target) in str(err.value) and "\n" not in str(err.value)
@@ -77,8 +80,9 @@ def test_safetensors_disk_full_is_one_line_and_keeps_the_previous_checkpoint(tmp
 
     def full_disk(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"partial")
-        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
-                              'message: "No space left on device" })')
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
 
     monkeypatch.setattr(ckpt, "save_file", full_disk)
     with pytest.raises(StorageError, match=rf"^cannot write {path}: No space left on device$"):
@@ -106,11 +110,14 @@ FULL_DISK_SCRIPT = textwrap.dedent("""
 
 
 def test_a_real_write_limit_hits_both_writers_with_one_line_each(tmp_path):
-    done = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [f"cannot write {tmp_path}/c.safetensors: File too large",
-                                        f"cannot write {tmp_path}/c.json: File too large"]
+    assert done.stdout.splitlines() == [
+        f"cannot write {tmp_path}/c.safetensors: File too large",
+        f"cannot write {tmp_path}/c.json: File too large",
+    ]
     assert load_safetensors(tmp_path / "c.safetensors", "checkpoint")[1] == {"epoch": 1}
     assert read_json(tmp_path / "c.json") == {"epoch": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.safetensors"]  # no temp files left
@@ -151,16 +158,24 @@ def test_cli_maps_every_os_error_to_one_line(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     for out in (blocker, blocker / "run"):
-        assert main(["demo", "--out", str(out), "--epochs", "1", "--t-max", "1", "--model", "digits_mlp",
-                     "--quiet"]) == 2
+        assert (
+            main(["demo", "--out", str(out), "--epochs", "1", "--t-max", "1", "--model", "digits_mlp", "--quiet"]) == 2
+        )
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and str(blocker) in err and "Traceback" not in err, err
     assert blocker.read_text() == "x"
     for exc, expected in [
-        (OSError(errno.ENOSPC, "No space left on device", "/r/model.safetensors"),
-         "No space left on device: /r/model.safetensors"),
-        (OSError(errno.EROFS, "Read-only file system", "/mnt/r", None, "/mnt/r2"), "Read-only file system: /mnt/r -> /mnt/r2"),
-        (SafetensorError("Error while serializing: I/O error: File too large (os error 27)"),
-         "safetensors file: Error while serializing: I/O error: File too large (os error 27)"),
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/r/model.safetensors"),
+            "No space left on device: /r/model.safetensors",
+        ),
+        (
+            OSError(errno.EROFS, "Read-only file system", "/mnt/r", None, "/mnt/r2"),
+            "Read-only file system: /mnt/r -> /mnt/r2",
+        ),
+        (
+            SafetensorError("Error while serializing: I/O error: File too large (os error 27)"),
+            "safetensors file: Error while serializing: I/O error: File too large (os error 27)",
+        ),
     ]:
         assert error_message(exc).endswith(expected)

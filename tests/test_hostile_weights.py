@@ -1,6 +1,7 @@
 """Tampered weight files are refused: every loaded tensor is checked (names, dtype, shape, finite
 values) and matched against the SHA-256 recorded when it was saved; training checkpoints too,
 including optimizer state that does not fit its parameters."""
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,12 @@ def tensor_ranges(path: Path) -> dict[str, tuple[int, int]]:
     """Byte range of every tensor's data in a safetensors file (parsed from its header)."""
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
-    return {k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
-            for k, v in header.items() if k != "__metadata__"}
+    header = json.loads(data[8 : 8 + n])
+    return {
+        k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
+        for k, v in header.items()
+        if k != "__metadata__"
+    }
 
 
 def flip_bit(path: Path, offset: int, bit: int) -> None:
@@ -117,14 +121,19 @@ def test_nan_in_head_weight_is_refused_with_or_without_a_hash(tmp_path, with_has
         load_model(tmp_path)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda t: t.update({"head.weight": t["head.weight"].to(torch.int32)}),
-     r"'head.weight' is int32 \[10, 6\], the model expects float32 \[10, 6\]"),
-    (lambda t: t.update({"head.weight": t["head.weight"].double()}), r"'head.weight' is float64"),
-    (lambda t: t.update({"head.weight": t["head.weight"][:, :5]}), r"'head.weight' is float32 \[10, 5\]"),
-    (lambda t: t.pop("head.bias"), r"missing 'head.bias'"),
-    (lambda t: t.update({"extra.weight": torch.zeros(2)}), r"unexpected 'extra.weight'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda t: t.update({"head.weight": t["head.weight"].to(torch.int32)}),
+            r"'head.weight' is int32 \[10, 6\], the model expects float32 \[10, 6\]",
+        ),
+        (lambda t: t.update({"head.weight": t["head.weight"].double()}), r"'head.weight' is float64"),
+        (lambda t: t.update({"head.weight": t["head.weight"][:, :5]}), r"'head.weight' is float32 \[10, 5\]"),
+        (lambda t: t.pop("head.bias"), r"missing 'head.bias'"),
+        (lambda t: t.update({"extra.weight": torch.zeros(2)}), r"unexpected 'extra.weight'"),
+    ],
+)
 def test_retyped_reshaped_missing_or_extra_tensors_are_refused_not_cast(tmp_path, change, message):
     tiny_run(tmp_path)
 
@@ -182,8 +191,11 @@ META = {"train_state": {"epoch": 1}, "scheduler": {}, "rng": {}, "options": {}, 
 def checkpoint(tmp_path, kind="sgd"):
     torch.manual_seed(0)
     model = TinyStaged(bn=True)
-    opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if kind == "sgd"
-           else torch.optim.AdamW(model.parameters(), lr=0.01))
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        if kind == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=0.01)
+    )
     for _ in range(2):
         opt.zero_grad()
         model(torch.randn(2, 4, 8), time_config=(2, 1)).sum().backward()
@@ -194,8 +206,11 @@ def checkpoint(tmp_path, kind="sgd"):
 
 def fresh(kind="sgd"):
     model = TinyStaged(bn=True)
-    opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if kind == "sgd"
-           else torch.optim.AdamW(model.parameters(), lr=0.01))
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        if kind == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=0.01)
+    )
     return model, opt
 
 
@@ -212,13 +227,16 @@ def test_flipped_bits_in_a_training_checkpoint_are_caught(tmp_path):
             load_training_state(tmp_path, *fresh("adamw"))
 
 
-@pytest.mark.parametrize("kind, tensor, bad, message", [
-    ("sgd", "momentum_buffer", lambda t: t.reshape(-1)[:-1].clone(), r"is float32 \[\d+\], its parameter is"),
-    ("sgd", "momentum_buffer", lambda t: t.t().contiguous() if t.dim() == 2 else t[:-1], "its parameter is"),
-    ("sgd", "momentum_buffer", lambda t: t.to(torch.int32), "is int32"),
-    ("adamw", "exp_avg_sq", lambda t: torch.full_like(t, float("inf")), "NaN or infinite"),
-    ("adamw", "exp_avg", lambda t: t.unsqueeze(0), "its parameter is"),
-])
+@pytest.mark.parametrize(
+    "kind, tensor, bad, message",
+    [
+        ("sgd", "momentum_buffer", lambda t: t.reshape(-1)[:-1].clone(), r"is float32 \[\d+\], its parameter is"),
+        ("sgd", "momentum_buffer", lambda t: t.t().contiguous() if t.dim() == 2 else t[:-1], "its parameter is"),
+        ("sgd", "momentum_buffer", lambda t: t.to(torch.int32), "is int32"),
+        ("adamw", "exp_avg_sq", lambda t: torch.full_like(t, float("inf")), "NaN or infinite"),
+        ("adamw", "exp_avg", lambda t: t.unsqueeze(0), "its parameter is"),
+    ],
+)
 def test_optimizer_state_that_does_not_fit_its_parameter_is_refused(tmp_path, kind, tensor, bad, message):
     checkpoint(tmp_path, kind)
 
@@ -233,15 +251,18 @@ def test_optimizer_state_that_does_not_fit_its_parameter_is_refused(tmp_path, ki
             load_training_state(tmp_path, *fresh(kind))
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda o: o["state"].update({"99": o["state"]["0"]}), "names parameter '99'"),
-    (lambda o: o["state"]["0"].update({"momentum_buffer": {"tensor": "optim.7.nothing"}}), "refers to tensor"),
-    (lambda o: o["param_groups"][0].update({"lr": float("nan")}), r"param_groups\[0\]\.lr must be a finite"),
-    (lambda o: o["param_groups"][0].update({"weight_decay": -1}), r"weight_decay must be a finite number >= 0"),
-    (lambda o: o["param_groups"][0].update({"params": [0, 1]}), "parameters per group"),
-    (lambda o: o.update({"param_groups": []}), r"key 'optimizer.param_groups' must be a list of 1.. items"),
-    (lambda o: o.update({"state": [1, 2]}), r"key 'optimizer.state' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda o: o["state"].update({"99": o["state"]["0"]}), "names parameter '99'"),
+        (lambda o: o["state"]["0"].update({"momentum_buffer": {"tensor": "optim.7.nothing"}}), "refers to tensor"),
+        (lambda o: o["param_groups"][0].update({"lr": float("nan")}), r"param_groups\[0\]\.lr must be a finite"),
+        (lambda o: o["param_groups"][0].update({"weight_decay": -1}), r"weight_decay must be a finite number >= 0"),
+        (lambda o: o["param_groups"][0].update({"params": [0, 1]}), "parameters per group"),
+        (lambda o: o.update({"param_groups": []}), r"key 'optimizer.param_groups' must be a list of 1.. items"),
+        (lambda o: o.update({"state": [1, 2]}), r"key 'optimizer.state' must be a mapping"),
+    ],
+)
 def test_tampered_optimizer_metadata_is_refused(tmp_path, edit, message):
     checkpoint(tmp_path)
 

@@ -1,4 +1,5 @@
 """InferenceRunner: no autograd, same outputs as eager, one compile per distinct config/shape."""
+
 import pytest
 import torch
 from torch import nn
@@ -48,10 +49,10 @@ def test_compiles_once_per_config_and_shape():
         torch.testing.assert_close(runner(x, cfg), eager(net, x, cfg))
         seen.append(runner.compile_count)
     assert seen[0] >= 1
-    assert seen[1] > seen[0]          # a new config compiles once
+    assert seen[1] > seen[0]  # a new config compiles once
     assert seen[2:] == [seen[1]] * 3  # configs seen before never compile again
     assert len(runner.compiled_keys) == 2
-    runner(frames(3, b=6), (2, 3))    # a new batch size is a new shape: one more entry
+    runner(frames(3, b=6), (2, 3))  # a new batch size is a new shape: one more entry
     assert len(runner.compiled_keys) == 3
 
 
@@ -99,8 +100,16 @@ def test_bad_inputs(compile):
 
 def conv_net():
     torch.manual_seed(0)
-    layers = [nn.Conv2d(2, 4, 3, padding=1), LIF(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3, padding=1), LIF(multi_spike=True),
-              nn.Flatten(), nn.Linear(4 * 3 * 3, 5), LIF()]
+    layers = [
+        nn.Conv2d(2, 4, 3, padding=1),
+        LIF(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 4, 3, padding=1),
+        LIF(multi_spike=True),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 5),
+        LIF(),
+    ]
     return staged_from_layers(layers, [3, 6], head=nn.Linear(5, 3), input_kind="frames")
 
 

@@ -4,6 +4,7 @@ The fakes below have the shape of SpikingJelly's LIFNode, snnTorch's Leaky and S
 (the attributes and methods the duck typing looks for, membrane kept between calls); the
 real peers are checked in tests/interop/test_peer_neurons.py.
 """
+
 import pytest
 import torch
 from torch import nn
@@ -88,10 +89,14 @@ def _x(t=6, b=4):
     return torch.rand(t, b, 6) * 2.5
 
 
-@pytest.mark.parametrize("neuron, adapter", [
-    (FakeSpikingJellyLIF(), "SpikingJellyNeuron"), (FakeSnnTorchLeaky(), "SnnTorchNeuron"),
-    (FakeSinabsIAF(), "SinabsNeuron"),
-])
+@pytest.mark.parametrize(
+    "neuron, adapter",
+    [
+        (FakeSpikingJellyLIF(), "SpikingJellyNeuron"),
+        (FakeSnnTorchLeaky(), "SnnTorchNeuron"),
+        (FakeSinabsIAF(), "SinabsNeuron"),
+    ],
+)
 def test_bare_peer_neuron_is_refused_naming_the_adapter(neuron, adapter):
     with pytest.raises(InputError, match=f"flexsnn.interop.{adapter}"):
         core_staged_from_layers(_layers(neuron), boundaries=[2], input_kind="frames")
@@ -108,8 +113,9 @@ def _native(neuron, lin1, x):
     return torch.stack(neuron_out)
 
 
-@pytest.mark.parametrize("make", [FakeSpikingJellyLIF, lambda: FakeSpikingJellyLIF(step_mode="m"),
-                                  FakeSnnTorchLeaky, FakeSinabsIAF])
+@pytest.mark.parametrize(
+    "make", [FakeSpikingJellyLIF, lambda: FakeSpikingJellyLIF(step_mode="m"), FakeSnnTorchLeaky, FakeSinabsIAF]
+)
 def test_adapted_neuron_runs_over_time_and_state_does_not_leak(make):
     neuron = make()
     net = staged_from_layers(_layers(neuron), boundaries=[2], input_kind="frames")

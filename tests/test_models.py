@@ -73,8 +73,13 @@ def test_model_spec_round_trips_through_json(name):
 
 def test_tuples_are_recorded_as_json_lists():
     net = build_model("digits_mlp", hidden=(16, 8), in_shape=(2, 6, 6), pool=1)
-    assert net.model_spec["kwargs"] == {"hidden": [16, 8], "in_shape": [2, 6, 6], "pool": 1,
-                                        "ttm_mode": "hard", "input_ttm_mode": "hard"}
+    assert net.model_spec["kwargs"] == {
+        "hidden": [16, 8],
+        "in_shape": [2, 6, 6],
+        "pool": 1,
+        "ttm_mode": "hard",
+        "input_ttm_mode": "hard",
+    }
     assert net.input_shape == (2, 6, 6)
 
 
@@ -122,9 +127,14 @@ def test_time_stepped_neuron_defaults_and_overrides():
         build_model("digits_mlp", neuron={"decay": 1.5})
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("nmnist_net", {}), ("gesture_net", {"in_size": 64}), ("vgg9_dvs", {"width": 1 / 16, "deployable": True}),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("nmnist_net", {}),
+        ("gesture_net", {"in_size": 64}),
+        ("vgg9_dvs", {"width": 1 / 16, "deployable": True}),
+    ],
+)
 def test_deployable_nets_are_bias_free_if_networks(name, kwargs):
     net = build_model(name, **kwargs)
     neurons = _neurons(net)
@@ -208,9 +218,11 @@ def test_gesture_net_is_the_authors_net():
 def test_input_ttm_mode_is_kept_by_a_checkpoint(tmp_path):
     from flexsnn.train import load_model, save_model
 
-    for name, kwargs, mode in [("gesture_net", {"in_size": 32}, "trim"),
-                               ("digits_conv", {"channels": [4, 8], "hidden": 16, "input_ttm_mode": "trim"}, "trim"),
-                               ("nmnist_net", {}, "hard")]:
+    for name, kwargs, mode in [
+        ("gesture_net", {"in_size": 32}, "trim"),
+        ("digits_conv", {"channels": [4, 8], "hidden": 16, "input_ttm_mode": "trim"}, "trim"),
+        ("nmnist_net", {}, "hard"),
+    ]:
         net = build_model(name, **kwargs)
         assert net.input_ttm_mode == mode and net.model_spec["kwargs"]["input_ttm_mode"] == mode
         save_model(tmp_path / name, net, {})
@@ -311,8 +323,19 @@ def test_gesture_net_deploys_and_the_simulator_matches_time_stepped():
     remove_biases(net)  # BN folded into the convs, biases gone
     assert not net.has_batchnorm
     kinds = [type(layer).__name__ for layer in EventNet.from_torch(net).layers]
-    assert kinds == ["SumPool", "Conv", "SumPool", "Conv", "SumPool", "Conv", "SumPool", "Conv",
-                     "Flatten", "Linear", "Linear"]
+    assert kinds == [
+        "SumPool",
+        "Conv",
+        "SumPool",
+        "Conv",
+        "SumPool",
+        "Conv",
+        "SumPool",
+        "Conv",
+        "Flatten",
+        "Linear",
+        "Linear",
+    ]
     rng = np.random.default_rng(0)
     with torch.no_grad():  # non-negative dyadic weights (exact sums, no FIFO effects) of gain ~ 2 per layer
         for m in net.modules():

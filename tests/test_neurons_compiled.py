@@ -1,4 +1,5 @@
 """The compiled neuron path equals the reference (values and gradients) in every mode."""
+
 import pytest
 import torch
 
@@ -21,8 +22,16 @@ MODES = [
     dict(reset="hard", multi_spike=False, v_min=None, surrogate="triangle", detach_reset=False, decay=0.5),
     dict(reset="subtract", multi_spike=True, v_min=-1.0, surrogate="atan", detach_reset=False, decay=1.0),
     dict(reset="hard", multi_spike=True, v_min=-0.5, surrogate="sigmoid", detach_reset=True, decay=0.7),
-    dict(reset="subtract", multi_spike=False, v_min=None, surrogate="sigmoid", detach_reset=True, decay=0.9,
-         v_th=0.8, alpha=2.5),
+    dict(
+        reset="subtract",
+        multi_spike=False,
+        v_min=None,
+        surrogate="sigmoid",
+        detach_reset=True,
+        decay=0.9,
+        v_th=0.8,
+        alpha=2.5,
+    ),
     dict(reset="hard", multi_spike=False, v_min=-2.0, surrogate="atan", detach_reset=False, decay=1.0),
     # the paper's event-driven neuron (every mode of the traced kernels: test_neurons_kernels.py)
     dict(reset="subtract", multi_spike=True, v_min=-1.0, surrogate="exponential", detach_reset=False, decay=1.0),
@@ -39,15 +48,15 @@ def test_values_and_gradients_equal_reference(kw):
     assert s_ref.sum() > 0  # the case actually fires
     torch.testing.assert_close(v_cmp, v_ref, rtol=1e-5, atol=1e-6)
     gs, gv = torch.randn_like(s_ref), torch.randn_like(v_ref)
-    g_ref, = torch.autograd.grad((s_ref * gs).sum() + (v_ref * gv).sum(), x)
-    g_cmp, = torch.autograd.grad((s_cmp * gs).sum() + (v_cmp * gv).sum(), x)
+    (g_ref,) = torch.autograd.grad((s_ref * gs).sum() + (v_ref * gv).sum(), x)
+    (g_cmp,) = torch.autograd.grad((s_cmp * gs).sum() + (v_cmp * gv).sum(), x)
     assert g_ref.abs().sum() > 0
     torch.testing.assert_close(g_cmp, g_ref, rtol=1e-5, atol=1e-6)
     # Only the spikes get a gradient: the v_last branch is None in backward.
     s2, _ = reference(x, **kw)
     s3, _ = compiled_path(x, **kw)
-    g2, = torch.autograd.grad((s2 * gs).sum(), x)
-    g3, = torch.autograd.grad((s3 * gs).sum(), x)
+    (g2,) = torch.autograd.grad((s2 * gs).sum(), x)
+    (g3,) = torch.autograd.grad((s3 * gs).sum(), x)
     torch.testing.assert_close(g3, g2, rtol=1e-5, atol=1e-6)
 
 
@@ -81,9 +90,9 @@ def test_long_sequences_fall_back_to_eager_with_same_result(monkeypatch):
     x = (torch.randn(5, 2, 3) * 2).requires_grad_()
     n = fallback_count()
     s, v = compiled_path(x)
-    g, = torch.autograd.grad(s.sum() + v.sum(), x)
+    (g,) = torch.autograd.grad(s.sum() + v.sum(), x)
     s_ref, v_ref = reference(x)
-    g_ref, = torch.autograd.grad(s_ref.sum() + v_ref.sum(), x)
+    (g_ref,) = torch.autograd.grad(s_ref.sum() + v_ref.sum(), x)
     assert fallback_count() == n + 2  # forward and backward
     assert torch.equal(s, s_ref)
     torch.testing.assert_close(g, g_ref)

@@ -1,4 +1,5 @@
 """The functional entry point (flexsnn.neurons.dispatch): one function, every backend."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Fused BPTT path (flexsnn.neurons.fused) against the reference loop."""
+
 from __future__ import annotations
 
 import itertools
@@ -19,6 +20,7 @@ def reference(x, **kw):
 def fused(x, **kw):
     return lif_multistep(x, NeuronParams(**kw), backend="fused")
 
+
 MODES = list(
     itertools.product(
         [0.5, 0.8, 1.0],  # decay (1.0 = IF)
@@ -33,8 +35,9 @@ MODES = list(
 
 def mode_kwargs(mode, v_th=0.7):
     decay, reset, multi, v_min, surrogate, detach = mode
-    return dict(v_th=v_th, decay=decay, reset=reset, multi_spike=multi, v_min=v_min,
-                surrogate=surrogate, detach_reset=detach)
+    return dict(
+        v_th=v_th, decay=decay, reset=reset, multi_spike=multi, v_min=v_min, surrogate=surrogate, detach_reset=detach
+    )
 
 
 def random_input(seed, shape=(7, 3, 2, 4), dtype=torch.float64):
@@ -93,7 +96,9 @@ def test_fused_hand_computed_gradient_exponential():
     s, _ = fused(x, decay=1.0, reset="subtract", multi_spike=True, v_min=-1.0, surrogate="exponential")
     s.sum().backward()
     e1, e06 = math.exp(-1.0), math.exp(-0.6)
-    assert torch.allclose(x.grad.flatten(), torch.tensor([2 * e1 + (1 - 2 * e1) * 2 * e06, 2 * e06], dtype=torch.float64))
+    assert torch.allclose(
+        x.grad.flatten(), torch.tensor([2 * e1 + (1 - 2 * e1) * 2 * e06, 2 * e06], dtype=torch.float64)
+    )
 
 
 def test_fused_hand_trace_if_multi_spike_clip():

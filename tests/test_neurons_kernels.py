@@ -4,6 +4,7 @@ The traceable pair is what flexsnn.neurons.compiled compiles; run eagerly here (
 so every mode is covered in well under a second. The eager pair is checked against the
 reference loop in tests/test_neurons_fused.py.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -29,8 +30,9 @@ MODES = list(
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(map(str, m)))
 def test_traced_kernels_equal_eager_loops(mode):
     decay, reset, multi, v_min, surrogate, detach = mode
-    p = NeuronParams(v_th=0.7, decay=decay, reset=reset, multi_spike=multi, v_min=v_min,
-                     surrogate=surrogate, detach_reset=detach)
+    p = NeuronParams(
+        v_th=0.7, decay=decay, reset=reset, multi_spike=multi, v_min=v_min, surrogate=surrogate, detach_reset=detach
+    )
     g = torch.Generator().manual_seed(MODES.index(mode))
     x = torch.randn(6, 4, 5, generator=g, dtype=torch.float64) * 1.5 + 0.3
     s, v, h = forward_loop(x, p, True)

@@ -1,4 +1,5 @@
 """LIF / IF layers (flexsnn.neurons.modules)."""
+
 from __future__ import annotations
 
 import pytest
@@ -80,7 +81,11 @@ def test_record_counts_spikes_multi_spikes_by_value():
     assert (layer.last_num_neurons, layer.last_time_steps, layer.last_batch_size) == (8, 2, 3)
     layer(torch.zeros(4, 1, 5))
     assert (layer.last_spike_count, layer.last_num_neurons, layer.last_time_steps, layer.last_batch_size) == (
-        0.0, 5, 4, 1)
+        0.0,
+        5,
+        4,
+        1,
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -145,8 +150,10 @@ def test_bad_construction(make, match):
         make()
 
 
-@pytest.mark.parametrize("x, match", [(torch.zeros(4), "time-first"), (torch.zeros(0, 2), "T = 0"),
-                                      (torch.full((2, 2), float("nan")), "NaN")])
+@pytest.mark.parametrize(
+    "x, match",
+    [(torch.zeros(4), "time-first"), (torch.zeros(0, 2), "T = 0"), (torch.full((2, 2), float("nan")), "NaN")],
+)
 def test_bad_forward_input(x, match):
     with pytest.raises(InputError, match=match):
         LIF()(x)

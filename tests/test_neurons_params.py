@@ -1,4 +1,5 @@
 """NeuronParams (flexsnn.neurons.params): validated once, frozen, hashable, normalised."""
+
 from __future__ import annotations
 
 import dataclasses

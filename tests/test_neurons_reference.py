@@ -1,4 +1,5 @@
 """Reference multi-step dynamics (flexsnn.neurons.reference): hand traces and hand gradients."""
+
 from __future__ import annotations
 
 import math
@@ -211,7 +212,8 @@ def exponential_slope(m, v_th):
 @pytest.mark.parametrize("detach_reset", [False, True])
 @pytest.mark.parametrize("v_th, decay, v_min", [(1.0, 1.0, -1.0), (0.6, 0.8, None), (2.0, 0.5, -0.5)])
 def test_exponential_reference_equals_autograd_through_a_straight_through_loop(
-        reset, multi_spike, detach_reset, v_th, decay, v_min):
+    reset, multi_spike, detach_reset, v_th, decay, v_min
+):
     g = torch.Generator().manual_seed(7)
     x = (torch.randn(8, 3, 5, generator=g, dtype=torch.float64) * 1.5 * v_th + 0.3).requires_grad_()
     kw = dict(v_th=v_th, decay=decay, reset=reset, multi_spike=multi_spike, v_min=v_min, detach_reset=detach_reset)

@@ -1,4 +1,5 @@
 """Surrogate gradients and the spike function (flexsnn.neurons.surrogate)."""
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,11 @@ X = torch.tensor([-2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5], dtype=torc
 def test_registry_names_and_defaults():
     assert set(SURROGATES) == {"triangle", "exponential", "sigmoid", "atan"}
     assert {name: s.default_alpha for name, s in SURROGATES.items()} == {
-        "triangle": 1.0, "exponential": 0.5, "sigmoid": 4.0, "atan": 2.0}
+        "triangle": 1.0,
+        "exponential": 0.5,
+        "sigmoid": 4.0,
+        "atan": 2.0,
+    }
     # only the exponential (Sinabs' SingleExponential with MultiSpike) scales with v_th and
     # keeps its bump above a multi-spike threshold
     assert [n for n, s in SURROGATES.items() if s.scales_with_threshold] == ["exponential"]
@@ -193,8 +198,7 @@ class _Primitive(torch.autograd.Function):
 
 PRIMITIVES = {
     # F' is the surrogate: gradcheck compares our surrogate with finite differences of F
-    "triangle": lambda x, a: torch.where(
-        x.abs() <= a, 0.5 + x / a - x * x.abs() / (2 * a * a), (x > 0).to(x.dtype)),
+    "triangle": lambda x, a: torch.where(x.abs() <= a, 0.5 + x / a - x * x.abs() / (2 * a * a), (x > 0).to(x.dtype)),
     "exponential": lambda x, a: torch.sign(x) * (1.0 - torch.exp(-x.abs() / a)),
     "sigmoid": lambda x, a: torch.sigmoid(a * x),
     "atan": lambda x, a: torch.atan(math.pi / 2 * a * x) / math.pi,
@@ -206,6 +210,6 @@ PRIMITIVES = {
 def test_gradcheck_every_surrogate_is_the_derivative_of_its_primitive(name, alpha):
     a = SURROGATES[name].default_alpha if alpha is None else alpha
     g = torch.Generator().manual_seed(0)
-    x = (torch.rand(40, generator=g, dtype=torch.float64) * 4 - 2)
+    x = torch.rand(40, generator=g, dtype=torch.float64) * 4 - 2
     x = x[(x.abs() > 1e-3) & ((x.abs() - a).abs() > 1e-3)].requires_grad_()  # off the kinks
     assert torch.autograd.gradcheck(lambda t: _Primitive.apply(t, name, PRIMITIVES[name], a), (x,))

@@ -1,4 +1,5 @@
 """Package metadata: the version comes from the installed distribution, and the CLI reports it."""
+
 import subprocess
 import sys
 from importlib.metadata import version
@@ -73,7 +74,10 @@ def test_lock_pins_every_runtime_dependency():
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pinned = {line.split("==")[0].lower() for line in (REPO / "requirements.lock").read_text().splitlines()
-              if "==" in line and not line.startswith("#")}
+    pinned = {
+        line.split("==")[0].lower()
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
     assert _declared(project["dependencies"]) <= pinned
     assert "tonic" not in pinned and "librosa" not in pinned

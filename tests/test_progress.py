@@ -1,4 +1,5 @@
 """Progress bars: drawn only on a terminal, with totals that honour max_steps_per_epoch."""
+
 import io
 
 import pytest

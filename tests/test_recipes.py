@@ -1,5 +1,6 @@
 """Paper recipes (recipes/*.yaml): the paper's hyper-parameters, and a one-step smoke run of
 every recipe on the embedded data (no real dataset needed)."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ PAPER = {
 }
 # the authors' training augmentation of event frames (flexsnn.data.augment.FRAME_AUGMENTATIONS)
 AUGMENT = {
-    "cifar10dvs_resnet18_mtt.yaml": "flip_roll5",             # hflip 0.5 + roll 5 at 48x48
+    "cifar10dvs_resnet18_mtt.yaml": "flip_roll5",  # hflip 0.5 + roll 5 at 48x48
     "ncaltech101_resnet18_mtt.yaml": "flip_or_reverse_roll5",  # hflip 0.25 | reversal 0.25 + roll 5
     "dvsgesture_net_deploy.yaml": "none",
 }
@@ -44,16 +45,51 @@ DEPLOY_BASE = {
 }
 # bias-removal fine-tune: every key the recipes may use (documented in recipes/README.md) and
 # the paper's values where the authors' code gives them
-FINETUNE_KEYS = {"method", "t", "t_left", "t_right", "sample_num", "epochs", "batch_size", "optimizer", "lr",
-                 "momentum", "weight_decay", "schedule", "schedule_epochs", "augment"}
+FINETUNE_KEYS = {
+    "method",
+    "t",
+    "t_left",
+    "t_right",
+    "sample_num",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "schedule_epochs",
+    "augment",
+}
 FINETUNE = {
-    "cifar10dvs_vgg9_deploy.yaml": {"method": "mtt", "t": 10, "t_left": 9, "t_right": 0, "sample_num": 3,
-                                    "epochs": 60, "batch_size": 32, "optimizer": "sgd", "lr": 1e-3,
-                                    "momentum": 0.0, "weight_decay": 5e-4, "schedule": "cosine",
-                                    "schedule_epochs": 300, "augment": "vflip_roll20"},
-    "dvsgesture_net_deploy.yaml": {"method": "mtt", "t": 40, "t_left": 39, "t_right": 0, "sample_num": 3,
-                                   "epochs": 20, "optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.02,
-                                   "augment": "none"},
+    "cifar10dvs_vgg9_deploy.yaml": {
+        "method": "mtt",
+        "t": 10,
+        "t_left": 9,
+        "t_right": 0,
+        "sample_num": 3,
+        "epochs": 60,
+        "batch_size": 32,
+        "optimizer": "sgd",
+        "lr": 1e-3,
+        "momentum": 0.0,
+        "weight_decay": 5e-4,
+        "schedule": "cosine",
+        "schedule_epochs": 300,
+        "augment": "vflip_roll20",
+    },
+    "dvsgesture_net_deploy.yaml": {
+        "method": "mtt",
+        "t": 40,
+        "t_left": 39,
+        "t_right": 0,
+        "sample_num": 3,
+        "epochs": 20,
+        "optimizer": "adamw",
+        "lr": 5e-4,
+        "weight_decay": 0.02,
+        "augment": "none",
+    },
     "nmnist_net_deploy.yaml": {"method": "mtt", "t": 10, "t_left": 9, "t_right": 0, "sample_num": 3},
 }
 
@@ -76,7 +112,13 @@ def test_recipe_has_the_papers_hyper_parameters(name):
     assert spec.checkpoint_every_steps > 0
     if dataset in ("cifar10", "cifar100"):
         assert (spec.epochs, spec.optimizer, spec.lr, spec.momentum, spec.weight_decay, spec.batch_size) == (
-            300, "sgd", 0.1, 0.9, 5e-4, 256)
+            300,
+            "sgd",
+            0.1,
+            0.9,
+            5e-4,
+            256,
+        )
         assert spec.model_kwargs["num_classes"] == (10 if dataset == "cifar10" else 100)
     assert spec.augment == AUGMENT.get(name, False)
     if model == "resnet18" and spec.model_kwargs["input_kind"] == "frames":
@@ -84,7 +126,13 @@ def test_recipe_has_the_papers_hyper_parameters(name):
     if name in DEPLOY_BASE:
         optimizer, lr, wd, epochs, batch, t = DEPLOY_BASE[name]
         assert (spec.optimizer, spec.lr, spec.weight_decay, spec.epochs, spec.t_max, spec.frames_t) == (
-            optimizer, lr, wd, epochs, t, t)
+            optimizer,
+            lr,
+            wd,
+            epochs,
+            t,
+            t,
+        )
         assert batch is None or spec.batch_size == batch
     if name in FINETUNE:
         ft = raw["finetune"]
@@ -136,10 +184,20 @@ def test_smoke_variant_trains_one_step_on_the_embedded_data(name, tmp_path):
 @pytest.mark.slow
 def test_cli_runs_a_smoke_recipe_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--config", str(RECIPES / "nmnist_net_deploy.yaml"), "--smoke", "--out", str(out),
-                 "--quiet"]) == 0
-    for f in ("model.safetensors", "checkpoint.safetensors", "results.json", "metrics.json", "metrics.csv",
-              "train.log", "report.md", "accuracy_vs_T.png"):
+    assert (
+        main(["train", "--config", str(RECIPES / "nmnist_net_deploy.yaml"), "--smoke", "--out", str(out), "--quiet"])
+        == 0
+    )
+    for f in (
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "results.json",
+        "metrics.json",
+        "metrics.csv",
+        "train.log",
+        "report.md",
+        "accuracy_vs_T.png",
+    ):
         assert (out / f).is_file(), f
     assert set(json.loads((out / "results.json").read_text())["sdt"]) == {"1", "2"}
     assert "| T | SDT (%) |" in (out / "report.md").read_text()
@@ -165,14 +223,21 @@ def test_recipe_errors_are_clear(tmp_path, capsys):
 
 def test_smoke_model_kwargs_are_merged_over_the_recipes():
     options = load_config_file(RECIPES / "ncaltech101_resnet18_mtt.yaml", smoke=True)
-    assert options["model_kwargs"] == {"num_classes": 101, "in_channels": 2, "input_kind": "frames",
-                                       "group_block_num": 1, "input_ttm_mode": "trim", "width": 0.0625}
+    assert options["model_kwargs"] == {
+        "num_classes": 101,
+        "in_channels": 2,
+        "input_kind": "frames",
+        "group_block_num": 1,
+        "input_ttm_mode": "trim",
+        "width": 0.0625,
+    }
 
 
 @pytest.mark.slow
 def test_python_dash_m_flexsnn_is_the_cli():
-    done = subprocess.run([sys.executable, "-m", "flexsnn", "train", "--help"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "flexsnn", "train", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and "torchrun --nproc_per_node" in done.stdout and "--smoke" in done.stdout
 
 
@@ -187,9 +252,15 @@ def test_deploy_recipe_finetune_section_builds_its_optimizer_and_schedule(name):
 
     ft = read_finetune_section(RECIPES / name)
     assert ft == {**FINETUNE[name], **{k: v for k, v in ft.items() if k not in FINETUNE[name]}}
-    opts = TrainOptions(epochs=ft["epochs"], optimizer=ft["optimizer"], lr=ft["lr"],
-                        momentum=ft.get("momentum", 0.9), weight_decay=ft["weight_decay"], schedule=ft["schedule"],
-                        schedule_epochs=ft.get("schedule_epochs", 0))
+    opts = TrainOptions(
+        epochs=ft["epochs"],
+        optimizer=ft["optimizer"],
+        lr=ft["lr"],
+        momentum=ft.get("momentum", 0.9),
+        weight_decay=ft["weight_decay"],
+        schedule=ft["schedule"],
+        schedule_epochs=ft.get("schedule_epochs", 0),
+    )
     net = torch.nn.Linear(2, 2)
     optimizer = build_optimizer(net, opts)
     scheduler = build_scheduler(optimizer, opts)

@@ -9,9 +9,17 @@ from flexsnn.runs import RunSpec, evaluate_run, prepare_run_dir, train_run
 
 
 def tiny_spec(**kw):
-    base = dict(model="digits_mlp", model_kwargs={"in_shape": [2, 6, 6], "num_classes": 3, "hidden": [32, 16],
-                                                    "pool": 1},
-                method="mtt", t_min=1, t_max=3, epochs=4, batch_size=16, lr=0.05, calib_batches=2)
+    base = dict(
+        model="digits_mlp",
+        model_kwargs={"in_shape": [2, 6, 6], "num_classes": 3, "hidden": [32, 16], "pool": 1},
+        method="mtt",
+        t_min=1,
+        t_max=3,
+        epochs=4,
+        batch_size=16,
+        lr=0.05,
+        calib_batches=2,
+    )
     base.update(kw)
     return RunSpec(**base)
 
@@ -89,8 +97,11 @@ def test_evaluate_rebins_the_events_at_every_t(tmp_path, monkeypatch):
     assert list(res["uniform"]) == ["1", "3", "7"] and res["rebinned"] is True
     built.clear()
     tests_at = []
-    monkeypatch.setattr(run_evaluate, "load_frames", lambda name, split, t, root: tests_at.append((split, t))
-                        or make_frame_loaders(t=t)[1].dataset)
+    monkeypatch.setattr(
+        run_evaluate,
+        "load_frames",
+        lambda name, split, t, root: tests_at.append((split, t)) or make_frame_loaders(t=t)[1].dataset,
+    )
     res = evaluate_run(tmp_path / "run", t_values=[1, 3, 7], progress=False, calibration="t_max")
     assert built == [3] and tests_at == [("test", 1), ("test", 7)]  # BN fixed at t_max: only the test split again
     assert model_inputs[-3:] == [([1], 1), ([3], 3), ([7], 7)]

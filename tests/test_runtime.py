@@ -1,4 +1,5 @@
 """flexsnn.runtime: the glibc allocator setting and the channels_last layout."""
+
 import subprocess
 import sys
 import textwrap
@@ -9,8 +10,8 @@ from torch import nn
 
 from flexsnn import runtime
 from flexsnn.errors import InputError
-from flexsnn.neurons import LIF
 from flexsnn.multistep import TimeFirstSequential
+from flexsnn.neurons import LIF
 from flexsnn.train import TrainOptions
 
 REFAULT_PROBE = textwrap.dedent("""
@@ -36,8 +37,9 @@ REFAULT_PROBE = textwrap.dedent("""
 
 
 def _probe(mode: str, env=None) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", REFAULT_PROBE, mode], capture_output=True, text=True,
-                         check=True, env=env).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", REFAULT_PROBE, mode], capture_output=True, text=True, check=True, env=env
+    ).stdout.split()
     return out[0], int(out[1])
 
 
@@ -49,7 +51,7 @@ def test_tuned_allocator_reuses_freed_large_blocks_without_page_faults():
     assert tuned == "True" and default == "False"
     pages = 3 * 47 * 2**20 // 4096  # one 47 MiB activation every other step (measured: several per step)
     counts = f"tuned {refaults}, default {default_refaults} page faults in 6 steps"
-    assert default_refaults > pages, counts         # glibc default: fresh mmaps, faulted in again
+    assert default_refaults > pages, counts  # glibc default: fresh mmaps, faulted in again
     assert refaults < default_refaults / 3, counts  # tuned: freed heap blocks are reused
 
 
@@ -64,8 +66,9 @@ def test_opt_out_and_idempotence(monkeypatch):
 
 def conv_net():
     torch.manual_seed(0)
-    return TimeFirstSequential(nn.Conv2d(2, 4, 3, padding=1), LIF(), nn.AvgPool2d(2), nn.Flatten(),
-                               nn.Linear(4 * 3 * 3, 5))
+    return TimeFirstSequential(
+        nn.Conv2d(2, 4, 3, padding=1), LIF(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 5)
+    )
 
 
 def test_use_channels_last_keeps_values_parameters_and_outputs():

@@ -28,6 +28,7 @@ def _recorder_net(num_stages=3, **kw):
 
 # ---- normalize_time_config -------------------------------------------------------------------
 
+
 def test_normalize_time_config():
     assert normalize_time_config(3, 4) == (3, 3, 3, 3)
     assert normalize_time_config([3, 1, 2], 3) == (3, 1, 2)
@@ -36,17 +37,29 @@ def test_normalize_time_config():
     assert out == (2, 4) and all(type(v) is int for v in out)
 
 
-@pytest.mark.parametrize("bad,match", [
-    ((3, 1), "3 entries"), ([1, 2, 3, 4], "3 entries"), (0, "time_config"), ((1, 0, 2), "time_config"),
-    ((1, -2, 2), "time_config"), ((1, 2.0, 2), "time_config"), (True, "time_config"), ("123", "time_config"),
-    (None, "time_config"), (2.5, "time_config"), ((1, True, 2), "time_config"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ((3, 1), "3 entries"),
+        ([1, 2, 3, 4], "3 entries"),
+        (0, "time_config"),
+        ((1, 0, 2), "time_config"),
+        ((1, -2, 2), "time_config"),
+        ((1, 2.0, 2), "time_config"),
+        (True, "time_config"),
+        ("123", "time_config"),
+        (None, "time_config"),
+        (2.5, "time_config"),
+        ((1, True, 2), "time_config"),
+    ],
+)
 def test_normalize_time_config_rejects(bad, match):
     with pytest.raises(ConfigError, match=match):
         normalize_time_config(bad, 3)
 
 
 # ---- forward semantics -----------------------------------------------------------------------
+
 
 def test_frames_each_stage_runs_at_its_t_with_hard_ttms_between():
     net, recs = _recorder_net(3, input_kind="frames")
@@ -167,8 +180,9 @@ def test_uniform_config_equals_stages_without_ttm():
 def test_gradients_flow_through_ttms():
     torch.manual_seed(0)
     first = nn.Linear(4, 8)
-    net = StagedNet([[first, LIF(v_th=0.5)], [nn.Linear(8, 8), LIF(v_th=0.5)]], head=nn.Linear(8, 2),
-                    input_kind="frames")
+    net = StagedNet(
+        [[first, LIF(v_th=0.5)], [nn.Linear(8, 8), LIF(v_th=0.5)]], head=nn.Linear(8, 2), input_kind="frames"
+    )
     x = torch.rand(5, 3, 4) * 2
     out = net(x, time_config=(3, 2))
     assert out.shape == (2, 3, 2)
@@ -207,6 +221,7 @@ def test_constructor_validation():
 
 # ---- input validation ------------------------------------------------------------------------
 
+
 def test_input_layout_and_nan_errors():
     net, _ = _recorder_net(2, input_kind="frames", input_shape=(2, 4, 4))
     with pytest.raises(InputError, match=r"\[T, B, 2, 4, 4\]"):
@@ -235,9 +250,13 @@ def test_input_layout_and_nan_errors():
 
 # ---- BatchNorm bookkeeping -------------------------------------------------------------------
 
+
 def _bn_net():
-    return StagedNet([[nn.Linear(4, 6), nn.BatchNorm1d(6), LIF()], [nn.Linear(6, 6), LIF()]],
-                     head=nn.Linear(6, 2), input_kind="frames")
+    return StagedNet(
+        [[nn.Linear(4, 6), nn.BatchNorm1d(6), LIF()], [nn.Linear(6, 6), LIF()]],
+        head=nn.Linear(6, 2),
+        input_kind="frames",
+    )
 
 
 def test_calibration_error_until_marked():
@@ -267,8 +286,9 @@ def test_no_calibration_needed_without_tracked_batchnorm():
     plain = StagedNet([[nn.Linear(4, 6), LIF()]], head=nn.Linear(6, 2), input_kind="frames").eval()
     assert not plain.has_batchnorm
     assert plain(torch.rand(2, 3, 4)).shape == (2, 3, 2)
-    untracked = StagedNet([[nn.Linear(4, 6), nn.BatchNorm1d(6, track_running_stats=False), LIF()]],
-                          input_kind="frames").eval()
+    untracked = StagedNet(
+        [[nn.Linear(4, 6), nn.BatchNorm1d(6, track_running_stats=False), LIF()]], input_kind="frames"
+    ).eval()
     assert not untracked.has_batchnorm
     untracked(torch.rand(2, 3, 4))
 
@@ -287,6 +307,7 @@ def test_train_bn_net_with_calibrate_bn():
 
 
 # ---- staged_from_layers / stage_time_steps ---------------------------------------------------
+
 
 def test_staged_from_layers_splits_at_boundaries():
     layers = [nn.Linear(2, 2) for _ in range(7)]
@@ -324,8 +345,7 @@ def test_stage_time_steps():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_forward_matches_cpu():
     torch.manual_seed(0)
-    net = StagedNet([[nn.Linear(4, 8), LIF()], [nn.Linear(8, 8), LIF()]], head=nn.Linear(8, 2),
-                    input_kind="frames")
+    net = StagedNet([[nn.Linear(4, 8), LIF()], [nn.Linear(8, 8), LIF()]], head=nn.Linear(8, 2), input_kind="frames")
     x = torch.rand(5, 3, 4) * 2
     ref = net(x, time_config=(3, 2))
     out = net.cuda()(x.cuda(), time_config=(3, 2))

@@ -1,4 +1,5 @@
 """Stateful (streaming) mode: chunks fed one after the other equal one run on the whole stream."""
+
 import pytest
 import torch
 from torch import nn
@@ -8,12 +9,15 @@ from flexsnn.neurons import IF, LIF
 from flexsnn.staged import staged_from_layers
 
 
-@pytest.mark.parametrize("make", [
-    lambda: LIF(v_th=0.7, decay=0.6, reset="hard"),
-    lambda: LIF(v_th=0.5, decay=0.9, reset="subtract", v_min=-0.5),
-    lambda: IF(v_th=0.4, multi_spike=True, v_min=-1.0),
-    lambda: LIF(v_th=0.6, decay=0.8, backend="reference"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LIF(v_th=0.7, decay=0.6, reset="hard"),
+        lambda: LIF(v_th=0.5, decay=0.9, reset="subtract", v_min=-0.5),
+        lambda: IF(v_th=0.4, multi_spike=True, v_min=-1.0),
+        lambda: LIF(v_th=0.6, decay=0.8, backend="reference"),
+    ],
+)
 def test_neuron_chunked_equals_full_bit_exactly(make):
     torch.manual_seed(0)
     x = torch.randn(12, 3, 5) * 0.8
@@ -72,9 +76,17 @@ def test_no_gradient_crosses_chunks():
 def _net():
     torch.manual_seed(1)
     return staged_from_layers(
-        [nn.Conv2d(2, 4, 3, padding=1), LIF(v_th=0.3), nn.Conv2d(4, 4, 3, padding=1), IF(v_th=0.5, v_min=-1.0),
-         nn.Flatten(), nn.Linear(4 * 6 * 6, 3), LIF(v_th=0.2, reset="subtract")],
-        boundaries=[2, 4], input_kind="frames",
+        [
+            nn.Conv2d(2, 4, 3, padding=1),
+            LIF(v_th=0.3),
+            nn.Conv2d(4, 4, 3, padding=1),
+            IF(v_th=0.5, v_min=-1.0),
+            nn.Flatten(),
+            nn.Linear(4 * 6 * 6, 3),
+            LIF(v_th=0.2, reset="subtract"),
+        ],
+        boundaries=[2, 4],
+        input_kind="frames",
     )
 
 
@@ -88,7 +100,7 @@ def test_stagednet_chunked_equals_full_at_uniform_t():
         net.stateful = True
         assert net.stateful
         net.set_time_config(4)
-        got = torch.cat([net(x[i:i + 4]) for i in range(0, 12, 4)])
+        got = torch.cat([net(x[i : i + 4]) for i in range(0, 12, 4)])
         assert torch.equal(got, want)
         net.reset_state()
         assert torch.equal(net(x[:4]), want[:4])
@@ -112,7 +124,7 @@ def test_stagednet_ttm_changing_t_resamples_each_chunk(mode, equal):
         want = net(x)
         net.stateful = True
         net.set_time_config((4, 2, 2))
-        got = torch.cat([net(x[i:i + 4]) for i in range(0, 12, 4)])
+        got = torch.cat([net(x[i : i + 4]) for i in range(0, 12, 4)])
     assert got.shape == want.shape == (6, 2, 3)
     assert torch.equal(got, want) is equal
 

@@ -13,8 +13,9 @@ PAIRS = list(itertools.product(range(1, 13), range(1, 13)))
 def _steps(t, extra=(2, 3)):
     """x[i] = (i + 1) * 10 + distinct per-element noise, so every step is recognisable."""
     g = torch.Generator().manual_seed(t)
-    return (torch.arange(1, t + 1, dtype=torch.float64).reshape(t, *([1] * len(extra))) * 10
-            + torch.rand(t, *extra, generator=g, dtype=torch.float64))
+    return torch.arange(1, t + 1, dtype=torch.float64).reshape(t, *([1] * len(extra))) * 10 + torch.rand(
+        t, *extra, generator=g, dtype=torch.float64
+    )
 
 
 def test_hard_down_5_to_3_exact():
@@ -46,9 +47,9 @@ def _expected_hard(t_in, t_out):
     m = torch.zeros(t_out, t_in, dtype=torch.float64)
     for k in range(min(t_in, t_out)):
         if t_in > t_out:
-            m[k, edges[k]:edges[k + 1]] = 1.0
+            m[k, edges[k] : edges[k + 1]] = 1.0
         else:
-            m[edges[k]:edges[k + 1], k] = 1.0
+            m[edges[k] : edges[k + 1], k] = 1.0
     return m
 
 
@@ -72,8 +73,7 @@ def test_hard_and_trim_up_exact_tables_up_to_16(t_in, t_out):
     assert torch.equal(transform_matrix(t_in, t_out, "hard"), expected)
     x = _steps(t_in)
     # the forward (index_add / index_select paths) applies exactly that matrix
-    torch.testing.assert_close(ttm(x, t_out, "hard"), torch.tensordot(expected, x, dims=([1], [0])),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(ttm(x, t_out, "hard"), torch.tensordot(expected, x, dims=([1], [0])), rtol=0, atol=1e-12)
     if t_in < t_out:
         assert torch.equal(transform_matrix(t_in, t_out, "trim"), expected)
         assert torch.equal(ttm(x, t_out, "trim"), ttm(x, t_out, "hard"))
@@ -86,18 +86,21 @@ def _assert_outputs(out, x, recipe):
         torch.testing.assert_close(out[j], sum(x[i] for i in steps), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("t_in,t_out,recipe", [
-    (3, 2, [[0], [1, 2]]),                          # tie: the block edge 1.5 goes DOWN to 1
-    (2, 3, [[0], [1], [1]]),                        # tie: in1 covers outputs 1 and 2
-    (4, 6, [[0], [1], [1], [2], [3], [3]]),         # edges 0, 1.5, 3, 4.5, 6 -> 0, 1, 3, 4, 6
-    (6, 4, [[0], [1, 2], [3], [4, 5]]),
-    (2, 7, [[0], [0], [0], [1], [1], [1], [1]]),    # edge 3.5 -> 3
-    (7, 2, [[0, 1, 2], [3, 4, 5, 6]]),
-    (5, 3, [[0, 1], [2], [3, 4]]),                  # no tie: 5/3, 10/3 -> 2, 3
-    (3, 5, [[0], [0], [1], [2], [2]]),
-    (5, 2, [[0, 1], [2, 3, 4]]),                    # edge 2.5 -> 2
-    (2, 5, [[0], [0], [1], [1], [1]]),
-])
+@pytest.mark.parametrize(
+    "t_in,t_out,recipe",
+    [
+        (3, 2, [[0], [1, 2]]),  # tie: the block edge 1.5 goes DOWN to 1
+        (2, 3, [[0], [1], [1]]),  # tie: in1 covers outputs 1 and 2
+        (4, 6, [[0], [1], [1], [2], [3], [3]]),  # edges 0, 1.5, 3, 4.5, 6 -> 0, 1, 3, 4, 6
+        (6, 4, [[0], [1, 2], [3], [4, 5]]),
+        (2, 7, [[0], [0], [0], [1], [1], [1], [1]]),  # edge 3.5 -> 3
+        (7, 2, [[0, 1, 2], [3, 4, 5, 6]]),
+        (5, 3, [[0, 1], [2], [3, 4]]),  # no tie: 5/3, 10/3 -> 2, 3
+        (3, 5, [[0], [0], [1], [2], [2]]),
+        (5, 2, [[0, 1], [2, 3, 4]]),  # edge 2.5 -> 2
+        (2, 5, [[0], [0], [1], [1], [1]]),
+    ],
+)
 def test_hard_hand_written_cases(t_in, t_out, recipe):
     x = _steps(t_in)
     _assert_outputs(ttm(x, t_out, "hard"), x, recipe)
@@ -109,8 +112,9 @@ def test_hard_hand_written_cases(t_in, t_out, recipe):
 
 def test_soft_exact_tables():
     third = 1 / 3
-    expected = torch.tensor([[1, 2 * third, 0, 0, 0], [0, third, 1, third, 0], [0, 0, 0, 2 * third, 1]],
-                            dtype=torch.float64)
+    expected = torch.tensor(
+        [[1, 2 * third, 0, 0, 0], [0, third, 1, third, 0], [0, 0, 0, 2 * third, 1]], dtype=torch.float64
+    )
     assert torch.allclose(transform_matrix(5, 3, "soft"), expected, atol=1e-15)
     # 1 -> 2: one step spread evenly over two outputs; 2 -> 3: bins of width 2/3.
     assert transform_matrix(1, 2, "soft").tolist() == [[0.5], [0.5]]
@@ -170,7 +174,7 @@ def test_every_pair_invariants(t_in, t_out):
 def test_gradcheck(mode):
     for t_in, t_out in [(5, 3), (3, 5), (7, 2), (1, 4), (4, 1)]:
         x = torch.rand(t_in, 2, 3, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda v: ttm(v, t_out, mode), (x,))
+        assert torch.autograd.gradcheck(lambda v, t_out=t_out: ttm(v, t_out, mode), (x,))
 
 
 def test_any_trailing_shape_dtype_and_device_kept():
@@ -239,8 +243,9 @@ def test_channels_last_activations_keep_their_layout_values_and_gradients(mode, 
     assert out.permute(0, 1, 3, 4, 2).is_contiguous()  # no copy back to NCHW for the next conv
     g = torch.randn_like(expected)
     (grad,) = torch.autograd.grad(out, x_cl, g)
-    torch.testing.assert_close(grad, torch.tensordot(transform_matrix(t_in, t_out, mode), g, dims=([0], [0])),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        grad, torch.tensordot(transform_matrix(t_in, t_out, mode), g, dims=([0], [0])), rtol=0, atol=1e-12
+    )
 
 
 def test_hard_downsampling_adds_left_to_right_exactly():

@@ -1,12 +1,11 @@
 import pytest
 import torch
+from conftest import make_frame_loaders, tiny_staged_net
 from torch import nn
 from torch.utils.data import DataLoader
 
 from flexsnn.errors import CalibrationError, InputError
 from flexsnn.train import calibrate_bn, model_input
-
-from conftest import make_frame_loaders, tiny_staged_net
 
 
 def test_calibration_equals_cumulative_average_over_batches():

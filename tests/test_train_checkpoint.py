@@ -1,4 +1,5 @@
 """Checkpoint files: safetensors + JSON metadata, atomic and durable, clear errors when broken."""
+
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_train_loop import TinyStaged
 
 from flexsnn.errors import CheckpointError
 from flexsnn.train import checkpoint as ckpt
@@ -16,7 +18,6 @@ from flexsnn.train.checkpoint import (
     save_safetensors,
     save_training_state,
 )
-from test_train_loop import TinyStaged
 
 META = {"train_state": {"epoch": 1}, "scheduler": {}, "rng": {}, "options": {}, "sampler": {"method": "sdt"}}
 
@@ -24,8 +25,11 @@ META = {"train_state": {"epoch": 1}, "scheduler": {}, "rng": {}, "options": {}, 
 def trained_model_and_optimizer(kind="sgd"):
     torch.manual_seed(0)
     model = TinyStaged(bn=True)
-    opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if kind == "sgd"
-           else torch.optim.AdamW(model.parameters(), lr=0.01))
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        if kind == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=0.01)
+    )
     for _ in range(2):
         opt.zero_grad()
         model(torch.randn(2, 4, 8), time_config=(2, 1)).sum().backward()
@@ -40,8 +44,11 @@ def test_training_state_round_trips_model_optimizer_and_extra_tensors(tmp_path, 
     save_training_state(tmp_path, model, opt, {"rng.torch": rng}, META)
     torch.manual_seed(1)
     model2 = TinyStaged(bn=True)
-    opt2 = (torch.optim.SGD(model2.parameters(), lr=0.1, momentum=0.9) if kind == "sgd"
-            else torch.optim.AdamW(model2.parameters(), lr=0.01))
+    opt2 = (
+        torch.optim.SGD(model2.parameters(), lr=0.1, momentum=0.9)
+        if kind == "sgd"
+        else torch.optim.AdamW(model2.parameters(), lr=0.01)
+    )
     meta, extra = load_training_state(tmp_path, model2, opt2)
     assert meta["train_state"] == {"epoch": 1}
     assert torch.equal(extra["rng.torch"], rng)
@@ -69,11 +76,16 @@ def test_truncated_or_garbage_file_raises_checkpoint_error(tmp_path):
 
 def test_incomplete_or_bad_metadata_is_named(tmp_path):
     model, opt = trained_model_and_optimizer()
-    save_file({"model.fc1.weight": model.fc1.weight.detach().contiguous()}, str(tmp_path / CHECKPOINT_FILE),
-              metadata={"flexsnn_state": "{not json"})
+    save_file(
+        {"model.fc1.weight": model.fc1.weight.detach().contiguous()},
+        str(tmp_path / CHECKPOINT_FILE),
+        metadata={"flexsnn_state": "{not json"},
+    )
     with pytest.raises(CheckpointError, match=r"metadata of training checkpoint .* is corrupt \(not valid JSON"):
         load_training_state(tmp_path, model, opt)
-    save_file({"a": torch.zeros(1)}, str(tmp_path / CHECKPOINT_FILE), metadata={"flexsnn_state": json.dumps({"epoch": 1})})
+    save_file(
+        {"a": torch.zeros(1)}, str(tmp_path / CHECKPOINT_FILE), metadata={"flexsnn_state": json.dumps({"epoch": 1})}
+    )
     with pytest.raises(CheckpointError, match="incomplete"):
         load_training_state(tmp_path, model, opt)
     save_file({"a": torch.zeros(1)}, str(tmp_path / CHECKPOINT_FILE))

@@ -5,6 +5,7 @@ and final weights (float tolerance), the TimeConfigs drawn (identical on every r
 logged losses, and the BN statistics of the synced calibration. Only the last of the s
 backward passes of an MTT iteration may all-reduce.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train_loop import NoisyFrames, TinyStaged
 from torch.utils.data import DataLoader, DistributedSampler
 
 from flexsnn.errors import ConfigError
@@ -31,7 +33,6 @@ from flexsnn.train.distributed import (
 )
 from flexsnn.train.loop import TrainOptions, fit
 from flexsnn.train.samplers import MTTSampler
-from test_train_loop import NoisyFrames, TinyStaged
 
 TESTS = Path(__file__).resolve().parent
 GLOBAL_BATCH, SEED, N = 8, 3, 48  # 6 global steps per epoch
@@ -125,17 +126,32 @@ def single_process_loader(ds):
 def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     script = out / "worker.py"
-    script.write_text(WORKER.format(tests=str(TESTS), n=N, batch=GLOBAL_BATCH, seed=SEED, opts=OPTS,
-                                    calib_config=CALIB_CONFIG, calib_batches=CALIB_BATCHES))
+    script.write_text(
+        WORKER.format(
+            tests=str(TESTS),
+            n=N,
+            batch=GLOBAL_BATCH,
+            seed=SEED,
+            opts=OPTS,
+            calib_config=CALIB_CONFIG,
+            calib_batches=CALIB_BATCHES,
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), str(out)], env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     from safetensors.torch import load_file
 
-    return [(json.loads((out / f"rank{r}.json").read_text()), load_file(str(out / f"rank{r}.safetensors")))
-            for r in (0, 1)]
+    return [
+        (json.loads((out / f"rank{r}.json").read_text()), load_file(str(out / f"rank{r}.safetensors"))) for r in (0, 1)
+    ]
 
 
 class RecordingSampler:

@@ -6,6 +6,7 @@ by the scripts they run in subprocesses): a two-stage net with the StagedNet int
 torch RNG (dropout) while training, and a dataset whose items draw noise from the global
 torch RNG, so any RNG mishandling on resume shows up in the weights.
 """
+
 from __future__ import annotations
 
 import random
@@ -71,8 +72,9 @@ class NoisyFrames(Dataset):
 
 
 def noisy_loader(n=40, batch=8, seed=0, **kw) -> DataLoader:
-    return DataLoader(NoisyFrames(n=n, **kw), batch_size=batch, shuffle=True,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        NoisyFrames(n=n, **kw), batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def model_input_tf(x):
@@ -126,6 +128,7 @@ def test_train_step_all_reduces_only_on_the_last_backward():
                 self._in_no_sync = True
                 yield
                 self._in_no_sync = False
+
             return ctx()
 
     wrapped = FakeDDP(TinyStaged())
@@ -156,8 +159,13 @@ def test_options_are_validated():
 def test_fit_learns_and_reports_one_row_per_epoch():
     torch.manual_seed(1)
     model = TinyStaged()
-    rows = fit(model, noisy_loader(n=36, batch=12), MTTSampler(1, 3, sample_num=3),
-               TrainOptions(epochs=3, lr=0.2, seed=3), progress=False)
+    rows = fit(
+        model,
+        noisy_loader(n=36, batch=12),
+        MTTSampler(1, 3, sample_num=3),
+        TrainOptions(epochs=3, lr=0.2, seed=3),
+        progress=False,
+    )
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert all(r["steps"] == 3 for r in rows)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
@@ -169,8 +177,14 @@ def test_max_steps_per_epoch_cuts_epochs_short():
     torch.manual_seed(1)
     calls = []
     model = TinyStaged()
-    rows = fit(model, noisy_loader(n=48), SDTSampler(2), TrainOptions(epochs=2, max_steps_per_epoch=1),
-               progress=False, on_epoch_end=lambda e, r: calls.append(e))
+    rows = fit(
+        model,
+        noisy_loader(n=48),
+        SDTSampler(2),
+        TrainOptions(epochs=2, max_steps_per_epoch=1),
+        progress=False,
+        on_epoch_end=lambda e, r: calls.append(e),
+    )
     assert [r["steps"] for r in rows] == [1, 1] and calls == [1, 2]
 
 
@@ -203,8 +217,13 @@ def test_fit_lays_conv_weights_out_channels_last_unless_told_not_to(channels_las
     x = (torch.rand(8, 2, 2, 34, 34) < 0.2).float()  # frames batch-first, as the loaders yield them
     loader = DataLoader(list(zip(x, torch.randint(0, 10, (8,)))), batch_size=4)
     before = conv.weight.detach().clone()
-    fit(model, loader, SDTSampler(2), TrainOptions(epochs=1, max_steps_per_epoch=1, channels_last=channels_last),
-        progress=False)
+    fit(
+        model,
+        loader,
+        SDTSampler(2),
+        TrainOptions(epochs=1, max_steps_per_epoch=1, channels_last=channels_last),
+        progress=False,
+    )
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert conv.weight.is_contiguous() != channels_last
     assert not torch.equal(conv.weight.detach(), before)  # it trained (the optimizer saw the same Parameter)

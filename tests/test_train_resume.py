@@ -5,6 +5,7 @@ shuffles with its own generator, so the weights only match if every RNG, the Tim
 generator, the optimizer and the scheduler come back exactly, and a mid-epoch resume replays
 the epoch's order and skips the batches already trained.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,14 +17,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train_loop import NoisyFrames, TinyStaged
 from torch.utils.data import DataLoader
 
 from flexsnn.errors import CheckpointError, ConfigError
+from flexsnn.runs import prepare_run_dir
 from flexsnn.train.checkpoint import CHECKPOINT_FILE
 from flexsnn.train.loop import TrainOptions, fit
 from flexsnn.train.samplers import MTTSampler
-from flexsnn.runs import prepare_run_dir
-from test_train_loop import NoisyFrames, TinyStaged
 
 TESTS = Path(__file__).resolve().parent
 
@@ -49,8 +50,9 @@ class StopAfter(DataLoader):
 
 
 def loader(stop_after=None):
-    return StopAfter(NoisyFrames(n=40), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5),
-                     stop_after=stop_after)  # 5 steps per epoch
+    return StopAfter(
+        NoisyFrames(n=40), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5), stop_after=stop_after
+    )  # 5 steps per epoch
 
 
 OPTS = dict(epochs=2, lr=0.1, seed=11, checkpoint_every_steps=3)
@@ -59,8 +61,15 @@ OPTS = dict(epochs=2, lr=0.1, seed=11, checkpoint_every_steps=3)
 def train(run_dir, stop_after=None, resume=False, **opts):
     torch.manual_seed(0)
     model = TinyStaged(dropout=0.3)
-    history = fit(model, loader(stop_after), MTTSampler(1, 3), TrainOptions(**{**OPTS, **opts}), run_dir=run_dir,
-                  resume=resume, progress=False)
+    history = fit(
+        model,
+        loader(stop_after),
+        MTTSampler(1, 3),
+        TrainOptions(**{**OPTS, **opts}),
+        run_dir=run_dir,
+        resume=resume,
+        progress=False,
+    )
     return model, history
 
 
@@ -125,8 +134,15 @@ def test_resume_refuses_changed_training_options_or_sampler(tmp_path):
         train(run, resume=True, lr=0.2)
     torch.manual_seed(0)
     with pytest.raises(ConfigError, match="sampler differs"):
-        fit(TinyStaged(dropout=0.3), loader(), MTTSampler(1, 4), TrainOptions(**OPTS), run_dir=run, resume=True,
-            progress=False)
+        fit(
+            TinyStaged(dropout=0.3),
+            loader(),
+            MTTSampler(1, 4),
+            TrainOptions(**OPTS),
+            run_dir=run,
+            resume=True,
+            progress=False,
+        )
     # the checkpoint interval may change: it does not change the result
     train(run, resume=True, checkpoint_every_steps=2)
 
@@ -176,8 +192,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
     run.mkdir()
-    victim = subprocess.Popen([sys.executable, str(script), str(run), "hang"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(
+        [sys.executable, str(script), str(run), "hang"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = victim.stdout.readline()
         assert "TRAINED 8 STEPS" in line, victim.stderr.read()
@@ -199,8 +220,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert (state["global_step"], state["epoch"], state["step_in_epoch"]) == (6, 1, 1)
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no torn temp files left behind
 
-    resumed = subprocess.run([sys.executable, str(script), str(run), "resume"], env=env, capture_output=True,
-                             text=True, timeout=120)
+    resumed = subprocess.run(
+        [sys.executable, str(script), str(run), "resume"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert resumed.returncode == 0, resumed.stderr
     from safetensors.torch import load_file
 

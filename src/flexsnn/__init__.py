@@ -6,6 +6,7 @@ deployment. The subpackages hold the API (``flexsnn.neurons``, ``flexsnn.staged`
 ``flexsnn.models``, ``flexsnn.data``, ``flexsnn.train``, ``flexsnn.evaluate``, ``flexsnn.deploy``);
 the names below are the ones most scripts start from.
 """
+
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version

@@ -3,6 +3,7 @@
 All user-facing mistakes raise a subclass of :class:`FlexSNNError`, whose message names the
 argument and the expected form. The CLI turns these into one line and a non-zero exit.
 """
+
 from __future__ import annotations
 
 import math

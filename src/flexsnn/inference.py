@@ -17,12 +17,14 @@ Compilation pays for repeated batches of one shape (evaluation sweeps, serving);
 not pay for a handful of calls (a compile costs seconds). ``compile="auto"`` compiles when
 ``torch.compile`` works on this platform, and otherwise runs eager without autograd.
 """
+
 from __future__ import annotations
 
 import contextlib
 import threading
 import types
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -30,7 +32,7 @@ from torch import nn
 from flexsnn.errors import InputError, check_finite
 from flexsnn.runtime import use_channels_last
 
-TimeConfigLike = Union[int, Sequence[int]]
+TimeConfigLike = Union[int, Sequence[int]]  # noqa: UP007 (a runtime alias, valid on Python 3.10)
 COMPILE_CHOICES = ("auto", True, False)
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -79,8 +81,8 @@ class InferenceRunner:
     def __init__(
         self,
         model: nn.Module,
-        time_config: Optional[TimeConfigLike] = None,
-        compile: Union[str, bool] = "auto",
+        time_config: TimeConfigLike | None = None,
+        compile: str | bool = "auto",
         backend: str = "inductor",
         channels_last: bool = True,
         amp: str = "none",
@@ -116,14 +118,14 @@ class InferenceRunner:
         raise InputError(f"time_config must be a positive int or a sequence of positive ints, got {cfg!r}")
 
     @property
-    def time_config(self) -> Optional[tuple[int, ...]]:
+    def time_config(self) -> tuple[int, ...] | None:
         return self._time_config
 
     def set_time_config(self, cfg: TimeConfigLike) -> None:
         """Change the default TimeConfig (no compile happens until a batch needs it)."""
         self._time_config = self._normalize(cfg)
 
-    def _resolve(self, x: torch.Tensor, cfg: Optional[TimeConfigLike]) -> tuple[int, ...]:
+    def _resolve(self, x: torch.Tensor, cfg: TimeConfigLike | None) -> tuple[int, ...]:
         if cfg is not None:
             return self._normalize(cfg)
         if self._time_config is not None:
@@ -152,12 +154,13 @@ class InferenceRunner:
         with self._lock:
             fn = self._compiled.get(key)
             if fn is None:
-                fn = torch.compile(_fresh_copy(_model_call, str(len(self._compiled))),
-                                   backend=self._counting_backend, dynamic=False)
+                fn = torch.compile(
+                    _fresh_copy(_model_call, str(len(self._compiled))), backend=self._counting_backend, dynamic=False
+                )
                 self._compiled[key] = fn
         return fn
 
-    def __call__(self, x: torch.Tensor, time_config: Optional[TimeConfigLike] = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, time_config: TimeConfigLike | None = None) -> torch.Tensor:
         """``x`` in the model's layout -> output ``[T_last, B, classes]`` (no autograd)."""
         if not isinstance(x, torch.Tensor):
             raise InputError(f"x must be a torch.Tensor in the model's input layout, got {type(x).__name__}")
@@ -179,7 +182,7 @@ class InferenceRunner:
         dtype = AMP_DTYPES[self.amp]
         return torch.autocast(x.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
-    def predict(self, x: torch.Tensor, time_config: Optional[TimeConfigLike] = None) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, time_config: TimeConfigLike | None = None) -> torch.Tensor:
         """Readout ``[B, classes]``: the output averaged over time."""
         out = self(x, time_config)
         readout = getattr(self.model, "readout", None)
@@ -191,5 +194,10 @@ class InferenceRunner:
         self.model.train(self._was_training)
 
     def stats(self) -> dict[str, Any]:
-        return {"compile": self.compile, "compile_count": self.compile_count, "keys": len(self._compiled),
-                "calls": self.calls, "amp": self.amp}
+        return {
+            "compile": self.compile,
+            "compile_count": self.compile_count,
+            "keys": len(self._compiled),
+            "calls": self.calls,
+            "amp": self.amp,
+        }

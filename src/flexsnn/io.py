@@ -20,6 +20,7 @@ Schemas are plain values: ``Int(min=0)``, ``Float(min=0, finite=True)``, ``Str(c
 in ``?`` is optional) or a Python type. A mismatch raises the reader's error class with a line
 like ``config.json: key 'model.kwargs' must be a mapping, got [1, 2]``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,6 +51,7 @@ _OLD_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # mkst
 
 
 # --- writes --------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
@@ -174,8 +176,10 @@ def load_arrays(path: str | os.PathLike, what: str = "array file") -> dict[str, 
 
 # --- bounded readers -----------------------------------------------------------------------
 
-def read_text(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_BYTES,
-              error: type[FlexSNNError] = CheckpointError) -> str:
+
+def read_text(
+    path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_BYTES, error: type[FlexSNNError] = CheckpointError
+) -> str:
     """The UTF-8 text of ``path``, refusing files over ``max_bytes``."""
     path = Path(path)
     if not path.is_file():
@@ -193,8 +197,14 @@ def read_text(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_
         raise error(f"{what} {path} is corrupt (not UTF-8 text: {exc})") from None
 
 
-def parse_json(text: str, source: str, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS,
-               schema: Any = None, error: type[FlexSNNError] = CheckpointError) -> Any:
+def parse_json(
+    text: str,
+    source: str,
+    max_depth: int = MAX_DEPTH,
+    max_items: int = MAX_ITEMS,
+    schema: Any = None,
+    error: type[FlexSNNError] = CheckpointError,
+) -> Any:
     """``json.loads`` with nesting / size caps, duplicate keys refused, and an optional schema.
 
     ``source`` names the file (or the file and its part) in error messages.
@@ -213,9 +223,15 @@ def parse_json(text: str, source: str, max_depth: int = MAX_DEPTH, max_items: in
     return value
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file", max_bytes: int = MAX_BYTES,
-              max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS, schema: Any = None,
-              error: type[FlexSNNError] = CheckpointError) -> Any:
+def read_json(
+    path: str | os.PathLike,
+    what: str = "JSON file",
+    max_bytes: int = MAX_BYTES,
+    max_depth: int = MAX_DEPTH,
+    max_items: int = MAX_ITEMS,
+    schema: Any = None,
+    error: type[FlexSNNError] = CheckpointError,
+) -> Any:
     """Read a JSON file with a size cap, a nesting cap and (optionally) a schema.
 
     A missing or malformed file raises ``error`` (CheckpointError unless told otherwise)
@@ -225,9 +241,15 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", max_bytes: int =
     return parse_json(text, f"{what} {path}", max_depth, max_items, schema, error)
 
 
-def read_yaml(path: str | os.PathLike, what: str = "YAML file", max_bytes: int = MAX_BYTES,
-              max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS, schema: Any = None,
-              error: type[FlexSNNError] = ConfigError) -> Any:
+def read_yaml(
+    path: str | os.PathLike,
+    what: str = "YAML file",
+    max_bytes: int = MAX_BYTES,
+    max_depth: int = MAX_DEPTH,
+    max_items: int = MAX_ITEMS,
+    schema: Any = None,
+    error: type[FlexSNNError] = ConfigError,
+) -> Any:
     """Read a YAML (or JSON) file with the same caps as :func:`read_json`; only plain YAML
     types are built (``yaml.safe_load``)."""
     import yaml
@@ -259,8 +281,13 @@ def _no_duplicate_keys(pairs):
     return out
 
 
-def check_nesting(value: Any, source: str, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS,
-                  error: type[FlexSNNError] = CheckpointError) -> None:
+def check_nesting(
+    value: Any,
+    source: str,
+    max_depth: int = MAX_DEPTH,
+    max_items: int = MAX_ITEMS,
+    error: type[FlexSNNError] = CheckpointError,
+) -> None:
     """Refuse containers nested deeper than ``max_depth`` or more than ``max_items`` values in
     all (iterative: no recursion, so a self-referencing YAML alias cannot loop forever)."""
     stack = [(value, 1)]
@@ -282,6 +309,7 @@ def check_nesting(value: Any, source: str, max_depth: int = MAX_DEPTH, max_items
 
 
 # --- schemas -------------------------------------------------------------------------------
+
 
 class Spec:
     """A schema node: ``problem(value) -> None`` if ``value`` fits, else what was expected."""
@@ -315,8 +343,11 @@ class Int(Spec):
         self.min, self.max = min, max
 
     def problem(self, value, where, source, error):
-        if not _is_int(value) or (self.min is not None and value < self.min) or (
-                self.max is not None and value > self.max):
+        if (
+            not _is_int(value)
+            or (self.min is not None and value < self.min)
+            or (self.max is not None and value > self.max)
+        ):
             return f"an integer{_bounds(self.min, self.max)}"
         return None
 
@@ -324,8 +355,9 @@ class Int(Spec):
 class Float(Spec):
     """A real number (ints accepted, bools not) in ``[min, max]``; finite unless ``finite=False``."""
 
-    def __init__(self, min: float | None = None, max: float | None = None, finite: bool = True,
-                 min_exclusive: bool = False) -> None:
+    def __init__(
+        self, min: float | None = None, max: float | None = None, finite: bool = True, min_exclusive: bool = False
+    ) -> None:
         self.min, self.max, self.finite, self.min_exclusive = min, max, finite, min_exclusive
 
     def problem(self, value, where, source, error):
@@ -404,8 +436,11 @@ class ListOf(Spec):
         self.spec, self.min_len, self.max_len = spec, min_len, max_len
 
     def problem(self, value, where, source, error):
-        if not isinstance(value, (list, tuple)) or len(value) < self.min_len or (
-                self.max_len is not None and len(value) > self.max_len):
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) < self.min_len
+            or (self.max_len is not None and len(value) > self.max_len)
+        ):
             if self.max_len == self.min_len:
                 size = f" of {self.min_len} items"
             elif self.min_len or self.max_len is not None:
@@ -454,8 +489,11 @@ class Dict(Spec):
         if not self.extra:
             unknown = sorted(map(str, set(value) - set(self.fields)))
             if unknown:
-                raise error(f"{source}: unknown key(s) {unknown}" + (f" in {where!r}" if where else "")
-                            + f"; expected {sorted(self.fields)}")
+                raise error(
+                    f"{source}: unknown key(s) {unknown}"
+                    + (f" in {where!r}" if where else "")
+                    + f"; expected {sorted(self.fields)}"
+                )
         return None
 
 
@@ -468,8 +506,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_TYPE_NAMES = {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number",
-               bool: "true or false"}
+_TYPE_NAMES = {
+    dict: "a mapping",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+}
 
 
 def _problem(spec: Any, value: Any, where: str, source: str, error) -> str | None:
@@ -504,9 +548,32 @@ def check_schema(value: Any, schema: Any, source: str, error: type[FlexSNNError]
 
 
 __all__ = [
-    "MAX_BYTES", "MAX_DEPTH", "MAX_ITEMS", "AnyValue", "Bool", "Dict", "Either", "Float", "Int", "ListOf", "MapOf",
-    "Nullable", "Spec", "Str", "atomic_write", "check_nesting", "ensure_dir", "check_schema", "load_arrays", "parse_json",
-    "read_json", "read_text", "read_yaml", "remove_stale_temp_files", "save_arrays", "write_json",
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_ITEMS",
+    "AnyValue",
+    "Bool",
+    "Dict",
+    "Either",
+    "Float",
+    "Int",
+    "ListOf",
+    "MapOf",
+    "Nullable",
+    "Spec",
+    "Str",
+    "atomic_write",
+    "check_nesting",
+    "ensure_dir",
+    "check_schema",
+    "load_arrays",
+    "parse_json",
+    "read_json",
+    "read_text",
+    "read_yaml",
+    "remove_stale_temp_files",
+    "save_arrays",
+    "write_json",
 ]
 
 
@@ -547,8 +614,9 @@ def import_factory(path: str, kind: str, what: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"{what} {path!r}: module {module_name!r} cannot be imported ({exc}); "
-                          "is it installed or on PYTHONPATH?") from None
+        raise ConfigError(
+            f"{what} {path!r}: module {module_name!r} cannot be imported ({exc}); is it installed or on PYTHONPATH?"
+        ) from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise ConfigError(f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}")

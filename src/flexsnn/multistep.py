@@ -7,6 +7,7 @@ tensor as it is. Every other layer (conv, BatchNorm, pooling, linear, flatten, d
 stateless in time and runs once on the flattened ``[T*B, ...]`` view, which is both correct
 and the fastest way to run it.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,7 +62,11 @@ def peer_neuron_kind(module: nn.Module) -> str | None:
         return None
     if hasattr(module, "step_mode") and hasattr(module, "v_threshold") and callable(getattr(module, "reset", None)):
         return "spikingjelly"
-    if hasattr(module, "reset_mechanism") and hasattr(module, "threshold") and callable(getattr(module, "reset_mem", None)):
+    if (
+        hasattr(module, "reset_mechanism")
+        and hasattr(module, "threshold")
+        and callable(getattr(module, "reset_mem", None))
+    ):
         return "snntorch"
     if hasattr(module, "spike_threshold") and callable(getattr(module, "reset_states", None)):
         return "sinabs"

@@ -4,6 +4,7 @@ Bars redraw many times a second; written to a log file or a CI console that is h
 lines of carriage returns. So a bar is shown only when stderr is a terminal, and long loops
 that want a trace elsewhere log one line per epoch instead (the training loop does).
 """
+
 from __future__ import annotations
 
 import sys

@@ -22,6 +22,7 @@ ones. Two settings then matter (measured on the 2-core project machine, benchmar
   and the neurons (which preserve their input's strides). Values are unchanged;
   convolution results may differ in the last bits (another summation order).
 """
+
 from __future__ import annotations
 
 import ctypes

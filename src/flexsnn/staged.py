@@ -28,11 +28,13 @@ default) an eval-mode forward of a BN model whose statistics are stale raises
 ``bn_calibrated_for`` issues a :class:`flexsnn.errors.CalibrationWarning` (once per config);
 ``require_calibration = "exact"`` makes that an error too, ``False`` turns both checks off.
 """
+
 from __future__ import annotations
 
 import numbers
 import warnings
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 from torch import nn
@@ -43,7 +45,7 @@ from flexsnn.multistep import TimeFirstSequential, apply_flat, check_no_bare_pee
 from flexsnn.temporal import MODES, TTM
 
 TimeConfig = tuple[int, ...]
-TimeConfigLike = Union[int, Sequence[int]]
+TimeConfigLike = Union[int, Sequence[int]]  # noqa: UP007 (a runtime alias, valid on Python 3.10)
 INPUT_KINDS = ("static", "frames")
 
 __all__ = [
@@ -142,12 +144,12 @@ class StagedNet(nn.Module):
     def __init__(
         self,
         stages: Sequence,
-        head: Optional[nn.Module] = None,
+        head: nn.Module | None = None,
         ttm_mode: str = "hard",
         input_kind: str = "static",
-        time_config: Optional[TimeConfigLike] = None,
-        input_shape: Optional[Sequence[Optional[int]]] = None,
-        input_ttm_mode: Optional[str] = None,
+        time_config: TimeConfigLike | None = None,
+        input_shape: Sequence[int | None] | None = None,
+        input_ttm_mode: str | None = None,
     ) -> None:
         super().__init__()
         if (isinstance(stages, nn.Module) and not isinstance(stages, nn.ModuleList)) or not _is_iterable(stages):
@@ -168,19 +170,18 @@ class StagedNet(nn.Module):
         if head is not None:
             check_no_bare_peer_neurons(head, "head")
         self.ttm = TTM(check_choice(ttm_mode, "ttm_mode", MODES))
-        self.input_ttm = TTM(ttm_mode if input_ttm_mode is None
-                             else check_choice(input_ttm_mode, "input_ttm_mode", MODES))
-        self.input_kind = check_choice(input_kind, "input_kind", INPUT_KINDS)
-        self.input_shape = None if input_shape is None else tuple(
-            None if s is None else int(s) for s in input_shape
+        self.input_ttm = TTM(
+            ttm_mode if input_ttm_mode is None else check_choice(input_ttm_mode, "input_ttm_mode", MODES)
         )
-        self._time_config: Optional[TimeConfig] = None
+        self.input_kind = check_choice(input_kind, "input_kind", INPUT_KINDS)
+        self.input_shape = None if input_shape is None else tuple(None if s is None else int(s) for s in input_shape)
+        self._time_config: TimeConfig | None = None
         if time_config is not None:
             self.set_time_config(time_config)
-        self.require_calibration: Union[bool, str] = True  # True | "exact" | False
-        self.bn_calibrated_for: Optional[TimeConfig] = None
+        self.require_calibration: bool | str = True  # True | "exact" | False
+        self.bn_calibrated_for: TimeConfig | None = None
         self._calibration_warned: set[TimeConfig] = set()
-        self.model_spec: Optional[dict] = None
+        self.model_spec: dict | None = None
 
     # ---- time configuration ---------------------------------------------------------------
     @property
@@ -206,7 +207,7 @@ class StagedNet(nn.Module):
         self._time_config = self.normalize_time_config(cfg)
 
     @property
-    def time_config(self) -> Optional[TimeConfig]:
+    def time_config(self) -> TimeConfig | None:
         """The TimeConfig set with :meth:`set_time_config` (None until one is set)."""
         return self._time_config
 
@@ -264,8 +265,11 @@ class StagedNet(nn.Module):
         if x.dim() < min_dim or (self.input_shape is not None and x.dim() != min_dim):
             raise InputError(
                 f"x must be {self.input_kind} input shaped {layout}, got shape {tuple(x.shape)}"
-                + (" (frames from a DataLoader are [B, T, ...]: transpose them to [T, B, ...])"
-                   if self.input_kind == "frames" else "")
+                + (
+                    " (frames from a DataLoader are [B, T, ...]: transpose them to [T, B, ...])"
+                    if self.input_kind == "frames"
+                    else ""
+                )
             )
         if self.input_shape is not None:
             got = tuple(x.shape[lead:])
@@ -277,7 +281,7 @@ class StagedNet(nn.Module):
             x = x.to(torch.get_default_dtype())
         return check_finite(x, "x")
 
-    def resolve_time_config(self, x: torch.Tensor, time_config: Optional[TimeConfigLike] = None) -> TimeConfig:
+    def resolve_time_config(self, x: torch.Tensor, time_config: TimeConfigLike | None = None) -> TimeConfig:
         """The config a forward on ``x`` uses: the argument, else the set one, else (frames) T_in."""
         if time_config is not None:
             return self.normalize_time_config(time_config)
@@ -290,7 +294,7 @@ class StagedNet(nn.Module):
             "or pass forward(x, time_config=...)"
         )
 
-    def forward(self, x: torch.Tensor, time_config: Optional[TimeConfigLike] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, time_config: TimeConfigLike | None = None) -> torch.Tensor:
         """``x`` (``[B, ...]`` static or ``[T_in, B, ...]`` frames) -> ``[T_G, B, num_classes]``.
 
         ``time_config`` applies to this call only (the set config is left unchanged).
@@ -307,8 +311,11 @@ class StagedNet(nn.Module):
                 x = self.ttm(x, cfg[i])
             x = stage(x)
         if self.head is not None:
-            x = self.head(x) if is_multistep(self.head) or isinstance(self.head, TimeFirstSequential) \
+            x = (
+                self.head(x)
+                if is_multistep(self.head) or isinstance(self.head, TimeFirstSequential)
                 else apply_flat(self.head, x)
+            )
         return x
 
     # ---- streaming ------------------------------------------------------------------------
@@ -353,14 +360,13 @@ class StagedNet(nn.Module):
         modes = f"ttm_mode={self.ttm_mode!r}"
         if self.input_kind == "frames":
             modes += f", input_ttm_mode={self.input_ttm_mode!r}"
-        return (f"input_kind={self.input_kind!r}, num_stages={self.num_stages}, {modes}, "
-                f"time_config={self._time_config}")
+        return f"input_kind={self.input_kind!r}, num_stages={self.num_stages}, {modes}, time_config={self._time_config}"
 
 
 def staged_from_layers(
     layers: Sequence[nn.Module],
     boundaries: Sequence[int],
-    head: Optional[nn.Module] = None,
+    head: nn.Module | None = None,
     **kwargs,
 ) -> StagedNet:
     """Split a flat list of layers into stages at ``boundaries`` and build a :class:`StagedNet`.
@@ -383,10 +389,9 @@ def staged_from_layers(
     return StagedNet(stages, head=head, **kwargs)
 
 
-def stage_time_steps(net: StagedNet, time_config: Optional[TimeConfigLike] = None) -> list[tuple[int, int]]:
+def stage_time_steps(net: StagedNet, time_config: TimeConfigLike | None = None) -> list[tuple[int, int]]:
     """``[(stage index, T), ...]`` for ``time_config`` (default: the net's set config), for reports."""
     cfg = net.normalize_time_config(time_config) if time_config is not None else net.time_config
     if cfg is None:
         raise ConfigError("the net has no time_config set; pass one: stage_time_steps(net, time_config)")
     return list(enumerate(cfg))
-

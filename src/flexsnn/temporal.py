@@ -35,6 +35,7 @@ nearest integer with exact halves rounded DOWN, in integers
     ``t_in > t_out``: keep the first ``t_out`` steps (the rest are dropped); ``t_in < t_out``:
     as ``"hard"`` (same tie rule).
 """
+
 from __future__ import annotations
 
 import functools
@@ -95,11 +96,11 @@ def _matrix_cpu64(t_in: int, t_out: int, mode: str) -> torch.Tensor:
     elif t_in > t_out:  # hard, down: sum each input block
         edges = block_edges(t_in, t_out)
         for j in range(t_out):
-            m[j, edges[j]:edges[j + 1]] = 1.0
+            m[j, edges[j] : edges[j + 1]] = 1.0
     else:  # hard or trim, up: copy each input step to a run of outputs
         edges = block_edges(t_in, t_out)
         for i in range(t_in):
-            m[edges[i]:edges[i + 1], i] = 1.0
+            m[edges[i] : edges[i + 1], i] = 1.0
     return m
 
 
@@ -173,4 +174,3 @@ class TTM(MultiStepModule):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
-

@@ -5,6 +5,7 @@ a full disk, a read-only file system; safetensors' I/O errors) print one line na
 to stderr and exit 2; nothing prints a traceback for them. flexsnn's warnings print as one
 line too.
 """
+
 from __future__ import annotations
 
 import argparse

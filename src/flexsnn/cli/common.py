@@ -1,4 +1,5 @@
 """Argument parsing helpers shared by the CLI verbs."""
+
 from __future__ import annotations
 
 import argparse

@@ -10,6 +10,7 @@ visible. Then both are measured over T = 1..60 with the test events re-binned at
 for SDT, MTT (input pinned) and MTT (stage 1 pinned) fine-tunes. Writes results.json ({"sdt": {T: acc}, "mtt": {T: acc}}), results.csv,
 results_with_ablation.json/csv and accuracy_vs_T.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,20 +31,37 @@ EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="SDT vs MTT on the embedded data, accuracy over T", description=__doc__,
-                       epilog=EXAMPLES, formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        "demo",
+        help="SDT vs MTT on the embedded data, accuracy over T",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--t-max", type=positive_int, default=6, help="largest T (SDT trains here)")
     p.add_argument("--epochs", type=positive_int, default=4, help="epochs per model")
     p.add_argument("--model", default="digits_conv", help="model zoo name")
     p.add_argument("--seed", type=int, default=1000, help="random seed")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--deploy", action="store_true",
-                   help="end with the event-driven comparison (bias-free IF net, SDT vs MTT fine-tune; ~2 min on 2 cores)")
-    p.add_argument("--deploy-epochs", type=positive_int, default=3,
-                   help="epochs of the deployment base model and of each bias-free fine-tune")
-    p.add_argument("--t-sweep", type=positive_int, nargs="+", default=list(REBINNED_T),
-                   help="uniform T values of the sweep with the events re-binned at each T (BN at t_max)")
+    p.add_argument(
+        "--deploy",
+        action="store_true",
+        help="end with the event-driven comparison (bias-free IF net, SDT vs MTT fine-tune; ~2 min on 2 cores)",
+    )
+    p.add_argument(
+        "--deploy-epochs",
+        type=positive_int,
+        default=3,
+        help="epochs of the deployment base model and of each bias-free fine-tune",
+    )
+    p.add_argument(
+        "--t-sweep",
+        type=positive_int,
+        nargs="+",
+        default=list(REBINNED_T),
+        help="uniform T values of the sweep with the events re-binned at each T (BN at t_max)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -80,8 +98,15 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     start = time.perf_counter()
     loaders = None
     for method in ("sdt", "mtt"):
-        spec = RunSpec(model=args.model, method=method, t_min=1, t_max=args.t_max, epochs=args.epochs,
-                       seed=args.seed, device=args.device)
+        spec = RunSpec(
+            model=args.model,
+            method=method,
+            t_min=1,
+            t_max=args.t_max,
+            epochs=args.epochs,
+            seed=args.seed,
+            device=args.device,
+        )
         loaders = loaders or build_loaders(spec)
         what = f"T = {spec.t_max}" if method == "sdt" else f"T in [1, {spec.t_max}] per stage, s = {spec.sample_num}"
         print(f"[{method.upper()}] training {spec.model}, {what}")
@@ -93,8 +118,14 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     mixed = mixed_configs(build_model(args.model).num_stages, args.t_max)
 
     def evaluate(method: str, calibration: str) -> dict:
-        return evaluate_run(out / method, device=args.device, progress=not args.quiet, loaders=loaders,
-                            calibration=calibration, configs=mixed)
+        return evaluate_run(
+            out / method,
+            device=args.device,
+            progress=not args.quiet,
+            loaders=loaders,
+            calibration=calibration,
+            configs=mixed,
+        )
 
     # SDT as standard direct training leaves it (BN statistics of its training T) against the
     # MTT recipe (BN re-estimated at each config); the ablation gives SDT the same calibration.
@@ -105,7 +136,9 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     write_results(out, ablation, stem="results_with_ablation")
     plot_accuracy_vs_t(
         {"SDT": sdt["uniform"], "SDT + per-T BN calibration": sdt_calibrated["uniform"], "MTT": mtt["uniform"]},
-        out / "accuracy_vs_T.png", title=f"SDT (trained at T={args.t_max}) vs MTT, digits DVS")
+        out / "accuracy_vs_T.png",
+        title=f"SDT (trained at T={args.t_max}) vs MTT, digits DVS",
+    )
     print()
     print(format_table(ablation))
     print("\nmixed per-stage configs (BN calibrated per config):")
@@ -113,24 +146,43 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     for a, b in zip(sdt_calibrated["configs"], mtt["configs"]):
         print(f"{','.join(map(str, a['config'])):>10} {100 * a['accuracy']:8.2f} {100 * b['accuracy']:8.2f}")
     t_small = "1"
-    print(f"\nat T=1: MTT {100 * results['mtt'][t_small]:.2f}, SDT {100 * results['sdt'][t_small]:.2f} "
-          f"({100 * (results['mtt'][t_small] - results['sdt'][t_small]):+.2f} points), "
-          f"SDT with per-T calibration {100 * sdt_calibrated['uniform'][t_small]:.2f}")
-    print(f"\naccuracy over T with the test events re-binned at each T (BN calibrated once at T={args.t_max}, "
-          "the paper authors' protocol):")
-    rebinned = {m: evaluate_run(out / m, t_values=args.t_sweep, device=args.device, progress=not args.quiet,
-                                calibration="t_max", rebin=True)["uniform"] for m in ("sdt", "mtt")}
+    print(
+        f"\nat T=1: MTT {100 * results['mtt'][t_small]:.2f}, SDT {100 * results['sdt'][t_small]:.2f} "
+        f"({100 * (results['mtt'][t_small] - results['sdt'][t_small]):+.2f} points), "
+        f"SDT with per-T calibration {100 * sdt_calibrated['uniform'][t_small]:.2f}"
+    )
+    print(
+        f"\naccuracy over T with the test events re-binned at each T (BN calibrated once at T={args.t_max}, "
+        "the paper authors' protocol):"
+    )
+    rebinned = {
+        m: evaluate_run(
+            out / m, t_values=args.t_sweep, device=args.device, progress=not args.quiet, calibration="t_max", rebin=True
+        )["uniform"]
+        for m in ("sdt", "mtt")
+    }
     write_results(out, rebinned, stem="results_rebinned")
     print(format_table(rebinned))
     if args.deploy:
         print("\nevent-driven deployment: nmnist_net (IF, multi-spike, bias-free) on the digits events")
-        comparison = compare_deployment(out / "deploy", t=10, base_epochs=args.deploy_epochs,
-                                        methods=("sdt", "mtt", "mtt_stage1"),
-                                        finetune_epochs=args.deploy_epochs, seed=args.seed,
-                                        device=args.device, progress=not args.quiet)
-        print("(MTT: input at T, every stage drawn; MTT/stage1: stage 1 at T too. \"event-driven\" reads the "
-              "readout's accumulated input, \"ED spikes\" the output spike counts as a chip does)")
+        comparison = compare_deployment(
+            out / "deploy",
+            t=10,
+            base_epochs=args.deploy_epochs,
+            methods=("sdt", "mtt", "mtt_stage1"),
+            finetune_epochs=args.deploy_epochs,
+            seed=args.seed,
+            device=args.device,
+            progress=not args.quiet,
+        )
+        print(
+            '(MTT: input at T, every stage drawn; MTT/stage1: stage 1 at T too. "event-driven" reads the '
+            'readout\'s accumulated input, "ED spikes" the output spike counts as a chip does)'
+        )
         print(comparison.format_table())
-    print(f"demo took {time.perf_counter() - start:.0f} s; wrote {out}/results.json, results.csv, "
-          "results_with_ablation.json, results_rebinned.json, accuracy_vs_T.png" + (", deploy/deploy_results.json" if args.deploy else ""))
+    print(
+        f"demo took {time.perf_counter() - start:.0f} s; wrote {out}/results.json, results.csv, "
+        "results_with_ablation.json, results_rebinned.json, accuracy_vs_T.png"
+        + (", deploy/deploy_results.json" if args.deploy else "")
+    )
     return 0

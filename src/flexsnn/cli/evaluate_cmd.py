@@ -1,4 +1,5 @@
 """`flexsnn evaluate`: accuracy of a trained run at uniform T values and per-stage configs."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,28 +21,61 @@ EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a run over T and per-stage configs", description=__doc__,
-                       epilog=EXAMPLES, formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a run over T and per-stage configs",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--run", type=Path, required=True, help="run folder written by `flexsnn train`")
     p.add_argument("--t", type=positive_int, nargs="+", help="uniform T values (default 1..t_max of the run)")
-    p.add_argument("--config", type=time_config_arg, action="append", default=[],
-                   help="a per-stage TimeConfig like 6,1,3 (repeatable)")
-    p.add_argument("--calib-batches", type=positive_int, default=None, help="BN calibration batches (default: the run's)")
-    p.add_argument("--calibration", choices=[*CALIBRATIONS, "both"], default="per_config",
-                   help="BN statistics: re-estimated at every evaluated config, once at uniform t_max (the "
-                        "paper authors' protocol), the run's saved ones, or both per_config and t_max side by side")
-    p.add_argument("--grid", type=_stage_pair, default=None, metavar="I,J",
-                   help="also write a heatmap of accuracy over the T of stages I and J (1-based), the other "
-                        "stages at t_max: config_grid.png / .csv / .json")
-    p.add_argument("--grid-t", type=positive_int, nargs="+", default=None,
-                   help="T values of the --grid axes (default 1..t_max of the run)")
-    p.add_argument("--no-rebin", dest="rebin", action="store_false",
-                   help="event data: feed the frames binned at the run's data T to every T (the input TTM "
-                        "resamples them) instead of binning the events again at each T")
+    p.add_argument(
+        "--config",
+        type=time_config_arg,
+        action="append",
+        default=[],
+        help="a per-stage TimeConfig like 6,1,3 (repeatable)",
+    )
+    p.add_argument(
+        "--calib-batches", type=positive_int, default=None, help="BN calibration batches (default: the run's)"
+    )
+    p.add_argument(
+        "--calibration",
+        choices=[*CALIBRATIONS, "both"],
+        default="per_config",
+        help="BN statistics: re-estimated at every evaluated config, once at uniform t_max (the "
+        "paper authors' protocol), the run's saved ones, or both per_config and t_max side by side",
+    )
+    p.add_argument(
+        "--grid",
+        type=_stage_pair,
+        default=None,
+        metavar="I,J",
+        help="also write a heatmap of accuracy over the T of stages I and J (1-based), the other "
+        "stages at t_max: config_grid.png / .csv / .json",
+    )
+    p.add_argument(
+        "--grid-t",
+        type=positive_int,
+        nargs="+",
+        default=None,
+        help="T values of the --grid axes (default 1..t_max of the run)",
+    )
+    p.add_argument(
+        "--no-rebin",
+        dest="rebin",
+        action="store_false",
+        help="event data: feed the frames binned at the run's data T to every T (the input TTM "
+        "resamples them) instead of binning the events again at each T",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/eval)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace earlier results in an --out other than RUN/eval (or in a run's folder)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace earlier results in an --out other than RUN/eval (or in a run's folder)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -56,8 +90,15 @@ def _stage_pair(text: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-OUTPUTS = ("results.json", "results.csv", "accuracy_vs_T.png", "configs.csv", "config_grid.png", "config_grid.csv",
-           "config_grid.json")
+OUTPUTS = (
+    "results.json",
+    "results.csv",
+    "accuracy_vs_T.png",
+    "configs.csv",
+    "config_grid.png",
+    "config_grid.csv",
+    "config_grid.json",
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,8 +106,19 @@ def run(args: argparse.Namespace) -> int:
     explicit = args.out is not None and out.resolve() != (args.run / "eval").resolve()
     check_output_dir(out, OUTPUTS, args.overwrite, explicit)  # before the evaluation, not after
     calibrations = ["per_config", "t_max"] if args.calibration == "both" else [args.calibration]
-    outcomes = [evaluate_run(args.run, args.t, args.config, device=args.device, calib_batches=args.calib_batches,
-                             progress=not args.quiet, calibration=c, rebin=args.rebin) for c in calibrations]
+    outcomes = [
+        evaluate_run(
+            args.run,
+            args.t,
+            args.config,
+            device=args.device,
+            calib_batches=args.calib_batches,
+            progress=not args.quiet,
+            calibration=c,
+            rebin=args.rebin,
+        )
+        for c in calibrations
+    ]
     with claim_output_dir(out, OUTPUTS, args.overwrite, explicit, what="flexsnn evaluate"):
         _write(args, out, calibrations, outcomes)
     print(f"wrote {out}/results.json, results.csv, accuracy_vs_T.png")
@@ -90,8 +142,9 @@ def _write(args: argparse.Namespace, out: Path, calibrations: list[str], outcome
             writer = csv.writer(fh)
             writer.writerow(["config", *[f"accuracy_{c}" for c in calibrations]])
             for i, row in enumerate(rows):
-                writer.writerow([",".join(map(str, row["config"])),
-                                 *[f"{o['configs'][i]['accuracy']:.4f}" for o in outcomes]])
+                writer.writerow(
+                    [",".join(map(str, row["config"])), *[f"{o['configs'][i]['accuracy']:.4f}" for o in outcomes]]
+                )
         print("per-stage configs (" + ", ".join(f"BN {c}" for c in calibrations) + "):")
         for i, row in enumerate(rows):
             accs = "  ".join(f"{100 * o['configs'][i]['accuracy']:6.2f}" for o in outcomes)
@@ -101,8 +154,21 @@ def _write(args: argparse.Namespace, out: Path, calibrations: list[str], outcome
         t_max = RunSpec.from_config(config, str(args.run / "config.json")).t_max
         t_grid = args.grid_t or list(range(1, t_max + 1))
         configs = grid_configs(model.num_stages, args.grid, t_grid, t_max)
-        grid_result = evaluate_run(args.run, [t_max], configs, device=args.device, calib_batches=args.calib_batches,
-                                   progress=not args.quiet, calibration=calibrations[0], rebin=False)
-        write_config_grid(out, grid_result["configs"], t_grid, args.grid,
-                          title=f"{args.run}: stages {args.grid[0]} x {args.grid[1]}, others at T={t_max}")
+        grid_result = evaluate_run(
+            args.run,
+            [t_max],
+            configs,
+            device=args.device,
+            calib_batches=args.calib_batches,
+            progress=not args.quiet,
+            calibration=calibrations[0],
+            rebin=False,
+        )
+        write_config_grid(
+            out,
+            grid_result["configs"],
+            t_grid,
+            args.grid,
+            title=f"{args.run}: stages {args.grid[0]} x {args.grid[1]}, others at T={t_max}",
+        )
         print(f"wrote {out}/config_grid.png, config_grid.csv, config_grid.json")

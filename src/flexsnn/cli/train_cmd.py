@@ -1,4 +1,5 @@
 """`flexsnn train`: train one model (SDT, NMT or MTT) into a run folder."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,16 +24,22 @@ EXAMPLES = """examples:
 # CLI flag -> RunSpec field; defaults stay None so a --config file is only overridden by
 # the flags actually given.
 FLAGS = {
-    "dataset": dict(help="dataset name (default digits_dvs, the embedded data) or package.module:build of a "
-                         "@flexsnn.data.dataset_factory function (docs/custom_data_and_models.md)"),
-    "model": dict(help="model zoo name (default digits_conv) or package.module:factory of a "
-                       "@flexsnn.models.model_factory function"),
+    "dataset": dict(
+        help="dataset name (default digits_dvs, the embedded data) or package.module:build of a "
+        "@flexsnn.data.dataset_factory function (docs/custom_data_and_models.md)"
+    ),
+    "model": dict(
+        help="model zoo name (default digits_conv) or package.module:factory of a "
+        "@flexsnn.models.model_factory function"
+    ),
     "method": dict(choices=["sdt", "nmt", "mtt"], help="training method (default mtt)"),
     "t_min": dict(type=positive_int, help="smallest T drawn by NMT/MTT (default 1)"),
     "t_max": dict(type=positive_int, help="largest T (the SDT training T; default 6)"),
     "sample_num": dict(type=positive_int, help="MTT configs per iteration, s (default 3)"),
     "group_block_num": dict(type=positive_int, help="consecutive stages sharing one T (default 1)"),
-    "first_stage_t": dict(type=positive_int, help="MTT: pin stage 1 to this T (default: every stage drawn; the input keeps the data's T)"),
+    "first_stage_t": dict(
+        type=positive_int, help="MTT: pin stage 1 to this T (default: every stage drawn; the input keeps the data's T)"
+    ),
     "data_t": dict(type=positive_int, help="bin event frames at this T (default t_max)"),
     "epochs": dict(type=positive_int, help="training epochs (default 10)"),
     "batch_size": dict(type=positive_int, help="batch size (default 64)"),
@@ -42,32 +49,47 @@ FLAGS = {
     "schedule": dict(choices=["cosine", "constant"], help="LR schedule (default cosine)"),
     "seed": dict(type=int, help="random seed (default 1000)"),
     "device": dict(help="cpu or cuda[:N] (default cpu)"),
-    "amp": dict(choices=["none", "auto", "bf16", "fp16"],
-                help="mixed precision; auto = fp16 + GradScaler on CUDA, none on CPU (default none)"),
+    "amp": dict(
+        choices=["none", "auto", "bf16", "fp16"],
+        help="mixed precision; auto = fp16 + GradScaler on CUDA, none on CPU (default none)",
+    ),
     "calib_batches": dict(type=positive_int, help="BN calibration batches (default 10)"),
     "num_workers": dict(type=int, help="data loader worker processes (default 0)"),
     "data_root": dict(help="folder holding the dataset files / cache"),
-    "augment": dict(nargs="?", const=True, metavar="PROTOCOL",
-                    help="train-time augmentation (CIFAR: crop/flip/Cutout; DVS: flips + rolls, or a named "
-                         "protocol: flip_roll5, flip_or_reverse_roll5, vflip_roll20, none)"),
+    "augment": dict(
+        nargs="?",
+        const=True,
+        metavar="PROTOCOL",
+        help="train-time augmentation (CIFAR: crop/flip/Cutout; DVS: flips + rolls, or a named "
+        "protocol: flip_roll5, flip_or_reverse_roll5, vflip_roll20, none)",
+    ),
     "autoaugment": dict(action="store_true", help="add AutoAugment (CIFAR)"),
     "checkpoint_every_steps": dict(type=int, help="also checkpoint every N steps (default 0: per epoch)"),
     "max_steps_per_epoch": dict(type=int, help="cut every epoch after N steps (default 0: whole epochs)"),
-    "sync_bn": dict(action="store_const", const=True,
-                    help="DDP on CUDA: SyncBatchNorm while training (default: per-rank BN statistics)"),
+    "sync_bn": dict(
+        action="store_const",
+        const=True,
+        help="DDP on CUDA: SyncBatchNorm while training (default: per-rank BN statistics)",
+    ),
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model into a run folder", description=__doc__,
-                       epilog=EXAMPLES, formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train a model into a run folder",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--config", type=Path, help="YAML/JSON file of run options (flags override it)")
     for name, kwargs in FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kwargs)
     p.add_argument("--out", type=Path, required=True, help="run folder to create")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    p.add_argument("--smoke", action="store_true",
-                   help="apply the recipe's `smoke:` overrides (tiny model, fake data, one step)")
+    p.add_argument(
+        "--smoke", action="store_true", help="apply the recipe's `smoke:` overrides (tiny model, fake data, one step)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -128,8 +150,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if info.is_main:
             ranks = f" on {info.world_size} processes ({info.backend})" if info.distributed else ""
-            print(f"training {spec.model} on {spec.dataset} with {spec.method.upper()} "
-                  f"(T in [{spec.t_min}, {spec.t_max}]) for {spec.epochs} epochs{ranks} -> {args.out}")
+            print(
+                f"training {spec.model} on {spec.dataset} with {spec.method.upper()} "
+                f"(T in [{spec.t_min}, {spec.t_max}]) for {spec.epochs} epochs{ranks} -> {args.out}"
+            )
         with holding_run_locks():  # no other writer between training and its report
             train_run(spec, args.out, resume=args.resume, progress=not args.quiet)
             if not info.is_main:
@@ -137,11 +161,14 @@ def run(args: argparse.Namespace) -> int:
             result = evaluate_run(args.out, device=spec.device, progress=not args.quiet)
             results = {spec.method: result["uniform"]}
             write_results(args.out, results)
-            report = write_final_report([args.out], args.out,
-                                        title=f"{spec.model} on {spec.dataset} ({spec.method.upper()})")
+            report = write_final_report(
+                [args.out], args.out, title=f"{spec.model} on {spec.dataset} ({spec.method.upper()})"
+            )
         print(format_table(results))
-        print(f"wrote {args.out}/model.safetensors, config.json, results.json, metrics.csv, accuracy_vs_T.png, "
-              f"{report.name}")
+        print(
+            f"wrote {args.out}/model.safetensors, config.json, results.json, metrics.csv, accuracy_vs_T.png, "
+            f"{report.name}"
+        )
         return 0
     finally:
         cleanup_distributed()

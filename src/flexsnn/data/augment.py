@@ -39,6 +39,7 @@ Levels 0..9 map linearly to: shear 0..0.3, translate 0..150/331 of the image sid
 for the geometric ops), posterize 8..4 bits, solarize threshold 256..0. Geometric ops fill with
 grey 128 and resample nearest.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -78,6 +79,7 @@ def _check_spatial(x: Array, name: str, min_dim: int = 3) -> None:
 
 # ----------------------------------------------------------------------------- pure functions
 
+
 def hflip(x: Array) -> Array:
     """Mirror the last axis (width): ``out[..., j] = x[..., W - 1 - j]``."""
     if isinstance(x, torch.Tensor):
@@ -102,8 +104,11 @@ def pad_crop(x: Array, top: int, left: int, size: tuple[int, int], padding: int,
         padded = np.pad(x, pad, constant_values=fill) if padding else x
     if not (0 <= top <= padded.shape[-2] - h and 0 <= left <= padded.shape[-1] - w):
         raise InputError(f"crop {h}x{w} at ({top}, {left}) does not fit the padded {tuple(padded.shape[-2:])} image")
-    return padded[..., top:top + h, left:left + w].clone() if isinstance(x, torch.Tensor) else \
-        np.ascontiguousarray(padded[..., top:top + h, left:left + w])
+    return (
+        padded[..., top : top + h, left : left + w].clone()
+        if isinstance(x, torch.Tensor)
+        else np.ascontiguousarray(padded[..., top : top + h, left : left + w])
+    )
 
 
 def cutout(x: Array, cy: int, cx: int, length: int, value: float = 0) -> Array:
@@ -130,13 +135,13 @@ def shift2d(x: Array, dy: int, dx: int, mode: str = "roll") -> Array:
         return rolled
     h, w = x.shape[-2:]
     if dy > 0:
-        rolled[..., :min(dy, h), :] = 0
+        rolled[..., : min(dy, h), :] = 0
     elif dy < 0:
-        rolled[..., max(h + dy, 0):, :] = 0
+        rolled[..., max(h + dy, 0) :, :] = 0
     if dx > 0:
-        rolled[..., :, :min(dx, w)] = 0
+        rolled[..., :, : min(dx, w)] = 0
     elif dx < 0:
-        rolled[..., :, max(w + dx, 0):] = 0
+        rolled[..., :, max(w + dx, 0) :] = 0
     return rolled
 
 
@@ -164,12 +169,14 @@ def resize_frames(x: Array, size: int | tuple[int, int], antialias: bool = False
         t = t.float()
     lead = t.shape[:-2]
     flat = t.reshape(-1, 1, *t.shape[-2:])
-    out = torch.nn.functional.interpolate(flat, size=(h, w), mode="bilinear", align_corners=False,
-                                          antialias=antialias).reshape(*lead, h, w)
+    out = torch.nn.functional.interpolate(
+        flat, size=(h, w), mode="bilinear", align_corners=False, antialias=antialias
+    ).reshape(*lead, h, w)
     return out if is_t else out.numpy()
 
 
 # ----------------------------------------------------------------------------- transforms
+
 
 @dataclass
 class _Random:
@@ -389,8 +396,10 @@ class FrameAugmentation:
         for name in ("hflip_p", "reverse_p", "vflip_p"):
             check_probability(getattr(self, name), name)
         if self.hflip_p + self.reverse_p > 1 + 1e-9:
-            raise InputError(f"hflip_p + reverse_p must be at most 1 (they exclude each other), "
-                             f"got {self.hflip_p} + {self.reverse_p}")
+            raise InputError(
+                f"hflip_p + reverse_p must be at most 1 (they exclude each other), "
+                f"got {self.hflip_p} + {self.reverse_p}"
+            )
         if isinstance(self.max_shift, bool) or not isinstance(self.max_shift, int) or self.max_shift < 0:
             raise InputError(f"max_shift must be an integer >= 0, got {self.max_shift!r}")
         check_choice(self.mode, "mode", ("roll", "shift"))
@@ -406,8 +415,9 @@ class FrameAugmentation:
     def apply_batch(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augment every sample of a batch ``[B, T, P, H, W]`` on its own device; see
         :func:`augment_frames_batch` (which this calls) for the draws."""
-        return augment_frames_batch(x, generator, self.hflip_p, self.max_shift, self.mode,
-                                    vflip_p=self.vflip_p, reverse_p=self.reverse_p)
+        return augment_frames_batch(
+            x, generator, self.hflip_p, self.max_shift, self.mode, vflip_p=self.vflip_p, reverse_p=self.reverse_p
+        )
 
 
 FRAME_AUGMENTATIONS: dict[str, FrameAugmentation | None] = {
@@ -428,14 +438,22 @@ def frame_augmentation(name: str) -> FrameAugmentation | None:
     return FRAME_AUGMENTATIONS[name]
 
 
-def dvs_train_transform(flip_p: float = 0.5, max_shift: int = 5, mode: str = "roll", seed: int | None = None) -> Compose:
+def dvs_train_transform(
+    flip_p: float = 0.5, max_shift: int = 5, mode: str = "roll", seed: int | None = None
+) -> Compose:
     """The paper's CIFAR10-DVS training augmentation for one sample ``[T, C, H, W]``: flip, then roll."""
     return Compose([RandomFlipFrames(p=flip_p), RandomRollFrames(max_shift=max_shift, mode=mode)], seed=seed)
 
 
-def augment_frames_batch(x: torch.Tensor, generator: torch.Generator | None = None, flip_p: float = 0.5,
-                         max_shift: int = 5, mode: str = "roll", vflip_p: float = 0.0,
-                         reverse_p: float = 0.0) -> torch.Tensor:
+def augment_frames_batch(
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    flip_p: float = 0.5,
+    max_shift: int = 5,
+    mode: str = "roll",
+    vflip_p: float = 0.0,
+    reverse_p: float = 0.0,
+) -> torch.Tensor:
     """Per-sample random flips / reversal + roll of a batch ``[B, T, C, H, W]`` on its own device.
 
     Draws from ``generator`` (a CPU ``torch.Generator``; same seed, same result), in this order:
@@ -446,8 +464,10 @@ def augment_frames_batch(x: torch.Tensor, generator: torch.Generator | None = No
     dx[b], mode)``.
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 5:
-        raise InputError(f"x must be a torch.Tensor shaped [B, T, C, H, W], got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        raise InputError(
+            f"x must be a torch.Tensor shaped [B, T, C, H, W], got "
+            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+        )
     check_probability(flip_p, "flip_p")
     check_probability(vflip_p, "vflip_p")
     check_probability(reverse_p, "reverse_p")
@@ -466,8 +486,8 @@ def augment_frames_batch(x: torch.Tensor, generator: torch.Generator | None = No
     if vflips is not None:
         out = torch.where(vflips.to(x.device).view(b, 1, 1, 1, 1), torch.flip(out, dims=(-2,)), out)
     # Gather with per-sample index grids: row i of the output reads row (i - dy) % H of the input.
-    rows = (torch.arange(h).view(1, h) - shifts[:, :1]) % h            # [B, H]
-    cols = (torch.arange(w).view(1, w) - shifts[:, 1:]) % w            # [B, W]
+    rows = (torch.arange(h).view(1, h) - shifts[:, :1]) % h  # [B, H]
+    cols = (torch.arange(w).view(1, w) - shifts[:, 1:]) % w  # [B, W]
     rows, cols = rows.to(x.device), cols.to(x.device)
     idx_r = rows.view(b, 1, 1, h, 1).expand(-1, *out.shape[1:3], h, w)
     out = torch.gather(out, 3, idx_r)
@@ -476,8 +496,8 @@ def augment_frames_batch(x: torch.Tensor, generator: torch.Generator | None = No
     if mode == "shift":
         dy, dx = shifts[:, 0].view(b, 1), shifts[:, 1].view(b, 1)
         i, j = torch.arange(h).view(1, h), torch.arange(w).view(1, w)
-        keep_r = ((i - dy) >= 0) & ((i - dy) < h)                      # [B, H]
-        keep_c = ((j - dx) >= 0) & ((j - dx) < w)                      # [B, W]
+        keep_r = ((i - dy) >= 0) & ((i - dy) < h)  # [B, H]
+        keep_c = ((j - dx) >= 0) & ((j - dx) < w)  # [B, W]
         mask = (keep_r.view(b, 1, 1, h, 1) & keep_c.view(b, 1, 1, 1, w)).to(x.device)
         out = out * mask.to(out.dtype)
     return out
@@ -514,8 +534,22 @@ CIFAR10_POLICY: list[tuple[tuple[str, float, int], tuple[str, float, int]]] = [
 ]
 """The 25 CIFAR-10 AutoAugment sub-policies: ((op, probability, level 0..9), (op, probability, level))."""
 
-AUTOAUGMENT_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Color", "Posterize",
-                   "Solarize", "Contrast", "Sharpness", "Brightness", "AutoContrast", "Equalize", "Invert")
+AUTOAUGMENT_OPS = (
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+    "Color",
+    "Posterize",
+    "Solarize",
+    "Contrast",
+    "Sharpness",
+    "Brightness",
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+)
 _SIGNED = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Color", "Contrast", "Sharpness", "Brightness"}
 
 
@@ -526,11 +560,17 @@ def autoaugment_magnitude(op: str, level: int, image_size: int = 32) -> float:
         raise InputError(f"level must be an integer in 0..9, got {level!r}")
     frac = level / 9
     return {
-        "ShearX": 0.3 * frac, "ShearY": 0.3 * frac,
-        "TranslateX": 150 / 331 * image_size * frac, "TranslateY": 150 / 331 * image_size * frac,
+        "ShearX": 0.3 * frac,
+        "ShearY": 0.3 * frac,
+        "TranslateX": 150 / 331 * image_size * frac,
+        "TranslateY": 150 / 331 * image_size * frac,
         "Rotate": 30.0 * frac,
-        "Color": 0.9 * frac, "Contrast": 0.9 * frac, "Sharpness": 0.9 * frac, "Brightness": 0.9 * frac,
-        "Posterize": float(round(8 - 4 * frac)), "Solarize": 256.0 * (1 - frac),
+        "Color": 0.9 * frac,
+        "Contrast": 0.9 * frac,
+        "Sharpness": 0.9 * frac,
+        "Brightness": 0.9 * frac,
+        "Posterize": float(round(8 - 4 * frac)),
+        "Solarize": 256.0 * (1 - frac),
     }.get(op, 0.0)
 
 
@@ -544,14 +584,22 @@ def autoaugment_op(image, op: str, magnitude: float, fill: int = 128):
     if op == "ShearY":
         return image.transform(image.size, Image.AFFINE, (1, 0, 0, magnitude, 1, 0), Image.NEAREST, fillcolor=fillcolor)
     if op == "TranslateX":  # PIL's affine maps output to input, so -m moves the content by +m
-        return image.transform(image.size, Image.AFFINE, (1, 0, -magnitude, 0, 1, 0), Image.NEAREST, fillcolor=fillcolor)
+        return image.transform(
+            image.size, Image.AFFINE, (1, 0, -magnitude, 0, 1, 0), Image.NEAREST, fillcolor=fillcolor
+        )
     if op == "TranslateY":
-        return image.transform(image.size, Image.AFFINE, (1, 0, 0, 0, 1, -magnitude), Image.NEAREST, fillcolor=fillcolor)
+        return image.transform(
+            image.size, Image.AFFINE, (1, 0, 0, 0, 1, -magnitude), Image.NEAREST, fillcolor=fillcolor
+        )
     if op == "Rotate":
         return image.rotate(magnitude, resample=Image.NEAREST, fillcolor=fillcolor)
     if op in ("Color", "Contrast", "Sharpness", "Brightness"):
-        enhancer = {"Color": ImageEnhance.Color, "Contrast": ImageEnhance.Contrast,
-                    "Sharpness": ImageEnhance.Sharpness, "Brightness": ImageEnhance.Brightness}[op]
+        enhancer = {
+            "Color": ImageEnhance.Color,
+            "Contrast": ImageEnhance.Contrast,
+            "Sharpness": ImageEnhance.Sharpness,
+            "Brightness": ImageEnhance.Brightness,
+        }[op]
         return enhancer(image).enhance(1.0 + magnitude)
     if op == "Posterize":
         return ImageOps.posterize(image, int(magnitude))
@@ -597,8 +645,9 @@ class CIFAR10AutoAugment(_Random):
         return torch.from_numpy(out).to(x.device) if is_t else out
 
 
-def cifar_train_transform(dataset: str = "cifar10", autoaugment: bool = False, cutout: bool = True,
-                          seed: int | None = None) -> Compose:
+def cifar_train_transform(
+    dataset: str = "cifar10", autoaugment: bool = False, cutout: bool = True, seed: int | None = None
+) -> Compose:
     """The usual CIFAR training pipeline on a uint8 ``[3, 32, 32]`` image -> float32 tensor:
     [AutoAugment] -> RandomCrop(32, padding 4) -> RandomHorizontalFlip -> Normalize -> [Cutout
     (16 px for CIFAR-10, 8 for CIFAR-100)]."""

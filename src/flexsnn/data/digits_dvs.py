@@ -70,6 +70,7 @@ half because leak noise is all ON.
 The generated events of all samples are cached on disk (see :mod:`flexsnn.data.cache`), keyed
 by :data:`GENERATOR_VERSION` and every field of :class:`DVSSimParams`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,18 +98,18 @@ class DVSSimParams:
     """Parameters of the simulated recording (lengths in sensor pixels, times in us, rates in
     Hz per pixel). See the module docstring for the model and the sources of the defaults."""
 
-    sensor_px: int = 34           # square pixel array, as N-MNIST
-    image_px: float = 20.0        # the 8x8 digit is drawn image_px x image_px (MNIST's 20 px box)
+    sensor_px: int = 34  # square pixel array, as N-MNIST
+    image_px: float = 20.0  # the 8x8 digit is drawn image_px x image_px (MNIST's 20 px box)
     stroke_edge: float | None = 0.1  # softness of the reconstructed pen strokes; None = raw coverage
-    saccade_px: float = 4.0       # side of the triangular saccade path
-    segment_us: int = 100_000     # duration of each of the three saccades
-    step_us: int = 1_000          # DVS simulation step
+    saccade_px: float = 4.0  # side of the triangular saccade path
+    segment_us: int = 100_000  # duration of each of the three saccades
+    step_us: int = 1_000  # DVS simulation step
     velocity_profile: str = "cosine"  # speed along each saccade: "cosine" (starts/stops) or "linear"
-    threshold: float = 0.3        # contrast threshold C on log(I + eps)
+    threshold: float = 0.3  # contrast threshold C on log(I + eps)
     threshold_mismatch: float = 0.03  # relative std of the per-pixel threshold
-    eps: float = 0.1              # dark level inside the log (the background is I = 0)
-    leak_hz: float = 0.2          # background activity: leak events (ON), per pixel
-    shot_hz: float = 0.8          # background activity: shot-noise events (ON or OFF), per pixel
+    eps: float = 0.1  # dark level inside the log (the background is I = 0)
+    leak_hz: float = 0.2  # background activity: leak events (ON), per pixel
+    shot_hz: float = 0.8  # background activity: shot-noise events (ON or OFF), per pixel
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -127,8 +128,9 @@ class DVSSimParams:
         return 3 * self.segment_us
 
 
-VERSION1_PARAMS = DVSSimParams(image_px=28.0, stroke_edge=None, saccade_px=2.0, velocity_profile="linear",
-                               threshold=0.4, leak_hz=0.0, shot_hz=0.0)
+VERSION1_PARAMS = DVSSimParams(
+    image_px=28.0, stroke_edge=None, saccade_px=2.0, velocity_profile="linear", threshold=0.4, leak_hz=0.0, shot_hz=0.0
+)
 """The recording of generator version 1 (kept to compare statistics, see the module docstring)."""
 
 
@@ -147,7 +149,7 @@ def stratified_test_mask(labels: np.ndarray, every: int = 5) -> np.ndarray:
     mask = np.zeros(len(labels), dtype=bool)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        mask[members[every - 1::every]] = True
+        mask[members[every - 1 :: every]] = True
     return mask
 
 
@@ -220,9 +222,7 @@ def pixel_state(n: int, params: DVSSimParams, first_index: int = 0) -> tuple[np.
     return thresholds, offsets
 
 
-def threshold_crossings(
-    d0: np.ndarray, d1: np.ndarray, thr: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def threshold_crossings(d0: np.ndarray, d1: np.ndarray, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Events of one simulation step for pixels whose log-intensity, relative to their
     reference, moves linearly from ``d0`` (``|d0| < thr``) to ``d1`` during the step.
 
@@ -287,7 +287,7 @@ def _signal_events(
         firing = np.flatnonzero(gap >= thresholds)
         if firing.size:
             thr = thresholds[firing]
-            d0 = log_prev[firing] - ref[firing]   # |d0| < thr: residual left by the last step
+            d0 = log_prev[firing] - ref[firing]  # |d0| < thr: residual left by the last step
             d1 = log_now[firing] - ref[firing]
             count, which, frac = threshold_crossings(d0, d1, thr)
             sign = np.sign(d1)
@@ -399,9 +399,7 @@ def statistics_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def compare_statistics(
-    settings: dict[str, DVSSimParams] | None = None, every: int = 1
-) -> dict[str, dict[str, float]]:
+def compare_statistics(settings: dict[str, DVSSimParams] | None = None, every: int = 1) -> dict[str, dict[str, float]]:
     """:func:`recording_statistics` of sklearn's digits (every ``every``-th one) recorded with
     each of ``settings`` (default: version 1 and the current defaults)."""
     if settings is None:
@@ -430,8 +428,13 @@ def build_digits_dvs(params: DVSSimParams = DVSSimParams()) -> dict[str, np.ndar
     images, labels = load_source()
     events, offsets = simulate_dvs(images, params)
     return {
-        "x": events["x"], "y": events["y"], "t": events["t"], "p": events["p"],
-        "offsets": offsets, "labels": labels, "is_test": stratified_test_mask(labels),
+        "x": events["x"],
+        "y": events["y"],
+        "t": events["t"],
+        "p": events["p"],
+        "offsets": offsets,
+        "labels": labels,
+        "is_test": stratified_test_mask(labels),
     }
 
 

@@ -16,12 +16,14 @@ image, by default :class:`Normalize` with the dataset's mean / std (float32 ``[3
 Augmentations (:mod:`flexsnn.data.augment`) run on the uint8 image before :class:`Normalize`,
 Cutout after it (so the hole is the mean colour, as in DeVries & Taylor).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -43,8 +45,10 @@ def read_cifar_records(path: str | os.PathLike, label_bytes: int) -> tuple[np.nd
     raw = np.fromfile(path, dtype=np.uint8)
     record = label_bytes + IMAGE_BYTES
     if raw.size == 0 or raw.size % record:
-        raise InputError(f"{path} is truncated or not a CIFAR binary file: {raw.size} bytes is not a "
-                         f"positive multiple of {record} ({label_bytes} label byte(s) + 3072 pixel bytes)")
+        raise InputError(
+            f"{path} is truncated or not a CIFAR binary file: {raw.size} bytes is not a "
+            f"positive multiple of {record} ({label_bytes} label byte(s) + 3072 pixel bytes)"
+        )
     raw = raw.reshape(-1, record)
     return raw[:, label_bytes:].reshape(-1, 3, 32, 32).copy(), raw[:, :label_bytes].copy()
 
@@ -85,8 +89,13 @@ class CIFARBinary:
     std: ClassVar[tuple[float, float, float]]
     image_shape = (3, 32, 32)
 
-    def __init__(self, root: str | os.PathLike, train: bool = True, transform: Callable | None = None,
-                 target_transform: Callable | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        train: bool = True,
+        transform: Callable | None = None,
+        target_transform: Callable | None = None,
+    ):
         if root is None:
             raise InputError(f"{type(self).__name__} needs root= the folder holding {self.folder}/")
         self.root = Path(root).expanduser()
@@ -95,15 +104,17 @@ class CIFARBinary:
         self.target_transform = target_transform
         self.location = self._locate()
         images, labels = [], []
-        for name in (self.train_files if self.train else self.test_files):
+        for name in self.train_files if self.train else self.test_files:
             x, y = read_cifar_records(self.location / name, self.label_bytes)
             images.append(x)
             labels.append(y)
-        self.data = np.concatenate(images)               # uint8 [N, 3, 32, 32]
+        self.data = np.concatenate(images)  # uint8 [N, 3, 32, 32]
         self.targets = self._labels(np.concatenate(labels))  # int64 [N]
         if self.targets.size and self.targets.max() >= len(self.classes):
-            raise InputError(f"{self.location}: label {int(self.targets.max())} outside 0..{len(self.classes) - 1}; "
-                             "is this the right CIFAR variant?")
+            raise InputError(
+                f"{self.location}: label {int(self.targets.max())} outside 0..{len(self.classes) - 1}; "
+                "is this the right CIFAR variant?"
+            )
 
     def _labels(self, label_bytes: np.ndarray) -> np.ndarray:
         return label_bytes[:, 0].astype(np.int64)
@@ -118,11 +129,13 @@ class CIFARBinary:
                 raise DatasetNotFoundError(
                     f"{path} holds the pickled 'python version' of {type(self).__name__}, which flexsnn "
                     f"refuses to read (unpickling a download can run code). Get the BINARY version "
-                    f"{self.url} and unpack it so that {self.root / self.folder}/ holds {', '.join(files)}")
+                    f"{self.url} and unpack it so that {self.root / self.folder}/ holds {', '.join(files)}"
+                )
         raise DatasetNotFoundError(
             f"{type(self).__name__} not found: expected {', '.join(files)} in {self.root / self.folder}/ "
             f"(or directly in {self.root}). flexsnn does not download datasets; get the binary version "
-            f"from {self.url} and unpack it in {self.root}")
+            f"from {self.url} and unpack it in {self.root}"
+        )
 
     def __len__(self) -> int:
         return len(self.data)

@@ -4,15 +4,28 @@
 event at a time, with no time steps (rules: ``docs/event_driven.md``).
 ``EventNet.from_torch(model)`` converts a flexsnn StagedNet / ``nn.Sequential``.
 """
+
 from flexsnn.data.events import check_events
 from flexsnn.deploy.eventnet import Conv, DeployStep, EventNet, Flatten, Linear, NeuronSpec, SumPool, walk_torch
 from flexsnn.deploy.reference import simulate_reference
 from flexsnn.deploy.simulator import SimulationError, SimulationResult, predictions, simulate, spike_count_readout
 
 __all__ = [
-    "simulate", "simulate_reference", "SimulationResult", "SimulationError", "predictions", "spike_count_readout",
+    "simulate",
+    "simulate_reference",
+    "SimulationResult",
+    "SimulationError",
+    "predictions",
+    "spike_count_readout",
     "check_events",
-    "EventNet", "NeuronSpec", "Conv", "SumPool", "Flatten", "Linear", "DeployStep", "walk_torch",
+    "EventNet",
+    "NeuronSpec",
+    "Conv",
+    "SumPool",
+    "Flatten",
+    "Linear",
+    "DeployStep",
+    "walk_torch",
 ]
 
 # Bias removal, the bias-free fine-tune, NIR export and the deployment comparison (H6).
@@ -29,8 +42,22 @@ from flexsnn.deploy.finetune import deployment_sampler, finetune_bias_free  # no
 from flexsnn.deploy.nir import PROFILES, Profile, SumPool2d, from_nir, read_nir, to_nir, write_nir  # noqa: E402
 
 __all__ += [
-    "check_bias_free", "fold_batchnorm", "freeze_biases", "remove_biases", "strip_batchnorm", "zero_biases",
-    "DeploymentMetrics", "evaluate_deployment", "spike_count_divergence", "deployment_sampler",
+    "check_bias_free",
+    "fold_batchnorm",
+    "freeze_biases",
+    "remove_biases",
+    "strip_batchnorm",
+    "zero_biases",
+    "DeploymentMetrics",
+    "evaluate_deployment",
+    "spike_count_divergence",
+    "deployment_sampler",
     "finetune_bias_free",
-    "SumPool2d", "from_nir", "to_nir", "read_nir", "write_nir", "Profile", "PROFILES",
+    "SumPool2d",
+    "from_nir",
+    "to_nir",
+    "read_nir",
+    "write_nir",
+    "Profile",
+    "PROFILES",
 ]

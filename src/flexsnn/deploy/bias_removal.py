@@ -27,9 +27,10 @@ BN scale lives in the conv weights, so "BN frozen" holds by construction, and th
 All functions modify the model in place and return it (deep-copy first to keep the original).
 Tensors stay on the model's device and dtype.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -38,8 +39,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from flexsnn.errors import InputError
 
 __all__ = [
-    "BiasFreeReport", "bias_free_violations", "check_bias_free", "fold_batchnorm", "freeze_biases",
-    "remove_biases", "strip_batchnorm", "zero_biases",
+    "BiasFreeReport",
+    "bias_free_violations",
+    "check_bias_free",
+    "fold_batchnorm",
+    "freeze_biases",
+    "remove_biases",
+    "strip_batchnorm",
+    "zero_biases",
 ]
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)

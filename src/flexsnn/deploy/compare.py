@@ -23,11 +23,13 @@ before dividing, so samples with few spikes cannot blow the ratio up.
 The whole experiment on run folders (train, fine-tune with SDT and MTT, measure both) is
 :func:`flexsnn.runs.compare_deployment`.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +42,10 @@ from flexsnn.errors import InputError, check_positive_int
 from flexsnn.neurons import IF
 
 __all__ = [
-    "DeploymentMetrics", "spike_count_divergence", "time_stepped_outputs", "evaluate_deployment",
+    "DeploymentMetrics",
+    "spike_count_divergence",
+    "time_stepped_outputs",
+    "evaluate_deployment",
     "format_deployment_table",
 ]
 
@@ -140,7 +145,9 @@ def evaluate_deployment(
     t = check_positive_int(t, "t")
     batch_size = check_positive_int(batch_size, "batch_size")
     if len(events) == 0 or len(events) != len(labels):
-        raise InputError(f"events and labels must be non-empty and of equal length, got {len(events)} and {len(labels)}")
+        raise InputError(
+            f"events and labels must be non-empty and of equal length, got {len(events)} and {len(labels)}"
+        )
     net = EventNet.from_torch(model)  # raises a clear error for BN / biases
     labels_np = np.asarray(labels, dtype=np.int64)
     device = next(model.parameters()).device
@@ -148,7 +155,7 @@ def evaluate_deployment(
 
     ts_scores, ts_spikes = [], []
     for start in range(0, len(events), batch_size):
-        chunk = events[start:start + batch_size]
+        chunk = events[start : start + batch_size]
         frames = np.stack([to_frames(ev, sensor_size, n_time_bins=t) for ev in chunk], axis=1)  # [T, B, P, H, W]
         scores, spikes = time_stepped_outputs(model, torch.from_numpy(frames).to(device), t, counting)
         ts_scores.append(scores.double().cpu().numpy())
@@ -165,7 +172,9 @@ def evaluate_deployment(
     ts_pred = ts_scores_np.argmax(1)
     n_events = sum(int(r.num_events) for r in results)
     return DeploymentMetrics(
-        label=label, t=t, samples=len(events),
+        label=label,
+        t=t,
+        samples=len(events),
         ts_accuracy=float((ts_pred == labels_np).mean()),
         ed_accuracy=float((ed_pred == labels_np).mean()),
         sd=spike_count_divergence(ts_spikes_np, ed_spikes) if ts_spikes_np.sum() > 0 else float("nan"),
@@ -184,8 +193,10 @@ def format_deployment_table(rows: Sequence[DeploymentMetrics]) -> str:
     """A fixed-width table: one row per model. "event-driven" reads the accumulated input (as
     time-stepped does); "ED spikes" reads the output spike counts as a chip does, with the
     samples it cannot classify (a shared top count, or no output spike) in "ties" and "silent"."""
-    head = (f"{'model':<10}{'T':>4}{'time-stepped':>14}{'event-driven':>14}{'ED spikes':>11}{'ties':>7}"
-            f"{'silent':>8}{'SD':>9}{'agree':>8}{'synops/sample':>15}{'events/s':>12}")
+    head = (
+        f"{'model':<10}{'T':>4}{'time-stepped':>14}{'event-driven':>14}{'ED spikes':>11}{'ties':>7}"
+        f"{'silent':>8}{'SD':>9}{'agree':>8}{'synops/sample':>15}{'events/s':>12}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(

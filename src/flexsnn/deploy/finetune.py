@@ -19,10 +19,12 @@ weights, biases frozen), the network is fine-tuned with its biases held at zero 
 At the end the model is checked again (:func:`flexsnn.deploy.check_bias_free`: no BN came
 back, every bias is still zero). The same on run folders: :func:`flexsnn.runs.prepare_deployment`.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
@@ -37,8 +39,9 @@ DEPLOY_METHODS = ("sdt", "mtt")
 PINS = ("input", "stage1")
 
 
-def deployment_sampler(method: str, t: int, t_left: int | None = None, t_right: int = 0, sample_num: int = 3,
-                       pin: str = "input"):
+def deployment_sampler(
+    method: str, t: int, t_left: int | None = None, t_right: int = 0, sample_num: int = 3, pin: str = "input"
+):
     """The sampler of the bias-free fine-tune on frames binned at ``t``: SDT at ``t``, or MTT.
 
     MTT draws stages from ``[max(1, t - t_left), t + t_right]``; ``t_left`` defaults to
@@ -56,8 +59,9 @@ def deployment_sampler(method: str, t: int, t_left: int | None = None, t_right: 
         raise InputError(f"t_left (L) must be an int >= 0, got {t_left!r}")
     if isinstance(t_right, bool) or not isinstance(t_right, int) or t_right < 0:
         raise InputError(f"t_right (R) must be an int >= 0, got {t_right!r}")
-    return MTTSampler(t_min=max(1, t - t_left), t_max=t + t_right, sample_num=sample_num,
-                      first_stage_t=t if pin == "stage1" else None)
+    return MTTSampler(
+        t_min=max(1, t - t_left), t_max=t + t_right, sample_num=sample_num, first_stage_t=t if pin == "stage1" else None
+    )
 
 
 def finetune_bias_free(

@@ -1,9 +1,10 @@
 """Spike counts and firing rates per spiking layer, measured on data."""
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn

@@ -31,11 +31,12 @@ Energy (an **estimate**, :func:`energy_pj`): ``ACs * e_ac + MACs * e_mac`` with 
 0.9 pJ add). It ignores memory access, data movement and neuron state updates, which often
 dominate on real hardware; use it to compare configurations of one model, not chips.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +55,19 @@ WEIGHTED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 __all__ = [
-    "E_AC_PJ", "E_MAC_PJ", "LayerOps", "OpCounter", "OpCounts", "WEIGHTED_LAYERS", "accuracy_and_ops",
-    "conv_fanout_map", "count_ops", "energy_pj", "is_event_valued", "layer_ops", "weighted_layers",
+    "E_AC_PJ",
+    "E_MAC_PJ",
+    "LayerOps",
+    "OpCounter",
+    "OpCounts",
+    "WEIGHTED_LAYERS",
+    "accuracy_and_ops",
+    "conv_fanout_map",
+    "count_ops",
+    "energy_pj",
+    "is_event_valued",
+    "layer_ops",
+    "weighted_layers",
 ]
 
 
@@ -68,8 +80,9 @@ def is_event_valued(x: torch.Tensor) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _fanout_positions(kernel: tuple, stride: tuple, padding, dilation: tuple, padding_mode: str,
-                      reversed_padding: tuple, spatial: tuple) -> torch.Tensor:
+def _fanout_positions(
+    kernel: tuple, stride: tuple, padding, dilation: tuple, padding_mode: str, reversed_padding: tuple, spatial: tuple
+) -> torch.Tensor:
     dims = len(spatial)
     with torch.enable_grad():
         x = torch.ones(1, 1, *spatial, dtype=torch.float64, requires_grad=True)
@@ -97,8 +110,15 @@ def conv_fanout_map(layer: _ConvNd, spatial: Sequence[int]) -> torch.Tensor:
     if len(spatial) != dims:
         raise InputError(f"spatial must have {dims} sizes for {type(layer).__name__}, got {spatial}")
     padding = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
-    positions = _fanout_positions(tuple(layer.kernel_size), tuple(layer.stride), padding, tuple(layer.dilation),
-                                  layer.padding_mode, tuple(layer._reversed_padding_repeated_twice), spatial)
+    positions = _fanout_positions(
+        tuple(layer.kernel_size),
+        tuple(layer.stride),
+        padding,
+        tuple(layer.dilation),
+        layer.padding_mode,
+        tuple(layer._reversed_padding_repeated_twice),
+        spatial,
+    )
     return positions * (layer.out_channels // layer.groups)
 
 
@@ -175,7 +195,7 @@ class LayerOps:
 class OpCounts:
     """Per-sample op counts of a model at one TimeConfig, measured on ``samples`` samples."""
 
-    time_config: Optional[tuple]
+    time_config: tuple | None
     samples: int
     layers: list[LayerOps] = field(default_factory=list)
 
@@ -198,8 +218,12 @@ class OpCounts:
     def as_dict(self) -> dict:
         return {
             "time_config": None if self.time_config is None else list(self.time_config),
-            "samples": self.samples, "acs": self.acs, "macs": self.macs, "synops": self.synops,
-            "energy_pj_estimate": self.energy_pj(), "energy_model": {"e_ac_pj": E_AC_PJ, "e_mac_pj": E_MAC_PJ},
+            "samples": self.samples,
+            "acs": self.acs,
+            "macs": self.macs,
+            "synops": self.synops,
+            "energy_pj_estimate": self.energy_pj(),
+            "energy_model": {"e_ac_pj": E_AC_PJ, "e_mac_pj": E_MAC_PJ},
             "layers": [l.as_dict() for l in self.layers],
         }
 
@@ -245,10 +269,10 @@ class OpCounter:
         if not self.tallies:
             raise InputError("model has no Conv/Linear layers to count synaptic operations on")
         self._handles: list = []
-        self.batch_size: Optional[int] = None
+        self.batch_size: int | None = None
         self.samples = 0
 
-    def __enter__(self) -> "OpCounter":
+    def __enter__(self) -> OpCounter:
         for tally in self.tallies:
             self._handles.append(tally.module.register_forward_hook(self._hook(tally)))
         return self
@@ -286,15 +310,22 @@ class OpCounter:
             tally.time_steps = rows // self.batch_size
             if self.per_step:  # rows are t-major (index t*B + b) in both layouts
                 tally.step_ops.append((event, per_row.reshape(tally.time_steps, self.batch_size)))
+
         return hook
 
-    def result(self, time_config: Optional[Sequence[int]] = None) -> OpCounts:
+    def result(self, time_config: Sequence[int] | None = None) -> OpCounts:
         """Per-sample counts over every batch seen so far."""
         if self.samples == 0:
             raise InputError("no samples were counted; expected at least one batch")
         layers = [
-            LayerOps(t.name, type(t.module).__name__, "+".join(sorted(t.kinds)) or "none", t.time_steps,
-                     t.acs / self.samples, t.macs / self.samples)
+            LayerOps(
+                t.name,
+                type(t.module).__name__,
+                "+".join(sorted(t.kinds)) or "none",
+                t.time_steps,
+                t.acs / self.samples,
+                t.macs / self.samples,
+            )
             for t in self.tallies
         ]
         return OpCounts(None if time_config is None else tuple(time_config), self.samples, layers)
@@ -305,7 +336,7 @@ def accuracy_and_ops(
     model: nn.Module,
     loader: Iterable,
     time_config,
-    max_batches: Optional[int] = None,
+    max_batches: int | None = None,
 ) -> tuple[float, OpCounts]:
     """One eval pass at ``time_config``: top-1 accuracy of the time-averaged output and op counts.
 
@@ -337,7 +368,7 @@ def count_ops(
     model: nn.Module,
     loader: Iterable,
     time_config,
-    max_batches: Optional[int] = None,
+    max_batches: int | None = None,
 ) -> OpCounts:
     """Per-sample ACs / MACs of every weighted layer at ``time_config``, measured on ``loader``."""
     return accuracy_and_ops(model, loader, time_config, max_batches)[1]

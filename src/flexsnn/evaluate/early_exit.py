@@ -21,11 +21,12 @@ frames (the events seen so far), which differs from re-binning all events into `
 The *fixed-T* curve that early exit is compared against is the same run stopped at step
 ``t`` for every sample (accuracy of ``m_t``, cost of ``t`` steps), ``t = 1..T_G``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -39,8 +40,15 @@ from flexsnn.temporal import transform_matrix
 from flexsnn.train.bn_calibration import batchnorm_layers, calibrate_bn
 
 __all__ = [
-    "DEFAULT_THRESHOLDS", "EarlyExitPoint", "EarlyExitResult", "early_exit_sweep", "exit_steps",
-    "plot_early_exit", "required_steps", "running_confidence", "write_early_exit_csv",
+    "DEFAULT_THRESHOLDS",
+    "EarlyExitPoint",
+    "EarlyExitResult",
+    "early_exit_sweep",
+    "exit_steps",
+    "plot_early_exit",
+    "required_steps",
+    "running_confidence",
+    "write_early_exit_csv",
 ]
 
 DEFAULT_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.01)
@@ -92,7 +100,7 @@ def required_steps(time_config: Sequence[int], ttm_mode: str = "hard") -> torch.
 class EarlyExitPoint(PerSampleCost):
     """One threshold (or one fixed t): accuracy and per-sample averages."""
 
-    threshold: Optional[float]  # None for fixed-T points
+    threshold: float | None  # None for fixed-T points
     accuracy: float
     avg_t: float  # mean exit step along the last stage's axis (1..T_G)
     acs: float
@@ -111,11 +119,15 @@ class EarlyExitResult:
     rebinned: dict = field(default_factory=dict)  # optional {"T": accuracy}: uniform runs, input re-binned
 
     def as_dict(self) -> dict:
-        return {"time_config": list(self.time_config), "samples": self.samples,
-                "rule": "exit at the first last-stage step t with max softmax(mean(out[:t])) >= threshold",
-                "energy_model": {"e_ac_pj": E_AC_PJ, "e_mac_pj": E_MAC_PJ, "note": "45 nm estimate"},
-                "early_exit": [p.as_dict() for p in self.points], "fixed_t": [p.as_dict() for p in self.fixed],
-                "uniform_rebinned": dict(self.rebinned)}
+        return {
+            "time_config": list(self.time_config),
+            "samples": self.samples,
+            "rule": "exit at the first last-stage step t with max softmax(mean(out[:t])) >= threshold",
+            "energy_model": {"e_ac_pj": E_AC_PJ, "e_mac_pj": E_MAC_PJ, "note": "45 nm estimate"},
+            "early_exit": [p.as_dict() for p in self.points],
+            "fixed_t": [p.as_dict() for p in self.fixed],
+            "uniform_rebinned": dict(self.rebinned),
+        }
 
 
 # ---- on a model -------------------------------------------------------------------------------
@@ -132,9 +144,9 @@ def early_exit_sweep(
     loader: Iterable,
     time_config,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    calib_loader: Optional[Iterable] = None,
+    calib_loader: Iterable | None = None,
     calib_batches: int = 10,
-    max_batches: Optional[int] = None,
+    max_batches: int | None = None,
 ) -> EarlyExitResult:
     """Accuracy, average exit step and per-sample ops for each threshold (rule: module docstring).
 
@@ -191,8 +203,13 @@ def early_exit_sweep(
 
     def point(steps: torch.Tensor, threshold) -> EarlyExitPoint:
         correct = (pred[steps, cols] == y).double().mean()
-        return EarlyExitPoint(threshold, float(correct), float((steps + 1).double().mean()),
-                              float(acs[steps, cols].mean()), float(macs[steps, cols].mean()))
+        return EarlyExitPoint(
+            threshold,
+            float(correct),
+            float((steps + 1).double().mean()),
+            float(acs[steps, cols].mean()),
+            float(macs[steps, cols].mean()),
+        )
 
     points = [point(exit_steps(conf, th), float(th)) for th in thresholds]
     fixed = [point(torch.full((len(y),), t, dtype=torch.long), None) for t in range(t_last)]
@@ -209,12 +226,21 @@ def write_early_exit_csv(path, result: EarlyExitResult) -> None:
         writer.writerow(["mode", "threshold", "accuracy", "avg_T", "acs", "macs", "synops", "energy_uJ_estimate"])
         for mode, pts in (("early_exit", result.points), ("fixed_T", result.fixed)):
             for p in pts:
-                writer.writerow([mode, "" if p.threshold is None else p.threshold, f"{p.accuracy:.4f}",
-                                 f"{p.avg_t:.3f}", f"{p.acs:.1f}", f"{p.macs:.1f}", f"{p.synops:.1f}",
-                                 f"{p.energy_pj / 1e6:.6f}"])
+                writer.writerow(
+                    [
+                        mode,
+                        "" if p.threshold is None else p.threshold,
+                        f"{p.accuracy:.4f}",
+                        f"{p.avg_t:.3f}",
+                        f"{p.acs:.1f}",
+                        f"{p.macs:.1f}",
+                        f"{p.synops:.1f}",
+                        f"{p.energy_pj / 1e6:.6f}",
+                    ]
+                )
 
 
-def plot_early_exit(result: EarlyExitResult, path, title: Optional[str] = None):
+def plot_early_exit(result: EarlyExitResult, path, title: str | None = None):
     """Two panels: accuracy vs average T and vs synaptic ops; early exit against fixed T.
 
     If ``result.rebinned`` holds ``{T: accuracy}`` of uniform runs that re-bin the input at
@@ -225,22 +251,45 @@ def plot_early_exit(result: EarlyExitResult, path, title: Optional[str] = None):
     plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    for ax, key, label in ((axes[0], "avg_t", "average time steps (last stage)"),
-                           (axes[1], "synops", "synaptic ops per sample (M)")):
+    for ax, key, label in (
+        (axes[0], "avg_t", "average time steps (last stage)"),
+        (axes[1], "synops", "synaptic ops per sample (M)"),
+    ):
         scale = 1e6 if key == "synops" else 1.0
-        val = (lambda p: p.synops / scale) if key == "synops" else (lambda p: p.avg_t)
+        val = (lambda p, scale=scale: p.synops / scale) if key == "synops" else (lambda p: p.avg_t)
         pts = sorted(result.points, key=val)
-        ax.plot([val(p) for p in result.fixed], [100 * p.accuracy for p in result.fixed], "-s", color="C0",
-                label="fixed T (every sample stops at t)")
-        ax.plot([val(p) for p in pts], [100 * p.accuracy for p in pts], "-o", color="C3",
-                label="early exit (threshold sweep)")
+        ax.plot(
+            [val(p) for p in result.fixed],
+            [100 * p.accuracy for p in result.fixed],
+            "-s",
+            color="C0",
+            label="fixed T (every sample stops at t)",
+        )
+        ax.plot(
+            [val(p) for p in pts],
+            [100 * p.accuracy for p in pts],
+            "-o",
+            color="C3",
+            label="early exit (threshold sweep)",
+        )
         for p in pts:
-            ax.annotate(f"{p.threshold:g}", (val(p), 100 * p.accuracy), fontsize=6, xytext=(3, -9),
-                        textcoords="offset points", color="C3")
+            ax.annotate(
+                f"{p.threshold:g}",
+                (val(p), 100 * p.accuracy),
+                fontsize=6,
+                xytext=(3, -9),
+                textcoords="offset points",
+                color="C3",
+            )
         if rebinned and key == "avg_t":
             ts = sorted(rebinned, key=int)
-            ax.plot([int(t) for t in ts], [100 * rebinned[t] for t in ts], "--^", color="0.5",
-                    label="uniform T, input re-binned")
+            ax.plot(
+                [int(t) for t in ts],
+                [100 * rebinned[t] for t in ts],
+                "--^",
+                color="0.5",
+                label="uniform T, input re-binned",
+            )
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)

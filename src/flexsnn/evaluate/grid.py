@@ -3,6 +3,7 @@
 The paper reads temporal flexibility off such grids: a flexible model is accurate over the
 whole grid, a uniform-T model only near its training T on the diagonal.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,7 +19,9 @@ from flexsnn.io import atomic_write, write_json
 __all__ = ["grid_configs", "plot_config_grid", "write_config_grid"]
 
 
-def grid_configs(num_stages: int, stages: tuple[int, int], t_values: Sequence[int], fixed: int) -> list[tuple[int, ...]]:
+def grid_configs(
+    num_stages: int, stages: tuple[int, int], t_values: Sequence[int], fixed: int
+) -> list[tuple[int, ...]]:
     """Configs with stage ``stages[0]`` (rows) and ``stages[1]`` (columns) over ``t_values``
     and every other stage at ``fixed``; stages are 1-based. Row-major order."""
     i, j = stages
@@ -40,8 +43,13 @@ def grid_configs(num_stages: int, stages: tuple[int, int], t_values: Sequence[in
     return configs
 
 
-def plot_config_grid(accuracy: Sequence[Sequence[float]], t_values: Sequence[int], stages: tuple[int, int],
-                     path: str | os.PathLike, title: str = "") -> Path:
+def plot_config_grid(
+    accuracy: Sequence[Sequence[float]],
+    t_values: Sequence[int],
+    stages: tuple[int, int],
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
     """Heatmap PNG: rows stage ``stages[0]``'s T, columns stage ``stages[1]``'s T, cells accuracy %."""
     plt = pyplot()
     n = len(t_values)
@@ -62,8 +70,13 @@ def plot_config_grid(accuracy: Sequence[Sequence[float]], t_values: Sequence[int
     return save_figure(fig, path)
 
 
-def write_config_grid(out: str | os.PathLike, rows: Sequence[dict[str, Any]], t_values: Sequence[int],
-                      stages: tuple[int, int], title: str = "") -> dict[str, Any]:
+def write_config_grid(
+    out: str | os.PathLike,
+    rows: Sequence[dict[str, Any]],
+    t_values: Sequence[int],
+    stages: tuple[int, int],
+    title: str = "",
+) -> dict[str, Any]:
     """``rows`` (from :func:`flexsnn.evaluate.sweep_configs` over :func:`grid_configs`) as
     ``config_grid.csv``, ``config_grid.json`` and ``config_grid.png`` in ``out``; returns the JSON."""
     out = Path(out)
@@ -71,8 +84,12 @@ def write_config_grid(out: str | os.PathLike, rows: Sequence[dict[str, Any]], t_
     if len(rows) != n * n:
         raise InputError(f"expected {n * n} grid rows (row-major over the T values), got {len(rows)}")
     accuracy = [[rows[r * n + c]["accuracy"] for c in range(n)] for r in range(n)]
-    grid = {"stages": list(stages), "t_values": list(t_values), "accuracy": accuracy,
-            "configs": [list(row["config"]) for row in rows]}
+    grid = {
+        "stages": list(stages),
+        "t_values": list(t_values),
+        "accuracy": accuracy,
+        "configs": [list(row["config"]) for row in rows],
+    }
     write_json(out / "config_grid.json", grid)
     with atomic_write(out / "config_grid.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)

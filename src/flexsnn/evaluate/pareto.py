@@ -30,6 +30,7 @@ Strategies (:func:`search`):
 Every strategy also evaluates all uniform configs ``(t,) * G``, so the front always
 weakly dominates each of them.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -51,8 +52,18 @@ STRATEGIES = ("auto", "exhaustive", "greedy", "evolutionary")
 COSTS = ("synops", "energy")
 
 __all__ = [
-    "COSTS", "ConfigResult", "STRATEGIES", "SearchResult", "config_space", "holdout_split", "pareto_front",
-    "plot_pareto", "search", "search_configs", "space_size", "write_search_csv",
+    "COSTS",
+    "ConfigResult",
+    "STRATEGIES",
+    "SearchResult",
+    "config_space",
+    "holdout_split",
+    "pareto_front",
+    "plot_pareto",
+    "search",
+    "search_configs",
+    "space_size",
+    "write_search_csv",
 ]
 
 TimeConfig = tuple[int, ...]
@@ -75,8 +86,13 @@ class ConfigResult(PerSampleCost):
         return self.synops if kind == "synops" else self.energy_pj
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "config": list(self.config), "synops": self.synops,
-                "energy_pj_estimate": self.energy_pj, "uniform": self.uniform}
+        return {
+            **asdict(self),
+            "config": list(self.config),
+            "synops": self.synops,
+            "energy_pj_estimate": self.energy_pj,
+            "uniform": self.uniform,
+        }
 
 
 def pareto_front(costs: Sequence[float], accuracies: Sequence[float]) -> list[int]:
@@ -139,9 +155,15 @@ class SearchResult:
         return max(fits, key=lambda r: r.accuracy) if fits else None
 
     def as_dict(self) -> dict:
-        return {"strategy": self.strategy, "cost": self.cost, "t_min": self.t_min, "t_max": self.t_max,
-                "energy_model": {"e_ac_pj": E_AC_PJ, "e_mac_pj": E_MAC_PJ, "note": "45 nm estimate"},
-                "evaluated": [r.as_dict() for r in self.results], "front": [r.as_dict() for r in self.front]}
+        return {
+            "strategy": self.strategy,
+            "cost": self.cost,
+            "t_min": self.t_min,
+            "t_max": self.t_max,
+            "energy_model": {"e_ac_pj": E_AC_PJ, "e_mac_pj": E_MAC_PJ, "note": "45 nm estimate"},
+            "evaluated": [r.as_dict() for r in self.results],
+            "front": [r.as_dict() for r in self.front],
+        }
 
 
 # ---- strategies (model-free: ``evaluate(config) -> ConfigResult``) ----------------------------------
@@ -175,7 +197,7 @@ def _greedy(ev: _Evaluations, g: int, t_min: int, t_max: int, cost: str) -> None
         neighbours = []
         for s in range(g):
             if current.config[s] > t_min:
-                cfg = current.config[:s] + (current.config[s] - 1,) + current.config[s + 1:]
+                cfg = current.config[:s] + (current.config[s] - 1,) + current.config[s + 1 :]
                 r = ev(cfg)
                 if r is None:
                     return  # budget spent
@@ -188,8 +210,9 @@ def _greedy(ev: _Evaluations, g: int, t_min: int, t_max: int, cost: str) -> None
             current = min(neighbours, key=lambda r: (r.cost(cost), -r.accuracy))
 
 
-def _evolutionary(ev: _Evaluations, g: int, t_min: int, t_max: int, cost: str, rng: random.Random,
-                  population: int = 8) -> None:
+def _evolutionary(
+    ev: _Evaluations, g: int, t_min: int, t_max: int, cost: str, rng: random.Random, population: int = 8
+) -> None:
     if t_min == t_max:
         return
     while len(ev.done) < population and ev.left > 0:  # random start on top of what is known
@@ -312,8 +335,18 @@ def write_search_csv(path, results: Sequence[ConfigResult], front: Sequence[Conf
         writer = csv.writer(fh)
         writer.writerow(["config", "accuracy", "acs", "macs", "synops", "energy_uJ_estimate", "uniform", "on_front"])
         for r in results:
-            writer.writerow([",".join(map(str, r.config)), f"{r.accuracy:.4f}", f"{r.acs:.1f}", f"{r.macs:.1f}",
-                             f"{r.synops:.1f}", f"{r.energy_pj / 1e6:.6f}", int(r.uniform), int(r.config in on_front)])
+            writer.writerow(
+                [
+                    ",".join(map(str, r.config)),
+                    f"{r.accuracy:.4f}",
+                    f"{r.acs:.1f}",
+                    f"{r.macs:.1f}",
+                    f"{r.synops:.1f}",
+                    f"{r.energy_pj / 1e6:.6f}",
+                    int(r.uniform),
+                    int(r.config in on_front),
+                ]
+            )
 
 
 def plot_pareto(result: SearchResult, path, title: str | None = None, annotate: int = 8):
@@ -327,15 +360,36 @@ def plot_pareto(result: SearchResult, path, title: str | None = None, annotate: 
     ax.scatter(xs(result.results), ys(result.results), s=14, color="0.7", label="evaluated configs")
     ax.plot(xs(result.front), ys(result.front), "-o", color="C3", ms=5, label="Pareto front")
     uniform = sorted((r for r in result.results if r.uniform), key=lambda r: r.config[0])
-    ax.scatter(xs(uniform), ys(uniform), marker="s", s=40, facecolors="none", edgecolors="C0", linewidths=1.5,
-               label="uniform T", zorder=3)
+    ax.scatter(
+        xs(uniform),
+        ys(uniform),
+        marker="s",
+        s=40,
+        facecolors="none",
+        edgecolors="C0",
+        linewidths=1.5,
+        label="uniform T",
+        zorder=3,
+    )
     for r in uniform:
-        ax.annotate(f"T={r.config[0]}", (r.cost(result.cost) / scale, 100 * r.accuracy), fontsize=7,
-                    xytext=(4, -10), textcoords="offset points", color="C0")
+        ax.annotate(
+            f"T={r.config[0]}",
+            (r.cost(result.cost) / scale, 100 * r.accuracy),
+            fontsize=7,
+            xytext=(4, -10),
+            textcoords="offset points",
+            color="C0",
+        )
     step = max(1, math.ceil(len(result.front) / max(1, annotate)))
     for r in result.front[::step]:
-        ax.annotate(",".join(map(str, r.config)), (r.cost(result.cost) / scale, 100 * r.accuracy), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points", color="C3")
+        ax.annotate(
+            ",".join(map(str, r.config)),
+            (r.cost(result.cost) / scale, 100 * r.accuracy),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+            color="C3",
+        )
     ax.set_xlabel(f"cost per sample ({unit})")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title or f"TimeConfig search ({result.strategy}), {len(result.results)} configs")

@@ -1,4 +1,5 @@
 """Matplotlib set-up shared by every plot flexsnn writes: headless backend, atomic PNG."""
+
 from __future__ import annotations
 
 import os

@@ -3,16 +3,17 @@
 The results shape is public: ``{"sdt": {"1": 0.91, "2": ...}, "mtt": {...}}`` (accuracy in
 [0, 1], keys are T as strings).
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
-from flexsnn.io import atomic_write, write_json
 from flexsnn.evaluate.plotting import pyplot, save_figure
+from flexsnn.io import atomic_write, write_json
 
 Results = Mapping[str, Mapping[str, float]]
 

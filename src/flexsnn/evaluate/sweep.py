@@ -4,6 +4,7 @@ Calibration is part of changing the inference configuration: for a model with Ba
 every function here re-estimates the BN statistics at the evaluated configuration (or at
 ``calib_config`` when given, e.g. T_max as the paper's authors do) before measuring.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -109,6 +110,10 @@ def sweep_configs(
     rows = []
     for cfg in progress_bar(list(configs), desc="configs", enabled=progress, leave=False):
         acc = evaluate_config(model, test_loader, cfg, calib_loader, calib_batches, calib_config, calibrate)
-        rows.append({"config": list(model.normalize_time_config(cfg)) if hasattr(model, "normalize_time_config") else cfg,
-                     "accuracy": acc})
+        rows.append(
+            {
+                "config": list(model.normalize_time_config(cfg)) if hasattr(model, "normalize_time_config") else cfg,
+                "accuracy": acc,
+            }
+        )
     return rows

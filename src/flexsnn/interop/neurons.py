@@ -19,10 +19,11 @@ Every adapter has flexsnn's neuron interface: ``record`` / ``last_spike_count`` 
 search and early exit see the adapted neurons), and ``stateful`` / ``reset_state()`` for
 streaming. No peer library is imported here: the adapters call the wrapped module's methods.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -43,15 +44,17 @@ class PeerNeuron(MultiStepModule):
         super().__init__()
         found = peer_neuron_kind(neuron)
         if found != self.kind:
-            raise InputError(f"{type(self).__name__} wraps a {self.kind} neuron, got {type(neuron).__name__}"
-                             + (f" (a {found} neuron: use {ADAPTERS[found].__name__})" if found else ""))
+            raise InputError(
+                f"{type(self).__name__} wraps a {self.kind} neuron, got {type(neuron).__name__}"
+                + (f" (a {found} neuron: use {ADAPTERS[found].__name__})" if found else "")
+            )
         self.neuron = neuron
         self.record = False
         self.stateful = False
-        self.last_spike_count: Optional[float] = None
-        self.last_num_neurons: Optional[int] = None
-        self.last_time_steps: Optional[int] = None
-        self.last_batch_size: Optional[int] = None
+        self.last_spike_count: float | None = None
+        self.last_num_neurons: int | None = None
+        self.last_time_steps: int | None = None
+        self.last_batch_size: int | None = None
         self._fresh = True  # the next stateful forward starts from a reset
 
     def reset_state(self) -> None:
@@ -149,8 +152,9 @@ def adapt_peer_neurons(module: nn.Module) -> nn.Module:
     return module
 
 
-def staged_from_layers(layers: Sequence[nn.Module], boundaries: Sequence[int], head: Optional[nn.Module] = None,
-                       **kwargs) -> StagedNet:
+def staged_from_layers(
+    layers: Sequence[nn.Module], boundaries: Sequence[int], head: nn.Module | None = None, **kwargs
+) -> StagedNet:
     """:func:`flexsnn.staged.staged_from_layers` with every peer neuron wrapped in its adapter."""
     layers = list(layers.children()) if isinstance(layers, nn.Sequential) else list(layers)
     layers = [adapt_peer_neurons(m) if isinstance(m, nn.Module) else m for m in layers]

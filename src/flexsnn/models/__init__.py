@@ -29,12 +29,14 @@ which a checkpoint rebuilds the same architecture. The kwargs always hold the TT
 net uses (``ttm_mode``, and ``input_ttm_mode`` for frames input), so a checkpoint keeps its
 temporal protocol even if a builder's default changes.
 """
+
 from __future__ import annotations
 
 import functools
 import inspect
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flexsnn.errors import ConfigError, InputError
 from flexsnn.io import import_factory, is_import_path, mark_factory
@@ -84,8 +86,10 @@ def model_builder(name: str):
         return MODELS[name]
     if is_import_path(name):
         return import_factory(name, "model", "model")
-    raise InputError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}, "
-                     "or an import path 'package.module:factory' of a @model_factory function")
+    raise InputError(
+        f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}, "
+        "or an import path 'package.module:factory' of a @model_factory function"
+    )
 
 
 def build_model(name: str, **kwargs: Any) -> StagedNet:
@@ -105,8 +109,10 @@ def build_model(name: str, **kwargs: Any) -> StagedNet:
         raise InputError(f"model arguments must be JSON values (numbers, strings, lists, dicts): {exc}") from None
     net = builder(**kwargs)
     if not isinstance(net, StagedNet):
-        raise ConfigError(f"model factory {name!r} returned {type(net).__name__}, expected a flexsnn StagedNet "
-                          "(build it with flexsnn.staged.staged_from_layers or StagedNet)")
+        raise ConfigError(
+            f"model factory {name!r} returned {type(net).__name__}, expected a flexsnn StagedNet "
+            "(build it with flexsnn.staged.staged_from_layers or StagedNet)"
+        )
     if "ttm_mode" in accepted:
         spec_kwargs.setdefault("ttm_mode", net.ttm_mode)
     if "input_ttm_mode" in accepted and net.input_kind == "frames":
@@ -116,6 +122,17 @@ def build_model(name: str, **kwargs: Any) -> StagedNet:
 
 
 __all__ = [
-    "MODELS", "BasicBlock", "build_model", "model_builder", "model_factory", "digits_conv", "digits_mlp", "gesture_net", "nmnist_net",
-    "resnet18", "resnet19", "vgg14", "vgg9_dvs",
+    "MODELS",
+    "BasicBlock",
+    "build_model",
+    "model_builder",
+    "model_factory",
+    "digits_conv",
+    "digits_mlp",
+    "gesture_net",
+    "nmnist_net",
+    "resnet18",
+    "resnet19",
+    "vgg14",
+    "vgg9_dvs",
 ]

@@ -3,12 +3,14 @@
 Every zoo model is a :class:`flexsnn.staged.StagedNet`; its layers are plain PyTorch layers
 (run on the ``[T*B, ...]`` view) and flexsnn neurons (run on ``[T, B, ...]``).
 """
+
 from __future__ import annotations
 
 import inspect
 import math
 import numbers
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -19,13 +21,18 @@ from flexsnn.neurons import IF, LIF
 LIF_DEFAULTS: dict[str, Any] = {"v_th": 1.0, "decay": 0.5, "reset": "hard"}
 #: Deployable (event-driven) models: IF, V_th = 1, reset by subtraction, multi-spike, v_min = -1,
 #: and the exponential surrogate (Sinabs' default, as the paper's event-driven models train).
-IF_DEFAULTS: dict[str, Any] = {"v_th": 1.0, "reset": "subtract", "multi_spike": True, "v_min": -1.0,
-                               "surrogate": "exponential"}
+IF_DEFAULTS: dict[str, Any] = {
+    "v_th": 1.0,
+    "reset": "subtract",
+    "multi_spike": True,
+    "v_min": -1.0,
+    "surrogate": "exponential",
+}
 
 NeuronFactory = Callable[[], nn.Module]
 
 
-def neuron_factory(kind: str, overrides: Optional[dict], defaults: Optional[dict] = None) -> NeuronFactory:
+def neuron_factory(kind: str, overrides: dict | None, defaults: dict | None = None) -> NeuronFactory:
     """A zero-argument callable making fresh ``LIF`` (``kind="lif"``) or ``IF`` neurons.
 
     ``overrides`` (e.g. ``{"decay": 0.25}``) are merged over the defaults; keys are checked
@@ -80,7 +87,7 @@ def check_bool(value: Any, name: str) -> bool:
 
 
 def conv_unit(
-    c_in: int, c_out: int, neuron: NeuronFactory, bn: bool, stride: int = 1, bias: Optional[bool] = None
+    c_in: int, c_out: int, neuron: NeuronFactory, bn: bool, stride: int = 1, bias: bool | None = None
 ) -> list[nn.Module]:
     """Conv3x3 (padding 1) [+ BatchNorm2d] + neuron. Bias only when no BN follows (unless given)."""
     if bias is None:
@@ -100,7 +107,7 @@ def conv_out(size: int, stride: int) -> int:
 def group_stages(units: Sequence[list[nn.Module]], per_stage: int) -> list[list[nn.Module]]:
     """Concatenate consecutive units (e.g. conv layers with their BN/neuron/pool) into stages."""
     per_stage = check_positive_int(per_stage, "convs_per_stage")
-    return [[m for unit in units[i:i + per_stage] for m in unit] for i in range(0, len(units), per_stage)]
+    return [[m for unit in units[i : i + per_stage] for m in unit] for i in range(0, len(units), per_stage)]
 
 
 def conv_pool_stages(
@@ -111,7 +118,7 @@ def conv_pool_stages(
     bn: bool,
     convs_per_stage: int,
     width: float = 1.0,
-    conv_bias: Optional[bool] = None,
+    conv_bias: bool | None = None,
 ) -> tuple[list[list[nn.Module]], int, int]:
     """VGG-style features from ``cfg`` (ints: conv3x3 + [BN] + neuron; ``"A"``: AvgPool2d(2)).
 

@@ -9,9 +9,10 @@ its accumulated input). Input: event frames ``[T, B, 2, H, W]``.
 - ``gesture_net``: the paper's authors' DVS Gesture net, 3 stages (two conv stages and an FC
   stage), its input trimmed to the first ``T_1`` frames.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -29,8 +30,15 @@ from flexsnn.staged import StagedNet
 
 
 def _deployable(
-    channels: list[int], num_classes: int, in_channels: int, in_size: int, bn: bool,
-    convs_per_stage: int, neuron: Optional[dict], ttm_mode: str, input_ttm_mode: Optional[str],
+    channels: list[int],
+    num_classes: int,
+    in_channels: int,
+    in_size: int,
+    bn: bool,
+    convs_per_stage: int,
+    neuron: dict | None,
+    ttm_mode: str,
+    input_ttm_mode: str | None,
 ) -> StagedNet:
     make = neuron_factory("if", neuron)
     cfg: list = []
@@ -38,8 +46,14 @@ def _deployable(
         cfg += [c, "A"]
     stages, c, size = conv_pool_stages(cfg, in_channels, in_size, make, bn, convs_per_stage, conv_bias=False)
     stages[-1].append(nn.Flatten())
-    return StagedNet(stages, head=nn.Linear(c * size * size, num_classes, bias=False), ttm_mode=ttm_mode,
-                     input_kind="frames", input_shape=(in_channels, in_size, in_size), input_ttm_mode=input_ttm_mode)
+    return StagedNet(
+        stages,
+        head=nn.Linear(c * size * size, num_classes, bias=False),
+        ttm_mode=ttm_mode,
+        input_kind="frames",
+        input_shape=(in_channels, in_size, in_size),
+        input_ttm_mode=input_ttm_mode,
+    )
 
 
 def nmnist_net(
@@ -49,16 +63,24 @@ def nmnist_net(
     channels: Sequence[int] = (8, 16, 16),
     bn: bool = True,
     convs_per_stage: int = 2,
-    neuron: Optional[dict] = None,
+    neuron: dict | None = None,
     ttm_mode: str = "hard",
-    input_ttm_mode: Optional[str] = None,
+    input_ttm_mode: str | None = None,
 ) -> StagedNet:
     """3 conv + 1 FC for N-MNIST ``[T, B, 2, 34, 34]`` (6,160 weights at the defaults):
     conv 2->8, 8->16, 16->16 (each + pool: 34 -> 17 -> 8 -> 4), head Linear(256, 10).
     Two stages: convs 1-2 and conv 3."""
-    return _deployable(check_int_list(channels, "channels"), check_positive_int(num_classes, "num_classes"),
-                       check_positive_int(in_channels, "in_channels"), check_positive_int(in_size, "in_size"),
-                       check_bool(bn, "bn"), convs_per_stage, neuron, ttm_mode, input_ttm_mode)
+    return _deployable(
+        check_int_list(channels, "channels"),
+        check_positive_int(num_classes, "num_classes"),
+        check_positive_int(in_channels, "in_channels"),
+        check_positive_int(in_size, "in_size"),
+        check_bool(bn, "bn"),
+        convs_per_stage,
+        neuron,
+        ttm_mode,
+        input_ttm_mode,
+    )
 
 
 def gesture_net(
@@ -68,9 +90,9 @@ def gesture_net(
     channels: Sequence[int] = (8, 16, 32, 32),
     hidden: int = 64,
     bn: bool = True,
-    neuron: Optional[dict] = None,
+    neuron: dict | None = None,
     ttm_mode: str = "hard",
-    input_ttm_mode: Optional[str] = "trim",
+    input_ttm_mode: str | None = "trim",
 ) -> StagedNet:
     """The paper's authors' DVS Gesture net on 128x128 frames ``[T, B, 2, 128, 128]``:
 
@@ -91,15 +113,23 @@ def gesture_net(
     make = neuron_factory("if", neuron)
     size = conv_out(in_size // 2, 2) // 2 // 2 // 2  # pool, conv stride 2, pool, pool, pool
     if size < 1:
-        raise InputError(f"in_size must be at least 30 pixels for gesture_net's 4 poolings and stride-2 conv "
-                         f"(the paper's is 128), got {in_size}")
+        raise InputError(
+            f"in_size must be at least 30 pixels for gesture_net's 4 poolings and stride-2 conv "
+            f"(the paper's is 128), got {in_size}"
+        )
     stages = [
         [nn.AvgPool2d(2), *_unit(in_channels, c1, make, bn, stride=2), nn.AvgPool2d(2), *_unit(c1, c2, make, bn)],
         [nn.AvgPool2d(2), *_unit(c2, c3, make, bn), nn.AvgPool2d(2), *_unit(c3, c4, make, bn)],
         [nn.Flatten(), nn.Linear(c4 * size * size, hidden, bias=False), make()],
     ]
-    return StagedNet(stages, head=nn.Linear(hidden, num_classes, bias=False), ttm_mode=ttm_mode,
-                     input_kind="frames", input_shape=(in_channels, in_size, in_size), input_ttm_mode=input_ttm_mode)
+    return StagedNet(
+        stages,
+        head=nn.Linear(hidden, num_classes, bias=False),
+        ttm_mode=ttm_mode,
+        input_kind="frames",
+        input_shape=(in_channels, in_size, in_size),
+        input_ttm_mode=input_ttm_mode,
+    )
 
 
 def _unit(c_in: int, c_out: int, make: NeuronFactory, bn: bool, stride: int = 1) -> list[nn.Module]:

@@ -8,9 +8,8 @@ them). A stage is one
 :class:`BasicBlock`, or ``group_block_num`` consecutive blocks (equivalent to drawing one T
 per group of stages in the sampler; use one of the two, not both).
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -54,9 +53,9 @@ def _resnet(
     input_kind: str,
     width: float,
     group_block_num: int,
-    neuron: Optional[dict],
+    neuron: dict | None,
     ttm_mode: str,
-    input_ttm_mode: Optional[str],
+    input_ttm_mode: str | None,
 ) -> StagedNet:
     num_classes = check_positive_int(num_classes, "num_classes")
     in_channels = check_positive_int(in_channels, "in_channels")
@@ -71,13 +70,17 @@ def _resnet(
         for k in range(count):
             blocks.append(BasicBlock(planes_in, planes, stride if k == 0 else 1, make))
             planes_in = planes
-    stages: list[list[nn.Module]] = [
-        blocks[i:i + group_block_num] for i in range(0, len(blocks), group_block_num)
-    ]
+    stages: list[list[nn.Module]] = [blocks[i : i + group_block_num] for i in range(0, len(blocks), group_block_num)]
     stages[0] = conv_unit(in_channels, scaled(stem, width), make, bn=True) + stages[0]
     stages[-1] = stages[-1] + [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    return StagedNet(stages, head=nn.Linear(planes_in, num_classes), ttm_mode=ttm_mode,
-                     input_kind=input_kind, input_shape=(in_channels, None, None), input_ttm_mode=input_ttm_mode)
+    return StagedNet(
+        stages,
+        head=nn.Linear(planes_in, num_classes),
+        ttm_mode=ttm_mode,
+        input_kind=input_kind,
+        input_shape=(in_channels, None, None),
+        input_ttm_mode=input_ttm_mode,
+    )
 
 
 def resnet18(
@@ -86,9 +89,9 @@ def resnet18(
     input_kind: str = "static",
     width: float = 1.0,
     group_block_num: int = 1,
-    neuron: Optional[dict] = None,
+    neuron: dict | None = None,
     ttm_mode: str = "hard",
-    input_ttm_mode: Optional[str] = None,
+    input_ttm_mode: str | None = None,
 ) -> StagedNet:
     """CIFAR ResNet-18: stem 64, blocks [2, 2, 2, 2] x [64, 128, 256, 512] (strides 1, 2, 2, 2).
 
@@ -96,8 +99,18 @@ def resnet18(
     ``input_ttm_mode`` (frames input): the TTM from the data's T to stage 1's (default
     ``ttm_mode``; ``"trim"`` feeds the first T_1 frames).
     """
-    return _resnet([(64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2)], 64, num_classes,
-                   in_channels, input_kind, width, group_block_num, neuron, ttm_mode, input_ttm_mode)
+    return _resnet(
+        [(64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2)],
+        64,
+        num_classes,
+        in_channels,
+        input_kind,
+        width,
+        group_block_num,
+        neuron,
+        ttm_mode,
+        input_ttm_mode,
+    )
 
 
 def resnet19(
@@ -106,9 +119,9 @@ def resnet19(
     input_kind: str = "static",
     width: float = 1.0,
     group_block_num: int = 1,
-    neuron: Optional[dict] = None,
+    neuron: dict | None = None,
     ttm_mode: str = "hard",
-    input_ttm_mode: Optional[str] = None,
+    input_ttm_mode: str | None = None,
 ) -> StagedNet:
     """CIFAR ResNet-19 as the paper's authors build it: stem 128, blocks [3, 3, 2] x
     [128, 256, 512] (strides 1, 2, 2), global pool, head Linear(512, num_classes) (no hidden
@@ -116,8 +129,18 @@ def resnet19(
 
     8 blocks -> ``ceil(8 / group_block_num)`` stages.
     """
-    return _resnet([(128, 3, 1), (256, 3, 2), (512, 2, 2)], 128, num_classes,
-                   in_channels, input_kind, width, group_block_num, neuron, ttm_mode, input_ttm_mode)
+    return _resnet(
+        [(128, 3, 1), (256, 3, 2), (512, 2, 2)],
+        128,
+        num_classes,
+        in_channels,
+        input_kind,
+        width,
+        group_block_num,
+        neuron,
+        ttm_mode,
+        input_ttm_mode,
+    )
 
 
 __all__ = ["BasicBlock", "resnet18", "resnet19"]

@@ -4,9 +4,10 @@
 head Linear. ``digits_conv``: one stage per strided conv (Conv3x3/s2 + BN2d + LIF), a last
 stage flatten + Linear + BN1d + LIF, head Linear.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -21,9 +22,9 @@ def digits_mlp(
     hidden: Sequence[int] = (256, 128),
     pool: int = 2,
     bn: bool = True,
-    neuron: Optional[dict] = None,
+    neuron: dict | None = None,
     ttm_mode: str = "hard",
-    input_ttm_mode: Optional[str] = None,
+    input_ttm_mode: str | None = None,
 ) -> StagedNet:
     """MLP on frames ``[T, B, C, H, W]``: ``len(hidden)`` stages, output ``[T_last, B, num_classes]``.
 
@@ -46,8 +47,14 @@ def digits_mlp(
         layers.append(make())
         stages.append(layers)
         features = width
-    return StagedNet(stages, head=nn.Linear(features, num_classes), ttm_mode=ttm_mode,
-                     input_kind="frames", input_shape=(c, h, w), input_ttm_mode=input_ttm_mode)
+    return StagedNet(
+        stages,
+        head=nn.Linear(features, num_classes),
+        ttm_mode=ttm_mode,
+        input_kind="frames",
+        input_shape=(c, h, w),
+        input_ttm_mode=input_ttm_mode,
+    )
 
 
 def digits_conv(
@@ -56,9 +63,9 @@ def digits_conv(
     channels: Sequence[int] = (16, 32),
     hidden: int = 128,
     bn: bool = True,
-    neuron: Optional[dict] = None,
+    neuron: dict | None = None,
     ttm_mode: str = "hard",
-    input_ttm_mode: Optional[str] = None,
+    input_ttm_mode: str | None = None,
 ) -> StagedNet:
     """Conv net on frames ``[T, B, C, H, W]``: ``len(channels) + 1`` stages.
 
@@ -81,5 +88,11 @@ def digits_conv(
         last.append(nn.BatchNorm1d(hidden))
     last.append(make())
     stages.append(last)
-    return StagedNet(stages, head=nn.Linear(hidden, num_classes), ttm_mode=ttm_mode,
-                     input_kind="frames", input_shape=check_in_shape(in_shape), input_ttm_mode=input_ttm_mode)
+    return StagedNet(
+        stages,
+        head=nn.Linear(hidden, num_classes),
+        ttm_mode=ttm_mode,
+        input_kind="frames",
+        input_shape=check_in_shape(in_shape),
+        input_ttm_mode=input_ttm_mode,
+    )

@@ -5,9 +5,8 @@ is a single Linear on the flattened last feature map. A stage is ``convs_per_sta
 consecutive convs with their pooling: VGG-14 defaults to one stage per conv (13 stages, as
 the paper's authors split it), VGG-9 to two convs per stage. Layout ``[T, B, C, H, W]`` inside.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 from torch import nn
 
@@ -28,9 +27,9 @@ def vgg14(
     input_kind: str = "static",
     width: float = 1.0,
     convs_per_stage: int = 1,
-    neuron: Optional[dict] = None,
+    neuron: dict | None = None,
     ttm_mode: str = "hard",
-    input_ttm_mode: Optional[str] = None,
+    input_ttm_mode: str | None = None,
 ) -> StagedNet:
     """VGG-14 on ``[B, 3, in_size, in_size]`` images: 13 convs, one stage each by default
     (``convs_per_stage=2`` gives 7 stages of 2, 2, 2, 2, 2, 2, 1 convs), 5 avg-pools, head
@@ -40,12 +39,16 @@ def vgg14(
     in_size = check_positive_int(in_size, "in_size")
     check_choice(input_kind, "input_kind", INPUT_KINDS)
     make = neuron_factory("lif", neuron)
-    stages, c, size = conv_pool_stages(VGG14_CFG, in_channels, in_size, make, True,
-                                       convs_per_stage, check_width(width))
+    stages, c, size = conv_pool_stages(VGG14_CFG, in_channels, in_size, make, True, convs_per_stage, check_width(width))
     stages[-1].append(nn.Flatten())
-    return StagedNet(stages, head=nn.Linear(c * size * size, num_classes), ttm_mode=ttm_mode,
-                     input_kind=input_kind, input_shape=(in_channels, in_size, in_size),
-                     input_ttm_mode=input_ttm_mode)
+    return StagedNet(
+        stages,
+        head=nn.Linear(c * size * size, num_classes),
+        ttm_mode=ttm_mode,
+        input_kind=input_kind,
+        input_shape=(in_channels, in_size, in_size),
+        input_ttm_mode=input_ttm_mode,
+    )
 
 
 def vgg9_dvs(
@@ -57,9 +60,9 @@ def vgg9_dvs(
     bn: bool = True,
     width: float = 1.0,
     convs_per_stage: int = 2,
-    neuron: Optional[dict] = None,
+    neuron: dict | None = None,
     ttm_mode: str = "hard",
-    input_ttm_mode: Optional[str] = None,
+    input_ttm_mode: str | None = None,
 ) -> StagedNet:
     """VGG-9 on frames ``[T, B, 2, in_size, in_size]``: 8 convs in 4 stages, 4 avg-pools.
 
@@ -79,15 +82,28 @@ def vgg9_dvs(
     if in_size % input_pool:
         raise InputError(f"in_size ({in_size}) must be divisible by input_pool ({input_pool})")
     make = neuron_factory("if" if deployable else "lif", neuron)
-    stages, c, size = conv_pool_stages(VGG9_CFG, in_channels, in_size // input_pool, make, bn,
-                                       convs_per_stage, check_width(width),
-                                       conv_bias=False if deployable else None)
+    stages, c, size = conv_pool_stages(
+        VGG9_CFG,
+        in_channels,
+        in_size // input_pool,
+        make,
+        bn,
+        convs_per_stage,
+        check_width(width),
+        conv_bias=False if deployable else None,
+    )
     if input_pool > 1:
         stages[0].insert(0, nn.AvgPool2d(input_pool))
     stages[-1].append(nn.Flatten())
     head = nn.Linear(c * size * size, num_classes, bias=not deployable)
-    return StagedNet(stages, head=head, ttm_mode=ttm_mode, input_kind="frames",
-                     input_shape=(in_channels, in_size, in_size), input_ttm_mode=input_ttm_mode)
+    return StagedNet(
+        stages,
+        head=head,
+        ttm_mode=ttm_mode,
+        input_kind="frames",
+        input_shape=(in_channels, in_size, in_size),
+        input_ttm_mode=input_ttm_mode,
+    )
 
 
 __all__ = ["VGG14_CFG", "VGG9_CFG", "vgg14", "vgg9_dvs"]

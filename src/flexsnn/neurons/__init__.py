@@ -10,6 +10,7 @@ gradients) -> ``params`` (NeuronParams) -> ``reference`` (the per-step autograd 
 -> ``compiled`` (torch.compile'd kernels) -> ``dispatch`` (``lif_multistep``) -> ``modules``
 (LIF, IF).
 """
+
 from flexsnn.neurons.dispatch import lif_multistep
 from flexsnn.neurons.modules import IF, LIF, SpikingNeuron
 from flexsnn.neurons.params import NeuronParams

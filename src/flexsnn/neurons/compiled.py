@@ -26,12 +26,13 @@ time a T is seen):
   ``torch.compile`` fails falls back to the eager fused path, with the same results.
 - :func:`compile_count` reports how many kernels were compiled in this process.
 """
+
 from __future__ import annotations
 
 import threading
 import types
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -45,7 +46,7 @@ MAX_COMPILED_STEPS = 64
 _lock = threading.Lock()
 _kernels: dict[tuple, Callable] = {}
 _stats = {"compiles": 0, "fallbacks": 0}
-_disabled_reason: Optional[str] = None
+_disabled_reason: str | None = None
 
 
 def compile_count() -> int:
@@ -81,7 +82,7 @@ def _kernel(kind: str, key: tuple) -> Callable:
     return compiled
 
 
-def _flat(t: Optional[torch.Tensor], order: tuple[int, ...]) -> Optional[torch.Tensor]:
+def _flat(t: torch.Tensor | None, order: tuple[int, ...]) -> torch.Tensor | None:
     """``t`` ``[T, ...]`` as ``[T, N]`` in memory ``order`` (no copy for contiguous or
     channels_last activations); the neuron dimension is marked dynamic."""
     if t is None:
@@ -99,7 +100,9 @@ def _usable(steps: int) -> bool:
 def _disable(exc: Exception) -> None:
     global _disabled_reason
     _disabled_reason = f"{type(exc).__name__}: {exc}"
-    warnings.warn(f"flexsnn compiled neurons unavailable, using the eager fused path ({_disabled_reason})")
+    warnings.warn(
+        f"flexsnn compiled neurons unavailable, using the eager fused path ({_disabled_reason})", stacklevel=2
+    )
 
 
 def _run_forward(x: torch.Tensor, p: NeuronParams, keep_membrane: bool):

@@ -10,9 +10,10 @@ Every backend gives the same spikes and gradients allclose to the reference:
   Opt-in: the first call per (T, parameters, dtype, device) compiles for seconds and needs a
   C++ compiler (without one it warns and runs the fused path).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -53,7 +54,7 @@ def check_input(x) -> torch.Tensor:
 
 
 def lif_multistep(
-    x: torch.Tensor, params: Optional[NeuronParams] = None, backend: str = "auto"
+    x: torch.Tensor, params: NeuronParams | None = None, backend: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run LIF (IF when ``params.decay == 1``) over ``x`` ``[T, B, ...]``.
 

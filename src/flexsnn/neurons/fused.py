@@ -10,6 +10,7 @@ only the pre-clip membrane; backward walking the steps from the end);
 Public entry point: :func:`flexsnn.neurons.lif_multistep` with ``backend="fused"`` (or
 ``"auto"``, the default of the function and the LIF / IF layers).
 """
+
 from __future__ import annotations
 
 import torch

@@ -22,9 +22,11 @@ recomputed from it). The backward walks the steps from the end::
 
 with ``pass = 0`` where the clip was active.
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -42,7 +44,7 @@ class Kernels(NamedTuple):
 # ----------------------------------------------------------------------------- eager loops
 def forward_loop(
     x: torch.Tensor, p: NeuronParams, keep_membrane: bool
-) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Run the dynamics without autograd: ``(spikes, v_last, h or None)``.
 
     Every value is computed with ops that round exactly as the reference loop's do, so
@@ -83,7 +85,7 @@ def _surrogate_into(m: torch.Tensor, p: NeuronParams, out: torch.Tensor) -> torc
 
 
 def backward_loop(
-    h: torch.Tensor, grad_spikes: Optional[torch.Tensor], grad_v: Optional[torch.Tensor], p: NeuronParams
+    h: torch.Tensor, grad_spikes: torch.Tensor | None, grad_v: torch.Tensor | None, p: NeuronParams
 ) -> torch.Tensor:
     """dL/dx ``[T, B, ...]`` from the saved pre-clip membrane ``h`` ``[T, B, ...]``.
 
@@ -106,7 +108,7 @@ def backward_loop(
         if p.multi_spike:
             reached = torch.div(m, p.v_th, out=scratch).ge_(1.0)  # H(s > 0), as threshold_reached
 
-        coef: Optional[torch.Tensor]  # None means 1 (subtract reset, detached)
+        coef: torch.Tensor | None  # None means 1 (subtract reset, detached)
         if p.reset == "hard":
             # u = m * (1 - g): du/dm = (1 - g) - m * g' (the last term only if not detached)
             if p.multi_spike:

@@ -24,11 +24,12 @@ neuron) subtracts the threshold, so the excess charge above ``v_th`` is kept and
 count over time tracks the integrated input, as on the target hardware. Making them equal
 would silently change one of the two paper models; pass ``reset=`` to get the other.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -47,7 +48,7 @@ class _ParamField:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, layer: Any, owner: Optional[type] = None) -> Any:
+    def __get__(self, layer: Any, owner: type | None = None) -> Any:
         return self if layer is None else getattr(layer.params, self.name)
 
     def __set__(self, layer: Any, value: Any) -> None:
@@ -80,14 +81,14 @@ class SpikingNeuron(MultiStepModule):
         self.params = params
         self.backend = check_choice(backend, "backend", BACKENDS)
         self.record = False
-        self.last_spike_count: Optional[float] = None
-        self.last_num_neurons: Optional[int] = None
-        self.last_time_steps: Optional[int] = None
-        self.last_batch_size: Optional[int] = None
+        self.last_spike_count: float | None = None
+        self.last_num_neurons: int | None = None
+        self.last_time_steps: int | None = None
+        self.last_batch_size: int | None = None
         self.stateful = False
         self.record_membrane = False
-        self.last_membrane: Optional[torch.Tensor] = None
-        self._membrane: Optional[torch.Tensor] = None
+        self.last_membrane: torch.Tensor | None = None
+        self._membrane: torch.Tensor | None = None
 
     def reset_state(self) -> None:
         """Forget the carried membrane: the next forward starts at 0 (``stateful`` mode)."""
@@ -158,15 +159,13 @@ class LIF(SpikingNeuron):
         decay: float = 0.5,
         reset: str = "hard",
         multi_spike: bool = False,
-        v_min: Optional[float] = None,
+        v_min: float | None = None,
         surrogate: str = "triangle",
-        alpha: Optional[float] = None,
+        alpha: float | None = None,
         detach_reset: bool = False,
         backend: str = "auto",
     ) -> None:
-        super().__init__(
-            NeuronParams(v_th, decay, reset, multi_spike, v_min, surrogate, alpha, detach_reset), backend
-        )
+        super().__init__(NeuronParams(v_th, decay, reset, multi_spike, v_min, surrogate, alpha, detach_reset), backend)
 
 
 class IF(SpikingNeuron):
@@ -182,12 +181,10 @@ class IF(SpikingNeuron):
         v_th: float = 1.0,
         reset: str = "subtract",
         multi_spike: bool = False,
-        v_min: Optional[float] = None,
+        v_min: float | None = None,
         surrogate: str = "triangle",
-        alpha: Optional[float] = None,
+        alpha: float | None = None,
         detach_reset: bool = False,
         backend: str = "auto",
     ) -> None:
-        super().__init__(
-            NeuronParams(v_th, 1.0, reset, multi_spike, v_min, surrogate, alpha, detach_reset), backend
-        )
+        super().__init__(NeuronParams(v_th, 1.0, reset, multi_spike, v_min, surrogate, alpha, detach_reset), backend)

@@ -8,12 +8,12 @@ hashable, it also keys the compiled kernels. Change a field with ``dataclasses.r
     p = NeuronParams(decay=1.0, reset="subtract", multi_spike=True, v_min=-1.0)  # IF
     p2 = dataclasses.replace(p, v_th=0.5)
 """
+
 from __future__ import annotations
 
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Optional
 
 from flexsnn.errors import InputError, check_choice
 from flexsnn.neurons.surrogate import Surrogate, resolve_surrogate
@@ -54,9 +54,9 @@ class NeuronParams:
     decay: float = 0.5
     reset: str = "hard"
     multi_spike: bool = False
-    v_min: Optional[float] = None
+    v_min: float | None = None
     surrogate: str = "triangle"
-    alpha: Optional[float] = None
+    alpha: float | None = None
     detach_reset: bool = False
     surrogate_fn: Surrogate = field(init=False, repr=False, compare=False)
 
@@ -77,6 +77,11 @@ class NeuronParams:
         surrogate_fn, alpha = resolve_surrogate(self.surrogate, self.alpha)
         _flag(self.detach_reset, "detach_reset")
         # normalised plain floats (an int 1 becomes 1.0), so equal parameters hash equal
-        for name, value in (("v_th", v_th), ("decay", decay), ("v_min", v_min), ("alpha", alpha),
-                            ("surrogate_fn", surrogate_fn)):
+        for name, value in (
+            ("v_th", v_th),
+            ("decay", decay),
+            ("v_min", v_min),
+            ("alpha", alpha),
+            ("surrogate_fn", surrogate_fn),
+        ):
             object.__setattr__(self, name, value)

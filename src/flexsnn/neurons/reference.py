@@ -20,6 +20,7 @@ This loop is the ground truth the fused (:mod:`flexsnn.neurons.fused`) and compi
 (:mod:`flexsnn.neurons.compiled`) backends are tested against: one autograd node per step,
 simple and slow.
 """
+
 from __future__ import annotations
 
 import torch

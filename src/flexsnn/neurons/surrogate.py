@@ -43,11 +43,12 @@ Multi-spike: ``s = floor(u / v_th)`` clamped at >= 0. Two rules
 The hard-reset gate ``H(s > 0)`` (single spike: ``s`` itself) uses the single-spike
 surrogate ``grad(u - v_th)`` in both modes.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 
@@ -107,7 +108,7 @@ class Surrogate:
         """d spike / d u at ``x = u - v_th`` for a neuron with threshold ``v_th``."""
         return self.grad(x, alpha * v_th if self.scales_with_threshold else alpha, inplace)
 
-    def __call__(self, x: torch.Tensor, alpha: Optional[float] = None, inplace: bool = False) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, alpha: float | None = None, inplace: bool = False) -> torch.Tensor:
         """d spike / d u at ``x = u - 1`` (threshold 1); ``alpha=None`` is the default."""
         return self.grad(x, self.default_alpha if alpha is None else alpha, inplace)
 
@@ -120,12 +121,10 @@ SURROGATES: dict[str, Surrogate] = {
 }
 
 
-def resolve_surrogate(surrogate: str, alpha: Optional[float] = None) -> tuple[Surrogate, float]:
+def resolve_surrogate(surrogate: str, alpha: float | None = None) -> tuple[Surrogate, float]:
     """Return ``(Surrogate, alpha)`` for a surrogate name; ``alpha=None`` picks its default."""
     if surrogate not in SURROGATES:
-        raise InputError(
-            f"surrogate must be one of {', '.join(map(repr, SURROGATES))}, got {surrogate!r}"
-        )
+        raise InputError(f"surrogate must be one of {', '.join(map(repr, SURROGATES))}, got {surrogate!r}")
     if alpha is None:
         return SURROGATES[surrogate], SURROGATES[surrogate].default_alpha
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
@@ -148,7 +147,7 @@ def threshold_reached(u: torch.Tensor, v_th: float, multi_spike: bool) -> torch.
     return torch.ge(u, v_th, out=out)
 
 
-def spike_forward(u: torch.Tensor, v_th: float, multi_spike: bool, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+def spike_forward(u: torch.Tensor, v_th: float, multi_spike: bool, out: torch.Tensor | None = None) -> torch.Tensor:
     """Spikes emitted by membrane ``u`` (any shape), in ``u``'s dtype. No gradient.
 
     Single: ``u >= v_th`` as 0/1; multi: ``floor(u / v_th)`` clamped at >= 0. ``out``: an
@@ -211,7 +210,7 @@ def spike(
     v_th: float = 1.0,
     multi_spike: bool = False,
     surrogate: str = "triangle",
-    alpha: Optional[float] = None,
+    alpha: float | None = None,
 ) -> torch.Tensor:
     """Differentiable spike function: forward as :func:`spike_forward`, backward by surrogate."""
     fn, alpha = resolve_surrogate(surrogate, alpha)

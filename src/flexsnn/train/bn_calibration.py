@@ -5,9 +5,10 @@ the next stage's input), so after training, and whenever the inference configura
 changes, the running mean/var are reset and re-estimated as a cumulative average over
 ``num_batches`` training batches in train mode, without gradients (PAPER.md, step 5).
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -78,8 +79,13 @@ def fixed_calibration_loader(loader, num_batches: int, seed: int = 0):
         return loader  # not a map-style DataLoader: use it as it is
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(dataset), generator=generator)[: num_batches * batch_size].tolist()
-    return DataLoader(Subset(dataset, order), batch_size=batch_size, shuffle=False,
-                      collate_fn=loader.collate_fn, num_workers=loader.num_workers)
+    return DataLoader(
+        Subset(dataset, order),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
+    )
 
 
 class CalibrateBN:
@@ -112,8 +118,14 @@ class CalibrateBN:
         only_if_stale: skip the calibration when the net is already calibrated for the config.
     """
 
-    def __init__(self, loader: Iterable, time_config: int | Sequence[int] | None = None, num_batches: int = 10,
-                 only_if_stale: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        loader: Iterable,
+        time_config: int | Sequence[int] | None = None,
+        num_batches: int = 10,
+        only_if_stale: bool = True,
+        seed: int = 0,
+    ) -> None:
         self.num_batches = check_positive_int(num_batches, "num_batches")
         self.loader = fixed_calibration_loader(loader, self.num_batches, seed=seed)
         self.time_config = time_config
@@ -127,8 +139,10 @@ class CalibrateBN:
         if cfg is None:
             cfg = net.time_config
         if cfg is None:
-            raise InputError("CalibrateBN needs a time_config: pass CalibrateBN(..., time_config=T) or set "
-                             "net.set_time_config(T) first")
+            raise InputError(
+                "CalibrateBN needs a time_config: pass CalibrateBN(..., time_config=T) or set "
+                "net.set_time_config(T) first"
+            )
         cfg = net.normalize_time_config(cfg)
         if self.only_if_stale and net.bn_calibrated_for == cfg:
             return model
@@ -142,8 +156,10 @@ class CalibrateBN:
             return model
         nets = [m for m in model.modules() if isinstance(m, StagedNet)] if isinstance(model, nn.Module) else []
         if len(nets) != 1:
-            raise InputError(f"CalibrateBN needs a flexsnn StagedNet or a module holding exactly one, "
-                             f"got {type(model).__name__} holding {len(nets)}")
+            raise InputError(
+                f"CalibrateBN needs a flexsnn StagedNet or a module holding exactly one, "
+                f"got {type(model).__name__} holding {len(nets)}"
+            )
         return nets[0]
 
     # Lightning-style hooks: (trainer, pl_module)

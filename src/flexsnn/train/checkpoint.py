@@ -21,6 +21,7 @@ older flexsnn versions carry no hashes: they load after the other checks with an
 :class:`~flexsnn.errors.UnverifiedWeightsWarning`; :func:`add_content_hashes` re-saves a run
 folder with hashes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,32 +66,41 @@ _HASH_KEY = "flexsnn_sha256"  # safetensors header: {tensor name: SHA-256}
 REQUIRED_STATE_KEYS = ("train_state", "scheduler", "optimizer", "rng", "options", "sampler")
 
 _SHA256 = Str()
-RUN_CONFIG_SCHEMA = Dict({
-    "model": Dict({"name": Str(), "kwargs?": MapOf()}),
-    "bn_calibrated_for?": Nullable(ListOf(Int(min=1), min_len=1)),
-    WEIGHTS_HASH_KEY + "?": MapOf(_SHA256),
-    "run?": MapOf(),
-    "sampler?": MapOf(),
-    "history?": ListOf(MapOf()),
-    "deploy?": MapOf(),
-}, extra=True)
+RUN_CONFIG_SCHEMA = Dict(
+    {
+        "model": Dict({"name": Str(), "kwargs?": MapOf()}),
+        "bn_calibrated_for?": Nullable(ListOf(Int(min=1), min_len=1)),
+        WEIGHTS_HASH_KEY + "?": MapOf(_SHA256),
+        "run?": MapOf(),
+        "sampler?": MapOf(),
+        "history?": ListOf(MapOf()),
+        "deploy?": MapOf(),
+    },
+    extra=True,
+)
 
-OPTIMIZER_SCHEMA = Dict({
-    "state": MapOf(MapOf()),
-    "param_groups": ListOf(Dict({"params": ListOf(Int(min=0))}, extra=True), min_len=1),
-})
+OPTIMIZER_SCHEMA = Dict(
+    {
+        "state": MapOf(MapOf()),
+        "param_groups": ListOf(Dict({"params": ListOf(Int(min=0))}, extra=True), min_len=1),
+    }
+)
 
-CHECKPOINT_SCHEMA = Dict({
-    "train_state": MapOf(),
-    "scheduler": MapOf(),
-    "optimizer": OPTIMIZER_SCHEMA,
-    "rng": MapOf(),
-    "options": MapOf(),
-    "sampler": MapOf(),
-}, extra=True)
+CHECKPOINT_SCHEMA = Dict(
+    {
+        "train_state": MapOf(),
+        "scheduler": MapOf(),
+        "optimizer": OPTIMIZER_SCHEMA,
+        "rng": MapOf(),
+        "options": MapOf(),
+        "sampler": MapOf(),
+    },
+    extra=True,
+)
 
 
 # --- content hashes ------------------------------------------------------------------------
+
 
 def tensor_sha256(tensor: torch.Tensor) -> str:
     """SHA-256 over a tensor's dtype, shape and bytes (so a re-typed or re-shaped tensor with
@@ -108,13 +118,15 @@ def tensor_digests(tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
 
 # --- safetensors files ---------------------------------------------------------------------
 
+
 def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses shared or non-contiguous storage; checkpoints are small enough to copy.
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
-def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
-                     metadata: dict | None = None) -> dict[str, str]:
+def save_safetensors(
+    path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: dict | None = None
+) -> dict[str, str]:
     """Write ``tensors`` (+ JSON ``metadata``) to ``path`` atomically and durably; return the
     tensors' SHA-256 digests (also stored in the file's header).
 
@@ -166,8 +178,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Tensor], dict | None,
-                                                                 dict[str, str] | None]:
+def read_safetensors(
+    path: str | os.PathLike, what: str
+) -> tuple[dict[str, torch.Tensor], dict | None, dict[str, str] | None]:
     """``(tensors, flexsnn metadata or None, stored digests or None)`` of a safetensors file,
     without any check of the tensors (see :func:`verify_tensors`)."""
     path = Path(path)
@@ -181,8 +194,9 @@ def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torc
         raise CheckpointError(f"{what} {path} is corrupt or truncated ({safetensors_reason(exc)})") from None
     source = f"the metadata of {what} {path}"
     state = parse_json(meta[_STATE_KEY], source) if _STATE_KEY in meta else None
-    digests = parse_json(meta[_HASH_KEY], source, schema=MapOf(_SHA256), error=CheckpointError) \
-        if _HASH_KEY in meta else None
+    digests = (
+        parse_json(meta[_HASH_KEY], source, schema=MapOf(_SHA256), error=CheckpointError) if _HASH_KEY in meta else None
+    )
     return tensors, state, digests
 
 
@@ -265,17 +279,22 @@ def verify_tensors(
             raise CheckpointError(f"{source}: tensor {name!r} holds NaN or infinite values; refusing to load it")
     if digests is None:
         if warn_unverified:
-            warnings.warn(UnverifiedWeightsWarning(
-                f"{source} carries no content hashes (written by an older flexsnn): its tensors were checked "
-                "for names, dtypes, shapes and finite values only; re-save the run with "
-                "flexsnn.train.checkpoint.add_content_hashes(RUN) to verify it from now on"), stacklevel=3)
+            warnings.warn(
+                UnverifiedWeightsWarning(
+                    f"{source} carries no content hashes (written by an older flexsnn): its tensors were checked "
+                    "for names, dtypes, shapes and finite values only; re-save the run with "
+                    "flexsnn.train.checkpoint.add_content_hashes(RUN) to verify it from now on"
+                ),
+                stacklevel=3,
+            )
         return
     if set(digests) != set(tensors):
         missing = sorted(set(digests) - set(tensors))
         extra = sorted(set(tensors) - set(digests))
         raise CheckpointError(
             f"{source} does not hold the tensors recorded when it was saved"
-            + (f" (missing {_names(missing)})" if missing else "") + (f" (unrecorded {_names(extra)})" if extra else "")
+            + (f" (missing {_names(missing)})" if missing else "")
+            + (f" (unrecorded {_names(extra)})" if extra else "")
         )
     for name, t in tensors.items():
         if tensor_sha256(t) != digests[name]:
@@ -295,6 +314,7 @@ def _describe(t: torch.Tensor) -> str:
 
 
 # --- run folders ---------------------------------------------------------------------------
+
 
 def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """``config.json`` of a run folder, schema-checked (errors name the file and the key)."""
@@ -340,14 +360,18 @@ def load_model(
     config = read_run_config(run_dir)
     config_path = run_dir / CONFIG_FILE
     if "deploy" in config and prepare is None:
-        raise CheckpointError(f"{run_dir} is a deployed run (BN folded away, biases frozen); "
-                              "load it with flexsnn.runs.load_run or flexsnn.runs.load_deployed")
+        raise CheckpointError(
+            f"{run_dir} is a deployed run (BN folded away, biases frozen); "
+            "load it with flexsnn.runs.load_run or flexsnn.runs.load_deployed"
+        )
     spec = config["model"]
     try:
         model = build_model(spec["name"], **spec.get("kwargs", {}))
     except (FlexSNNError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{config_path}: key 'model' does not describe a model flexsnn can build ({first})") from None
+        raise CheckpointError(
+            f"{config_path}: key 'model' does not describe a model flexsnn can build ({first})"
+        ) from None
     if prepare is not None:
         prepare(model)
     weights = run_dir / MODEL_FILE
@@ -355,8 +379,13 @@ def load_model(
     digests = config.get(WEIGHTS_HASH_KEY)
     if digests is not None and file_digests is not None and dict(digests) != dict(file_digests):
         raise CheckpointError(f"{weights} is not the file {config_path} was saved with (its SHA-256 digests differ)")
-    verify_tensors(tensors, weights, digests if digests is not None else file_digests,
-                   expected=model.state_dict(), warn_unverified=True)
+    verify_tensors(
+        tensors,
+        weights,
+        digests if digests is not None else file_digests,
+        expected=model.state_dict(),
+        warn_unverified=True,
+    )
     load_state(model, tensors, weights)
     model.to(device)
     calibrated = config.get("bn_calibrated_for")
@@ -396,6 +425,7 @@ def _listify(value):
 
 # --- training state ---------------------------------------------------------------------
 
+
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer state dict into tensors (for safetensors) and JSON."""
     sd = optimizer.state_dict()
@@ -415,15 +445,17 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
 _NONNEGATIVE_GROUP_KEYS = ("lr", "momentum", "weight_decay", "dampening", "eps")
 
 
-def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: dict,
-                        source: Path | str = "checkpoint") -> None:
+def optimizer_from_flat(
+    optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: dict, source: Path | str = "checkpoint"
+) -> None:
     """Inverse of :func:`optimizer_to_flat`, refusing state that does not fit ``optimizer``:
     per-parameter tensors shaped or typed unlike their parameter, non-finite or negative
     hyperparameters, parameter ids that do not exist."""
     groups_now = optimizer.param_groups
     groups_saved = meta["param_groups"]
     if len(groups_saved) != len(groups_now) or any(
-            len(g["params"]) != len(h["params"]) for g, h in zip(groups_saved, groups_now)):
+        len(g["params"]) != len(h["params"]) for g, h in zip(groups_saved, groups_now)
+    ):
         raise CheckpointError(
             f"optimizer state in {source} does not match: it has {[len(g['params']) for g in groups_saved]} "
             f"parameters per group, the model's optimizer {[len(g['params']) for g in groups_now]}"
@@ -432,8 +464,10 @@ def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: Mapping[str, 
     for k, group in enumerate(groups_saved):
         for key in _NONNEGATIVE_GROUP_KEYS:
             if key in group and not _nonnegative_number(group[key]):
-                raise CheckpointError(f"optimizer state in {source}: param_groups[{k}].{key} must be a finite "
-                                      f"number >= 0, got {group[key]!r}")
+                raise CheckpointError(
+                    f"optimizer state in {source}: param_groups[{k}].{key} must be a finite "
+                    f"number >= 0, got {group[key]!r}"
+                )
     state = {}
     for idx, entry in meta["state"].items():
         if not idx.isdigit() or int(idx) not in params:
@@ -450,8 +484,9 @@ def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: Mapping[str, 
             restored[name] = value
         state[int(idx)] = restored
     # JSON turned tuples (AdamW's betas, Rprop's etas) into lists; give them back as tuples.
-    groups = [{k: (v if k == "params" or not isinstance(v, list) else tuple(v)) for k, v in g.items()}
-              for g in groups_saved]
+    groups = [
+        {k: (v if k == "params" or not isinstance(v, list) else tuple(v)) for k, v in g.items()} for g in groups_saved
+    ]
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
@@ -472,7 +507,9 @@ def _check_state_tensor(value: torch.Tensor, param: torch.Tensor, name: str, sou
         )
 
 
-def save_training_state(run_dir: str | os.PathLike, model: nn.Module, optimizer, extra_tensors: dict, meta: dict) -> None:
+def save_training_state(
+    run_dir: str | os.PathLike, model: nn.Module, optimizer, extra_tensors: dict, meta: dict
+) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
     tensors.update(opt_tensors)
@@ -480,8 +517,9 @@ def save_training_state(run_dir: str | os.PathLike, model: nn.Module, optimizer,
     save_safetensors(Path(run_dir) / CHECKPOINT_FILE, tensors, {**meta, "optimizer": opt_meta})
 
 
-def load_training_state(run_dir: str | os.PathLike, model: nn.Module, optimizer,
-                        meta_schema: Any = None) -> tuple[dict, dict]:
+def load_training_state(
+    run_dir: str | os.PathLike, model: nn.Module, optimizer, meta_schema: Any = None
+) -> tuple[dict, dict]:
     """Restore model + optimizer from the run's checkpoint; return (meta, remaining tensors).
 
     Every tensor is verified (hashes, finite values; the model's and the optimizer's against
@@ -492,7 +530,7 @@ def load_training_state(run_dir: str | os.PathLike, model: nn.Module, optimizer,
     tensors, meta, digests = read_safetensors(path, what="training checkpoint")
     meta = _checked_training_meta(meta, path, meta_schema)
     verify_tensors(tensors, path, digests, warn_unverified=True)
-    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     verify_tensors(model_state, path, expected=model.state_dict())
     load_state(model, model_state, path)
     optimizer_from_flat(optimizer, tensors, meta["optimizer"], path)

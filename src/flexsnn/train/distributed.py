@@ -23,11 +23,12 @@ Conventions:
   single-process calibration over the same global batches.
 - Only rank 0 writes files and prints (checkpoints, metrics, reports).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -96,8 +97,13 @@ def current_info(device: str = "cpu") -> DistInfo:
         return DistInfo(device=device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     rank_device = f"cuda:{local_rank}" if device.startswith("cuda") else device
-    return DistInfo(rank=dist.get_rank(), local_rank=local_rank, world_size=dist.get_world_size(),
-                    backend=dist.get_backend(), device=rank_device)
+    return DistInfo(
+        rank=dist.get_rank(),
+        local_rank=local_rank,
+        world_size=dist.get_world_size(),
+        backend=dist.get_backend(),
+        device=rank_device,
+    )
 
 
 def cleanup_distributed() -> None:
@@ -147,14 +153,17 @@ def wrap_ddp(model: nn.Module, info: DistInfo, sync_bn: bool = False) -> nn.Modu
     """
     device = torch.device(info.device)
     if sync_bn and device.type != "cuda":
-        raise ConfigError("sync_bn needs CUDA devices (torch.nn.SyncBatchNorm has no CPU kernel); "
-                          "set sync_bn: false on CPU")
+        raise ConfigError(
+            "sync_bn needs CUDA devices (torch.nn.SyncBatchNorm has no CPU kernel); set sync_bn: false on CPU"
+        )
     if not info.distributed:
         return model.to(device)
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    device_ids = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    )
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
@@ -190,10 +199,16 @@ def distributed_loader(
         extra = dict(num_workers=source.num_workers, collate_fn=source.collate_fn, pin_memory=source.pin_memory)
         if source.num_workers > 0:
             extra["persistent_workers"] = source.persistent_workers
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle,
-                                 seed=seed, drop_last=drop_last)
-    return DataLoader(dataset, batch_size=per_rank_batch_size(batch_size, info.world_size), sampler=sampler,
-                      drop_last=drop_last, **extra)
+    sampler = DistributedSampler(
+        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+    )
+    return DataLoader(
+        dataset,
+        batch_size=per_rank_batch_size(batch_size, info.world_size),
+        sampler=sampler,
+        drop_last=drop_last,
+        **extra,
+    )
 
 
 @torch.no_grad()

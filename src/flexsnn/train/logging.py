@@ -6,6 +6,7 @@ always complete and consistent; after a resume the epochs replayed since the las
 replace the rows an interrupted run had already logged for them (no duplicates).
 Only the main process (rank 0) should log: build the logger with ``enabled=False`` elsewhere.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from flexsnn.errors import ConfigError
 from flexsnn.io import atomic_write, write_json
@@ -167,7 +169,7 @@ class MetricsLogger:
             self._handler.close()
             self._handler = None
 
-    def __enter__(self) -> "MetricsLogger":
+    def __enter__(self) -> MetricsLogger:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,6 +14,7 @@ the loader's shuffling generator) plus the RNG state at the start of the epoch, 
 resumed run replays the epoch's shuffling order, skips the batches already done, and then
 continues bit-for-bit like the uninterrupted run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -137,8 +138,14 @@ class TrainOptions:
         check_device(self.device)
         if not isinstance(self.channels_last, bool):
             raise InputError(f"channels_last must be True or False, got {self.channels_last!r}")
-        if isinstance(self.schedule_epochs, bool) or not isinstance(self.schedule_epochs, int) or self.schedule_epochs < 0:
-            raise InputError(f"schedule_epochs must be an integer >= 0 (0 = the run's epochs), got {self.schedule_epochs!r}")
+        if (
+            isinstance(self.schedule_epochs, bool)
+            or not isinstance(self.schedule_epochs, int)
+            or self.schedule_epochs < 0
+        ):
+            raise InputError(
+                f"schedule_epochs must be an integer >= 0 (0 = the run's epochs), got {self.schedule_epochs!r}"
+            )
         for name in ("checkpoint_every_steps", "max_steps_per_epoch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -186,6 +193,7 @@ def seed_everything(seed: int) -> None:
 
 # --- RNG snapshots -----------------------------------------------------------------------
 
+
 def capture_rng(generator: torch.Generator | None, device: torch.device, prefix: str) -> tuple[dict, dict]:
     """Every RNG that training consumes -> (JSON part, tensor part named ``prefix.*``)."""
     np_state = np.random.get_state()
@@ -201,7 +209,9 @@ def capture_rng(generator: torch.Generator | None, device: torch.device, prefix:
     return meta, tensors
 
 
-def restore_rng(meta: dict, tensors: dict, generator: torch.Generator | None, device: torch.device, prefix: str) -> None:
+def restore_rng(
+    meta: dict, tensors: dict, generator: torch.Generator | None, device: torch.device, prefix: str
+) -> None:
     """Inverse of :func:`capture_rng`."""
     random.setstate(_tuplify(meta["python"]))
     np_state = meta["numpy"]
@@ -321,12 +331,17 @@ def fit(
         # The epoch's running sums are stored summed over ranks (a collective, so every rank
         # comes here); on resume rank 0 carries them and the other ranks restart from zero.
         partial = dist_utils.all_reduce_sums(
-            [state.epoch_loss_sum, state.epoch_steps, state.epoch_correct, state.epoch_seen], device)
+            [state.epoch_loss_sum, state.epoch_steps, state.epoch_correct, state.epoch_seen], device
+        )
         if rank != 0:
             return
         saved = asdict(state)
-        saved.update(epoch_loss_sum=partial[0], epoch_steps=int(partial[1]), epoch_correct=int(partial[2]),
-                     epoch_seen=int(partial[3]))
+        saved.update(
+            epoch_loss_sum=partial[0],
+            epoch_steps=int(partial[1]),
+            epoch_correct=int(partial[2]),
+            epoch_seen=int(partial[3]),
+        )
         rng_meta, tensors = capture_rng(generator, device, "rng")
         meta = {
             "train_state": saved,
@@ -350,8 +365,13 @@ def fit(
         t0 = time.perf_counter()
         skip = state.step_in_epoch
         limit = opts.max_steps_per_epoch
-        bar = progress_bar(train_loader, desc=f"epoch {epoch + 1}/{opts.epochs} [{sampler.describe()['method']}]",
-                           total=epoch_total(train_loader, limit), enabled=progress and rank == 0, leave=False)
+        bar = progress_bar(
+            train_loader,
+            desc=f"epoch {epoch + 1}/{opts.epochs} [{sampler.describe()['method']}]",
+            total=epoch_total(train_loader, limit),
+            enabled=progress and rank == 0,
+            leave=False,
+        )
         for i, (x, y) in enumerate(bar):
             if i < skip:
                 if i == skip - 1 and pending_rng is not None:
@@ -363,8 +383,9 @@ def fit(
             x, y = model_input(x.to(device, non_blocking=True), core), y.to(device, non_blocking=True)
             configs = sampler.sample(config_rng, num_stages)
             stats: dict[str, float] = {}
-            loss = train_step(model, x, y, configs, optimizer, autocast_dtype=autocast_dtype, scaler=scaler,
-                              stats=stats)
+            loss = train_step(
+                model, x, y, configs, optimizer, autocast_dtype=autocast_dtype, scaler=scaler, stats=stats
+            )
             if not math.isfinite(loss):
                 raise InputError(
                     f"training diverged: the loss is {loss} at epoch {epoch + 1}, step {i + 1}; "
@@ -387,10 +408,12 @@ def fit(
             restore_rng(*pending_rng, generator, device, "rng")
             pending_rng = None
         loss_sum, steps, correct, seen = dist_utils.all_reduce_sums(
-            [state.epoch_loss_sum, state.epoch_steps, state.epoch_correct, state.epoch_seen], device)
+            [state.epoch_loss_sum, state.epoch_steps, state.epoch_correct, state.epoch_seen], device
+        )
         if not steps:
-            raise InputError(f"train_loader yielded no batches in epoch {epoch + 1}; expected a non-empty "
-                             "iterable of (x, y) batches")
+            raise InputError(
+                f"train_loader yielded no batches in epoch {epoch + 1}; expected a non-empty iterable of (x, y) batches"
+            )
         scheduler.step()
         row = {
             "epoch": epoch + 1,
@@ -421,18 +444,29 @@ def epoch_total(loader: Any, limit: int) -> int | None:
 
 
 _RNG_SCHEMA = Dict({"python": ListOf(), "numpy": ListOf()}, extra=True)
-RESUME_SCHEMA = Dict({
-    "train_state": Dict({
-        "epoch": Int(min=0), "step_in_epoch": Int(min=0), "global_step": Int(min=0),
-        "history": ListOf(MapOf()), "epoch_loss_sum": Float(), "epoch_steps": Int(min=0),
-        "epoch_correct": Int(min=0), "epoch_seen": Int(min=0), "epoch_seconds": Float(min=0),
-    }),
-    "scheduler": MapOf(),
-    "scaler?": Nullable(MapOf()),
-    "config_rng": ListOf(),
-    "rng": _RNG_SCHEMA,
-    "epoch_rng?": _RNG_SCHEMA,
-}, extra=True)
+RESUME_SCHEMA = Dict(
+    {
+        "train_state": Dict(
+            {
+                "epoch": Int(min=0),
+                "step_in_epoch": Int(min=0),
+                "global_step": Int(min=0),
+                "history": ListOf(MapOf()),
+                "epoch_loss_sum": Float(),
+                "epoch_steps": Int(min=0),
+                "epoch_correct": Int(min=0),
+                "epoch_seen": Int(min=0),
+                "epoch_seconds": Float(min=0),
+            }
+        ),
+        "scheduler": MapOf(),
+        "scaler?": Nullable(MapOf()),
+        "config_rng": ListOf(),
+        "rng": _RNG_SCHEMA,
+        "epoch_rng?": _RNG_SCHEMA,
+    },
+    extra=True,
+)
 
 
 def check_resume(run_dir: str | Path, opts: TrainOptions, sampler: Sampler) -> dict:
@@ -457,15 +491,20 @@ def _check_train_state(state: TrainState, opts: TrainOptions, has_epoch_rng: boo
     if len(state.history) != state.epoch:
         raise CheckpointError(f"{where}.history' has {len(state.history)} rows for {state.epoch} completed epochs")
     if state.step_in_epoch and (state.epoch == opts.epochs or not has_epoch_rng):
-        raise CheckpointError(f"{where}.step_in_epoch' is {state.step_in_epoch}, but "
-                              + ("every epoch is done" if state.epoch == opts.epochs else "the epoch's RNG state is missing"))
+        raise CheckpointError(
+            f"{where}.step_in_epoch' is {state.step_in_epoch}, but "
+            + ("every epoch is done" if state.epoch == opts.epochs else "the epoch's RNG state is missing")
+        )
     if opts.max_steps_per_epoch and state.step_in_epoch > opts.max_steps_per_epoch:
-        raise CheckpointError(f"{where}.step_in_epoch' is {state.step_in_epoch}, beyond max_steps_per_epoch "
-                              f"{opts.max_steps_per_epoch}")
+        raise CheckpointError(
+            f"{where}.step_in_epoch' is {state.step_in_epoch}, beyond max_steps_per_epoch {opts.max_steps_per_epoch}"
+        )
     if state.global_step < state.step_in_epoch or state.epoch_correct > state.epoch_seen:
-        raise CheckpointError(f"{where}' is inconsistent (global_step {state.global_step} < step_in_epoch "
-                              f"{state.step_in_epoch}, or epoch_correct {state.epoch_correct} > epoch_seen "
-                              f"{state.epoch_seen})")
+        raise CheckpointError(
+            f"{where}' is inconsistent (global_step {state.global_step} < step_in_epoch "
+            f"{state.step_in_epoch}, or epoch_correct {state.epoch_correct} > epoch_seen "
+            f"{state.epoch_seen})"
+        )
 
 
 def _check_like(saved: dict, now: dict, what: str, path: Path) -> None:
@@ -474,8 +513,9 @@ def _check_like(saved: dict, now: dict, what: str, path: Path) -> None:
         raise CheckpointError(f"{what} state in {path} does not match: keys {sorted(saved)}, expected {sorted(now)}")
     for key, value in now.items():
         if not _same_kind(saved[key], value):
-            raise CheckpointError(f"{what} state in {path}: key {key!r} is {saved[key]!r}, expected a value like "
-                                  f"{value!r}")
+            raise CheckpointError(
+                f"{what} state in {path}: key {key!r} is {saved[key]!r}, expected a value like {value!r}"
+            )
 
 
 def _same_kind(a: Any, b: Any) -> bool:

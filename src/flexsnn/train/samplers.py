@@ -19,6 +19,7 @@ so only the later stages are drawn (one stage fewer is mixed).
 Samplers take a ``random.Random`` so that every rank of a distributed run, seeded alike,
 draws the same configs.
 """
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ layer followed by an ``IAFSqueeze`` neuron, which ``sinabs.backend.dynapcnn.Dyna
 (the Speck / DYNAP-CNN mapper) accepts. ``to_dynapcnn(model, input_shape)`` does both steps.
 Sinabs (and, for a chip, samna) is imported only when these functions run.
 """
+
 from flexsnn.backends.sinabs.convert import (
     SinabsUnavailableError,
     require_sinabs,

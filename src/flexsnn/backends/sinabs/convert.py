@@ -24,10 +24,12 @@ dynamics as :class:`flexsnn.neurons.IF`. Layout: Sinabs' ``*Squeeze`` layers tak
 flexsnn is time-first ``[T, B, ...]``: feed ``x.transpose(0, 1).reshape(B * T, ...)``.
 Leaky neurons cannot be mapped (Speck's neurons are IF): InputError.
 """
+
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -145,6 +147,9 @@ def to_dynapcnn(
     try:
         from sinabs.backend.dynapcnn import DynapcnnNetwork
     except ImportError as exc:
-        raise SinabsUnavailableError(f"DynapcnnNetwork needs sinabs with samna ({exc}); {INSTALL_HINT} and samna") from None
-    return DynapcnnNetwork(snn, input_shape=tuple(int(s) for s in input_shape), batch_size=batch_size,
-                           discretize=discretize, **kwargs)
+        raise SinabsUnavailableError(
+            f"DynapcnnNetwork needs sinabs with samna ({exc}); {INSTALL_HINT} and samna"
+        ) from None
+    return DynapcnnNetwork(
+        snn, input_shape=tuple(int(s) for s in input_shape), batch_size=batch_size, discretize=discretize, **kwargs
+    )
