@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -251,6 +252,18 @@ def test_every_writing_verb_refuses_a_locked_folder_with_exit_2(tmp_path, holder
     assert sorted(p.name for p in locked.iterdir()) == [LOCK_FILE]
 
 
+def test_a_folder_being_written_is_reported_busy_not_as_a_finished_run(tmp_path, holder):
+    (tmp_path / "r" / CONFIG_FILE).write_text("{}")  # the holder has written part of its run
+    with pytest.raises(RunFolderBusyError, match=rf"in use by process {holder.pid}"):
+        with claim_run_dir(tmp_path / "r", resume=False):
+            pass
+    holder.kill()
+    holder.wait()
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        with claim_run_dir(tmp_path / "r", resume=False):
+            pass
+
+
 def test_locks_are_reentrant_and_held_through_a_verb(tmp_path):
     with holding_run_locks():
         with claim_run_dir(tmp_path / "a", resume=False, what="t"):
@@ -303,7 +316,7 @@ def test_two_train_processes_on_one_folder_one_is_refused(tmp_path):
         "--t-max",
         "1",
         "--epochs",
-        "1",
+        "100000",  # far longer than the second command takes: the first still holds the folder
         "--batch-size",
         "128",
         "--calib-batches",
@@ -313,15 +326,20 @@ def test_two_train_processes_on_one_folder_one_is_refused(tmp_path):
         "--quiet",
     ]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / "r" / LOCK_FILE).exists() or not (tmp_path / "r" / LOCK_FILE).read_text():
-        assert time.time() < deadline and first.poll() is None
-        time.sleep(0.05)
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    out, err = first.communicate(timeout=600)
-    assert first.returncode == 0, err
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "r" / LOCK_FILE).exists() or not (tmp_path / "r" / LOCK_FILE).read_text():
+            assert time.time() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert first.poll() is None, first.communicate()[1]
+    finally:
+        first.send_signal(signal.SIGINT)
+        out, err = first.communicate(timeout=300)
     assert second.returncode == 2
     assert second.stderr.count("\n") == 1 and f"in use by process {first.pid}" in second.stderr
+    assert first.returncode == 130 and err.strip().endswith("flexsnn train: interrupted"), err
+    assert not (tmp_path / "r" / LOCK_FILE).read_text()  # the interrupted holder released it
 
 
 # --- nothing written over without --overwrite ----------------------------------------------

@@ -193,7 +193,11 @@ def claim_run_dir(run_dir: str | os.PathLike, resume: bool, overwrite: bool = Fa
     """:func:`prepare_run_dir` under the folder's lock, held while the block runs; the checks
     run again once the lock is held (another writer may have finished in between)."""
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir, resume, overwrite)
+    # An existing folder is locked before it is checked, so that a folder another process is
+    # still writing is reported as busy, not as a finished run; a missing one is checked first so
+    # that a refused command creates nothing.
+    if not enabled or not run_dir.is_dir():
+        _check_run_dir(run_dir, resume, overwrite)
     with run_folder_lock(run_dir, what, enabled) as folder:
         if enabled:
             _check_run_dir(folder, resume, overwrite)
