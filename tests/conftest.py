@@ -54,3 +54,29 @@ def tiny_staged_net(bn=True, classes=3, shape=(2, 6, 6)):
     boundary = len(layers)
     layers += [nn.Linear(16, 16)] + ([nn.BatchNorm1d(16)] if bn else []) + [LIF()]
     return staged_from_layers(layers, [boundary], head=nn.Linear(16, classes), input_kind="frames")
+
+
+TINY_NMNIST_KWARGS = {"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]}
+
+
+def tiny_nmnist_loaders(t=4):
+    """Frames [t, 2, 8, 8] of 3 classes for ``nmnist_net(**TINY_NMNIST_KWARGS)``: 32 train, 16 test."""
+    return make_frame_loaders(n_train=32, n_test=16, t=t, shape=(2, 8, 8), classes=3, batch=16)
+
+
+def train_tiny_nmnist_run(folder, t=4, calib_batches=2, loaders=None):
+    """A one-epoch SDT run of a tiny nmnist_net at T = ``t`` in ``folder`` (returned)."""
+    from flexsnn.runs import RunSpec, train_run
+
+    spec = RunSpec(
+        model="nmnist_net",
+        model_kwargs=TINY_NMNIST_KWARGS,
+        method="sdt",
+        t_min=1,
+        t_max=t,
+        epochs=1,
+        batch_size=16,
+        calib_batches=calib_batches,
+    )
+    train_run(spec, folder, progress=False, loaders=loaders or tiny_nmnist_loaders(t))
+    return folder

@@ -9,35 +9,22 @@ import nir
 import numpy as np
 import pytest
 import torch
-from conftest import make_frame_loaders
+from conftest import tiny_nmnist_loaders, train_tiny_nmnist_run
 
 from flexsnn.cli import main
 
-SHAPE = (2, 8, 8)
-MODEL_KW = {"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]}
 DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", np.int8)])
 
 
 def tiny_loaders():
-    return make_frame_loaders(n_train=32, n_test=16, t=4, shape=SHAPE, classes=3, batch=16)
+    return tiny_nmnist_loaders(t=4)
 
 
 @pytest.fixture
 def base_run(tmp_path, monkeypatch):
     import flexsnn.runs.deploy as run_deploy
-    from flexsnn.runs import RunSpec, train_run
 
-    spec = RunSpec(
-        model="nmnist_net",
-        model_kwargs=MODEL_KW,
-        method="sdt",
-        t_min=1,
-        t_max=4,
-        epochs=1,
-        batch_size=16,
-        calib_batches=2,
-    )
-    train_run(spec, tmp_path / "base", progress=False, loaders=tiny_loaders())
+    train_tiny_nmnist_run(tmp_path / "base", t=4)
     monkeypatch.setattr(run_deploy, "build_loaders", lambda spec, shuffle_seed=None: tiny_loaders())
     return tmp_path / "base"
 

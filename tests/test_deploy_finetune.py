@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from conftest import make_frame_loaders
+from conftest import TINY_NMNIST_KWARGS, make_frame_loaders, tiny_nmnist_loaders, train_tiny_nmnist_run
 from torch import nn
 
 from flexsnn.deploy import check_bias_free, deployment_sampler, finetune_bias_free
@@ -15,7 +15,7 @@ from flexsnn.runs import load_deployed, load_run, prepare_deployment
 from flexsnn.train import MTTSampler, SDTSampler, TrainOptions, load_model
 
 SHAPE = (2, 8, 8)
-MODEL_KW = {"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]}
+MODEL_KW = TINY_NMNIST_KWARGS
 
 
 def test_sdt_sampler_pins_every_stage():
@@ -109,26 +109,9 @@ def test_finetune_feeds_frames_at_t_and_draws_stage1_unless_pinned(pin):
     assert set(stage1_t) == ({4} if pin == "stage1" else {1, 2, 3, 4})
 
 
-def _base_run(tmp_path, loaders):
-    from flexsnn.runs import RunSpec, train_run
-
-    spec = RunSpec(
-        model="nmnist_net",
-        model_kwargs=MODEL_KW,
-        method="sdt",
-        t_min=1,
-        t_max=4,
-        epochs=1,
-        batch_size=16,
-        calib_batches=2,
-    )
-    train_run(spec, tmp_path / "base", progress=False, loaders=loaders)
-    return tmp_path / "base"
-
-
 def test_prepare_and_load_deployed_round_trip(tmp_path):
-    loaders = make_frame_loaders(n_train=32, n_test=16, t=4, shape=SHAPE, classes=3, batch=16)
-    run = _base_run(tmp_path, loaders)
+    loaders = tiny_nmnist_loaders(t=4)
+    run = train_tiny_nmnist_run(tmp_path / "base", loaders=loaders)
     model, config = prepare_deployment(run, tmp_path / "mtt", method="mtt", epochs=1, progress=False, loaders=loaders)
     deploy = config["deploy"]
     assert deploy["method"] == "mtt" and deploy["t"] == 4 and deploy["t_left"] == 3 and deploy["t_right"] == 0
@@ -158,9 +141,9 @@ def test_prepare_resume_continues_from_checkpoint(tmp_path, monkeypatch):
     import flexsnn.train.loop as loop
 
     def loaders():  # fresh, identically seeded loaders for every run (as the CLI builds them)
-        return make_frame_loaders(n_train=32, n_test=16, t=4, shape=SHAPE, classes=3, batch=16)
+        return tiny_nmnist_loaders(t=4)
 
-    run = _base_run(tmp_path, loaders())
+    run = train_tiny_nmnist_run(tmp_path / "base", loaders=loaders())
     full, _ = prepare_deployment(run, tmp_path / "full", method="mtt", epochs=2, progress=False, loaders=loaders())
     save = loop.save_training_state
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_frame_loaders
+from conftest import make_frame_loaders, train_tiny_nmnist_run
 from torch.utils.data import DataLoader
 
 import flexsnn.runs.deploy as run_deploy
@@ -399,20 +399,7 @@ def deploy_loaders(stop_after=None):
 
 def test_deploy_prepare_checkpoints_inside_epochs_and_resumes_bit_for_bit(tmp_path):
     base = tmp_path / "base"
-    train_run(
-        RunSpec(
-            model="nmnist_net",
-            model_kwargs={"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]},
-            method="sdt",
-            t_max=3,
-            epochs=1,
-            batch_size=16,
-            calib_batches=1,
-        ),
-        base,
-        progress=False,
-        loaders=make_frame_loaders(n_train=32, n_test=16, t=3, shape=(2, 8, 8), classes=3, batch=16),
-    )
+    train_tiny_nmnist_run(base, t=3, calib_batches=1)
     args = dict(method="mtt", epochs=2, lr=0.01, seed=5, progress=False, checkpoint_every_steps=1)
     whole, _ = prepare_deployment(base, tmp_path / "whole", loaders=deploy_loaders(), **args)
     with pytest.raises(Interrupted):  # killed in epoch 2, after its first step (3 steps per epoch)
@@ -430,20 +417,7 @@ def test_deploy_prepare_checkpoints_inside_epochs_and_resumes_bit_for_bit(tmp_pa
 
 def test_deploy_prepare_resume_from_the_cli_reuses_the_saved_recipe(tmp_path, tiny_cli, capsys, monkeypatch):
     base = tmp_path / "base"
-    train_run(
-        RunSpec(
-            model="nmnist_net",
-            model_kwargs={"num_classes": 3, "in_size": 8, "channels": [4, 4, 4]},
-            method="sdt",
-            t_max=3,
-            epochs=1,
-            batch_size=16,
-            calib_batches=1,
-        ),
-        base,
-        progress=False,
-        loaders=make_frame_loaders(n_train=32, n_test=16, t=3, shape=(2, 8, 8), classes=3, batch=16),
-    )
+    train_tiny_nmnist_run(base, t=3, calib_batches=1)
     monkeypatch.setattr(run_deploy, "build_loaders", lambda spec, shuffle_seed=None: deploy_loaders())
     out = tmp_path / "d"
     argv = ["deploy", "prepare", "--run", str(base), "--out", str(out), "--quiet"]
