@@ -191,3 +191,53 @@ def test_non_contiguous_batch_first_input_transposed_to_time_first():
     (g_ref,) = torch.autograd.grad(s_ref.sum() + v_ref.sum(), batch_first)
     (g_fus,) = torch.autograd.grad(s_fus.sum() + v_fus.sum(), batch_first)
     assert torch.allclose(g_ref, g_fus)
+
+
+# ---- the [T, ...] buffers come from flexsnn.runtime.STEP_BUFFERS and are reused across steps
+def _train_steps(pooled: bool, steps: int = 3):
+    from flexsnn.runtime import STEP_BUFFERS
+
+    STEP_BUFFERS.enabled = pooled
+    try:
+        torch.manual_seed(0)
+        w = torch.randn(8, 8, requires_grad=True)
+        kept, grads, ptrs = [], [], []
+        for _ in range(steps):
+            x = (torch.rand(6, 64, 96, 8) * 2).requires_grad_()  # 1.2 MiB per [T, ...] tensor: pooled
+            spikes, v = fused(x @ w, v_th=0.7, decay=0.6, v_min=-0.5)
+            ptrs.append(spikes.data_ptr())
+            ((spikes * torch.linspace(0, 1, 8)).sum() + v.sum()).backward()
+            kept.append((spikes, spikes.clone()))  # the caller keeps every step's result
+            grads.append((x.grad.clone(), w.grad.clone()))
+            w.grad = None
+        return kept, grads, ptrs
+    finally:
+        STEP_BUFFERS.enabled = True
+
+
+def test_pooled_buffers_give_the_same_results_and_never_overwrite_a_kept_result():
+    kept, grads, ptrs = _train_steps(pooled=True)
+    _, fresh_grads, _ = _train_steps(pooled=False)
+    for (spikes, copy), (gx, gw), (fx, fw) in zip(kept, grads, fresh_grads):
+        assert torch.equal(spikes, copy)  # a later step did not write into a result still held
+        assert torch.equal(gx, fx) and torch.equal(gw, fw)
+    assert len(set(ptrs)) == len(ptrs)  # kept results: every step got its own memory
+
+
+def test_pooled_buffers_are_reused_once_the_previous_step_is_gone():
+    from flexsnn.runtime import BufferPool
+
+    pool = BufferPool()  # this test's own pool, to count its blocks
+    x = (torch.rand(6, 64, 96, 8) * 2).requires_grad_()
+    ptrs = set()
+    for _ in range(4):
+        x.grad = None
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("flexsnn.neurons.kernels.STEP_BUFFERS", pool)
+            spikes, _ = fused(x)
+            spikes.sum().backward()
+        ptrs |= {spikes.data_ptr(), x.grad.data_ptr()}
+        del spikes
+    # spikes, saved membranes and dx: three blocks, the same ones every step
+    assert len(pool._blocks) == 3 and pool.pooled_bytes() == 3 * x.numel() * 4
+    assert ptrs <= {b[0].data_ptr() for b in pool._blocks}

@@ -32,6 +32,7 @@ import torch
 
 from flexsnn.neurons.params import NeuronParams
 from flexsnn.neurons.surrogate import gate_surrogate, spike_forward, spike_surrogate
+from flexsnn.runtime import STEP_BUFFERS
 
 
 class Kernels(NamedTuple):
@@ -50,10 +51,11 @@ def forward_loop(
     Every value is computed with ops that round exactly as the reference loop's do, so
     spikes and membranes are bit-identical to it. Results go into preallocated ``[T, ...]``
     buffers; per-step values into step-sized buffers allocated once, so the loop allocates
-    nothing. The fired mask is computed once per step (for single spikes it *is* ``s``).
+    nothing. The ``[T, ...]`` buffers come from :data:`flexsnn.runtime.STEP_BUFFERS`: a
+    training loop reuses the previous step's memory instead of faulting in fresh pages. The fired mask is computed once per step (for single spikes it *is* ``s``).
     """
-    spikes = torch.empty_like(x)
-    h_all = torch.empty_like(x) if keep_membrane else None
+    spikes = STEP_BUFFERS.empty_like(x)
+    h_all = STEP_BUFFERS.empty_like(x) if keep_membrane else None
     u = torch.zeros_like(x[0])
     h_buf = None if keep_membrane else torch.empty_like(u)
     m_buf = None if p.v_min is None else torch.empty_like(u)
@@ -93,7 +95,7 @@ def backward_loop(
     allocated once (so they stay warm in cache and the loop allocates nothing); the only
     ``[T, ...]`` tensor is the result, whose slice ``dx[t]`` also serves as the carry.
     """
-    dx = torch.empty_like(h)
+    dx = STEP_BUFFERS.empty_like(h)
     step = h[0]
     s_prime = torch.empty_like(step)
     coef_buf = torch.empty_like(step)  # coef = du[t] / dm[t]
