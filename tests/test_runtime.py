@@ -201,3 +201,16 @@ def test_neuron_buffers_are_not_faulted_in_again_with_glibc_default_settings():
     pages = 4 * 3 * 47 * 2**20 // 4096  # spikes, membranes and dx: three 47 MiB buffers per step
     assert fresh > pages * 0.9, (pooled, fresh)
     assert pooled < pages * 0.1, (pooled, fresh)
+
+
+def test_buffer_pool_keeps_inference_mode_blocks_apart():
+    pool = runtime.BufferPool()
+    with torch.inference_mode():
+        a = pool.empty_like(torch.rand(BIG))
+        assert a.is_inference()
+    del a
+    b = pool.empty_like(torch.rand(BIG))  # a training step after an inference-mode evaluation
+    assert not b.is_inference()
+    w = torch.rand(BIG, requires_grad=True)
+    (w * b.fill_(1.0)).sum().backward()  # saving an inference tensor for backward would raise
+    assert torch.equal(w.grad, torch.ones(BIG))

@@ -126,9 +126,15 @@ class BufferPool:
     def _take(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
         self._clock += 1
         best = None
+        inference = torch.is_inference_mode_enabled()  # inference tensors cannot enter autograd
         for entry in self._blocks:
             flat, storage, free_refs, _ = entry
-            if flat.dtype == dtype and flat.numel() >= numel and _storage_refs(storage) == free_refs:
+            if (
+                flat.dtype == dtype
+                and flat.numel() >= numel
+                and flat.is_inference() == inference
+                and _storage_refs(storage) == free_refs
+            ):
                 if best is None or flat.numel() < best[0].numel():
                     best = entry
         if best is None:
