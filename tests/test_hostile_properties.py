@@ -4,6 +4,7 @@ value; nothing else escapes and nothing is silently changed."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flexsnn.cli import main
-from flexsnn.cli.common import parse_time_config
+from flexsnn.cli.common import integer, nonnegative_int, parse_time_config, positive_int
 from flexsnn.cli.train_cmd import load_config_file
 from flexsnn.errors import CheckpointError, ConfigError, FlexSNNError, InputError
 from flexsnn.io import parse_json
@@ -73,6 +74,72 @@ def test_cli_config_text_parses_to_its_numbers_or_an_input_error(text):
     except InputError:
         return
     assert out == tuple(int(part) for part in text.split(",")) and all(v >= 1 for v in out)
+    assert all(part.isascii() and part.isdigit() for part in text.split(","))  # plain digits only
+
+
+# What Python's int() accepts besides plain digits: spaces, signs, underscores, other scripts' digits.
+int_lookalikes = st.builds(
+    lambda n, form: form.format(n),
+    st.integers(1, 999),
+    st.sampled_from([" {}", "{} ", "+{}", "{}\n", "\t{}", "1_{}", "{}_0"]),
+) | st.text(alphabet="\u0663\u0967\uff13\u09e9\u2083", min_size=1, max_size=3)
+
+
+@SETTINGS
+@given(bad=int_lookalikes, position=st.integers(0, 2))
+def test_cli_integers_are_plain_ascii_digits_only(bad, position):
+    parts = ["6", "1", "3"]
+    parts[position] = bad
+    with pytest.raises(InputError, match="--config .*plain digits 0-9"):
+        parse_time_config(",".join(parts))
+    for parse in (positive_int, nonnegative_int, integer):
+        with pytest.raises(argparse.ArgumentTypeError, match="plain digits 0-9"):
+            parse(bad)
+
+
+@SETTINGS
+@given(value=st.integers(-(10**30), 10**30))
+def test_cli_integer_parsers_give_back_the_number_written(value):
+    text = str(value)
+    assert integer(text) == value
+    for parse, minimum in ((positive_int, 1), (nonnegative_int, 0)):
+        if value >= minimum:
+            assert parse(text) == value
+        else:
+            with pytest.raises(argparse.ArgumentTypeError):
+                parse(text)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--t-max", " 3"],
+        ["train", "--seed", "1_000"],
+        ["train", "--epochs", "+3"],
+        ["train", "--batch-size", "\u0663"],
+        ["evaluate", "--run", "R", "--t", "1", "\u0663"],
+        ["evaluate", "--run", "R", "--grid", "1,+2"],
+        ["deploy", "prepare", "--run", "R", "--L", "1_0"],
+        ["deploy", "export", "--run", "R", "--input-shape", "2, 34,34"],
+        ["search", "--run", "R", "--seed", " 0"],
+    ],
+)
+def test_cli_refuses_int_lookalikes_in_one_line(tmp_path, capsys, argv):
+    argv = [str(tmp_path / a) if a == "R" else a for a in argv]
+    if argv[0] == "train":
+        argv += ["--out", str(tmp_path / "out")]
+    if argv[:2] == ["deploy", "prepare"]:
+        argv += ["--out", str(tmp_path / "out")]
+    if argv[:2] == ["deploy", "export"]:
+        argv += ["--out", str(tmp_path / "m.nir")]
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    option = next(a for a in reversed(argv[: argv.index("--out")] if "--out" in argv else argv) if a.startswith("--"))
+    assert code == 2 and err.count("\n") == 1 and option in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
 
 
 @SETTINGS

@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from flexsnn.cli.common import HelpFormatter, positive_int
+from flexsnn.cli.common import HelpFormatter, nonnegative_int, positive_int
 from flexsnn.errors import CheckpointError
 from flexsnn.evaluate import format_table, plot_accuracy_vs_t, write_results
 from flexsnn.models import build_model
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--t-max", type=positive_int, default=6, help="largest T (SDT trains here)")
     p.add_argument("--epochs", type=positive_int, default=4, help="epochs per model")
     p.add_argument("--model", default="digits_conv", help="model zoo name")
-    p.add_argument("--seed", type=int, default=1000, help="random seed")
+    p.add_argument("--seed", type=nonnegative_int, default=1000, help="random seed")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument(
         "--deploy",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flexsnn.cli.common import HelpFormatter, positive_int
+from flexsnn.cli.common import HelpFormatter, nonnegative_int, parse_int_list, positive_int
 from flexsnn.data import DigitsDVS
 from flexsnn.deploy import evaluate_deployment, to_nir, write_nir
 from flexsnn.deploy.compare import format_deployment_table
@@ -43,8 +43,8 @@ EXAMPLES = """examples:
 PREPARE_FLAGS = {
     "--method": dict(choices=["mtt", "sdt"], help="fine-tune method (default mtt)"),
     "--t": dict(type=positive_int, help="input T (default: the run's t_max)"),
-    "--L": dict(dest="t_left", type=int, help="MTT: stages from T-L (default T-1)"),
-    "--R": dict(dest="t_right", type=int, help="MTT: stages up to T+R (default 0)"),
+    "--L": dict(dest="t_left", type=nonnegative_int, help="MTT: stages from T-L (default T-1)"),
+    "--R": dict(dest="t_right", type=nonnegative_int, help="MTT: stages up to T+R (default 0)"),
     "--pin": dict(
         choices=list(PINS),
         help="MTT: what stays at T: the input only, every stage drawn (the paper's scheme, default), or stage 1 too",
@@ -70,7 +70,7 @@ PREPARE_FLAGS = {
         help="training augmentation of the frames: flip_roll5, flip_or_reverse_roll5, vflip_roll20, "
         "none (default: the base run's)",
     ),
-    "--seed": dict(type=int, help="random seed (default 1000)"),
+    "--seed": dict(type=nonnegative_int, help="random seed (default 1000)"),
 }
 PREPARE_DEFAULTS = {
     "method": "mtt",
@@ -162,7 +162,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     prep.add_argument(
         "--checkpoint-every-steps",
-        type=int,
+        type=nonnegative_int,
         default=0,
         help="also checkpoint every N steps inside epochs (default 0: per epoch)",
     )
@@ -195,7 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--base-epochs", type=positive_int, default=6, help="without --run: SDT base epochs")
     sim.add_argument("--finetune-epochs", type=positive_int, default=3, help="without --run: fine-tune epochs")
     sim.add_argument("--base-run", type=Path, default=None, help="without --run: reuse this trained base run")
-    sim.add_argument("--seed", type=int, default=1000, help="random seed")
+    sim.add_argument("--seed", type=nonnegative_int, default=1000, help="random seed")
     sim.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the simulator runs on CPU)")
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
     sim.set_defaults(func=run_simulate)
@@ -319,10 +319,10 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 def _shape_arg(text: str) -> tuple[int, int, int]:
     try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
+        shape = parse_int_list(text, "--input-shape")
+    except InputError:
         shape = ()
-    if len(shape) != 3 or min(shape) < 1:
+    if len(shape) != 3:
         raise InputError(f"--input-shape must be C,H,W positive integers like 2,34,34; got {text!r}")
     return shape  # type: ignore[return-value]
 

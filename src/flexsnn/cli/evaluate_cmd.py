@@ -6,7 +6,8 @@ import argparse
 import csv
 from pathlib import Path
 
-from flexsnn.cli.common import HelpFormatter, positive_int, time_config_arg
+from flexsnn.cli.common import HelpFormatter, parse_int_list, positive_int, time_config_arg
+from flexsnn.errors import InputError
 from flexsnn.evaluate import format_table, plot_accuracy_vs_t, write_results
 from flexsnn.evaluate.grid import grid_configs, write_config_grid
 from flexsnn.io import atomic_write
@@ -82,10 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _stage_pair(text: str) -> tuple[int, int]:
     try:
-        pair = tuple(int(v) for v in text.split(","))
-    except ValueError:
+        pair = parse_int_list(text, "--grid")
+    except InputError:
         pair = ()
-    if len(pair) != 2 or min(pair) < 1:
+    if len(pair) != 2:
         raise argparse.ArgumentTypeError(f"--grid must be two stage numbers I,J like 1,2; got {text!r}")
     return pair  # type: ignore[return-value]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flexsnn.cli.common import HelpFormatter, positive_int
+from flexsnn.cli.common import HelpFormatter, nonnegative_int, positive_int
 from flexsnn.evaluate.pareto import COSTS, STRATEGIES, plot_pareto, write_search_csv
 from flexsnn.io import write_json
 from flexsnn.runs import check_output_dir, claim_output_dir, search_run
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--calib-batches", type=positive_int, default=None, help="BN calibration batches (default: the run's)"
     )
     p.add_argument("--max-batches", type=positive_int, default=None, help="validation batches per config (default all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the evolutionary search")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the evolutionary search")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/search)")
     p.add_argument(

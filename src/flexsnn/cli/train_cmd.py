@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flexsnn.cli.common import HelpFormatter, positive_int
+from flexsnn.cli.common import HelpFormatter, nonnegative_int, positive_int
 from flexsnn.errors import CheckpointError, ConfigError
 from flexsnn.evaluate import format_table, write_results
 from flexsnn.evaluate.final_report import write_final_report
@@ -47,14 +47,14 @@ FLAGS = {
     "lr": dict(type=float, help="learning rate (default 0.1)"),
     "weight_decay": dict(type=float, help="weight decay (default 5e-4)"),
     "schedule": dict(choices=["cosine", "constant"], help="LR schedule (default cosine)"),
-    "seed": dict(type=int, help="random seed (default 1000)"),
+    "seed": dict(type=nonnegative_int, help="random seed (default 1000)"),
     "device": dict(help="cpu or cuda[:N] (default cpu)"),
     "amp": dict(
         choices=["none", "auto", "bf16", "fp16"],
         help="mixed precision; auto = fp16 + GradScaler on CUDA, none on CPU (default none)",
     ),
     "calib_batches": dict(type=positive_int, help="BN calibration batches (default 10)"),
-    "num_workers": dict(type=int, help="data loader worker processes (default 0)"),
+    "num_workers": dict(type=nonnegative_int, help="data loader worker processes (default 0)"),
     "data_root": dict(help="folder holding the dataset files / cache"),
     "augment": dict(
         nargs="?",
@@ -64,8 +64,8 @@ FLAGS = {
         "protocol: flip_roll5, flip_or_reverse_roll5, vflip_roll20, none)",
     ),
     "autoaugment": dict(action="store_true", help="add AutoAugment (CIFAR)"),
-    "checkpoint_every_steps": dict(type=int, help="also checkpoint every N steps (default 0: per epoch)"),
-    "max_steps_per_epoch": dict(type=int, help="cut every epoch after N steps (default 0: whole epochs)"),
+    "checkpoint_every_steps": dict(type=nonnegative_int, help="also checkpoint every N steps (default 0: per epoch)"),
+    "max_steps_per_epoch": dict(type=nonnegative_int, help="cut every epoch after N steps (default 0: whole epochs)"),
     "sync_bn": dict(
         action="store_const",
         const=True,
