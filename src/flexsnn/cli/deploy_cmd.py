@@ -49,7 +49,11 @@ PREPARE_FLAGS = {
         choices=list(PINS),
         help="MTT: what stays at T: the input only, every stage drawn (the paper's scheme, default), or stage 1 too",
     ),
-    "--sample-num": dict(dest="sample_num", type=positive_int, help="MTT configs per iteration (default 3)"),
+    "--sample-num": dict(
+        dest="sample_num",
+        type=positive_int,
+        help="passes per iteration: MTT configs (default 3) or SDT identical passes (default 1)",
+    ),
     "--epochs": dict(type=positive_int, help="fine-tune epochs (default 3)"),
     "--batch-size": dict(dest="batch_size", type=positive_int, help="batch size (default: the base run's)"),
     "--optimizer": dict(choices=["adamw", "sgd"], help="optimizer (default adamw)"),
@@ -78,7 +82,7 @@ PREPARE_DEFAULTS = {
     "t_left": None,
     "t_right": 0,
     "pin": "input",
-    "sample_num": 3,
+    "sample_num": None,  # the method's: 3 for MTT, 1 for SDT
     "epochs": 3,
     "batch_size": None,
     "optimizer": "adamw",
@@ -122,6 +126,10 @@ def prepare_options(args: argparse.Namespace) -> dict:
             }
         )
         options.update({k: v for k, v in saved["options"].items() if k in PREPARE_DEFAULTS})
+        recorded = saved.get("sampler")
+        if isinstance(recorded, dict) and recorded.get("method") == "sdt":
+            # a fine-tune recorded before SDT took passes per iteration made one
+            options["sample_num"] = recorded.get("sample_num", 1)
     options.update({k: getattr(args, k) for k in PREPARE_DEFAULTS if getattr(args, k, None) is not None})
     if options["augment"] == "none":
         options["augment"] = False

@@ -35,7 +35,11 @@ FLAGS = {
     "method": dict(choices=["sdt", "nmt", "mtt"], help="training method (default mtt)"),
     "t_min": dict(type=positive_int, help="smallest T drawn by NMT/MTT (default 1)"),
     "t_max": dict(type=positive_int, help="largest T (the SDT training T; default 6)"),
-    "sample_num": dict(type=positive_int, help="MTT configs per iteration, s (default 3)"),
+    "sample_num": dict(
+        type=positive_int,
+        help="passes per iteration, s: MTT configs (default 3) or SDT identical passes, whose "
+        "gradients add up (default 1; the paper authors' script makes 3)",
+    ),
     "group_block_num": dict(type=positive_int, help="consecutive stages sharing one T (default 1)"),
     "first_stage_t": dict(
         type=positive_int, help="MTT: pin stage 1 to this T (default: every stage drawn; the input keeps the data's T)"
@@ -137,10 +141,23 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.resume and saved.is_file():
         stored = read_json(saved, what="run spec", error=CheckpointError)
         RunSpec.from_config(stored, str(saved))  # a tampered file is named, not half-used
-        options = {**stored["run"], **options}
+        options = {**stored["run"], **_recorded_passes(stored), **options}
     options.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
     source = f"--config file {args.config} (with the flags given)" if args.config else "run options"
     return RunSpec.from_dict(options, source)
+
+
+def _passes(spec: RunSpec) -> str:
+    return f", s = {spec.sample_num}" if spec.method != "nmt" else ""
+
+
+def _recorded_passes(stored: dict) -> dict:
+    """``{"sample_num": s}`` of an SDT run from its sampler record: a run recorded before SDT
+    took passes per iteration made one, whatever its ``run.sample_num`` says."""
+    recorded = stored.get("sampler")
+    if isinstance(recorded, dict) and recorded.get("method") == "sdt":
+        return {"sample_num": recorded.get("sample_num", 1)}
+    return {}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             ranks = f" on {info.world_size} processes ({info.backend})" if info.distributed else ""
             print(
                 f"training {spec.model} on {spec.dataset} with {spec.method.upper()} "
-                f"(T in [{spec.t_min}, {spec.t_max}]) for {spec.epochs} epochs{ranks} -> {args.out}"
+                f"(T in [{spec.t_min}, {spec.t_max}]{_passes(spec)}) for {spec.epochs} epochs{ranks} -> {args.out}"
             )
         with holding_run_locks():  # no other writer between training and its report
             train_run(spec, args.out, resume=args.resume, progress=not args.quiet)

@@ -4,7 +4,8 @@ After :func:`flexsnn.deploy.remove_biases` (biases and BN means zeroed, BN folde
 weights, biases frozen), the network is fine-tuned with its biases held at zero (PAPER.md,
 "Deployment path", step 2):
 
-- SDT: every stage at the input's ``T`` on every iteration;
+- SDT: every stage at the input's ``T`` on every iteration (``sample_num`` identical passes,
+  default 1);
 - MTT: ``sample_num`` configurations per iteration; stages draw their T uniformly from
   ``[T - t_left, T + t_right]`` (clipped at 1). The paper's event-driven recipe is
   ``t_left = T - 1, t_right = 0``, i.e. stages from ``[1, T]`` (the default). Which entry is
@@ -30,7 +31,7 @@ from torch import nn
 
 from flexsnn.deploy.bias_removal import check_bias_free, fold_batchnorm, remove_biases
 from flexsnn.errors import InputError, check_choice, check_positive_int
-from flexsnn.train import MTTSampler, SDTSampler, TrainOptions, fit
+from flexsnn.train import MTTSampler, SDTSampler, TrainOptions, default_sample_num, fit
 
 __all__ = ["DEPLOY_METHODS", "PINS", "deployment_sampler", "finetune_bias_free"]
 
@@ -40,20 +41,27 @@ PINS = ("input", "stage1")
 
 
 def deployment_sampler(
-    method: str, t: int, t_left: int | None = None, t_right: int = 0, sample_num: int = 3, pin: str = "input"
+    method: str,
+    t: int,
+    t_left: int | None = None,
+    t_right: int = 0,
+    sample_num: int | None = None,
+    pin: str = "input",
 ):
     """The sampler of the bias-free fine-tune on frames binned at ``t``: SDT at ``t``, or MTT.
 
     MTT draws stages from ``[max(1, t - t_left), t + t_right]``; ``t_left`` defaults to
     ``t - 1`` (so ``[1, t]`` with ``t_right = 0``). ``pin="input"`` (default): every stage is
     drawn, the input stays at the data's ``t``; ``pin="stage1"``: stage 1 is pinned to ``t``
-    too (``MTTSampler.first_stage_t``). SDT ignores ``pin``.
+    too (``MTTSampler.first_stage_t``). SDT ignores ``pin``. ``sample_num``: passes per
+    iteration, MTT configs (default 3) or SDT identical passes (default 1).
     """
     check_choice(method, "method", DEPLOY_METHODS)
     t = check_positive_int(t, "t")
     check_choice(pin, "pin", PINS)
+    sample_num = default_sample_num(method) if sample_num is None else sample_num
     if method == "sdt":
-        return SDTSampler(t)
+        return SDTSampler(t, sample_num)
     t_left = t - 1 if t_left is None else t_left
     if isinstance(t_left, bool) or not isinstance(t_left, int) or t_left < 0:
         raise InputError(f"t_left (L) must be an int >= 0, got {t_left!r}")
@@ -71,7 +79,7 @@ def finetune_bias_free(
     t: int = 10,
     t_left: int | None = None,
     t_right: int = 0,
-    sample_num: int = 3,
+    sample_num: int | None = None,
     options: Any = None,
     run_dir: str | os.PathLike | None = None,
     resume: bool = False,

@@ -90,7 +90,7 @@ def prepare_deployment(
     t: int | None = None,
     t_left: int | None = None,
     t_right: int = 0,
-    sample_num: int = 3,
+    sample_num: int | None = None,
     epochs: int = 3,
     optimizer: str = "adamw",
     lr: float = 1e-3,
@@ -114,7 +114,9 @@ def prepare_deployment(
     run: a run folder written by ``flexsnn train``. out: the deployed run folder. t: the
     input T (default: the run's t_max). Frames are binned at ``t``. pin (MTT): ``"input"``
     (default, the paper's authors' scheme: every stage drawn from ``[t - t_left, t + t_right]``)
-    or ``"stage1"`` (stage 1 kept at ``t`` too); see :func:`flexsnn.deploy.deployment_sampler`. Returns the bias-free
+    or ``"stage1"`` (stage 1 kept at ``t`` too); see :func:`flexsnn.deploy.deployment_sampler`.
+    sample_num: passes per iteration, MTT configs (default 3) or SDT identical passes (default
+    1; the paper authors' script makes 3). Returns the bias-free
     model and the saved config (``config["deploy"]`` holds the recipe and the time-stepped
     accuracy at ``t``).
     Optimizer settings: ``optimizer`` (sgd | adamw), ``lr``, ``momentum`` (SGD's; 0 = plain
@@ -163,7 +165,7 @@ def prepare_deployment(
         "t": t,
         "t_left": t_left if t_left is not None else t - 1,
         "t_right": t_right,
-        "sample_num": sample_num,
+        "sample_num": sampler.sample_num,
         "pin": pin,
         "sampler": sampler.describe(),
         "options": asdict(options),

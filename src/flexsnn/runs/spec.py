@@ -18,7 +18,7 @@ from flexsnn.data.loaders import check_model_input, dataset_model_kwargs, make_l
 from flexsnn.errors import CheckpointError, ConfigError, InputError
 from flexsnn.io import Bool, Dict, Either, Float, Int, MapOf, Nullable, Str, check_schema, is_import_path
 from flexsnn.models import MODELS, build_model, model_builder
-from flexsnn.train import METHODS, TrainOptions
+from flexsnn.train import METHODS, TrainOptions, default_sample_num
 from flexsnn.train.loop import AMP_MODES
 
 __all__ = ["RUN_SPEC_SCHEMA", "RunSpec", "build_loaders", "resolve_device", "with_dataset_defaults"]
@@ -27,7 +27,7 @@ __all__ = ["RUN_SPEC_SCHEMA", "RunSpec", "build_loaders", "resolve_device", "wit
 _POSITIVE = Int(min=1)
 RUN_SPEC_SCHEMA = Dict({
     "dataset?": Str(), "model?": Str(), "model_kwargs?": MapOf(), "method?": Str(choices=METHODS),
-    "t_min?": _POSITIVE, "t_max?": _POSITIVE, "sample_num?": _POSITIVE, "group_block_num?": _POSITIVE,
+    "t_min?": _POSITIVE, "t_max?": _POSITIVE, "sample_num?": Nullable(_POSITIVE), "group_block_num?": _POSITIVE,
     "first_stage_t?": Nullable(_POSITIVE), "data_t?": Nullable(_POSITIVE), "batch_size?": _POSITIVE,
     "epochs?": _POSITIVE, "optimizer?": Str(choices=("sgd", "adamw")), "lr?": Float(min=0, min_exclusive=True),
     "momentum?": Float(min=0, max=1), "weight_decay?": Float(min=0), "schedule?": Str(choices=("cosine", "constant")),
@@ -48,7 +48,7 @@ class RunSpec:
     method: str = "mtt"  # sdt | nmt | mtt
     t_min: int = 1
     t_max: int = 6
-    sample_num: int = 3
+    sample_num: int | None = None  # passes per iteration (SDT, MTT); None: 3 for MTT, 1 for SDT
     group_block_num: int = 1
     first_stage_t: int | None = None
     data_t: int | None = None  # frames are binned at this T (default t_max) and resampled by the first TTM
@@ -75,6 +75,8 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         check_schema(dataclasses.asdict(self), RUN_SPEC_SCHEMA, "run options")
+        if self.sample_num is None:  # stored resolved, so the run's record says what it did
+            self.sample_num = default_sample_num(self.method)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "run options") -> RunSpec:

@@ -11,6 +11,7 @@ from flexsnn.train.samplers import (
     MTTSampler,
     NMTSampler,
     SDTSampler,
+    default_sample_num,
     make_sampler,
     sampler_from_dict,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "TrainOptions",
     "batchnorm_layers",
     "calibrate_bn",
+    "default_sample_num",
     "fit",
     "load_model",
     "make_sampler",

@@ -34,13 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from flexsnn.data.encoding import model_input
-from flexsnn.errors import CheckpointError, ConfigError, InputError, check_choice, check_positive_int
+from flexsnn.errors import CheckpointError, ConfigError, FlexSNNError, InputError, check_choice, check_positive_int
 from flexsnn.io import Dict, Float, Int, ListOf, MapOf, Nullable
 from flexsnn.progress import progress_bar
 from flexsnn.runtime import use_channels_last
 from flexsnn.train import distributed as dist_utils
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, read_training_metadata, save_training_state
-from flexsnn.train.samplers import Sampler, TimeConfig
+from flexsnn.train.samplers import Sampler, TimeConfig, sampler_from_dict
 
 
 def time_averaged_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -547,11 +547,20 @@ def _check_resumable(meta: dict, opts: TrainOptions, sampler: Sampler, path: Pat
     if changed:
         diffs = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
         raise ConfigError(f"cannot resume from {path}: training options differ from the interrupted run ({diffs})")
-    if meta.get("sampler") != sampler.describe():
+    if _recorded_sampler(meta.get("sampler")) != sampler.describe():
         raise ConfigError(
             f"cannot resume from {path}: the TimeConfig sampler differs from the interrupted run "
             f"({meta.get('sampler')} -> {sampler.describe()})"
         )
+
+
+def _recorded_sampler(record: Any) -> Any:
+    """A checkpoint's sampler record with missing fields at their defaults (a record from
+    before a field existed), or the record itself when it is not a sampler's."""
+    try:
+        return sampler_from_dict(record).describe()
+    except (FlexSNNError, TypeError):
+        return record
 
 
 def _listify(obj):

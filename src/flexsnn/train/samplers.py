@@ -3,7 +3,9 @@
 A sampler turns a random generator into the list of TimeConfigs (one positive int per
 stage) that a training iteration forwards the same batch with:
 
-- SDT (standard direct training): one config, every stage at the fixed T.
+- SDT (standard direct training): every stage at the fixed T; ``sample_num`` identical
+  passes per iteration (default 1; the paper's authors' script makes 3 when run with
+  min_T = max_T, and the summed gradient of s identical passes is s times one pass's).
 - NMT (naive mixture training): one config, one random T in [t_min, t_max] for the whole net.
 - MTT (mixed time-step training): ``sample_num`` configs, each stage's T drawn uniformly
   from [t_min, t_max]; ``group_block_num`` consecutive stages share a draw; optionally the
@@ -34,19 +36,21 @@ TimeConfig = tuple[int, ...]
 
 @dataclass(frozen=True)
 class SDTSampler:
-    """Standard direct training: every stage at ``t`` on every iteration."""
+    """Standard direct training: every stage at ``t``, ``sample_num`` identical passes per iteration."""
 
     t: int
+    sample_num: int = 1
 
     def __post_init__(self) -> None:
         check_positive_int(self.t, "t")
+        check_positive_int(self.sample_num, "sample_num")
 
     @property
     def t_max(self) -> int:
         return self.t
 
     def sample(self, rng: random.Random, num_stages: int) -> list[TimeConfig]:
-        return [(self.t,) * num_stages]
+        return [(self.t,) * num_stages] * self.sample_num
 
     def describe(self) -> dict[str, Any]:
         return {"method": "sdt", **asdict(self)}
@@ -108,30 +112,45 @@ Sampler = SDTSampler | NMTSampler | MTTSampler
 METHODS = ("sdt", "nmt", "mtt")
 
 
+def default_sample_num(method: str) -> int:
+    """Passes per iteration when none is given: 3 for MTT (the paper's s), 1 otherwise (NMT
+    makes one pass whatever it is given)."""
+    return 3 if method == "mtt" else 1
+
+
 def make_sampler(
     method: str,
     t_max: int,
     t_min: int = 1,
-    sample_num: int = 3,
+    sample_num: int | None = None,
     group_block_num: int = 1,
     first_stage_t: int | None = None,
 ) -> Sampler:
-    """Build the sampler for ``method`` ("sdt" trains at ``t_max``)."""
+    """Build the sampler for ``method`` ("sdt" trains at ``t_max``); ``sample_num`` (SDT, MTT)
+    defaults to :func:`default_sample_num`."""
     check_choice(method, "method", METHODS)
+    sample_num = default_sample_num(method) if sample_num is None else sample_num
     if method == "sdt":
-        return SDTSampler(t_max)
+        return SDTSampler(t_max, sample_num)
     if method == "nmt":
         return NMTSampler(t_min, t_max)
     return MTTSampler(t_min, t_max, sample_num, group_block_num, first_stage_t)
 
 
 def sampler_from_dict(spec: dict[str, Any]) -> Sampler:
-    """Inverse of ``sampler.describe()``."""
+    """Inverse of ``sampler.describe()``; a missing field takes its default (an SDT record
+    written before SDT had ``sample_num`` is one pass per iteration)."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"sampler spec must be a mapping with a 'method' key, got {spec!r:.60}")
     spec = dict(spec)
     method = spec.pop("method", None)
     classes = {"sdt": SDTSampler, "nmt": NMTSampler, "mtt": MTTSampler}
     if method not in classes:
         raise ConfigError(f"sampler spec needs method in {sorted(classes)}, got {method!r}")
+    fields = set(classes[method].__dataclass_fields__)
+    unknown = sorted(map(str, set(spec) - fields))
+    if unknown:
+        raise ConfigError(f"sampler spec of method {method!r}: unknown key(s) {unknown}; known: {sorted(fields)}")
     return classes[method](**spec)
 
 
