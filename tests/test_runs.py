@@ -59,6 +59,35 @@ def test_runspec_rejects_unknown_options_and_bad_device():
             resolve_device("cuda")
 
 
+def test_early_exit_rebinned_curve_bins_the_events_at_every_t(tmp_path, monkeypatch):
+    # the uniform curve next to the early-exit one sees frames binned at each T, BN calibrated there
+    import flexsnn.runs.evaluate as run_evaluate
+    from flexsnn.runs import early_exit_run
+
+    train_run(tiny_spec(epochs=1, t_max=3), tmp_path / "run", progress=False, loaders=make_frame_loaders(t=3))
+    built = []
+
+    def loaders_at(spec, shuffle_seed=None):
+        built.append(spec.frames_t)
+        return make_frame_loaders(t=spec.frames_t)
+
+    monkeypatch.setattr(run_evaluate, "build_loaders", loaders_at)
+    seen = []
+    original = run_evaluate.sweep_uniform
+
+    def recording_sweep(model, test_loader, t_values, *args, **kw):
+        seen.append((list(t_values), next(iter(test_loader))[0].shape[1], kw.get("calibrate", True)))
+        return original(model, test_loader, t_values, *args, **kw)
+
+    monkeypatch.setattr(run_evaluate, "sweep_uniform", recording_sweep)
+    result = early_exit_run(tmp_path / "run", thresholds=(0.0, 2.0), rebinned=True)
+    assert built == [3, 1, 2]  # the run's loaders, then training and test frames binned at T = 1, 2
+    assert seen == [([1], 1, True), ([2], 2, True), ([3], 3, True)]
+    assert list(result.rebinned) == ["1", "2", "3"]
+    # at the data T it is the full early-exit pass (threshold above 1: every sample runs to T)
+    assert result.rebinned["3"] == pytest.approx(result.points[-1].accuracy, abs=1e-6)
+
+
 def test_corrupt_weights_give_a_clear_error(tmp_path):
     loaders = make_frame_loaders(t=2)
     train_run(tiny_spec(epochs=1, t_max=2), tmp_path / "run", progress=False, loaders=loaders)

@@ -13,7 +13,7 @@ from flexsnn.runs.deploy import (
     prepare_deployment,
     read_finetune_section,
 )
-from flexsnn.runs.evaluate import early_exit_run, evaluate_run, search_run
+from flexsnn.runs.evaluate import early_exit_run, evaluate_run, rebinned_sweep, search_run
 from flexsnn.runs.folder import (
     check_output_dir,
     claim_output_dir,
@@ -46,6 +46,7 @@ __all__ = [
     "evaluate_run",
     "search_run",
     "early_exit_run",
+    "rebinned_sweep",
     "prepare_deployment",
     "compare_deployment",
     "DeploymentComparison",

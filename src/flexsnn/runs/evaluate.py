@@ -27,7 +27,7 @@ from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device
 from flexsnn.train import batchnorm_layers, calibrate_bn, fixed_calibration_loader
 from flexsnn.train.checkpoint import CONFIG_FILE
 
-__all__ = ["CALIBRATIONS", "SPLITS", "early_exit_run", "evaluate_run", "search_run"]
+__all__ = ["CALIBRATIONS", "SPLITS", "early_exit_run", "evaluate_run", "rebinned_sweep", "search_run"]
 
 CALIBRATIONS = ("per_config", "t_max", "none")
 SPLITS = ("half", "test")
@@ -82,17 +82,7 @@ def evaluate_run(
         calibrate_bn(model, train_loader, spec.t_max, calib)
     options = dict(calib_batches=calib, calibrate=calibration == "per_config")
     if rebin:
-        sweep = {}
-        for t in progress_bar(t_values, desc="T sweep (re-binned)", enabled=progress, leave=False):
-            if t == spec.frames_t:
-                calib_t, test_t = train_loader, test_loader
-            elif calibration == "per_config":  # calibration data at T too
-                train_t, test_t = build_loaders(dataclasses.replace(spec, data_t=t))
-                calib_t = fixed_calibration_loader(train_t, calib, spec.seed)
-            else:  # the statistics are fixed: only the test split is binned again
-                calib_t, test_t = None, DataLoader(load_frames(spec.dataset, "test", t, spec.data_root),
-                                                   batch_size=spec.batch_size)
-            sweep.update(sweep_uniform(model, test_t, [t], calib_loader=calib_t, progress=False, **options))
+        sweep = rebinned_sweep(model, spec, t_values, (train_loader, test_loader), calibration, calib, progress)
     else:
         sweep = sweep_uniform(model, test_loader, t_values, calib_loader=train_loader, progress=progress, **options)
     rows = (
@@ -108,6 +98,41 @@ def evaluate_run(
         "rebinned": bool(rebin),
         "data_t": spec.frames_t,
     }
+
+
+def rebinned_sweep(
+    model,
+    spec: RunSpec,
+    t_values: Sequence[int],
+    loaders: tuple,
+    calibration: str = "per_config",
+    calib_batches: int | None = None,
+    progress: bool = False,
+) -> dict[int, float]:
+    """``{T: accuracy}`` at uniform T with the events binned again into T frames at each T.
+
+    ``loaders``: the run's ``(calibration loader, test loader)`` at its data T, used at that
+    T. ``calibration="per_config"``: BN re-estimated at each T on training frames binned at
+    T; otherwise the model's statistics stay as they are and only the test split is binned
+    again.
+    """
+    check_choice(calibration, "calibration", CALIBRATIONS)
+    calib = spec.calib_batches if calib_batches is None else calib_batches
+    per_t = calibration == "per_config"
+    sweep: dict[int, float] = {}
+    for t in progress_bar(t_values, desc="T sweep (re-binned)", enabled=progress, leave=False):
+        if t == spec.frames_t:
+            calib_t, test_t = loaders
+        elif per_t:  # calibration data at T too
+            train_t, test_t = build_loaders(dataclasses.replace(spec, data_t=t))
+            calib_t = fixed_calibration_loader(train_t, calib, spec.seed)
+        else:  # the statistics are fixed: only the test split is binned again
+            test_set = load_frames(spec.dataset, "test", t, spec.data_root)
+            calib_t, test_t = None, DataLoader(test_set, batch_size=spec.batch_size)
+        sweep.update(
+            sweep_uniform(model, test_t, [t], calib_loader=calib_t, calib_batches=calib, calibrate=per_t, progress=False)
+        )
+    return sweep
 
 
 def _checked_config(model, cfg) -> tuple[int, ...]:
@@ -191,7 +216,9 @@ def early_exit_run(
 
     ``time_config`` defaults to uniform ``t_max`` of the run; BN is calibrated there on the
     training split. ``rebinned=True`` also measures uniform T = 1..T_G the way ``flexsnn
-    evaluate`` does (input re-binned to T, BN calibrated per T) into ``result.rebinned``.
+    evaluate`` does into ``result.rebinned``: on event data the events binned again into T
+    frames at each T (:func:`rebinned_sweep`), BN calibrated per T; static images are
+    encoded at each T anyway.
     """
     model, spec = _load(run_dir, device)
     calib = spec.calib_batches if calib_batches is None else check_positive_int(calib_batches, "calib_batches")
@@ -201,5 +228,9 @@ def early_exit_run(
     result = early_exit_sweep(model, test_loader, cfg, thresholds, train_loader, calib, max_batches)
     if rebinned:
         ts = range(1, result.time_config[-1] + 1)
-        result.rebinned = results_from_sweep(sweep_uniform(model, test_loader, ts, train_loader, calib, progress=False))
+        if dataset_info(spec.dataset).input_kind == "frames":
+            sweep = rebinned_sweep(model, spec, ts, (train_loader, test_loader), "per_config", calib)
+        else:
+            sweep = sweep_uniform(model, test_loader, ts, train_loader, calib, progress=False)
+        result.rebinned = results_from_sweep(sweep)
     return result
