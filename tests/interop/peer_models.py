@@ -114,3 +114,35 @@ def run_cell(record, peer: str, direction: str, model: str, profile: str, run, w
 
 def flexsnn_model(model: str, flavour: str):
     return conv_net(flavour) if model == "conv" else mlp_net(flavour)
+
+
+def export_cell(
+    record,
+    peer: str,
+    model: str,
+    flavour: str,
+    profile: str,
+    load_and_run,
+    expected: str,
+    flexsnn_note: str,
+    warns=None,
+) -> None:
+    """One "flexsnn -> peer" cell: export ``flexsnn_model(model, flavour)`` with ``profile``, run
+    the graph through ``load_and_run(graph, frames)`` and check the status against ``expected``.
+
+    ``warns(warned)`` checks the exporter's warnings; by default a peer profile must warn about
+    the multi-spike deployment neuron."""
+    net = flexsnn_model(model, flavour)
+    x = frames(net.input_shape)
+
+    def run():
+        graph, warned = export(net, profile)
+        if warns is not None:
+            warns(warned)
+        else:
+            assert flavour == "nir" or profile == "flexsnn" or warned, "a peer profile must warn about multi-spike"
+        note = reader_differences(warned) if profile == peer else flexsnn_note
+        return load_and_run(graph, x), net(x), note
+
+    why = flexsnn_note if profile == "flexsnn" else ""
+    assert run_cell(record, peer, "flexsnn -> peer", f"{model} ({flavour} neuron)", profile, run, why) == expected

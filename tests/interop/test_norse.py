@@ -9,7 +9,7 @@ from torch import nn
 norse = pytest.importorskip("norse.torch")
 
 from flexsnn.deploy import from_nir  # noqa: E402
-from interop.peer_models import CONV_SHAPE, MLP_SHAPE, export, flexsnn_model, frames, reader_differences, run_cell  # noqa: E402
+from interop.peer_models import CONV_SHAPE, MLP_SHAPE, export_cell, frames, run_cell  # noqa: E402
 
 FLEXSNN_PROFILE_NOTE = "written with dt = 1, read with dt = 1e-3; Flatten(start_dim=0) read as nn.Flatten(0)"
 PEER = "norse"
@@ -38,19 +38,16 @@ EXPORT_EXPECTED = {
 
 @pytest.mark.parametrize("model, flavour, profile", sorted(EXPORT_EXPECTED))
 def test_flexsnn_to_norse(record, model, flavour, profile):
-    net = flexsnn_model(model, flavour)
-    x = frames(net.input_shape)
-
-    def run():
-        graph, warned = export(net, profile)
-        assert flavour == "nir" or profile == "flexsnn" or warned, "a peer profile must warn about multi-spike"
-        note = reader_differences(warned) if profile == PEER else FLEXSNN_PROFILE_NOTE
-        return run_norse(norse.from_nir(graph, dt=DT, ignore_warnings=True), x), net(x), note
-
-    name = f"{model} ({flavour} neuron)"
-    why = FLEXSNN_PROFILE_NOTE if profile == "flexsnn" else ""
-    expected = EXPORT_EXPECTED[(model, flavour, profile)]
-    assert run_cell(record, PEER, "flexsnn -> peer", name, profile, run, why) == expected
+    export_cell(
+        record,
+        PEER,
+        model,
+        flavour,
+        profile,
+        lambda graph, x: run_norse(norse.from_nir(graph, dt=DT, ignore_warnings=True), x),
+        EXPORT_EXPECTED[(model, flavour, profile)],
+        FLEXSNN_PROFILE_NOTE,
+    )
 
 
 def norse_model(model: str):

@@ -22,10 +22,8 @@ from interop.peer_models import (  # noqa: E402
     MLP_SHAPE,
     B,
     conv_net,
-    export,
-    flexsnn_model,
+    export_cell,
     frames,
-    reader_differences,
     run_cell,
 )
 
@@ -61,20 +59,16 @@ def test_flexsnn_to_sinabs(record, model, flavour, profile):
     """Sinabs runs a NIR IF as flexsnn's deployment neuron (multi-spike, subtract, floor -v_th) and
     a LIF multi-spike with subtract reset and no floor: the other neurons differ, and the peer
     profile says so."""
-    net = flexsnn_model(model, flavour)
-    x = frames(net.input_shape)
-
-    def run():
-        graph, warned = export(net, profile)
-        if profile == PEER:
-            assert bool(warned) == (EXPORT_EXPECTED[(model, flavour, profile)] == "differs")
-        note = reader_differences(warned) if profile == PEER else FLEXSNN_PROFILE_NOTE
-        return run_sinabs(sinabs.from_nir(graph, batch_size=x.shape[1]), x), net(x), note
-
-    name = f"{model} ({flavour} neuron)"
-    why = FLEXSNN_PROFILE_NOTE if profile == "flexsnn" else ""
     expected = EXPORT_EXPECTED[(model, flavour, profile)]
-    assert run_cell(record, PEER, "flexsnn -> peer", name, profile, run, why) == expected
+
+    def warns(warned):
+        if profile == PEER:
+            assert bool(warned) == (expected == "differs")
+
+    def load_and_run(graph, x):
+        return run_sinabs(sinabs.from_nir(graph, batch_size=x.shape[1]), x)
+
+    export_cell(record, PEER, model, flavour, profile, load_and_run, expected, FLEXSNN_PROFILE_NOTE, warns=warns)
 
 
 def sinabs_model(model: str):

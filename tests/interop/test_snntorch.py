@@ -12,7 +12,7 @@ from snntorch.export_nir import export_to_nir  # noqa: E402
 from snntorch.import_nir import import_from_nir  # noqa: E402
 
 from flexsnn.deploy import from_nir  # noqa: E402
-from interop.peer_models import CONV_SHAPE, MLP_SHAPE, export, flexsnn_model, frames, reader_differences, run_cell  # noqa: E402
+from interop.peer_models import CONV_SHAPE, MLP_SHAPE, export_cell, frames, run_cell  # noqa: E402
 
 FLEXSNN_PROFILE_NOTE = "snnTorch reads with dt = 1e-4 (hard-coded) and maps no SumPool2d"
 PEER = "snntorch"
@@ -41,19 +41,16 @@ EXPORT_EXPECTED = {
 
 @pytest.mark.parametrize("model, flavour, profile", sorted(EXPORT_EXPECTED))
 def test_flexsnn_to_snntorch(record, model, flavour, profile):
-    net = flexsnn_model(model, flavour)
-    x = frames(net.input_shape)
-
-    def run():
-        graph, warned = export(net, profile)
-        assert flavour == "nir" or profile == "flexsnn" or warned, "a peer profile must warn about multi-spike"
-        note = reader_differences(warned) if profile == PEER else FLEXSNN_PROFILE_NOTE
-        return run_snntorch(import_from_nir(graph), x), net(x), note
-
-    name = f"{model} ({flavour} neuron)"
-    why = FLEXSNN_PROFILE_NOTE if profile == "flexsnn" else ""
-    expected = EXPORT_EXPECTED[(model, flavour, profile)]
-    assert run_cell(record, PEER, "flexsnn -> peer", name, profile, run, why) == expected
+    export_cell(
+        record,
+        PEER,
+        model,
+        flavour,
+        profile,
+        lambda graph, x: run_snntorch(import_from_nir(graph), x),
+        EXPORT_EXPECTED[(model, flavour, profile)],
+        FLEXSNN_PROFILE_NOTE,
+    )
 
 
 def snntorch_model(model: str):

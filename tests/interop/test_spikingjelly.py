@@ -10,7 +10,7 @@ nir_exchange = pytest.importorskip("spikingjelly.activation_based.nir_exchange")
 from spikingjelly.activation_based import functional, layer, neuron  # noqa: E402
 
 from flexsnn.deploy import from_nir  # noqa: E402
-from interop.peer_models import CONV_SHAPE, MLP_SHAPE, export, flexsnn_model, frames, reader_differences, run_cell  # noqa: E402
+from interop.peer_models import CONV_SHAPE, MLP_SHAPE, export_cell, frames, run_cell  # noqa: E402
 
 FLEXSNN_PROFILE_NOTE = "written with dt = 1, read with dt = 1e-4; no SumPool2d mapping"
 PEER = "spikingjelly"
@@ -36,20 +36,16 @@ EXPORT_EXPECTED = {
 
 @pytest.mark.parametrize("model, flavour, profile", sorted(EXPORT_EXPECTED))
 def test_flexsnn_to_spikingjelly(record, model, flavour, profile):
-    net = flexsnn_model(model, flavour)
-    x = frames(net.input_shape)
-
-    def run():
-        graph, warned = export(net, profile)
-        assert flavour == "nir" or profile == "flexsnn" or warned, "a peer profile must warn about multi-spike"
-        peer = nir_exchange.import_from_nir(graph, dt=DT, step_mode="m")
-        note = reader_differences(warned) if profile == PEER else FLEXSNN_PROFILE_NOTE
-        return run_spikingjelly(peer, x), net(x), note
-
-    name = f"{model} ({flavour} neuron)"
-    why = FLEXSNN_PROFILE_NOTE if profile == "flexsnn" else ""
-    expected = EXPORT_EXPECTED[(model, flavour, profile)]
-    assert run_cell(record, PEER, "flexsnn -> peer", name, profile, run, why) == expected
+    export_cell(
+        record,
+        PEER,
+        model,
+        flavour,
+        profile,
+        lambda graph, x: run_spikingjelly(nir_exchange.import_from_nir(graph, dt=DT, step_mode="m"), x),
+        EXPORT_EXPECTED[(model, flavour, profile)],
+        FLEXSNN_PROFILE_NOTE,
+    )
 
 
 def spikingjelly_model(model: str):
