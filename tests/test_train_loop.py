@@ -227,3 +227,91 @@ def test_fit_lays_conv_weights_out_channels_last_unless_told_not_to(channels_las
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert conv.weight.is_contiguous() != channels_last
     assert not torch.equal(conv.weight.detach(), before)  # it trained (the optimizer saw the same Parameter)
+
+
+# ---- the stem of a static-input StagedNet runs once per iteration (train_step(share_stem=True))
+def static_net(momentum=0.1, stem_pool=True):
+    from flexsnn.neurons import LIF
+    from flexsnn.runtime import use_channels_last
+    from flexsnn.staged import StagedNet
+
+    torch.manual_seed(0)
+    stem = [nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6, momentum=momentum)]
+    stem += [nn.AvgPool2d(2)] if stem_pool else []
+    stages = [
+        [*stem, LIF(v_th=0.3), nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8, momentum=momentum), LIF(v_th=0.3)],
+        [nn.Flatten(), nn.Linear(8 * (4 if stem_pool else 8) ** 2, 10), nn.BatchNorm1d(10), LIF(v_th=0.2)],
+    ]
+    return use_channels_last(StagedNet(stages, head=nn.Linear(10, 4), input_kind="static"))
+
+
+def _one_iteration(net, x, y, configs, share):
+    import copy
+
+    net = copy.deepcopy(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    loss = train_step(net, x, y, configs, opt, share_stem=share)
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    return net, loss, grads
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])  # None: BN's cumulative average
+def test_shared_stem_gives_the_unshared_outputs_bn_statistics_and_gradients(momentum):
+    net = static_net(momentum)
+    assert net.stem_length() == 3  # conv, BN, pool: up to the first neuron
+    x, y = torch.rand(5, 3, 8, 8) * 2, torch.tensor([0, 1, 2, 3, 1])
+    configs = [(3, 2), (1, 4), (3, 3)]  # T_1 repeats and differs across the configs
+    shared, loss_s, grads_s = _one_iteration(net, x, y, configs, share=True)
+    plain, loss_p, grads_p = _one_iteration(net, x, y, configs, share=False)
+    assert loss_s == pytest.approx(loss_p, rel=1e-5)
+    for name, g in grads_p.items():
+        torch.testing.assert_close(grads_s[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    buffers_p = dict(plain.named_buffers())
+    for name, b in shared.named_buffers():  # running mean / var (n/(n-1) with n = T_1*B*H*W), counts
+        torch.testing.assert_close(b, buffers_p[name], rtol=1e-5, atol=1e-7, msg=name)
+    assert int(shared.stages[0][1].num_batches_tracked) == 3  # one update per config
+    for p_s, p_p in zip(shared.parameters(), plain.parameters()):  # the optimizer step alike
+        torch.testing.assert_close(p_s, p_p, rtol=1e-4, atol=1e-6)
+    # and the forward from a precomputed stem equals the plain forward (eval mode: running stats)
+    shared.eval()
+    shared.require_calibration = False
+    stem = shared.run_stem(x, [2])
+    torch.testing.assert_close(shared(x, (2, 3), stem_output=stem), shared(x, (2, 3)), rtol=1e-5, atol=1e-6)
+
+
+def test_shared_stem_with_one_value_per_channel_and_without_hooks_only():
+    from flexsnn.neurons import LIF
+    from flexsnn.staged import StagedNet
+    from flexsnn.train.loop import _can_share_stem
+
+    torch.manual_seed(1)
+    # batch 1, Linear + BN1d: one value per channel per copy; T_1 copies have zero variance
+    net = StagedNet([[nn.Flatten(), nn.Linear(12, 6), nn.BatchNorm1d(6), LIF(v_th=0.1)]], head=nn.Linear(6, 2))
+    x, y = torch.rand(1, 3, 4), torch.tensor([1])
+    shared, _, grads_s = _one_iteration(net, x, y, [(2,), (3,)], share=True)
+    plain, _, grads_p = _one_iteration(net, x, y, [(2,), (3,)], share=False)
+    for name, g in grads_p.items():  # the stem's true gradient is 0 here; unshared gives ~5e-6 noise
+        torch.testing.assert_close(grads_s[name], g, rtol=1e-4, atol=2e-5, msg=name)
+    torch.testing.assert_close(shared.stages[0][2].running_var, plain.stages[0][2].running_var)
+    assert _can_share_stem(net)
+    handle = net.stages[0][1].register_forward_hook(lambda m, i, o: None)  # e.g. an op counter
+    assert not _can_share_stem(net)
+    handle.remove()
+    frames = StagedNet([[nn.Conv2d(2, 2, 1), LIF()]], input_kind="frames")
+    assert frames.stem_length() == 0 and not _can_share_stem(frames)
+    with_dropout = StagedNet([[nn.Dropout(0.5), nn.Linear(3, 3), LIF()]])  # random per step: no stem
+    assert with_dropout.stem_length() == 0
+
+
+def test_stem_output_of_the_wrong_batch_or_a_frames_net_is_refused():
+    from flexsnn.staged import StagedNet
+
+    net = static_net()
+    x = torch.rand(5, 3, 8, 8)
+    with pytest.raises(InputError, match="stem_output must be run_stem"):
+        net(x, (2, 2), stem_output=net.run_stem(x[:4], [2]))
+    frames = StagedNet([[nn.Linear(3, 3)]], input_kind="frames")
+    with pytest.raises(InputError, match="run_stem needs a static-input StagedNet"):
+        frames.run_stem(torch.rand(2, 3), [1])
+    with pytest.raises(InputError, match="first_steps is empty"):
+        net.run_stem(x, [])

@@ -117,8 +117,7 @@ class BufferPool:
         numel = x.numel()
         if not self.enabled or x.device.type != "cpu" or numel * x.element_size() < self.min_bytes:
             return torch.empty_like(x)
-        # the strides empty_like would give (a dense permutation of x's layout)
-        stride = torch.empty_like(x, device="meta").stride()
+        stride = torch.empty_like(x, device="meta").stride()  # the layout empty_like gives
         with self._lock:
             block = self._take(numel, x.dtype)
             return block.as_strided(x.shape, stride, 0)

@@ -37,11 +37,20 @@ from collections.abc import Sequence
 from typing import Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from flexsnn.errors import CalibrationError, CalibrationWarning, ConfigError, InputError, check_choice, check_finite
-from flexsnn.multistep import TimeFirstSequential, apply_flat, check_no_bare_peer_neurons, is_multistep
+from flexsnn.errors import (
+    CalibrationError,
+    CalibrationWarning,
+    ConfigError,
+    InputError,
+    check_choice,
+    check_finite,
+    check_positive_int,
+)
+from flexsnn.multistep import TimeFirstSequential, apply_flat, check_no_bare_peer_neurons, is_multistep, run_time_first
 from flexsnn.temporal import MODES, TTM
 
 TimeConfig = tuple[int, ...]
@@ -294,28 +303,82 @@ class StagedNet(nn.Module):
             "or pass forward(x, time_config=...)"
         )
 
-    def forward(self, x: torch.Tensor, time_config: TimeConfigLike | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, time_config: TimeConfigLike | None = None, stem_output: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``x`` (``[B, ...]`` static or ``[T_in, B, ...]`` frames) -> ``[T_G, B, num_classes]``.
 
         ``time_config`` applies to this call only (the set config is left unchanged).
+        ``stem_output``: :meth:`run_stem`'s result for this ``x`` (static input only); stage 1
+        then starts after the stem, from that ``[B, ...]`` tensor repeated ``T_1`` times.
         """
         x = self._check_input(x)
         cfg = self.resolve_time_config(x, time_config)
         self._check_calibration(cfg)
-        if self.input_kind == "static":
+        first = self.stages[0]
+        if stem_output is not None:
+            if self.input_kind != "static" or stem_output.shape[0] != x.shape[0]:
+                raise InputError(
+                    f"stem_output must be run_stem(x) of a static input: a [B={x.shape[0]}, ...] tensor, "
+                    f"got shape {tuple(stem_output.shape)} for input_kind={self.input_kind!r}"
+                )
+            x = stem_output.unsqueeze(0).expand(cfg[0], *stem_output.shape)
+            first = list(first)[self.stem_length() :]
+        elif self.input_kind == "static":
             x = x.unsqueeze(0).expand(cfg[0], *x.shape)  # direct encoding (a view, no copy)
         else:
             x = self.input_ttm(x, cfg[0])
         for i, stage in enumerate(self.stages):
             if i > 0:
                 x = self.ttm(x, cfg[i])
-            x = stage(x)
+            x = run_time_first(first, x) if i == 0 and stem_output is not None else stage(x)
         if self.head is not None:
             x = (
                 self.head(x)
                 if is_multistep(self.head) or isinstance(self.head, TimeFirstSequential)
                 else apply_flat(self.head, x)
             )
+        return x
+
+    # ---- the stem: stage 1's layers before its first neuron, on static input --------------
+    def stem_length(self) -> int:
+        """How many leading layers of stage 1 form the stem (0 for frames input).
+
+        With direct encoding every time step of stage 1 sees the same image, so its leading
+        stateless, deterministic layers (:data:`STEM_LAYERS`: conv, linear, BatchNorm,
+        pooling, flatten) compute the same ``[B, ...]`` result at every step and for every
+        TimeConfig: :meth:`run_stem` computes it once.
+        """
+        if self.input_kind != "static":
+            return 0
+        count = 0
+        for layer in self.stages[0]:
+            if type(layer) not in STEM_LAYERS:
+                break
+            count += 1
+        return count
+
+    def run_stem(self, x: torch.Tensor, first_steps: Sequence[int]) -> torch.Tensor:
+        """The stem's output ``[B, ...]`` for static ``x`` ``[B, ...]``, shared by the forwards to come.
+
+        ``first_steps``: stage 1's T of each forward that will use the result (one entry per
+        TimeConfig, in order). In train mode each BatchNorm of the stem updates its running
+        statistics once per entry, exactly as those forwards would have on the repeated
+        ``[T_1*B, ...]`` input: same batch mean and variance, the unbiased variance with
+        ``n = T_1 * B * H * W``, ``num_batches_tracked`` counted per forward. Pass the result
+        as ``forward(x, cfg, stem_output=...)``.
+        """
+        if self.input_kind != "static":
+            raise InputError(f"run_stem needs a static-input StagedNet, this one has input_kind={self.input_kind!r}")
+        steps = [check_positive_int(t, "first_steps[i]") for t in first_steps]
+        if not steps:
+            raise InputError("first_steps is empty; expected stage 1's T of at least one forward")
+        x = self._check_input(x)
+        for layer in list(self.stages[0])[: self.stem_length()]:
+            if isinstance(layer, _BatchNorm) and layer.training and layer.track_running_stats:
+                x = _stem_batch_norm(layer, x, steps)
+            else:
+                x = layer(x)
         return x
 
     # ---- streaming ------------------------------------------------------------------------
@@ -395,3 +458,48 @@ def stage_time_steps(net: StagedNet, time_config: TimeConfigLike | None = None) 
     if cfg is None:
         raise ConfigError("the net has no time_config set; pass one: stage_time_steps(net, time_config)")
     return list(enumerate(cfg))
+
+
+#: Layer types a static input's stem may hold (exact types: a subclass may add randomness or
+#: state). Each gives the same result on an image however often it is repeated over time.
+STEM_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Linear,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.Flatten,
+    nn.Identity,
+)
+
+
+def _stem_batch_norm(bn: _BatchNorm, x: torch.Tensor, steps: Sequence[int]) -> torch.Tensor:
+    """Train-mode BatchNorm of ``x`` ``[B, C, ...]`` standing for ``len(steps)`` forwards on
+    ``x`` repeated ``steps[k]`` times: the batch statistics of a repeated batch are those of
+    ``x``; only the unbiased variance's ``n`` and the number of updates differ."""
+    per_copy = x.numel() // x.shape[1]
+    if per_copy > 1:
+        y = F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+    else:  # one value per channel is refused; two copies have the statistics of T copies
+        y = F.batch_norm(torch.cat([x, x]), None, None, bn.weight, bn.bias, True, 0.0, bn.eps)[: x.shape[0]]
+    with torch.no_grad():
+        var, mean = torch.var_mean(x.detach(), dim=[d for d in range(x.dim()) if d != 1], correction=0)
+        for t in steps:
+            n = t * per_copy
+            bn.num_batches_tracked.add_(1)
+            factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.mul_(1.0 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+            unbiased = var * (n / (n - 1)) if n > 1 else var
+            bn.running_var.mul_(1.0 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+    return y

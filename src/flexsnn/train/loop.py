@@ -38,6 +38,7 @@ from flexsnn.errors import CheckpointError, ConfigError, FlexSNNError, InputErro
 from flexsnn.io import Dict, Float, Int, ListOf, MapOf, Nullable
 from flexsnn.progress import progress_bar
 from flexsnn.runtime import use_channels_last
+from flexsnn.staged import StagedNet
 from flexsnn.train import distributed as dist_utils
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, read_training_metadata, save_training_state
 from flexsnn.train.samplers import Sampler, TimeConfig, sampler_from_dict
@@ -58,36 +59,61 @@ def train_step(
     autocast_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
     stats: dict[str, float] | None = None,
+    share_stem: bool = True,
 ) -> float:
     """One iteration: a forward/backward per config (gradients add up), one optimizer step.
 
     ``x`` is already in the model's layout. Returns the mean loss over the configs. With a
     ``stats`` dict, adds the number of correct time-averaged predictions (``"correct"``) and
     of predictions made (``"seen"``, batch size x configs) to it.
+
+    ``share_stem``: on a static-input StagedNet the stem (stage 1's layers before its first
+    neuron, identical at every step and in every config) runs once per iteration on ``[B,
+    ...]``: one forward, one backward of the summed gradient, BatchNorm statistics updated
+    once per config as the unshared forwards would (:meth:`StagedNet.run_stem`). Not under
+    DistributedDataParallel, nor while forward hooks watch the stem.
     """
     if not configs:
         raise InputError("configs is empty; expected at least one TimeConfig per iteration")
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     last = len(configs) - 1
+    stem = stem_input = None
+    if share_stem and _can_share_stem(model):
+        with _autocast(x.device, autocast_dtype):
+            stem = model.run_stem(x, [cfg[0] for cfg in configs])
+        # a leaf the configs' backwards add their gradients into; the stem's backward runs once
+        stem_input = stem.detach().requires_grad_(stem.requires_grad)
     for k, cfg in enumerate(configs):
         # Only the last backward of an iteration may all-reduce under DDP.
         sync = model.no_sync() if (k < last and hasattr(model, "no_sync")) else contextlib.nullcontext()
         with sync:
             with _autocast(x.device, autocast_dtype):
-                out = model(x, time_config=cfg)
+                out = model(x, time_config=cfg) if stem is None else model(x, time_config=cfg, stem_output=stem_input)
                 loss = loss_fn(out, y)
             (scaler.scale(loss) if scaler is not None else loss).backward()
         total += float(loss.detach())
         if stats is not None:
             stats["correct"] = stats.get("correct", 0) + int((out.detach().float().mean(0).argmax(-1) == y).sum())
             stats["seen"] = stats.get("seen", 0) + int(y.numel())
+    if stem is not None and stem.requires_grad and stem_input.grad is not None:
+        stem.backward(stem_input.grad)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
     return total / len(configs)
+
+
+def _can_share_stem(model: nn.Module) -> bool:
+    """A static-input StagedNet (not wrapped) with a stem and no forward hooks on it."""
+    if not isinstance(model, StagedNet) or model.stem_length() == 0:
+        return False
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return False  # a hook may count on seeing [T*B, ...] rows (e.g. an op counter)
+    stem = list(model.stages[0])[: model.stem_length()]
+    return not any(m._forward_hooks or m._forward_pre_hooks for layer in stem for m in layer.modules())
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
