@@ -167,9 +167,12 @@ def test_demo_writes_the_public_results_shape(tmp_path, capsys):
     assert (out / "accuracy_vs_T.png").read_bytes()[:4] == b"\x89PNG"
     table = capsys.readouterr().out
     assert "SDT" in table and "MTT" in table and "mixed per-stage configs" in table
-    assert "re-binned at each T" in table
+    assert "re-binned: the test events binned again into T frames" in table
     rebinned = json.loads((out / "results_rebinned.json").read_text())
-    assert list(rebinned) == ["sdt", "mtt"] and all(set(v) == {"1", "5"} for v in rebinned.values())
+    protocols = ("", "_bn_at_t", "_no_rebin")
+    assert list(rebinned) == [m + p for m in ("sdt", "mtt") for p in protocols]
+    assert all(set(v) == {"1", "5"} for v in rebinned.values())
+    assert "re-binned, BN@T" in table and "not re-binned, BN@Tmax" in table
     assert main(args) == 2  # an earlier demo is never replaced without --overwrite
     assert "--overwrite" in capsys.readouterr().err
 
