@@ -55,6 +55,7 @@ bench-env:
 bench:
 	test -x $(BENCH_VENV)/bin/python || bash benchmarks/setup_env.sh $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python benchmarks/run_all.py
+	$(BENCH_VENV)/bin/python benchmarks/run_all.py --allocator default
 
 # The NIR compatibility suite (tests/interop): two venvs, since Sinabs pins nir<=1.0.4 and
 # SpikingJelly needs nir>=1.0.7. Each run writes its cells; render_matrix.py puts them in docs/interop.md.

@@ -2,7 +2,8 @@
 
 Training step (forward + backward + SGD) at batch 32, T = 2, 4, 6: flexsnn
 (``build_model("resnet19", width=W)``, channels_last as ``fit`` lays it out, the default fused
-neurons) against a plain eager PyTorch per-step loop of the same layers and, where they are
+neurons, the step ``fit`` runs: ``flexsnn.train.train_step``, which computes the stem before
+the first neuron once on ``[B, ...]``) against a plain eager PyTorch per-step loop of the same layers and, where they are
 installed (.venv-bench), snnTorch, SpikingJelly and Norse built from the same layers in their
 own idiom (snnTorch / Norse: per-step loop, BN over each step's [B]; SpikingJelly:
 multi-step layers, BN over [T*B]). Steps are interleaved library by library in one process
@@ -204,6 +205,14 @@ def make_step(name: str, width: float):
     module, forward = BUILDERS[name](width)
     module.train()
     opt = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
+    if name == "flexsnn_fused":
+        from flexsnn.train import train_step
+
+        # the step fit runs (the stem before the first neuron computed once on [B, ...])
+        def flexsnn_step(x, y, steps):
+            return train_step(module, x, y, [(steps,) * module.num_stages], opt)
+
+        return flexsnn_step, sum(p.numel() for p in module.parameters())
 
     def step(x, y, steps):
         opt.zero_grad(set_to_none=True)

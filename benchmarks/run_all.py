@@ -5,7 +5,8 @@
 
 The peers are optional: a library that is not installed is listed as skipped. The
 event-driven simulator's throughput comes from bench_simulator.py (written separately) when
-it exists. FIGURES.md is the text to copy into benchmarks/README.md.
+it exists. FIGURES.md (FIGURES_default_allocator.md with ``--allocator default``, likewise the
+JSON files) is the text to copy into benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -41,6 +42,19 @@ def targets(training: dict, inference: dict, mtt: dict, static: dict | None = No
             f"training T=10: {best} is {sp:.2f}x the fastest peer ({peer}); target >= 1.5x "
             f"[{'met' if sp >= 1.5 else 'MISSED'}]; peak memory {mem_ratio:.2f}x the peer's "
             f"[{'met' if mem_ratio <= 1.0 else 'MISSED'}]"
+        )
+    # the default training path (fused neurons) against the plain loop and the fastest peer, every T
+    mode = training.get("header", {}).get("allocator_env", {}).get("mode", "?")
+    for steps, r in training["by_T"].items():
+        times, peer = r["step_ms"], r["fastest_peer"]
+        if "flexsnn_fused" not in times or "plain_pytorch" not in times or not peer:
+            continue
+        vs_plain = times["plain_pytorch"] / times["flexsnn_fused"]
+        vs_peer = r["speedup_vs_fastest_peer"]["flexsnn_fused"]
+        out.append(
+            f"training T={steps} ({mode} allocator): flexsnn_fused {vs_plain:.2f}x the plain loop (target >= 1.7x "
+            f"[{'met' if vs_plain >= 1.7 else 'MISSED'}]), {vs_peer:.2f}x the fastest peer {peer} "
+            f"(target >= 1.5x [{'met' if vs_peer >= 1.5 else 'MISSED'}])"
         )
     worst = {}
     for _steps, r in inference["by_T"].items():
@@ -84,6 +98,11 @@ def simulator_figures() -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and T values (a smoke run)")
+    ap.add_argument(
+        "--short",
+        action="store_true",
+        help="every benchmark and training T, fewer repeats and inference T values (for a loaded machine)",
+    )
     ap.add_argument("--out", default=str(HERE / "results"))
     common.add_allocator_arg(ap)
     args = ap.parse_args(argv)
@@ -96,16 +115,24 @@ def main(argv=None) -> int:
         inference = bench_inference.run([1, 4, 8], repeats=3, warmup=1)
         mtt = bench_mtt_epoch.run(t_max=10, rounds=2, batch=64)
         static = bench_static.run([2, 4], width=0.125, repeats=2, warmup=1, epoch_batches=1, epoch_rounds=1)
+    elif args.short:
+        training = bench_training.run([4, 10, 16], repeats=5, warmup=2, memory=True)
+        inference = bench_inference.run([1, 2, 4, 8, 16], repeats=3, warmup=1)
+        mtt = bench_mtt_epoch.run(t_max=10, rounds=2, batch=64)
+        static = bench_static.run([2, 4, 6], width=0.25, repeats=3, warmup=1, epoch_batches=4, epoch_rounds=2)
     else:
         training = bench_training.run([4, 10, 16], repeats=10, warmup=2, memory=True)
         inference = bench_inference.run(list(range(1, 17)), repeats=5, warmup=1)
         mtt = bench_mtt_epoch.run(t_max=10, rounds=3, batch=64)
         static = bench_static.run([2, 4, 6], width=0.25, repeats=5, warmup=1, epoch_batches=4, epoch_rounds=2)
+    # the two allocator modes keep separate result files
+    suffix = "" if args.allocator == "tuned" else f"_{args.allocator}_allocator"
     for name, res in (("training", training), ("inference", inference), ("mtt_epoch", mtt), ("static", static)):
-        (out / f"{name}.json").write_text(json.dumps(res, indent=1))
+        (out / f"{name}{suffix}.json").write_text(json.dumps(res, indent=1))
     header = common.machine_header()
     text = [
-        f"Command: {sys.executable} benchmarks/run_all.py{' --quick' if args.quick else ''} --allocator {args.allocator}",
+        f"Command: {sys.executable} benchmarks/run_all.py{' --quick' if args.quick else ''}"
+        f"{' --short' if args.short else ''} --allocator {args.allocator}",
         f"Machine: {header['cpu']}, {header['cores']} cores, torch {header['torch']}, python {header['python']}",
         f"Allocator: {header['allocator']}; env {header['allocator_env']}",
         f"Load average at the end: {os.getloadavg()} (other processes share the cores)",
@@ -127,7 +154,7 @@ def main(argv=None) -> int:
         "",
         f"Total wall time {time.time() - t0:.0f} s",
     ]
-    (out / "FIGURES.md").write_text("```\n" + "\n".join(text) + "\n```\n")
+    (out / f"FIGURES{suffix}.md").write_text("```\n" + "\n".join(text) + "\n```\n")
     print("\n".join(text))
     return 0
 
