@@ -105,9 +105,10 @@ def check_finite(x: torch.Tensor, name: str = "x") -> torch.Tensor:
     """Raise InputError if ``x`` holds NaN or infinity.
 
     Skipped while torch.compile traces: the data-dependent ``bool()`` would break the graph
-    at every call site (compiled code is the fast path; eager calls still check).
+    at every call site (compiled code is the fast path; eager calls still check). Skipped on
+    the meta device too, which has shapes and no values (memory estimates run models there).
     """
-    if torch.compiler.is_compiling() or not x.is_floating_point():
+    if torch.compiler.is_compiling() or not x.is_floating_point() or x.is_meta:  # meta: shapes only
         return x
     # Hot path (every neuron forward): one sum, ~35x cheaper than an elementwise isfinite.
     # NaN and inf propagate into the sum; only when it is not finite (NaN/inf, or huge finite

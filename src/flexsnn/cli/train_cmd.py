@@ -11,6 +11,7 @@ from flexsnn.evaluate import format_table, write_results
 from flexsnn.evaluate.final_report import write_final_report
 from flexsnn.io import read_json, read_yaml
 from flexsnn.runs import RunSpec, evaluate_run, holding_run_locks, resolve_device, train_run
+from flexsnn.runs.train import check_training_memory
 from flexsnn.train.distributed import cleanup_distributed, init_distributed
 
 EXAMPLES = """examples:
@@ -163,6 +164,7 @@ def _recorded_passes(stored: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     resolve_device(spec.device)
+    check_training_memory(spec)  # a request that cannot fit is refused before anything starts
     info = init_distributed(spec.device)  # joins torchrun's group; a no-op otherwise
     try:
         if info.is_main:

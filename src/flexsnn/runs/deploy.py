@@ -30,6 +30,7 @@ from flexsnn.errors import ConfigError, InputError, check_choice, check_positive
 from flexsnn.evaluate import accuracy_at
 from flexsnn.io import read_yaml, write_json
 from flexsnn.runs.folder import claim_run_dir, is_deployed, load_run
+from flexsnn.runs.memory import check_memory, check_sample_num, footprint_of
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device
 from flexsnn.runs.train import train_run
 from flexsnn.train import TrainOptions, save_model
@@ -157,8 +158,15 @@ def prepare_deployment(
         device=device,
         checkpoint_every_steps=checkpoint_every_steps,
     )
-    train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
     sampler = deployment_sampler(method, t, t_left, t_right, sample_num, pin)
+    if method == "mtt":
+        check_sample_num(sample_num)
+    t_top = t + (t_right if method == "mtt" else 0)  # the largest stage T drawn
+    option = f"--R {t_right}" if t_top > 2 * t else f"--t {t}"
+    check_memory(  # before the frames are binned at t
+        footprint_of(base), [(option, (t_top,), t)], spec.batch_size, training=True, optimizer=optimizer, device=device
+    )
+    train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
     recipe = {
         "source_run": str(run),
         "method": method,

@@ -23,6 +23,7 @@ from flexsnn.evaluate.early_exit import DEFAULT_THRESHOLDS, EarlyExitResult, ear
 from flexsnn.evaluate.pareto import holdout_split
 from flexsnn.progress import progress_bar
 from flexsnn.runs.folder import load_run
+from flexsnn.runs.memory import check_memory, footprint_of
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device
 from flexsnn.train import batchnorm_layers, calibrate_bn, fixed_calibration_loader
 from flexsnn.train.checkpoint import CONFIG_FILE
@@ -66,8 +67,8 @@ def evaluate_run(
     see the frames at the data T (the input is pinned there).
     """
     model, spec = _load(run_dir, device)
-    t_values = list(t_values) if t_values else list(range(1, spec.t_max + 1))
-    for t in t_values:
+    explicit = list(t_values) if t_values else None
+    for t in explicit or []:
         check_positive_int(t, "T")
     configs = [_checked_config(model, cfg) for cfg in configs]  # before any sweep runs
     calib = calib_batches if calib_batches is not None else spec.calib_batches
@@ -76,6 +77,8 @@ def evaluate_run(
         rebin = loaders is None and dataset_info(spec.dataset).input_kind == "frames"
     if rebin and loaders is not None:
         raise InputError("rebin=True builds the loaders at each T from the run's spec; do not pass loaders")
+    _check_eval_memory(model, spec, Path(run_dir), explicit, configs, rebin, calibration, loaders is None)
+    t_values = explicit or list(range(1, spec.t_max + 1))
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
     train_loader = fixed_calibration_loader(train_loader, calib, spec.seed)
     if calibration == "t_max":
@@ -135,6 +138,35 @@ def rebinned_sweep(
     return sweep
 
 
+def _check_eval_memory(
+    model, spec: RunSpec, run_dir: Path, t_values, configs, rebin: bool, calibration: str, own_loaders: bool
+) -> None:
+    """Refuse, before any loader or sweep, an evaluation whose steps would not fit in memory."""
+    source = run_dir / CONFIG_FILE
+    requests = []
+    if own_loaders:  # the run's own loaders bin the frames at its data T
+        requests.append((f"data_t {spec.frames_t} of {source}", (1,), spec.frames_t))
+    if calibration == "t_max":
+        requests.append((f"t_max {spec.t_max} of {source}", (spec.t_max,), spec.frames_t))
+    if t_values is None:
+        t_values = [spec.t_max]
+        label = "--t {t} (the default: 1..t_max of the run)"
+    else:
+        label = "--t {t}"
+    requests += [(label.format(t=t), (t,), t if rebin else spec.frames_t) for t in sorted(set(t_values))[::-1]]
+    requests += [("--config " + ",".join(map(str, c)), c, spec.frames_t) for c in configs]
+    batch_option = f"batch_size {{batch}} of {source}"
+    check_memory(footprint_of(model), requests, spec.batch_size, device=spec.device, batch_option=batch_option)
+
+
+def _run_memory(model, spec: RunSpec, run_dir, option: str, largest_t: int) -> None:
+    """Refuse a search / early exit whose largest T (``option``) or the run's data T does not fit."""
+    source = Path(run_dir) / CONFIG_FILE
+    requests = [(f"data_t {spec.frames_t} of {source}", (1,), spec.frames_t), (option, (largest_t,), spec.frames_t)]
+    batch_option = f"batch_size {{batch}} of {source}"
+    check_memory(footprint_of(model), requests, spec.batch_size, device=spec.device, batch_option=batch_option)
+
+
 def _checked_config(model, cfg) -> tuple[int, ...]:
     try:
         return model.normalize_time_config(cfg)
@@ -174,6 +206,7 @@ def search_run(
     t_min = spec.t_min if t_min is None else check_positive_int(t_min, "t_min")
     t_max = spec.t_max if t_max is None else check_positive_int(t_max, "t_max")
     calib = spec.calib_batches if calib_batches is None else check_positive_int(calib_batches, "calib_batches")
+    _run_memory(model, spec, run_dir, f"--t-max {t_max}", t_max)
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
     train_loader = fixed_calibration_loader(train_loader, calib, spec.seed)
     val_loader, report_loader = holdout_split(test_loader) if split == "half" else (test_loader, None)
@@ -223,6 +256,9 @@ def early_exit_run(
     model, spec = _load(run_dir, device)
     calib = spec.calib_batches if calib_batches is None else check_positive_int(calib_batches, "calib_batches")
     cfg = spec.t_max if time_config is None else time_config
+    largest = cfg if isinstance(cfg, int) else max(cfg) if isinstance(cfg, (list, tuple)) and cfg else None
+    if isinstance(largest, int) and not isinstance(largest, bool):
+        _run_memory(model, spec, run_dir, f"--config {largest} (its largest T)", largest)
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
     train_loader = fixed_calibration_loader(train_loader, calib, spec.seed)
     result = early_exit_sweep(model, test_loader, cfg, thresholds, train_loader, calib, max_batches)

@@ -11,13 +11,14 @@ import torch
 from flexsnn.io import write_json
 from flexsnn.models import build_model
 from flexsnn.runs.folder import claim_run_dir
+from flexsnn.runs.memory import check_memory, check_sample_num, model_footprint
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device, with_dataset_defaults
 from flexsnn.runtime import use_channels_last
 from flexsnn.train import MetricsLogger, fit, make_sampler, save_model
 from flexsnn.train.distributed import barrier, calibrate_bn_synced, current_info, distributed_loader, wrap_ddp
 from flexsnn.train.loop import check_resume
 
-__all__ = ["train_run"]
+__all__ = ["check_training_memory", "train_run"]
 
 
 def train_run(
@@ -45,6 +46,7 @@ def train_run(
     sampler = make_sampler(
         spec.method, spec.t_max, spec.t_min, spec.sample_num, spec.group_block_num, spec.first_stage_t
     )
+    check_training_memory(spec)  # before the data is binned at data_t or the model is built
     # Data and model mismatches surface before the run folder is created.
     train_loader, test_loader = loaders if loaders is not None else build_loaders(spec)
     opts = spec.train_options()
@@ -74,3 +76,30 @@ def train_run(
             write_json(run_dir / "history.json", history)
         barrier()
     return model, config
+
+
+def check_training_memory(spec: RunSpec) -> None:
+    """Refuse (ResourceError, one line naming the option) a spec whose training step would not fit
+    in memory, or whose ``sample_num`` is above the cap (flexsnn.runs.memory)."""
+    spec = with_dataset_defaults(spec)
+    if spec.method == "mtt":
+        check_sample_num(spec.sample_num)
+    option = f"--t-max {spec.t_max}"
+    if spec.first_stage_t is not None and spec.first_stage_t > spec.t_max:
+        option = f"--first-stage-t {spec.first_stage_t}"
+    if spec.data_t is not None and spec.data_t > max(spec.t_max, spec.first_stage_t or 0):
+        option = f"--data-t {spec.data_t}"
+    footprint = model_footprint(spec.model, spec.model_kwargs)
+    if footprint is None:
+        return
+    cfg = [spec.t_max]
+    if spec.first_stage_t is not None and footprint.stage_numels:
+        cfg = [spec.first_stage_t] + [spec.t_max] * (len(footprint.stage_numels) - 1)
+    check_memory(
+        footprint,
+        [(option, cfg, spec.frames_t)],
+        spec.batch_size,
+        training=True,
+        optimizer=spec.optimizer,
+        device=spec.device,
+    )
