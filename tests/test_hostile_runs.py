@@ -427,3 +427,53 @@ def test_deploy_prepare_resume_from_the_cli_reuses_the_saved_recipe(tmp_path, ti
     assert "SDT fine-tune" in capsys.readouterr().out
     assert main([*argv, "--resume", "--lr", "0.5"]) == 2
     assert "lr: 0.02 -> 0.5" in capsys.readouterr().err
+
+
+# --- a busy folder under torchrun: every rank refuses at once ---------------------------------
+
+RANK_WORKER = """
+import datetime, json, sys, time
+import torch.distributed as dist
+from flexsnn.runs import claim_run_dir
+from flexsnn.train.distributed import barrier
+
+rank, init, folder, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+start = time.monotonic()
+try:
+    with claim_run_dir(folder, resume=False, what="flexsnn train", enabled=rank == 0):
+        barrier()  # what train_run does next: a rank that got in would wait here for the timeout
+        outcome = ["entered", ""]
+except Exception as exc:
+    outcome = [type(exc).__name__, str(exc)]
+outcome.append(time.monotonic() - start)
+with open(f"{out}/rank{rank}.json", "w") as fh:
+    json.dump(outcome, fh)
+dist.destroy_process_group()
+"""
+
+
+def test_a_busy_folder_is_refused_on_every_rank_at_once(tmp_path, holder):
+    """Two gloo ranks (torch.distributed, file:// rendezvous) on a folder another process holds:
+    rank 0 and rank 1 both raise RunFolderBusyError with the same message, without waiting."""
+    script = tmp_path / "rank_worker.py"
+    script.write_text(RANK_WORKER)
+    init = f"file://{tmp_path / 'rendezvous'}"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(r), init, str(tmp_path / "r"), str(tmp_path)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], errors
+    (kind0, msg0, waited0), (kind1, msg1, waited1) = (
+        json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)
+    )
+    assert kind0 == kind1 == "RunFolderBusyError" and msg0 == msg1 and f"in use by process {holder.pid}" in msg0
+    assert max(waited0, waited1) < 30  # far below the 60 s a rank stuck at the barrier would wait

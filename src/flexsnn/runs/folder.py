@@ -35,6 +35,7 @@ from flexsnn.io import ensure_dir, remove_stale_temp_files
 from flexsnn.runs.memory import BYTES_PER_VALUE, format_bytes, model_footprint
 from flexsnn.train import load_model
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, read_run_config
+from flexsnn.train.distributed import get_rank, get_world_size
 
 try:
     import fcntl
@@ -192,19 +193,56 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 def claim_run_dir(run_dir: str | os.PathLike, resume: bool, overwrite: bool = False, what: str = "flexsnn",
                   enabled: bool = True) -> Iterator[Path]:
     """:func:`prepare_run_dir` under the folder's lock, held while the block runs; the checks
-    run again once the lock is held (another writer may have finished in between)."""
+    run again once the lock is held (another writer may have finished in between).
+
+    Under torchrun rank 0 (``enabled=True``) decides alone and every other rank
+    (``enabled=False``) gets its verdict: a refusal (a busy folder, a run already there) is
+    raised on every rank with the same message, so none waits at a barrier for a rank that
+    gave up."""
     run_dir = Path(run_dir)
-    # An existing folder is locked before it is checked, so that a folder another process is
-    # still writing is reported as busy, not as a finished run; a missing one is checked first so
-    # that a refused command creates nothing.
-    if not enabled or not run_dir.is_dir():
-        _check_run_dir(run_dir, resume, overwrite)
-    with run_folder_lock(run_dir, what, enabled) as folder:
+    folder = run_dir
+    with contextlib.ExitStack() as held:
+        refusal: FlexSNNError | OSError | None = None
         if enabled:
-            _check_run_dir(folder, resume, overwrite)
-        else:
-            ensure_dir(folder, "run folder")
+            try:
+                # An existing folder is locked before it is checked, so that a folder another process
+                # is still writing is reported as busy, not as a finished run; a missing one is checked
+                # first so that a refused command creates nothing.
+                if not run_dir.is_dir():
+                    _check_run_dir(run_dir, resume, overwrite)
+                folder = held.enter_context(run_folder_lock(run_dir, what))
+                _check_run_dir(folder, resume, overwrite)
+            except (FlexSNNError, OSError) as exc:
+                refusal = exc
+        refusal = _main_rank_verdict(refusal)
+        if refusal is not None:
+            raise refusal
+        if not enabled:
+            folder = ensure_dir(run_dir, "run folder")
         yield folder
+
+
+def _main_rank_verdict(refusal: FlexSNNError | OSError | None) -> FlexSNNError | OSError | None:
+    """Rank 0's refusal (or None) on every rank of a torch.distributed group, as the same error
+    class with the same message; ``refusal`` itself when not distributed."""
+    if get_world_size() == 1:
+        return refusal
+    if isinstance(refusal, FlexSNNError) or refusal is None:
+        sent: list = [None if refusal is None else (type(refusal).__name__, str(refusal))]
+    else:  # an OSError: the line the CLI prints for it
+        sent = [("StorageError", describe_os_error(refusal))]
+    torch.distributed.broadcast_object_list(sent, src=0)
+    if get_rank() == 0 or sent[0] is None:
+        return refusal
+    kind, message = sent[0]
+    return _error_classes().get(kind, FlexSNNError)(message)
+
+
+def _error_classes(cls: type = FlexSNNError) -> dict[str, type]:
+    found = {cls.__name__: cls}
+    for sub in cls.__subclasses__():
+        found.update(_error_classes(sub))
+    return found
 
 
 def check_output_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool = False,
