@@ -193,9 +193,9 @@ def test_non_contiguous_batch_first_input_transposed_to_time_first():
     assert torch.allclose(g_ref, g_fus)
 
 
-# ---- the [T, ...] buffers come from flexsnn.runtime.STEP_BUFFERS and are reused across steps
+# ---- the [T, ...] buffers come from flexsnn.buffers.STEP_BUFFERS and are reused across steps
 def _train_steps(pooled: bool, steps: int = 3):
-    from flexsnn.runtime import STEP_BUFFERS
+    from flexsnn.buffers import STEP_BUFFERS
 
     STEP_BUFFERS.enabled = pooled
     try:
@@ -225,7 +225,7 @@ def test_pooled_buffers_give_the_same_results_and_never_overwrite_a_kept_result(
 
 
 def test_pooled_buffers_are_reused_once_the_previous_step_is_gone():
-    from flexsnn.runtime import BufferPool
+    from flexsnn.buffers import BufferPool
 
     pool = BufferPool()  # this test's own pool, to count its blocks
     x = (torch.rand(6, 64, 96, 8) * 2).requires_grad_()

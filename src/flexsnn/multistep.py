@@ -13,8 +13,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
+from flexsnn.buffers import STEP_BUFFERS
 from flexsnn.errors import InputError
 
 
@@ -27,10 +30,65 @@ def is_multistep(module: nn.Module) -> bool:
 
 
 def apply_flat(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Run a time-stateless ``module`` on ``x`` ``[T, B, ...]`` via the ``[T*B, ...]`` view."""
+    """Run a time-stateless ``module`` on ``x`` ``[T, B, ...]`` via the ``[T*B, ...]`` view.
+
+    In training on CPU an ``nn.AvgPool2d`` runs :class:`PooledAvgPool2d` (the same values,
+    its output and input gradient in :data:`flexsnn.buffers.STEP_BUFFERS`).
+    """
     t, b = x.shape[0], x.shape[1]
-    y = module(x.reshape(t * b, *x.shape[2:]))
+    flat = x.reshape(t * b, *x.shape[2:])
+    y = _pooled_avg_pool(module, flat) if type(module) is nn.AvgPool2d else None
+    if y is None:
+        y = module(flat)
     return y.reshape(t, b, *y.shape[1:])
+
+
+class PooledAvgPool2d(torch.autograd.Function):
+    """``F.avg_pool2d`` whose output and input gradient are :data:`STEP_BUFFERS` buffers.
+
+    A time-first step's pooling input (the spikes ``[T*B, C, H, W]``) is tens of MiB; its
+    gradient would be a fresh block, faulted in on every step with glibc's default malloc.
+    ``apply(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):  # noqa: D102
+        args = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        like = F.avg_pool2d(x.to("meta"), *args)  # shape and layout of the result
+        out = STEP_BUFFERS.empty_strided(like.shape, like.stride(), x.dtype)
+        torch.ops.aten.avg_pool2d.out(x, *args, out=out)
+        ctx.save_for_backward(x)
+        ctx.args = args
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        grad_input = STEP_BUFFERS.empty_like(x)
+        torch.ops.aten.avg_pool2d_backward.grad_input(grad, x, *ctx.args, grad_input=grad_input)
+        return grad_input, None, None, None, None, None, None
+
+
+def _pooled_avg_pool(module: nn.AvgPool2d, x: torch.Tensor) -> torch.Tensor | None:
+    """:class:`PooledAvgPool2d` where it applies (CPU, a gradient to compute, 4-D, no hooks
+    and not under torch.compile), else None."""
+    if (
+        x.device.type != "cpu"
+        or x.dim() != 4
+        or not (torch.is_grad_enabled() and x.requires_grad)
+        or torch.compiler.is_compiling()
+        or module._forward_hooks
+        or module._forward_pre_hooks
+        or nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
+    ):
+        return None
+    m = module
+    stride = m.stride if m.stride is not None else m.kernel_size
+    return PooledAvgPool2d.apply(
+        x, m.kernel_size, stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override
+    )
 
 
 def run_time_first(layers, x: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,9 @@ ones. Two settings then matter (measured on the 2-core project machine, benchmar
   convolution results may differ in the last bits (another summation order).
 
 Without the tuned allocator the largest per-step tensors are still faulted in only once:
-the neurons take their ``[T, ...]`` buffers (spikes, saved membranes, input gradients) from
-:data:`STEP_BUFFERS`, a :class:`BufferPool` that hands a buffer out again only once nothing
-refers to its memory any more (so a result a caller or autograd still holds is never
-overwritten).
+the neurons and time-first pooling take their ``[T, ...]`` buffers from
+:data:`flexsnn.buffers.STEP_BUFFERS`, which hands a buffer out again only once nothing refers
+to its memory any more.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import threading
 
 import torch
 from torch import nn
@@ -84,84 +82,3 @@ def use_channels_last(model: nn.Module) -> nn.Module:
             if isinstance(m, nn.Conv2d) and m.weight.dim() == 4:
                 m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
     return model
-
-
-# ---- buffers reused across training steps -----------------------------------------------
-def _storage_refs(storage: torch.UntypedStorage) -> int:
-    return torch._C._storage_Use_Count(storage._cdata)
-
-
-class BufferPool:
-    """Large CPU buffers handed out again once nothing refers to their memory any more.
-
-    :meth:`empty_like` is ``torch.empty_like`` (same shape, dtype, device and strides; the
-    values are garbage) for tensors of at least ``min_bytes`` on CPU; smaller or non-CPU
-    requests go to torch unchanged. A pooled buffer is a flat block; a request gets a view of
-    the smallest free block that is large enough (a shorter T reuses the block of a longer
-    one), else a new block. A block counts as free when no tensor, view, autograd node or
-    ``.grad`` refers to its storage (the storage's reference count is back to what the pool
-    holds), so two steps never share a result while the first is still alive. Free blocks
-    beyond ``max_blocks`` are dropped, least recently used first. Thread-safe.
-    """
-
-    def __init__(self, min_bytes: int = 1 << 20, max_blocks: int = 32):
-        self.min_bytes = min_bytes
-        self.max_blocks = max_blocks
-        self._blocks: list[list] = []  # [flat tensor, its storage, refs when free, last use]
-        self._clock = 0
-        self._lock = threading.Lock()
-        self.enabled = True
-
-    def empty_like(self, x: torch.Tensor) -> torch.Tensor:
-        """An uninitialised tensor like ``x`` (``torch.empty_like`` semantics), pooled when large."""
-        numel = x.numel()
-        if not self.enabled or x.device.type != "cpu" or numel * x.element_size() < self.min_bytes:
-            return torch.empty_like(x)
-        stride = torch.empty_like(x, device="meta").stride()  # the layout empty_like gives
-        with self._lock:
-            block = self._take(numel, x.dtype)
-            return block.as_strided(x.shape, stride, 0)
-
-    def _take(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
-        self._clock += 1
-        best = None
-        inference = torch.is_inference_mode_enabled()  # inference tensors cannot enter autograd
-        for entry in self._blocks:
-            flat, storage, free_refs, _ = entry
-            if (
-                flat.dtype == dtype
-                and flat.numel() >= numel
-                and flat.is_inference() == inference
-                and _storage_refs(storage) == free_refs
-            ):
-                if best is None or flat.numel() < best[0].numel():
-                    best = entry
-        if best is None:
-            flat = torch.empty(numel, dtype=dtype)
-            storage = flat.untyped_storage()
-            best = [flat, storage, _storage_refs(storage), self._clock]
-            self._evict()
-            self._blocks.append(best)
-        best[3] = self._clock
-        return best[0]
-
-    def _evict(self) -> None:
-        free = [e for e in self._blocks if _storage_refs(e[1]) == e[2]]
-        excess = len(self._blocks) + 1 - self.max_blocks
-        for entry in sorted(free, key=lambda e: e[3])[: max(excess, 0)]:
-            self._blocks.remove(entry)
-
-    def pooled_bytes(self) -> int:
-        """Bytes held by the pool (free and handed-out blocks)."""
-        with self._lock:
-            return sum(e[0].numel() * e[0].element_size() for e in self._blocks)
-
-    def clear(self) -> None:
-        """Drop every block (handed-out ones stay valid: their holders keep the memory alive)."""
-        with self._lock:
-            self._blocks.clear()
-
-
-#: The pool the neurons' multi-step kernels draw their ``[T, ...]`` buffers from.
-#: ``STEP_BUFFERS.enabled = False`` turns it off; ``STEP_BUFFERS.clear()`` frees its memory.
-STEP_BUFFERS = BufferPool()

@@ -30,9 +30,9 @@ from typing import NamedTuple
 
 import torch
 
+from flexsnn.buffers import STEP_BUFFERS
 from flexsnn.neurons.params import NeuronParams
 from flexsnn.neurons.surrogate import gate_surrogate, spike_forward, spike_surrogate
-from flexsnn.runtime import STEP_BUFFERS
 
 
 class Kernels(NamedTuple):
@@ -51,7 +51,7 @@ def forward_loop(
     Every value is computed with ops that round exactly as the reference loop's do, so
     spikes and membranes are bit-identical to it. Results go into preallocated ``[T, ...]``
     buffers; per-step values into step-sized buffers allocated once, so the loop allocates
-    nothing. The ``[T, ...]`` buffers come from :data:`flexsnn.runtime.STEP_BUFFERS`: a
+    nothing. The ``[T, ...]`` buffers come from :data:`flexsnn.buffers.STEP_BUFFERS`: a
     training loop reuses the previous step's memory instead of faulting in fresh pages. The fired mask is computed once per step (for single spikes it *is* ``s``).
     """
     spikes = STEP_BUFFERS.empty_like(x)
