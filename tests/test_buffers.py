@@ -122,3 +122,15 @@ def test_buffer_pool_keeps_inference_mode_blocks_apart():
     w = torch.rand(BIG, requires_grad=True)
     (w * b.fill_(1.0)).sum().backward()  # saving an inference tensor for backward would raise
     assert torch.equal(w.grad, torch.ones(BIG))
+
+
+def test_buffer_pool_drops_free_blocks_beyond_max_free_bytes():
+    mib = 1 << 20
+    pool = buffers.BufferPool(max_free_bytes=3 * mib)
+    for n in range(1, 5):  # 1, 2, 3, 4 MiB blocks, each let go of at once
+        pool.empty_like(torch.empty(n, mib // 4))
+    # before the 4 MiB block the free 1 + 2 + 3 MiB were over budget: the 1 and 2 MiB (least
+    # recently used) went, the 3 MiB one stayed
+    assert sorted(b[0].numel() * 4 // mib for b in pool._blocks) == [3, 4]
+    held = pool.empty_like(torch.empty(4, mib // 4))  # the free 4 MiB block again: no new memory
+    assert pool.pooled_bytes() == 7 * mib and held.numel() == mib

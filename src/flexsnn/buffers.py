@@ -20,6 +20,10 @@ def _storage_refs(storage: torch.UntypedStorage) -> int:
     return torch._C._storage_Use_Count(storage._cdata)
 
 
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
 class BufferPool:
     """Large CPU buffers handed out again once nothing refers to their memory any more.
 
@@ -30,12 +34,15 @@ class BufferPool:
     one), else a new block. A block counts as free when no tensor, view, autograd node or
     ``.grad`` refers to its storage (the storage's reference count is back to what the pool
     holds), so two steps never share a result while the first is still alive. Free blocks
-    beyond ``max_blocks`` are dropped, least recently used first. Thread-safe.
+    are dropped, least recently used first, when a new block would make more than
+    ``max_blocks`` blocks or more than ``max_free_bytes`` of free blocks (so memory a caller
+    let go of is not kept for ever). Thread-safe.
     """
 
-    def __init__(self, min_bytes: int = 1 << 20, max_blocks: int = 32):
+    def __init__(self, min_bytes: int = 1 << 20, max_blocks: int = 32, max_free_bytes: int = 1 << 30):
         self.min_bytes = min_bytes
         self.max_blocks = max_blocks
+        self.max_free_bytes = max_free_bytes
         self._blocks: list[list] = []  # [flat tensor, its storage, refs when free, last use]
         self._clock = 0
         self._lock = threading.Lock()
@@ -86,15 +93,18 @@ class BufferPool:
         return best[0]
 
     def _evict(self) -> None:
-        free = [e for e in self._blocks if _storage_refs(e[1]) == e[2]]
-        excess = len(self._blocks) + 1 - self.max_blocks
-        for entry in sorted(free, key=lambda e: e[3])[: max(excess, 0)]:
+        free = sorted((e for e in self._blocks if _storage_refs(e[1]) == e[2]), key=lambda e: e[3])
+        free_bytes = sum(_nbytes(e[0]) for e in free)
+        for entry in free:  # least recently used first
+            if len(self._blocks) + 1 <= self.max_blocks and free_bytes <= self.max_free_bytes:
+                break
             self._blocks.remove(entry)
+            free_bytes -= _nbytes(entry[0])
 
     def pooled_bytes(self) -> int:
         """Bytes held by the pool (free and handed-out blocks)."""
         with self._lock:
-            return sum(e[0].numel() * e[0].element_size() for e in self._blocks)
+            return sum(_nbytes(e[0]) for e in self._blocks)
 
     def clear(self) -> None:
         """Drop every block (handed-out ones stay valid: their holders keep the memory alive)."""
