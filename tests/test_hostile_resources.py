@@ -79,6 +79,15 @@ def test_normal_requests_pass_and_a_small_limit_refuses_them(monkeypatch):
         check_training_memory(RunSpec(batch_size=1))
 
 
+def test_under_torchrun_each_process_is_checked_with_its_share_of_the_batch(monkeypatch):
+    monkeypatch.setenv("FLEXSNN_MEMORY_LIMIT", "20MB")  # batch 256: about 59 MB; 32: about 11 MB
+    spec = RunSpec(t_max=1, batch_size=256)
+    with pytest.raises(ResourceError, match=r"^--batch-size 256 needs about"):
+        check_training_memory(spec)
+    monkeypatch.setenv("WORLD_SIZE", "8")  # 32 per process fits
+    check_training_memory(spec)
+
+
 def test_sample_num_is_capped(monkeypatch):
     assert check_sample_num(MAX_SAMPLE_NUM) == MAX_SAMPLE_NUM
     with pytest.raises(ResourceError, match=f"--sample-num {MAX_SAMPLE_NUM + 1} runs {MAX_SAMPLE_NUM + 1} forward"):

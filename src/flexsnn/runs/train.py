@@ -95,10 +95,13 @@ def check_training_memory(spec: RunSpec) -> None:
     cfg = [spec.t_max]
     if spec.first_stage_t is not None and footprint.stage_numels:
         cfg = [spec.first_stage_t] + [spec.t_max] * (len(footprint.stage_numels) - 1)
+    # under torchrun each process holds its share of the global batch
+    world = os.environ.get("WORLD_SIZE", "1")
+    world_size = int(world) if world.isascii() and world.isdigit() and int(world) > 0 else 1
     check_memory(
         footprint,
         [(option, cfg, spec.frames_t)],
-        spec.batch_size,
+        -(-spec.batch_size // world_size),
         training=True,
         optimizer=spec.optimizer,
         device=spec.device,
