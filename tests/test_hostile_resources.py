@@ -48,6 +48,12 @@ def test_footprint_and_estimate_of_a_tiny_mlp_by_hand():
     assert estimate_memory(fp, (3,), 1).activations == estimate_memory(fp, (3, 3), 1).activations  # one T = uniform
 
 
+def test_models_open_in_image_size_are_measured_at_the_dataset_shape():
+    fp = model_footprint("resnet19", {"width": 0.25}, (3, 32, 32))  # the net takes any H, W
+    assert fp.measured and fp.input_numel == 3 * 32 * 32 and fp.stage_numels
+    assert not model_footprint("resnet19", {"width": 0.25}).measured  # without it: parameters and input only
+
+
 def test_limit_comes_from_the_environment_or_the_machine(monkeypatch):
     monkeypatch.setenv("FLEXSNN_MEMORY_LIMIT", "2GiB")
     assert memory_limit() == (2 * 2**30, "FLEXSNN_MEMORY_LIMIT=2GiB")

@@ -119,17 +119,23 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def model_footprint(model: str, model_kwargs: dict[str, Any] | None = None) -> ModelFootprint | None:
+def model_footprint(
+    model: str, model_kwargs: dict[str, Any] | None = None, data_shape: Sequence[int] | None = None
+) -> ModelFootprint | None:
     """The :class:`ModelFootprint` of zoo model / factory ``model`` built with ``model_kwargs``,
-    measured on the meta device (nothing is allocated). None if the model cannot even be built
-    there (its own errors surface later, where it is built for real)."""
+    measured on the meta device (nothing is allocated). ``data_shape``: the dataset's per-sample
+    input shape, filling what the model leaves open (a ResNet takes any image size). None if the
+    model cannot even be built there (its own errors surface later, where it is built for real)."""
     try:
         with torch.device("meta"):
             net = build_model(model, **(model_kwargs or {}))
     except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError):
         return None
     params = sum(t.numel() for t in (*net.parameters(), *net.buffers()))
-    input_numel = math.prod(net.input_shape) if getattr(net, "input_shape", None) and None not in net.input_shape else 0
+    shape = getattr(net, "input_shape", None)
+    if shape and None in shape and data_shape is not None and len(data_shape) == len(shape):
+        shape = tuple(d if s is None else s for s, d in zip(shape, data_shape))
+    input_numel = math.prod(shape) if shape and None not in shape else 0
     stages = list(getattr(net, "stages", []))
     if not input_numel or not stages:
         return ModelFootprint(model, net.input_kind, input_numel, (), 0, params, measured=False)
@@ -151,7 +157,7 @@ def model_footprint(model: str, model_kwargs: dict[str, Any] | None = None) -> M
         for module in stage.modules():
             if not any(True for _ in module.children()):
                 hooks.append(module.register_forward_hook(record(i)))
-    shape = (1, batch, *net.input_shape) if net.input_kind == "frames" else (batch, *net.input_shape)
+    shape = (1, batch, *shape) if net.input_kind == "frames" else (batch, *shape)
     try:
         net.train()  # no calibration needed; BatchNorm updates meta statistics only
         with torch.no_grad():
@@ -314,9 +320,9 @@ def check_sample_num(sample_num: int, option: str = "--sample-num") -> int:
     return sample_num
 
 
-def footprint_of(net: nn.Module) -> ModelFootprint | None:
+def footprint_of(net: nn.Module, data_shape: Sequence[int] | None = None) -> ModelFootprint | None:
     """The footprint of an already built flexsnn model (from its ``model_spec``)."""
     spec = getattr(net, "model_spec", None)
     if not isinstance(spec, dict) or "name" not in spec:
         return None
-    return model_footprint(spec["name"], spec.get("kwargs", {}))
+    return model_footprint(spec["name"], spec.get("kwargs", {}), data_shape)

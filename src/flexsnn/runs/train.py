@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from flexsnn.data.loaders import dataset_info
+from flexsnn.errors import FlexSNNError
 from flexsnn.io import write_json
 from flexsnn.models import build_model
 from flexsnn.runs.folder import claim_run_dir
@@ -78,6 +80,13 @@ def train_run(
     return model, config
 
 
+def _data_shape(dataset: str):
+    try:
+        return dataset_info(dataset).in_shape
+    except FlexSNNError:  # an unknown dataset is named where the loaders are built
+        return None
+
+
 def check_training_memory(spec: RunSpec) -> None:
     """Refuse (ResourceError, one line naming the option) a spec whose training step would not fit
     in memory, or whose ``sample_num`` is above the cap (flexsnn.runs.memory)."""
@@ -89,7 +98,7 @@ def check_training_memory(spec: RunSpec) -> None:
         option = f"--first-stage-t {spec.first_stage_t}"
     if spec.data_t is not None and spec.data_t > max(spec.t_max, spec.first_stage_t or 0):
         option = f"--data-t {spec.data_t}"
-    footprint = model_footprint(spec.model, spec.model_kwargs)
+    footprint = model_footprint(spec.model, spec.model_kwargs, _data_shape(spec.dataset))
     if footprint is None:
         return
     cfg = [spec.t_max]
