@@ -179,6 +179,10 @@ def test_prepare_simulate_export(base_run, tmp_path, capsys, monkeypatch):
     assert len(rows) == 2 and "time-stepped" in out and "event-driven" in out
     assert "ED spikes" in out and "ties" in out and "silent" in out  # the chip-style readout, next to it
     assert (tmp_path / "sim" / "deploy_results.json").is_file()
+    monkeypatch.setattr(deploy_cmd, "load_event_split", lambda *a, **k: pytest.fail("refused too late"))
+    huge = ["deploy", "simulate", "--run", str(tmp_path / "sdt"), "--t", "1000000000", "--quiet"]
+    one_line_error(capsys, huge, "--t 1000000000 needs about")
+    monkeypatch.setattr(deploy_cmd, "load_event_split", fake_event_split)
 
     path = tmp_path / "mtt.nir"
     assert main(["deploy", "export", "--run", str(tmp_path / "mtt"), "--out", str(path), "--input-shape", "2,8,8"]) == 0

@@ -28,6 +28,10 @@ from flexsnn.runs import (
     read_finetune_section,
     resolve_device,
 )
+from flexsnn.runs.deploy import check_event_dataset
+from flexsnn.runs.memory import check_memory, footprint_of
+
+SIMULATE_BATCH = 64  # samples binned and run time-stepped at once by deploy simulate
 
 EXAMPLES = """examples:
   flexsnn train --model nmnist_net --method sdt --t-max 10 --epochs 6 --out runs/base
@@ -300,17 +304,30 @@ def run_simulate(args: argparse.Namespace) -> int:
         print(READOUT_LEGEND)
         print(f"wrote {args.out}/deploy_results.json")
         return 0
-    events, labels, sensor = load_event_split(args.dataset, "test", args.data_root, args.max_samples)
-    rows = []
-    for run in args.run:
+    check_event_dataset(args.dataset)
+    deployed = []
+    for run in args.run:  # every run is loaded and its T checked before any events are read
         model, config = load_deployed(run, device=args.device)
         deploy = config["deploy"]
         t = args.t or int(deploy["t"])
-        label = str(deploy.get("method", run.name)).upper()
+        option = f"--t {t}" if args.t else f"t {t} of {run / 'config.json'}"
+        check_memory(footprint_of(model), [(option, (t,), t)], SIMULATE_BATCH, device=args.device)
+        deployed.append((run, model, t, str(deploy.get("method", run.name)).upper()))
+    events, labels, sensor = load_event_split(args.dataset, "test", args.data_root, args.max_samples)
+    rows = []
+    for run, model, t, label in deployed:
         print(f"{run}: {label} fine-tune, simulating {len(events)} samples (time-stepped at T={t})")
         rows.append(
             evaluate_deployment(
-                model, events, labels, sensor, t, label=label, num_threads=args.threads, progress=not args.quiet
+                model,
+                events,
+                labels,
+                sensor,
+                t,
+                label=label,
+                batch_size=SIMULATE_BATCH,
+                num_threads=args.threads,
+                progress=not args.quiet,
             )
         )
     print()

@@ -40,6 +40,7 @@ from flexsnn.train.loop import check_resume
 __all__ = [
     "FINETUNE_KEYS",
     "DeploymentComparison",
+    "check_event_dataset",
     "compare_deployment",
     "load_event_split",
     "prepare_deployment",
@@ -208,6 +209,14 @@ def prepare_deployment(
     return model, {**new_config, "model": getattr(model, "model_spec", None)}
 
 
+def check_event_dataset(dataset: str) -> str:
+    """``dataset`` if it names an event dataset :func:`load_event_split` reads, else InputError."""
+    if dataset != "digits_dvs" and dataset not in EVENT_DATASETS:
+        choices = ["digits_dvs", *sorted(EVENT_DATASETS)]
+        raise InputError(f"dataset must be one of {', '.join(map(repr, choices))}, got {dataset!r}")
+    return dataset
+
+
 def load_event_split(
     dataset: str, split: str = "test", root: str | None = None, max_samples: int | None = None
 ) -> tuple[list[np.ndarray], list[int], tuple[int, int, int]]:
@@ -218,13 +227,11 @@ def load_event_split(
     """
     if split not in ("train", "test"):
         raise InputError(f"split must be 'train' or 'test', got {split!r}")
+    check_event_dataset(dataset)
     if dataset == "digits_dvs":
         ds = DigitsDVS(root=root, train=split == "train")
-    elif dataset in EVENT_DATASETS:
-        ds = EVENT_DATASETS[dataset](root=root, train=split == "train")
     else:
-        choices = ["digits_dvs", *sorted(EVENT_DATASETS)]
-        raise InputError(f"dataset must be one of {', '.join(map(repr, choices))}, got {dataset!r}")
+        ds = EVENT_DATASETS[dataset](root=root, train=split == "train")
     n = len(ds) if max_samples is None else min(len(ds), check_positive_int(max_samples, "max_samples"))
     events, labels = [], []
     for i in range(n):
