@@ -133,7 +133,9 @@ def rebinned_sweep(
             test_set = load_frames(spec.dataset, "test", t, spec.data_root)
             calib_t, test_t = None, DataLoader(test_set, batch_size=spec.batch_size)
         sweep.update(
-            sweep_uniform(model, test_t, [t], calib_loader=calib_t, calib_batches=calib, calibrate=per_t, progress=False)
+            sweep_uniform(
+                model, test_t, [t], calib_loader=calib_t, calib_batches=calib, calibrate=per_t, progress=False
+            )
         )
     return sweep
 
@@ -156,7 +158,13 @@ def _check_eval_memory(
     requests += [(label.format(t=t), (t,), t if rebin else spec.frames_t) for t in sorted(set(t_values))[::-1]]
     requests += [("--config " + ",".join(map(str, c)), c, spec.frames_t) for c in configs]
     batch_option = f"batch_size {{batch}} of {source}"
-    check_memory(footprint_of(model, dataset_info(spec.dataset).in_shape), requests, spec.batch_size, device=spec.device, batch_option=batch_option)
+    check_memory(
+        footprint_of(model, dataset_info(spec.dataset).in_shape),
+        requests,
+        spec.batch_size,
+        device=spec.device,
+        batch_option=batch_option,
+    )
 
 
 def _run_memory(model, spec: RunSpec, run_dir, option: str, largest_t: int) -> None:
@@ -164,7 +172,13 @@ def _run_memory(model, spec: RunSpec, run_dir, option: str, largest_t: int) -> N
     source = Path(run_dir) / CONFIG_FILE
     requests = [(f"data_t {spec.frames_t} of {source}", (1,), spec.frames_t), (option, (largest_t,), spec.frames_t)]
     batch_option = f"batch_size {{batch}} of {source}"
-    check_memory(footprint_of(model, dataset_info(spec.dataset).in_shape), requests, spec.batch_size, device=spec.device, batch_option=batch_option)
+    check_memory(
+        footprint_of(model, dataset_info(spec.dataset).in_shape),
+        requests,
+        spec.batch_size,
+        device=spec.device,
+        batch_option=batch_option,
+    )
 
 
 def _checked_config(model, cfg) -> tuple[int, ...]:

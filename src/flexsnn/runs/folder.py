@@ -43,8 +43,18 @@ except ImportError:  # pragma: no cover - not POSIX: PID files only
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "LOCK_FILE", "RUN_FILES", "check_model_size", "check_output_dir", "claim_output_dir", "claim_run_dir", "holding_run_locks", "is_deployed",
-    "load_deployed", "load_run", "prepare_run_dir", "run_folder_lock",
+    "LOCK_FILE",
+    "RUN_FILES",
+    "check_model_size",
+    "check_output_dir",
+    "claim_output_dir",
+    "claim_run_dir",
+    "holding_run_locks",
+    "is_deployed",
+    "load_deployed",
+    "load_run",
+    "prepare_run_dir",
+    "run_folder_lock",
 ]
 
 LOCK_FILE = ".flexsnn.lock"
@@ -135,12 +145,15 @@ def _acquire(fd: int, folder: Path) -> None:
             ) from None
         except OSError as exc:
             if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise StorageError(f"cannot lock run folder {folder}: {describe_os_error(exc, folder / LOCK_FILE)}") \
-                    from None
+                raise StorageError(
+                    f"cannot lock run folder {folder}: {describe_os_error(exc, folder / LOCK_FILE)}"
+                ) from None
     # No flock here (some network file systems): the recorded PID decides.
     if pid is not None and pid != os.getpid() and _pid_alive(pid):
-        raise RunFolderBusyError(f"run folder {folder} is in use by process {pid}{f' ({what})' if what else ''}; "
-                                 "wait for it to finish or choose another folder")
+        raise RunFolderBusyError(
+            f"run folder {folder} is in use by process {pid}{f' ({what})' if what else ''}; "
+            "wait for it to finish or choose another folder"
+        )
 
 
 def _release_if_unused(key: Path) -> None:
@@ -190,8 +203,9 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def claim_run_dir(run_dir: str | os.PathLike, resume: bool, overwrite: bool = False, what: str = "flexsnn",
-                  enabled: bool = True) -> Iterator[Path]:
+def claim_run_dir(
+    run_dir: str | os.PathLike, resume: bool, overwrite: bool = False, what: str = "flexsnn", enabled: bool = True
+) -> Iterator[Path]:
     """:func:`prepare_run_dir` under the folder's lock, held while the block runs; the checks
     run again once the lock is held (another writer may have finished in between).
 
@@ -245,8 +259,9 @@ def _error_classes(cls: type = FlexSNNError) -> dict[str, type]:
     return found
 
 
-def check_output_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool = False,
-                     explicit: bool = True) -> Path:
+def check_output_dir(
+    out: str | os.PathLike, outputs: Iterable[str], overwrite: bool = False, explicit: bool = True
+) -> Path:
     """Refuse to write ``outputs`` (file names) into folder ``out`` when that would replace
     something silently: an ``explicit`` ``--out`` (not the verb's default folder inside the
     run it reads) that holds a run (another run's folder) or any of ``outputs`` (earlier
@@ -258,18 +273,27 @@ def check_output_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: 
     if explicit and not overwrite:
         runs = [p for p in RUN_FILES if (out / p).exists()]
         if runs:
-            raise CheckpointError(f"--out {out} holds a run ({', '.join(runs)}); writing there would replace its "
-                                  "results: choose another --out or pass --overwrite")
+            raise CheckpointError(
+                f"--out {out} holds a run ({', '.join(runs)}); writing there would replace its "
+                "results: choose another --out or pass --overwrite"
+            )
         earlier = [p for p in outputs if (out / p).exists()]
         if earlier:
-            raise CheckpointError(f"--out {out} already holds {', '.join(earlier)}; choose another --out or pass "
-                                  "--overwrite to replace them")
+            raise CheckpointError(
+                f"--out {out} already holds {', '.join(earlier)}; choose another --out or pass "
+                "--overwrite to replace them"
+            )
     return out
 
 
 @contextlib.contextmanager
-def claim_output_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool = False,
-                     explicit: bool = True, what: str = "flexsnn") -> Iterator[Path]:
+def claim_output_dir(
+    out: str | os.PathLike,
+    outputs: Iterable[str],
+    overwrite: bool = False,
+    explicit: bool = True,
+    what: str = "flexsnn",
+) -> Iterator[Path]:
     """:func:`check_output_dir`, then the folder's lock while the block writes; checked again
     under the lock."""
     outputs = list(outputs)

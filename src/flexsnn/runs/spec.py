@@ -25,17 +25,38 @@ __all__ = ["RUN_SPEC_SCHEMA", "RunSpec", "build_loaders", "resolve_device", "wit
 
 
 _POSITIVE = Int(min=1)
-RUN_SPEC_SCHEMA = Dict({
-    "dataset?": Str(), "model?": Str(), "model_kwargs?": MapOf(), "method?": Str(choices=METHODS),
-    "t_min?": _POSITIVE, "t_max?": _POSITIVE, "sample_num?": Nullable(_POSITIVE), "group_block_num?": _POSITIVE,
-    "first_stage_t?": Nullable(_POSITIVE), "data_t?": Nullable(_POSITIVE), "batch_size?": _POSITIVE,
-    "epochs?": _POSITIVE, "optimizer?": Str(choices=("sgd", "adamw")), "lr?": Float(min=0, min_exclusive=True),
-    "momentum?": Float(min=0, max=1), "weight_decay?": Float(min=0), "schedule?": Str(choices=("cosine", "constant")),
-    "seed?": Int(min=0, max=2 ** 63 - 1), "device?": Str(), "amp?": Str(choices=AMP_MODES),
-    "calib_batches?": _POSITIVE, "num_workers?": Int(min=0), "data_root?": Nullable(Str()), "augment?": Either(Bool(), Str(choices=sorted(FRAME_AUGMENTATIONS))),
-    "autoaugment?": Bool(), "checkpoint_every_steps?": Int(min=0), "max_steps_per_epoch?": Int(min=0),
-    "sync_bn?": Bool(),
-})
+RUN_SPEC_SCHEMA = Dict(
+    {
+        "dataset?": Str(),
+        "model?": Str(),
+        "model_kwargs?": MapOf(),
+        "method?": Str(choices=METHODS),
+        "t_min?": _POSITIVE,
+        "t_max?": _POSITIVE,
+        "sample_num?": Nullable(_POSITIVE),
+        "group_block_num?": _POSITIVE,
+        "first_stage_t?": Nullable(_POSITIVE),
+        "data_t?": Nullable(_POSITIVE),
+        "batch_size?": _POSITIVE,
+        "epochs?": _POSITIVE,
+        "optimizer?": Str(choices=("sgd", "adamw")),
+        "lr?": Float(min=0, min_exclusive=True),
+        "momentum?": Float(min=0, max=1),
+        "weight_decay?": Float(min=0),
+        "schedule?": Str(choices=("cosine", "constant")),
+        "seed?": Int(min=0, max=2**63 - 1),
+        "device?": Str(),
+        "amp?": Str(choices=AMP_MODES),
+        "calib_batches?": _POSITIVE,
+        "num_workers?": Int(min=0),
+        "data_root?": Nullable(Str()),
+        "augment?": Either(Bool(), Str(choices=sorted(FRAME_AUGMENTATIONS))),
+        "autoaugment?": Bool(),
+        "checkpoint_every_steps?": Int(min=0),
+        "max_steps_per_epoch?": Int(min=0),
+        "sync_bn?": Bool(),
+    }
+)
 
 
 @dataclass
@@ -94,8 +115,9 @@ class RunSpec:
     def from_config(cls, config: dict[str, Any], source: str) -> RunSpec:
         """The RunSpec stored in a run's ``config.json`` / ``run_spec.json`` (``source``)."""
         if not isinstance(config, dict) or "run" not in config:
-            raise CheckpointError(f"{source}: key 'run' is missing (the run's options); it was not written by "
-                                  "`flexsnn train`")
+            raise CheckpointError(
+                f"{source}: key 'run' is missing (the run's options); it was not written by `flexsnn train`"
+            )
         if not isinstance(config["run"], dict):
             raise CheckpointError(f"{source}: key 'run' must be a mapping of run options, got {config['run']!r:.60}")
         try:

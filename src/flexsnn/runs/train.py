@@ -69,8 +69,16 @@ def train_run(
         net = wrap_ddp(model, info, spec.sync_bn)
         model = getattr(net, "module", net)
         with MetricsLogger(run_dir, enabled=info.is_main, resume=resume, epochs=spec.epochs) as metrics:
-            history = fit(net, train_loader, sampler, opts, run_dir=run_dir, resume=resume,
-                          progress=progress, on_epoch_end=metrics.log_epoch)
+            history = fit(
+                net,
+                train_loader,
+                sampler,
+                opts,
+                run_dir=run_dir,
+                resume=resume,
+                progress=progress,
+                on_epoch_end=metrics.log_epoch,
+            )
         calibrate_bn_synced(model, train_loader, spec.t_max, spec.calib_batches)
         config["history"] = history
         if info.is_main:
