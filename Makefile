@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # ruff (lint + format check, config in pyproject.toml) and mypy on src/; `make format` fixes.
-LINT_PATHS := src tests benchmarks
+LINT_PATHS := src tests benchmarks scripts
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)

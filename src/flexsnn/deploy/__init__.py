@@ -28,7 +28,7 @@ __all__ = [
     "walk_torch",
 ]
 
-# Bias removal, the bias-free fine-tune, NIR export and the deployment comparison (H6).
+# Bias removal, the bias-free fine-tune, NIR export and the deployment comparison.
 from flexsnn.deploy.bias_removal import (  # noqa: E402
     check_bias_free,
     fold_batchnorm,
@@ -37,7 +37,14 @@ from flexsnn.deploy.bias_removal import (  # noqa: E402
     strip_batchnorm,
     zero_biases,
 )
-from flexsnn.deploy.compare import DeploymentMetrics, evaluate_deployment, spike_count_divergence  # noqa: E402
+from flexsnn.deploy.compare import (  # noqa: E402
+    DeploymentMetrics,
+    evaluate_deployment,
+    event_driven_layer_spikes,
+    layer_spike_divergence,
+    spike_count_divergence,
+    time_stepped_layer_spikes,
+)
 from flexsnn.deploy.finetune import deployment_sampler, finetune_bias_free  # noqa: E402
 from flexsnn.deploy.nir import PROFILES, Profile, SumPool2d, from_nir, read_nir, to_nir, write_nir  # noqa: E402
 
@@ -51,6 +58,9 @@ __all__ += [
     "DeploymentMetrics",
     "evaluate_deployment",
     "spike_count_divergence",
+    "layer_spike_divergence",
+    "time_stepped_layer_spikes",
+    "event_driven_layer_spikes",
     "deployment_sampler",
     "finetune_bias_free",
     "SumPool2d",

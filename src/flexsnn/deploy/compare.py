@@ -39,11 +39,14 @@ from flexsnn.data import to_frames
 from flexsnn.deploy.eventnet import EventNet
 from flexsnn.deploy.simulator import predictions, simulate
 from flexsnn.errors import InputError, check_positive_int
-from flexsnn.neurons import IF
+from flexsnn.neurons import IF, SpikingNeuron
 
 __all__ = [
     "DeploymentMetrics",
     "spike_count_divergence",
+    "layer_spike_divergence",
+    "time_stepped_layer_spikes",
+    "event_driven_layer_spikes",
     "time_stepped_outputs",
     "evaluate_deployment",
     "format_deployment_table",
@@ -69,6 +72,60 @@ def spike_count_divergence(s0: Any, s: Any) -> float:
     if total <= 0:
         raise InputError("s0 has no spikes (sum s0 = 0); SD is undefined")
     return float(np.abs(a - b).sum() / total)
+
+
+def layer_spike_divergence(ts_layers: Sequence[Any], ed_layers: Sequence[Any]) -> list[float]:
+    """SD per layer: ``spike_count_divergence`` of each layer's ``[samples, neurons]`` counts.
+
+    ``ts_layers`` / ``ed_layers``: one array per spiking layer, as returned by
+    :func:`time_stepped_layer_spikes` and :func:`event_driven_layer_spikes` (the reference
+    platform first). A layer without reference spikes gives NaN.
+    """
+    if len(ts_layers) != len(ed_layers):
+        raise InputError(
+            f"ts_layers and ed_layers must list the same layers, got {len(ts_layers)} and {len(ed_layers)}"
+        )
+    return [
+        spike_count_divergence(a, b) if np.asarray(a).sum() > 0 else float("nan") for a, b in zip(ts_layers, ed_layers)
+    ]
+
+
+@torch.no_grad()
+def time_stepped_layer_spikes(model: nn.Module, frames: torch.Tensor, t: int) -> list[np.ndarray]:
+    """Per-neuron spike counts of every spiking layer of ``model`` run at uniform ``t`` on
+    ``frames [T, B, ...]``: one int64 array ``[B, neurons]`` per layer in forward order (neurons
+    in the layer's ``C, H, W`` order, summed over time), then the readout's counting neuron
+    (as in :func:`time_stepped_outputs`), so the list lines up with the event-driven
+    ``layer_spikes`` of :func:`flexsnn.deploy.simulate`."""
+    t = check_positive_int(t, "t")
+    counting = _counting_neuron(EventNet.from_torch(model))
+    counts: list[torch.Tensor] = []
+
+    def record(_module, _inputs, output):
+        counts.append(output.sum(0).reshape(output.shape[1], -1).round().long().cpu())
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, SpikingNeuron)]
+    try:
+        _, out_spikes = time_stepped_outputs(model, frames, t, counting)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [c.numpy() for c in counts] + [out_spikes.round().long().cpu().numpy()]
+
+
+def event_driven_layer_spikes(results: Sequence[Any]) -> list[np.ndarray]:
+    """Per-neuron spike counts ``[samples, neurons]`` of every weighted layer (the readout's
+    counting neuron last) from :func:`flexsnn.deploy.simulate` results run with
+    ``record_spikes=True``."""
+    if len(results) == 0:
+        raise InputError("results is empty; expected simulate(..., record_spikes=True) results")
+    if any(r.spike_trace is None for r in results):
+        raise InputError("results carry no spike trace; run simulate(..., record_spikes=True)")
+    layers = []
+    for i, membrane in enumerate(results[0].membranes):
+        size = int(np.asarray(membrane).size)
+        layers.append(np.stack([np.bincount(r.spike_trace[i][:, 1], minlength=size) for r in results]))
+    return layers
 
 
 def _counting_neuron(net) -> nn.Module:
