@@ -75,6 +75,20 @@ def test_buffer_pool_keeps_at_most_max_blocks_free_blocks():
     assert pool.pooled_bytes() == 0
 
 
+def test_buffer_pool_evicts_a_free_block_that_is_not_first_in_its_list():
+    # The first block is used again, so the least recently used free block is the second:
+    # dropping it must not compare it with the first block's tensor.
+    mib = 1 << 20
+    pool = buffers.BufferPool(max_blocks=2)
+    pool.empty_like(torch.empty(1, mib // 4))  # block A, 1 MiB
+    pool.empty_like(torch.empty(2, mib // 4))  # block B, 2 MiB (A is too small)
+    pool.empty_like(torch.empty(1, mib // 4))  # A again: B is now the least recently used
+    held = pool.empty_like(torch.empty(3, mib // 4))  # a third block: B goes, A stays
+    assert [b[0].numel() * 4 // mib for b in pool._blocks] == [1, 3]
+    again = pool.empty_like(torch.empty(1, mib // 4))
+    assert pool.pooled_bytes() == 4 * mib and again.numel() == mib // 4 and held.numel() == 3 * mib // 4
+
+
 NEURON_FAULT_PROBE = textwrap.dedent("""
     import resource, sys, torch
     import flexsnn.buffers as b

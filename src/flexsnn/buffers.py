@@ -95,11 +95,14 @@ class BufferPool:
     def _evict(self) -> None:
         free = sorted((e for e in self._blocks if _storage_refs(e[1]) == e[2]), key=lambda e: e[3])
         free_bytes = sum(_nbytes(e[0]) for e in free)
+        dropped: set[int] = set()
         for entry in free:  # least recently used first
-            if len(self._blocks) + 1 <= self.max_blocks and free_bytes <= self.max_free_bytes:
+            if len(self._blocks) - len(dropped) + 1 <= self.max_blocks and free_bytes <= self.max_free_bytes:
                 break
-            self._blocks.remove(entry)
+            dropped.add(id(entry))
             free_bytes -= _nbytes(entry[0])
+        if dropped:  # by identity: list.remove would compare the blocks' tensors element-wise
+            self._blocks = [e for e in self._blocks if id(e) not in dropped]
 
     def pooled_bytes(self) -> int:
         """Bytes held by the pool (free and handed-out blocks)."""
