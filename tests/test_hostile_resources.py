@@ -201,3 +201,17 @@ def test_the_estimate_is_checked_before_any_data_is_binned(monkeypatch):
     with pytest.raises(ResourceError, match=f"--data-t {BIG}"):
         run_train.train_run(RunSpec(data_t=10**9), Path("never-created"), progress=False)
     assert not Path("never-created").exists()
+
+
+def test_load_model_called_directly_refuses_a_config_far_larger_than_its_weights(runs):
+    from flexsnn.errors import CheckpointError
+    from flexsnn.runs import load_deployed, load_run
+    from flexsnn.train import load_model
+
+    for load in (load_model, load_run):
+        with pytest.raises(CheckpointError, match="describes a model of 4,300,000,251 parameters"):
+            load(runs / "channels")
+    with pytest.raises(CheckpointError, match="is not a deployed run"):
+        load_deployed(runs / "channels")
+    model, _ = load_model(runs / "run")  # the untampered run still loads
+    assert sum(p.numel() for p in model.parameters()) > 0

@@ -32,7 +32,6 @@ from torch import nn
 from flexsnn.deploy import freeze_biases, strip_batchnorm
 from flexsnn.errors import CheckpointError, FlexSNNError, RunFolderBusyError, StorageError, describe_os_error
 from flexsnn.io import ensure_dir, remove_stale_temp_files
-from flexsnn.runs.memory import BYTES_PER_VALUE, format_bytes, model_footprint
 from flexsnn.train import load_model
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, read_run_config
 from flexsnn.train.distributed import get_rank, get_world_size
@@ -45,7 +44,6 @@ except ImportError:  # pragma: no cover - not POSIX: PID files only
 __all__ = [
     "LOCK_FILE",
     "RUN_FILES",
-    "check_model_size",
     "check_output_dir",
     "claim_output_dir",
     "claim_run_dir",
@@ -317,7 +315,6 @@ def load_deployed(run_dir: str | os.PathLike, device: str | torch.device = "cpu"
             f"{run_dir} is not a deployed run (no 'deploy' section in {CONFIG_FILE}); "
             "run `flexsnn deploy prepare --run RUN --out OUT` first"
         )
-    check_model_size(run_dir)
     model, config = load_model(run_dir, device, prepare=strip_batchnorm)
     try:
         freeze_biases(model)  # raises if a saved bias is not zero
@@ -331,30 +328,4 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     :func:`flexsnn.train.load_model`."""
     if is_deployed(run_dir):
         return load_deployed(run_dir, device)
-    check_model_size(run_dir)
     return load_model(run_dir, device)
-
-
-def check_model_size(run_dir: str | os.PathLike) -> None:
-    """Refuse a ``config.json`` whose model has far more parameters than ``model.safetensors``
-    holds (a tampered layer size, channel count or input size), before that model is built:
-    the sizes are read on the meta device, nothing is allocated."""
-    run_dir = Path(run_dir)
-    weights = run_dir / MODEL_FILE
-    if not (run_dir / CONFIG_FILE).is_file() or not weights.is_file():
-        return  # load_model names what is missing
-    spec = read_run_config(run_dir).get("model")
-    kwargs = spec.get("kwargs", {}) if isinstance(spec, dict) else None
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(kwargs, dict):
-        return  # load_model names the bad key
-    footprint = model_footprint(spec["name"], kwargs)
-    if footprint is None:
-        return
-    needed = footprint.param_count * BYTES_PER_VALUE
-    held = weights.stat().st_size
-    if needed > 2 * held + 2**20:  # 2x: half-precision files; 1 MiB: the header
-        raise CheckpointError(
-            f"{run_dir / CONFIG_FILE}: key 'model' describes a model of {footprint.param_count:,} parameters "
-            f"(about {format_bytes(needed)}), but {weights} holds {format_bytes(held)}; the config's layer sizes "
-            "do not match the weights (tampered or from another run)"
-        )

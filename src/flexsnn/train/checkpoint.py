@@ -346,6 +346,27 @@ def save_model(run_dir: str | os.PathLike, model: nn.Module, config: dict[str, A
     write_json(run_dir / CONFIG_FILE, config)
 
 
+def _check_model_size(spec: Any, config_path: Path, weights: Path) -> None:
+    """Refuse a config whose model has far more parameters than the weights file holds (a
+    tampered layer size, channel count or input size) before that model is built for real:
+    the sizes are read on the meta device, nothing is allocated."""
+    if not weights.is_file() or not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return  # the load below names what is missing or malformed
+    try:
+        with torch.device("meta"):
+            net = build_model(spec["name"], **spec.get("kwargs", {}))
+    except Exception:  # noqa: BLE001 - the real build below reports the model's own error
+        return
+    count = sum(t.numel() for t in (*net.parameters(), *net.buffers()))
+    needed, held = count * 4, weights.stat().st_size  # float32
+    if needed > 2 * held + 2**20:  # 2x: half-precision files; 1 MiB: the header
+        raise CheckpointError(
+            f"{config_path}: key 'model' describes a model of {count:,} parameters (about {needed / 1e6:,.0f} MB), "
+            f"but {weights} holds {held / 1e6:,.1f} MB; the config's layer sizes do not match the weights "
+            "(tampered or from another run)"
+        )
+
+
 def load_model(
     run_dir: str | os.PathLike,
     device: str | torch.device = "cpu",
@@ -365,6 +386,7 @@ def load_model(
             "load it with flexsnn.runs.load_run or flexsnn.runs.load_deployed"
         )
     spec = config["model"]
+    _check_model_size(spec, config_path, run_dir / MODEL_FILE)
     try:
         model = build_model(spec["name"], **spec.get("kwargs", {}))
     except (FlexSNNError, TypeError, ValueError, RuntimeError) as exc:
