@@ -157,27 +157,24 @@ def _check_eval_memory(
         label = "--t {t}"
     requests += [(label.format(t=t), (t,), t if rebin else spec.frames_t) for t in sorted(set(t_values))[::-1]]
     requests += [("--config " + ",".join(map(str, c)), c, spec.frames_t) for c in configs]
-    batch_option = f"batch_size {{batch}} of {source}"
-    check_memory(
-        footprint_of(model, dataset_info(spec.dataset).in_shape),
-        requests,
-        spec.batch_size,
-        device=spec.device,
-        batch_option=batch_option,
-    )
+    _check_requests(model, spec, source, requests)
 
 
 def _run_memory(model, spec: RunSpec, run_dir, option: str, largest_t: int) -> None:
     """Refuse a search / early exit whose largest T (``option``) or the run's data T does not fit."""
     source = Path(run_dir) / CONFIG_FILE
     requests = [(f"data_t {spec.frames_t} of {source}", (1,), spec.frames_t), (option, (largest_t,), spec.frames_t)]
-    batch_option = f"batch_size {{batch}} of {source}"
+    _check_requests(model, spec, source, requests)
+
+
+def _check_requests(model, spec: RunSpec, source: Path, requests) -> None:
+    """check_memory of ``requests`` at the run's batch size, the batch named as the run's own."""
     check_memory(
         footprint_of(model, dataset_info(spec.dataset).in_shape),
         requests,
         spec.batch_size,
         device=spec.device,
-        batch_option=batch_option,
+        batch_option=f"batch_size {{batch}} of {source}",
     )
 
 
