@@ -215,3 +215,15 @@ def test_load_model_called_directly_refuses_a_config_far_larger_than_its_weights
         load_deployed(runs / "channels")
     model, _ = load_model(runs / "run")  # the untampered run still loads
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_a_refused_deploy_prepare_prints_only_its_error(runs, tmp_path, capsys, monkeypatch):
+    from flexsnn.cli import main
+
+    monkeypatch.setenv("FLEXSNN_MEMORY_LIMIT", "16GB")
+    out = tmp_path / "deployed"
+    code = main(["deploy", "prepare", "--run", str(runs / "run"), "--t", BIG, "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "", captured.out
+    assert captured.err.count("\n") == 1 and f"--t {BIG} needs about" in captured.err
+    assert not out.exists()

@@ -254,13 +254,14 @@ def run_prepare(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise InputError("--resume and --overwrite exclude each other")
     options = prepare_options(args)
-    print(
+    opening = (
         f"bias removal + {options['method'].upper()} fine-tune of {args.run} for {options['epochs']} epochs "
         f"({options['optimizer']}, lr {options['lr']:g}) -> {args.out}"
     )
     _, config = prepare_deployment(
         args.run,
         args.out,
+        on_start=lambda: print(opening, flush=True),
         device=args.device,
         progress=not args.quiet,
         overwrite=args.overwrite,

@@ -110,6 +110,7 @@ def prepare_deployment(
     resume: bool = False,
     pin: str = "input",
     checkpoint_every_steps: int = 0,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """`flexsnn deploy prepare`: bias removal + fine-tune of a trained run into a deployed run.
 
@@ -129,7 +130,9 @@ def prepare_deployment(
     The fine-tune checkpoints into ``out`` after every epoch and every
     ``checkpoint_every_steps`` steps; ``resume=True`` continues a killed one exactly as
     ``flexsnn train --resume`` does (checked against the checkpoint before anything is
-    written). ``out`` is locked while it is written.
+    written). ``out`` is locked while it is written. ``on_start()`` is called once every check
+    has passed and ``out`` is claimed, just before the fine-tune starts (the CLI prints its
+    opening line there, so a refused request prints only its error).
     """
     resolve_device(device)
     check_choice(method, "method", DEPLOY_METHODS)
@@ -186,6 +189,8 @@ def prepare_deployment(
     with claim_run_dir(out, resume, overwrite, what="flexsnn deploy prepare") as out:
         if resume:  # a refused resume leaves the folder as it was
             check_resume(out, options, sampler)
+        if on_start is not None:
+            on_start()
         model = copy.deepcopy(base)
         write_json(out / "deploy_spec.json", recipe)
         history = finetune_bias_free(
