@@ -179,7 +179,11 @@ def test_version1_parameters_reproduce_the_previous_generator(source):
     images, _ = source
     events, offsets = simulate_dvs(images[:12], VERSION1_PARAMS)
     assert np.diff(offsets).tolist() == [1516, 1132, 1365, 1246, 1312, 1311, 1147, 1428, 1333, 1423, 1404, 1129]
-    assert int(events["t"].sum()) == 2095071441 and int(events["p"].sum()) == 7922
+    assert int(events["p"].sum()) == 7922
+    # Event times are rounded to whole microseconds from numpy's vectorised log / cos, whose last
+    # bits differ between CPU families (AVX-512 or not): a few of the 15,746 times may round the
+    # other way, by 1 us each. 2,095,071,441 us on the machine that recorded these figures.
+    assert abs(int(events["t"].sum()) - 2095071441) <= 50
 
 
 def test_closed_path_balances_on_and_off_per_pixel(few):

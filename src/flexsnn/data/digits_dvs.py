@@ -49,7 +49,10 @@ The recording model (simulated every ``step_us`` microseconds, all pixels and im
    odds) per pixel, uniform in space and over the 300 ms, drawn from a second generator seeded
    by ``(seed, sample index, 1)``; noise does not move the pixels' references (a simplification).
 
-So each sample's events depend only on its own image and index. Statistics of the whole
+So each sample's events depend only on its own image and index. They are the same on every
+run of one machine; across CPU families (with or without AVX-512) numpy's vectorised ``log`` and
+``cos`` may differ in their last bits, so a few event times can round to the neighbouring
+microsecond (7 us over 15,746 events of 12 samples in one comparison). Statistics of the whole
 dataset (all 1797 samples; ``python scripts/digits_dvs_stats.py``), before (generator
 version 1: 28 px blurry digit, 2 px constant-speed saccades, ``C = 0.4``, no noise) and now:
 
