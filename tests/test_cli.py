@@ -165,6 +165,7 @@ def test_demo_writes_the_public_results_shape(tmp_path, capsys):
     ablation = json.loads((out / "results_with_ablation.json").read_text())
     assert set(ablation) == {"sdt", "mtt", "sdt_calibrated"}
     assert (out / "accuracy_vs_T.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "accuracy_vs_T_rebinned.png").read_bytes()[:4] == b"\x89PNG"
     table = capsys.readouterr().out
     assert "SDT" in table and "MTT" in table and "mixed per-stage configs" in table
     assert "re-binned: the test events binned again into T frames" in table

@@ -23,6 +23,7 @@ from flexsnn.evaluate.pareto import (
 from flexsnn.evaluate.report import (
     format_table,
     plot_accuracy_vs_t,
+    plot_accuracy_vs_t_panels,
     results_from_sweep,
     write_results,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "evaluate_config",
     "format_table",
     "plot_accuracy_vs_t",
+    "plot_accuracy_vs_t_panels",
     "recording",
     "results_from_sweep",
     "spike_stats",

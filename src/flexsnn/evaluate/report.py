@@ -81,3 +81,45 @@ def plot_accuracy_vs_t(
     ax.legend()
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_accuracy_vs_t_panels(
+    panels: Mapping[str, Results],
+    path: str | os.PathLike,
+    title: str | None = None,
+    log_t: bool = True,
+) -> Path:
+    """Accuracy (%) against T side by side: one panel per entry of ``panels`` (its title ->
+    results as for :func:`plot_accuracy_vs_t`), the same methods in the same colours, a shared
+    y axis; ``log_t`` puts T on a log axis (sweeps up to tens of steps). Written atomically."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), dpi=120, sharey=True, squeeze=False)
+    colours: dict[str, str] = {}
+    for ax, (name, results) in zip(axes[0], panels.items()):
+        for method, per_t in results.items():
+            ts = sorted(per_t, key=int)
+            label = method.upper() if method.isidentifier() else method
+            line = ax.plot(
+                [int(t) for t in ts],
+                [100 * per_t[t] for t in ts],
+                marker="o",
+                ms=3,
+                label=label,
+                color=colours.get(label),
+            )[0]
+            colours.setdefault(label, line.get_color())
+        if log_t:
+            ax.set_xscale("log")
+            top = max((int(t) for per_t in results.values() for t in per_t), default=1)
+            ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= top]
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("inference time steps T")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][0].legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
