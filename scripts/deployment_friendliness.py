@@ -99,7 +99,7 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_layer, ax_sd, ax_acc) = plt.subplots(1, 3, figsize=(14, 4.2))
-    colors = {"SDT": "tab:blue", "MTT": "tab:orange", "MTT/stage1": "tab:green"}
+    colors = {"SDT": "tab:blue", "MTT": "tab:orange", "MTT/stage1": "tab:green", "MTT/R=10": "tab:red"}
     models = report["models"]
     width = 0.8 / max(len(models), 1)
     for k, (label, res) in enumerate(models.items()):
@@ -156,6 +156,9 @@ def plot(report: dict, path: Path) -> None:
     )
     ax_acc.grid(True, which="both", alpha=0.3)
     ax_acc.legend(fontsize=7)
+    for ax in (ax_sd, ax_acc):
+        ax.set_xticks(list(T_GRID), [str(t) for t in T_GRID])
+        ax.tick_params(axis="x", which="minor", bottom=False)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -167,10 +170,23 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: DEPLOY_DIR/friendliness)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     parser.add_argument("--plot-only", action="store_true", help="redraw friendliness.png from friendliness.json")
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="another deployed run to measure beside the demo's (e.g. MTT/R=10=runs/mtt_r10); repeatable",
+    )
     args = parser.parse_args(argv)
     deploy_dir = Path(args.deploy_dir)
     out = Path(args.out) if args.out else deploy_dir / "friendliness"
     runs = [(label, deploy_dir / name) for label, name in MODELS if (deploy_dir / name).is_dir()]
+    for item in args.run:
+        label, sep, folder = item.rpartition("=")
+        if not sep or not label or not Path(folder).is_dir():
+            print(f"error: --run must be LABEL=DIR with DIR a deployed run folder, got {item!r}", file=sys.stderr)
+            return 2
+        runs.append((label, Path(folder)))
     if not runs:
         print(f"error: no fine-tuned runs in {deploy_dir}; run `make demo-deploy` first", file=sys.stderr)
         return 2
