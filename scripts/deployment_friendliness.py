@@ -34,7 +34,6 @@ from flexsnn.deploy import (
     simulate,
     time_stepped_layer_spikes,
 )
-from flexsnn.deploy.compare import time_stepped_outputs
 from flexsnn.runs import load_deployed
 from flexsnn.runs.deploy import load_event_split
 
@@ -54,8 +53,9 @@ def time_stepped(model, events, sensor, t, batch_size=64):
     for start in range(0, len(events), batch_size):
         chunk = events[start : start + batch_size]
         frames = torch.from_numpy(np.stack([to_frames(ev, sensor, n_time_bins=t) for ev in chunk], axis=1))
-        scores.append(time_stepped_outputs(model, frames, t)[0].double().numpy())
-        layers.append(time_stepped_layer_spikes(model, frames, t))
+        chunk_scores, chunk_layers = time_stepped_layer_spikes(model, frames, t, return_scores=True)
+        scores.append(chunk_scores)
+        layers.append(chunk_layers)
     return np.concatenate(scores), [np.concatenate(parts) for parts in zip(*layers)]
 
 
@@ -108,31 +108,15 @@ def plot(report: dict, path: Path) -> None:
         xs = np.arange(n_layers) + (k - (len(models) - 1) / 2) * width
         ax_layer.bar(xs, [100 * v for v in at["layer_sd"]], width, color=colors.get(label), label=label)
         ts = [int(t) for t in res["by_t"]]
-        ax_sd.plot(
-            ts,
-            [100 * res["by_t"][str(t)]["layer_sd"][-1] for t in ts],
-            marker="o",
-            ms=3,
-            color=colors.get(label),
-            label=f"{label}: output layer",
+        series = (
+            (ax_sd, "layer_sd", -1, "-", "o", f"{label}: output layer"),
+            (ax_sd, "layer_sd", 0, ":", ".", f"{label}: layer 1"),
+            (ax_acc, "ts_accuracy", None, "-", "o", f"{label} time-stepped"),
         )
-        ax_sd.plot(
-            ts,
-            [100 * res["by_t"][str(t)]["layer_sd"][0] for t in ts],
-            ":",
-            marker=".",
-            ms=3,
-            color=colors.get(label),
-            label=f"{label}: layer 1",
-        )
-        ax_acc.plot(
-            ts,
-            [100 * res["by_t"][str(t)]["ts_accuracy"] for t in ts],
-            marker="o",
-            ms=3,
-            color=colors.get(label),
-            label=f"{label} time-stepped",
-        )
+        for ax, key, layer, style, marker, name in series:
+            values = [res["by_t"][str(t)][key] for t in ts]
+            ys = [100 * (v if layer is None else v[layer]) for v in values]
+            ax.plot(ts, ys, style, marker=marker, ms=3, color=colors.get(label), label=name)
         ax_acc.axhline(100 * res["ed_accuracy"], color=colors.get(label), ls="--", lw=1, label=f"{label} event-driven")
     t_ft = next(iter(models.values()))["t_finetune"]
     ax_layer.set_xticks(range(n_layers), [f"layer {i + 1}" for i in range(n_layers - 1)] + ["output"])

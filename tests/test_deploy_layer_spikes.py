@@ -91,3 +91,15 @@ def test_results_without_a_spike_trace_and_mismatched_layer_lists_are_refused():
         layer_spike_divergence([np.ones((1, 2))], [])
     # a layer without reference spikes has no defined SD
     assert np.isnan(layer_spike_divergence([np.zeros((1, 2))], [np.ones((1, 2))])[0])
+
+
+def test_scores_come_from_the_same_forward_as_the_counts():
+    from flexsnn.deploy.compare import time_stepped_outputs
+
+    net = _net(torch.tensor([[[[-1.0]], [[1.0]]]]), torch.tensor([[1.0] * 6, [0.5] * 6]))
+    events = [make_events(x=[0, 1, 2], y=[0, 1, 0], t=[0, 10, 20], p=[1, 1, 0])]
+    frames = torch.from_numpy(np.stack([to_frames(ev, SENSOR, n_time_bins=2) for ev in events], axis=1))
+    scores, layers = time_stepped_layer_spikes(net, frames, 2, return_scores=True)
+    np.testing.assert_array_equal(scores, time_stepped_outputs(net, frames, 2)[0].double().numpy())
+    assert scores.tolist() == [[2.0, 1.0]]  # two ON spikes reach the head: 2 x 1.0 and 2 x 0.5
+    assert [a.tolist() for a in layers] == [a.tolist() for a in time_stepped_layer_spikes(net, frames, 2)]

@@ -91,12 +91,13 @@ def layer_spike_divergence(ts_layers: Sequence[Any], ed_layers: Sequence[Any]) -
 
 
 @torch.no_grad()
-def time_stepped_layer_spikes(model: nn.Module, frames: torch.Tensor, t: int) -> list[np.ndarray]:
+def time_stepped_layer_spikes(model: nn.Module, frames: torch.Tensor, t: int, return_scores: bool = False) -> Any:
     """Per-neuron spike counts of every spiking layer of ``model`` run at uniform ``t`` on
     ``frames [T, B, ...]``: one int64 array ``[B, neurons]`` per layer in forward order (neurons
     in the layer's ``C, H, W`` order, summed over time), then the readout's counting neuron
     (as in :func:`time_stepped_outputs`), so the list lines up with the event-driven
-    ``layer_spikes`` of :func:`flexsnn.deploy.simulate`."""
+    ``layer_spikes`` of :func:`flexsnn.deploy.simulate`. ``return_scores=True`` returns
+    ``(scores [B, classes], layers)`` from the same forward (the readout's accumulated input)."""
     t = check_positive_int(t, "t")
     counting = _counting_neuron(EventNet.from_torch(model))
     counts: list[torch.Tensor] = []
@@ -106,11 +107,12 @@ def time_stepped_layer_spikes(model: nn.Module, frames: torch.Tensor, t: int) ->
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, SpikingNeuron)]
     try:
-        _, out_spikes = time_stepped_outputs(model, frames, t, counting)
+        scores, out_spikes = time_stepped_outputs(model, frames, t, counting)
     finally:
         for h in hooks:
             h.remove()
-    return [c.numpy() for c in counts] + [out_spikes.round().long().cpu().numpy()]
+    layers = [c.numpy() for c in counts] + [out_spikes.round().long().cpu().numpy()]
+    return (scores.double().cpu().numpy(), layers) if return_scores else layers
 
 
 def event_driven_layer_spikes(results: Sequence[Any]) -> list[np.ndarray]:
