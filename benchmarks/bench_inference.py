@@ -1,9 +1,9 @@
 """Inference time per batch at T = 1..16: flexsnn eager (no grad) and compiled vs the peers.
 
-The issue's network (benchmarks/common.py), batch 32, forward only under torch.no_grad().
+The benchmark network (benchmarks/common.py), batch 32, forward only under torch.no_grad().
 flexsnn runs as a one-stage StagedNet: "flexsnn_eager" calls it directly (fused neuron
 path, no autograd), "flexsnn_runner" goes through flexsnn.inference.InferenceRunner
-(torch.compile, one compile per T, done in the warm-up and reported apart),
+(torch.compile, one compile per T and micro-batch shape, done in the warm-up and reported apart),
 "flexsnn_runner_bf16" the same with ``amp="bf16"`` (an extra row: not float32). The peers run
 their eager forward. Libraries are interleaved per repeat; the figure is the median.
 

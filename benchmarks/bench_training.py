@@ -1,6 +1,6 @@
 """Training step time and peak memory: flexsnn vs plain PyTorch and the peer libraries.
 
-One forward + backward + SGD step of the issue's network (benchmarks/common.py) at
+One forward + backward + SGD step of the benchmark network (benchmarks/common.py) at
 T = 4, 10, 16, batch 32. Timing: every library is built in THIS process and the steps are
 interleaved (lib A, lib B, ..., then again), so load from other processes hits all alike;
 the figure is the median of --repeats steps after --warmup steps.

@@ -1,10 +1,9 @@
-"""Shared pieces of the benchmarks: the issue's network in every library, timing, memory.
+"""Shared pieces of the benchmarks: the benchmark network in every library, timing, memory.
 
-The network (issue 4): input frames ``[T, B, 2, 34, 34]``; conv 3x3 2->32 (pad 1) -> LIF ->
+The network: input frames ``[T, B, 2, 34, 34]``; conv 3x3 2->32 (pad 1) -> LIF ->
 avg-pool 2 -> conv 3x3 32->64 (pad 1) -> LIF -> avg-pool 2 -> flatten -> linear 64*8*8 -> 10;
-loss = cross-entropy of the time-averaged output. The issue does not say how 34x34 shrinks
-before the linear layer; avg-pool 2 after each LIF is our reading (the plain per-step loop
-then costs what the issue measured for it). LIF: decay 0.5 (u = 0.5 u + x), threshold 1,
+loss = cross-entropy of the time-averaged output. Avg-pool 2 after each LIF shrinks 34x34
+before the linear layer. LIF: decay 0.5 (u = 0.5 u + x), threshold 1,
 hard reset to 0, each library's own surrogate.
 
 Every builder returns ``(module, forward)`` where ``forward(x [T, B, 2, 34, 34]) ->

@@ -29,7 +29,7 @@ import common  # noqa: E402
 
 
 def targets(training: dict, inference: dict, mtt: dict, static: dict | None = None) -> list[str]:
-    """The issue's targets, as measured ratios (never asserted: a benchmark reports)."""
+    """The speed targets, as measured ratios (never asserted: a benchmark reports)."""
     out = []
     row = training["by_T"].get("10")
     if row and row["fastest_peer"]:

@@ -158,3 +158,42 @@ def test_bad_amp_and_channels_last_arguments():
         InferenceRunner(tiny_net(), amp="int8")
     with pytest.raises(InputError, match="channels_last must be True or False"):
         InferenceRunner(tiny_net(), channels_last="yes")
+
+
+def test_micro_batches_equal_the_whole_batch_and_are_compile_keys():
+    net = tiny_net()
+    runner = InferenceRunner(net, time_config=(3, 2), compile=True, micro_batch=3)
+    x = frames(5, b=8)
+    out = runner(x)
+    assert out.shape == (2, 8, 3)
+    torch.testing.assert_close(out, eager(net, x, (3, 2)))
+    assert sorted(key[1] for key in runner.compiled_keys) == [(5, 2, 2, 4), (5, 3, 2, 4)]  # chunks 3, 3, 2
+    runner(frames(5, b=8, seed=1))
+    assert len(runner.compiled_keys) == 2  # the same chunk shapes again: no new compile
+
+
+def test_auto_micro_batch_keeps_the_largest_intermediate_under_the_limit(monkeypatch):
+    net = tiny_net()
+    # one sample's largest module output at (3, 2): a [3, 1, 8] float32 tensor (the flattened frames) = 96 B
+    monkeypatch.setattr("flexsnn.inference.MICRO_BATCH_BYTES", 96 * 4)
+    runner = InferenceRunner(net, time_config=(3, 2), compile=True)
+    x = frames(3, b=10)
+    torch.testing.assert_close(runner(x), eager(net, x, (3, 2)))
+    assert sorted(key[1][1] for key in runner.compiled_keys) == [3, 4]  # at most 4: 4 + 3 + 3 samples
+    whole = InferenceRunner(net, time_config=(3, 2), compile=True, micro_batch=None)
+    whole(x)
+    assert [key[1][1] for key in whole.compiled_keys] == [10]
+
+
+def test_stateful_models_run_whole_batches():
+    net = tiny_net()
+    net.stateful = True
+    runner = InferenceRunner(net, time_config=(3, 2), compile=True, micro_batch=2)
+    runner(frames(3, b=6))  # one membrane per batch row is kept between calls: never split
+    assert [key[1][1] for key in runner.compiled_keys] == [6]
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5, "all"])
+def test_micro_batch_must_be_auto_a_positive_int_or_none(bad):
+    with pytest.raises(InputError, match="micro_batch must be 'auto', a positive int or None"):
+        InferenceRunner(tiny_net(), micro_batch=bad)

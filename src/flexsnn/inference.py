@@ -13,6 +13,13 @@ Layouts: ``x`` is what the model takes (static ``[B, ...]`` or frames ``[T_in, B
 ``runner(x)`` returns the model's output ``[T_last, B, classes]`` and
 ``runner.predict(x)`` its readout ``[B, classes]``.
 
+Micro-batches (CPU): a compiled graph allocates its ``[T*B, ...]`` intermediates itself, and
+with glibc's default malloc every one above 32 MiB is a fresh ``mmap`` faulted in on every
+call. By default the runner splits a StagedNet's batch into chunks whose largest intermediate
+stays under :data:`MICRO_BATCH_BYTES` (measured once per key on a one-sample eager forward)
+and concatenates the outputs; eval-mode layers treat samples independently, so the result
+equals the whole-batch forward up to float rounding of the matrix products.
+
 Compilation pays for repeated batches of one shape (evaluation sweeps, serving); it does
 not pay for a handful of calls (a compile costs seconds). ``compile="auto"`` compiles when
 ``torch.compile`` works on this platform, and otherwise runs eager without autograd.
@@ -35,6 +42,8 @@ from flexsnn.runtime import use_channels_last
 TimeConfigLike = Union[int, Sequence[int]]  # noqa: UP007 (a runtime alias, valid on Python 3.10)
 COMPILE_CHOICES = ("auto", True, False)
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: ``micro_batch="auto"`` keeps each chunk's largest intermediate under this many bytes.
+MICRO_BATCH_BYTES = 16 << 20
 
 
 def _model_call(model: nn.Module, x: torch.Tensor, time_config) -> torch.Tensor:
@@ -76,6 +85,10 @@ class InferenceRunner:
             tensor cores on CUDA); neurons integrate in float32 and the output is float32.
             Not bit-identical to float32: currents are rounded to 8 (bf16) or 11 (fp16)
             mantissa bits, which can move a spike that sits at the threshold.
+        micro_batch: ``"auto"`` (CPU and a StagedNet: chunks whose largest intermediate is at
+            most :data:`MICRO_BATCH_BYTES`; whole batches elsewhere), a positive int (samples
+            per chunk) or ``None`` (whole batches). Each chunk shape is a compile key. A
+            stateful (streaming) model always runs whole batches.
     """
 
     def __init__(
@@ -86,6 +99,7 @@ class InferenceRunner:
         backend: str = "inductor",
         channels_last: bool = True,
         amp: str = "none",
+        micro_batch: int | str | None = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be an nn.Module (a StagedNet), got {type(model).__name__}")
@@ -95,7 +109,15 @@ class InferenceRunner:
             raise InputError(f"channels_last must be True or False, got {channels_last!r}")
         if amp not in AMP_DTYPES:
             raise InputError(f"amp must be one of {', '.join(map(repr, AMP_DTYPES))}, got {amp!r}")
+        if not (
+            micro_batch is None
+            or micro_batch == "auto"
+            or (isinstance(micro_batch, int) and not isinstance(micro_batch, bool) and micro_batch >= 1)
+        ):
+            raise InputError(f"micro_batch must be 'auto', a positive int or None, got {micro_batch!r}")
         self.amp = amp
+        self.micro_batch = micro_batch
+        self._rows: dict[tuple, int | None] = {}  # chunk rows per (config, sample shape) under "auto"
         self.model = use_channels_last(model) if channels_last else model
         self._was_training = model.training
         model.eval()
@@ -172,8 +194,54 @@ class InferenceRunner:
             if not self.compile:
                 return self._output(_model_call(self.model, x, cfg))
             check_finite(x, "x")  # once, eagerly, so a bad batch raises InputError as in eager mode
-            key = (cfg, tuple(x.shape), x.dtype, str(x.device), self.amp)
-            return self._output(self._compiled_for(key)(self.model, x, cfg))
+            dim = self._batch_dim(x)
+            rows = self._chunk_rows(x, cfg, dim)
+            if rows is None or rows >= x.shape[dim]:
+                return self._output(self._run_compiled(x, cfg))
+            chunks = -(-x.shape[dim] // rows)  # as equal as possible (sizes differ by one at most)
+            outs = [self._run_compiled(part, cfg) for part in torch.tensor_split(x, chunks, dim=dim)]
+            return self._output(torch.cat(outs, dim=1))  # outputs are [T_last, B, classes]
+
+    def _run_compiled(self, x: torch.Tensor, cfg: tuple[int, ...]) -> torch.Tensor:
+        key = (cfg, tuple(x.shape), x.dtype, str(x.device), self.amp)
+        return self._compiled_for(key)(self.model, x, cfg)
+
+    def _batch_dim(self, x: torch.Tensor) -> int | None:
+        """Where the batch is in ``x`` (a StagedNet's input kind says), None for other models."""
+        kind = getattr(self.model, "input_kind", None)
+        dim = {"static": 0, "frames": 1}.get(kind) if isinstance(kind, str) else None
+        return dim if dim is not None and x.dim() > dim else None
+
+    def _chunk_rows(self, x: torch.Tensor, cfg: tuple[int, ...], dim: int | None) -> int | None:
+        """Samples per chunk: the user's number, or under "auto" what keeps the largest
+        intermediate of a chunk under MICRO_BATCH_BYTES (None: the whole batch)."""
+        if dim is None or self.micro_batch is None or getattr(self.model, "stateful", False) is True:
+            return None  # a streaming (stateful) model keeps one state per batch row: never split
+        if isinstance(self.micro_batch, int):
+            return self.micro_batch
+        if x.device.type != "cpu":
+            return None
+        key = (cfg, tuple(x.shape[:dim]) + tuple(x.shape[dim + 1 :]), x.dtype, self.amp)
+        if key not in self._rows:
+            per_sample = self._largest_intermediate_bytes(x.narrow(dim, 0, 1), cfg)
+            self._rows[key] = max(1, MICRO_BATCH_BYTES // per_sample) if per_sample else None
+        return self._rows[key]
+
+    def _largest_intermediate_bytes(self, one: torch.Tensor, cfg: tuple[int, ...]) -> int:
+        """The largest module output of an eager forward of one sample, in bytes."""
+        largest = [0]
+
+        def record(module, args, out):
+            if isinstance(out, torch.Tensor):
+                largest[0] = max(largest[0], out.numel() * out.element_size())
+
+        handles = [m.register_forward_hook(record) for m in self.model.modules()]
+        try:
+            _model_call(self.model, one, cfg)
+        finally:
+            for h in handles:
+                h.remove()
+        return largest[0]
 
     def _output(self, out: torch.Tensor) -> torch.Tensor:
         return out if self.amp == "none" else out.float()  # the head ran in low precision

@@ -32,12 +32,17 @@ def is_multistep(module: nn.Module) -> bool:
 def apply_flat(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run a time-stateless ``module`` on ``x`` ``[T, B, ...]`` via the ``[T*B, ...]`` view.
 
-    In training on CPU an ``nn.AvgPool2d`` runs :class:`PooledAvgPool2d` (the same values,
-    its output and input gradient in :data:`flexsnn.buffers.STEP_BUFFERS`).
+    On CPU an ``nn.AvgPool2d`` (in training) and an ``nn.Conv2d`` with a large output run
+    :class:`PooledAvgPool2d` / :func:`pooled_conv2d`: the same values, their large outputs and
+    input gradients in :data:`flexsnn.buffers.STEP_BUFFERS`.
     """
     t, b = x.shape[0], x.shape[1]
     flat = x.reshape(t * b, *x.shape[2:])
-    y = _pooled_avg_pool(module, flat) if type(module) is nn.AvgPool2d else None
+    y = None
+    if type(module) is nn.AvgPool2d:
+        y = _pooled_avg_pool(module, flat)
+    elif type(module) is nn.Conv2d:
+        y = pooled_conv2d(module, flat)
     if y is None:
         y = module(flat)
     return y.reshape(t, b, *y.shape[1:])
@@ -66,29 +71,158 @@ class PooledAvgPool2d(torch.autograd.Function):
     def backward(ctx, grad):  # noqa: D102
         (x,) = ctx.saved_tensors
         grad_input = STEP_BUFFERS.empty_like(x)
+        # A gradient arriving through a flatten is NCHW while x is channels_last: the kernel's
+        # mixed-layout path is ~10x slower than converting the (4x smaller) gradient first.
+        grad = grad.contiguous(memory_format=_memory_format(x))
         torch.ops.aten.avg_pool2d_backward.grad_input(grad, x, *ctx.args, grad_input=grad_input)
         return grad_input, None, None, None, None, None, None
 
 
-def _pooled_avg_pool(module: nn.AvgPool2d, x: torch.Tensor) -> torch.Tensor | None:
-    """:class:`PooledAvgPool2d` where it applies (CPU, a gradient to compute, 4-D, no hooks
-    and not under torch.compile), else None."""
-    if (
+def _plain_call_only(module: nn.Module, x: torch.Tensor) -> bool:
+    """True where a pooled replacement must not stand in for ``module(x)``: not CPU, not 4-D,
+    under torch.compile (which plans its own buffers), or with hooks that expect the module call."""
+    return bool(
         x.device.type != "cpu"
         or x.dim() != 4
-        or not (torch.is_grad_enabled() and x.requires_grad)
         or torch.compiler.is_compiling()
         or module._forward_hooks
         or module._forward_pre_hooks
         or nn.modules.module._global_forward_hooks
         or nn.modules.module._global_forward_pre_hooks
-    ):
+    )
+
+
+def _pooled_avg_pool(module: nn.AvgPool2d, x: torch.Tensor) -> torch.Tensor | None:
+    """:class:`PooledAvgPool2d` where it applies (CPU, a gradient to compute, 4-D, no hooks
+    and not under torch.compile), else None."""
+    if _plain_call_only(module, x) or not (torch.is_grad_enabled() and x.requires_grad):
         return None
     m = module
     stride = m.stride if m.stride is not None else m.kernel_size
     return PooledAvgPool2d.apply(
         x, m.kernel_size, stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override
     )
+
+
+#: A pooled convolution runs on batch chunks whose output is about this size: small enough
+#: for glibc's heap to keep serving without faults (its mmap threshold adapts up to 32 MiB,
+#: but it trims the heap's top above twice that threshold; 8 MiB chunks still faulted now
+#: and then), large enough for oneDNN to run at full speed.
+CONV_CHUNK_BYTES = 2 << 20
+
+
+def _batch_chunks(n: int, bytes_per_sample: int) -> list[tuple[int, int]]:
+    rows = max(1, CONV_CHUNK_BYTES // max(1, bytes_per_sample))
+    return [(i, min(n, i + rows)) for i in range(0, n, rows)]
+
+
+def _conv_output_bytes(x: torch.Tensor, weight: torch.Tensor, args) -> int:
+    """Bytes of ``conv2d(x, weight)`` (zero padding, int pairs), by the output-size formula."""
+    stride, padding, dilation, _ = args
+    numel = x.shape[0] * weight.shape[0]
+    for k in (0, 1):
+        span = dilation[k] * (weight.shape[2 + k] - 1) + 1
+        numel *= max(0, (x.shape[2 + k] + 2 * padding[k] - span) // stride[k] + 1)
+    return numel * x.element_size()
+
+
+def _pooled_conv_forward(x: torch.Tensor, weight, bias, args) -> torch.Tensor:
+    """``conv(x)`` computed chunk by chunk into a pooled block: every temporary stays heap-sized.
+
+    The block takes the memory format of torch's own result (oneDNN picks channels_last when
+    the input or the weight is), read off the first chunk.
+    """
+    stride, padding, dilation, groups = args
+    n = x.shape[0]
+    out = None
+    for i, j in _batch_chunks(n, _conv_output_bytes(x, weight, args) // n):
+        part = F.conv2d(x[i:j], weight, bias, stride, padding, dilation, groups)
+        if out is None:
+            shape = (n, *part.shape[1:])
+            stride_of = torch.empty(shape, device="meta", memory_format=_memory_format(part)).stride()
+            out = STEP_BUFFERS.empty_strided(shape, stride_of, part.dtype)
+        out[i:j].copy_(part)
+    return out
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-D tensor laid out so (and not also contiguous), else contiguous."""
+    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class PooledConv2d(torch.autograd.Function):
+    """``F.conv2d`` (zero padding) whose output and input gradient are :data:`STEP_BUFFERS` buffers.
+
+    The output of a time-first convolution (``[T*B, C, H, W]``, 47 MiB for 32 channels of
+    34x34 at T=10, batch 32) is above glibc's largest mmap threshold, so torch's own
+    allocation of it is a fresh ``mmap`` faulted in on every step (about 15 ms of a 3 ms conv
+    on 2 cores). Here the convolution runs on batch chunks and each chunk is copied into a
+    pooled block; the input gradient likewise. The weight and bias gradients come from one
+    ``convolution_backward`` over the whole batch, as in ``nn.Conv2d``. Every sample's
+    output and input gradient are computed exactly as unchunked (samples are independent).
+    ``apply(x, weight, bias, stride, padding, dilation, groups)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):  # noqa: D102
+        args = (stride, padding, dilation, groups)
+        out = _pooled_conv_forward(x, weight, bias, args)
+        ctx.save_for_backward(x, weight)
+        ctx.args = args
+        ctx.has_bias = bias is not None
+        ctx.out_format = _memory_format(out)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # noqa: D102
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=ctx.out_format)
+        stride, padding, dilation, groups = ctx.args
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        conv_args = (stride, padding, dilation, False, [0, 0], groups)
+        grad_x = grad_w = grad_b = None
+        if need_w or need_b:
+            bias_sizes = [weight.shape[0]] if ctx.has_bias else None
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, bias_sizes, *conv_args, (False, need_w, need_b and ctx.has_bias)
+            )
+        if need_x:
+            grad_x = STEP_BUFFERS.empty_like(x)
+            per_sample = x[0].numel() * x.element_size()
+            for i, j in _batch_chunks(x.shape[0], per_sample):
+                part = torch.ops.aten.convolution_backward(
+                    grad[i:j], x[i:j], weight, None, *conv_args, (True, False, False)
+                )[0]
+                grad_x[i:j].copy_(part)
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def pooled_conv2d(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
+    """``module(x)`` with a pooled output where that helps (CPU, zero padding, an output of
+    more than one chunk, no hooks, not under torch.compile), else None.
+
+    Without a gradient to compute (inference) only the chunked forward runs.
+    """
+    if (
+        _plain_call_only(module, x)
+        or module.padding_mode != "zeros"
+        or isinstance(module.padding, str)
+        or torch.is_autocast_enabled("cpu")  # autocast casts inside conv2d; the backward here would not
+    ):
+        return None
+    m = module
+    args = (m.stride, m.padding, m.dilation, m.groups)
+    if x.shape[0] == 0 or x.dtype != m.weight.dtype or _conv_output_bytes(x, m.weight, args) <= CONV_CHUNK_BYTES:
+        return None
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or m.weight.requires_grad or (m.bias is not None and m.bias.requires_grad)
+    )
+    if needs_grad:
+        return PooledConv2d.apply(x, m.weight, m.bias, *args)
+    return _pooled_conv_forward(x, m.weight, m.bias, args)
 
 
 def run_time_first(layers, x: torch.Tensor) -> torch.Tensor:
