@@ -3,8 +3,8 @@
 With glibc's default malloc every block above its mmap threshold (at most 32 MiB) is a fresh
 ``mmap``, page-faulted in on first touch and unmapped on ``free``: a time-first training step
 handles several ``[T*B, ...]`` tensors of that size (47 MiB each for a 32-channel 34x34 conv
-output at T=10, batch 32) and would fault them all in again on every step. The neurons and
-time-first pooling take such buffers from :data:`STEP_BUFFERS` instead, so the pages are
+output at T=10, batch 32) and would fault them all in again on every step. The neurons,
+time-first pooling and time-first convolutions take such buffers from :data:`STEP_BUFFERS` instead, so the pages are
 faulted in once, whatever the process's allocator settings
 (:func:`flexsnn.runtime.tune_cpu_allocator` is still there for torch's own temporaries).
 """

@@ -23,7 +23,8 @@ ones. Two settings then matter (measured on the 2-core project machine, benchmar
   convolution results may differ in the last bits (another summation order).
 
 Without the tuned allocator the largest per-step tensors are still faulted in only once:
-the neurons and time-first pooling take their ``[T, ...]`` buffers from
+the neurons, time-first pooling and time-first convolutions (outputs and input gradients)
+take their ``[T, ...]`` buffers from
 :data:`flexsnn.buffers.STEP_BUFFERS`, which hands a buffer out again only once nothing refers
 to its memory any more.
 """
