@@ -85,10 +85,11 @@ class InferenceRunner:
             tensor cores on CUDA); neurons integrate in float32 and the output is float32.
             Not bit-identical to float32: currents are rounded to 8 (bf16) or 11 (fp16)
             mantissa bits, which can move a spike that sits at the threshold.
-        micro_batch: ``"auto"`` (CPU and a StagedNet: chunks whose largest intermediate is at
-            most :data:`MICRO_BATCH_BYTES`; whole batches elsewhere), a positive int (samples
-            per chunk) or ``None`` (whole batches). Each chunk shape is a compile key. A
-            stateful (streaming) model always runs whole batches.
+        micro_batch: how compiled runs split a StagedNet's batch: ``"auto"`` (on CPU, chunks
+            whose largest intermediate is at most :data:`MICRO_BATCH_BYTES`; whole batches on
+            other devices), a positive int (samples per chunk) or ``None`` (whole batches).
+            Each chunk shape is a compile key. Eager runs (conv and neuron buffers pooled),
+            models other than a StagedNet and stateful (streaming) models run whole batches.
     """
 
     def __init__(
