@@ -126,23 +126,31 @@ def _conv_output_bytes(x: torch.Tensor, weight: torch.Tensor, args) -> int:
     return numel * x.element_size()
 
 
-def _pooled_conv_forward(x: torch.Tensor, weight, bias, args) -> torch.Tensor:
-    """``conv(x)`` computed chunk by chunk into a pooled block: every temporary stays heap-sized.
+def _chunked_into(n: int, bytes_per_sample: int, compute, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``out[i:j] = compute(i, j)`` over batch chunks: every temporary stays heap-sized.
 
-    The block takes the memory format of torch's own result (oneDNN picks channels_last when
-    the input or the weight is), read off the first chunk.
+    Without ``out`` the pooled block is allocated on the first chunk, in that chunk's memory
+    format (oneDNN picks channels_last when the input or the weight is).
     """
-    stride, padding, dilation, groups = args
-    n = x.shape[0]
-    out = None
-    for i, j in _batch_chunks(n, _conv_output_bytes(x, weight, args) // n):
-        part = F.conv2d(x[i:j], weight, bias, stride, padding, dilation, groups)
+    for i, j in _batch_chunks(n, bytes_per_sample):
+        part = compute(i, j)
         if out is None:
             shape = (n, *part.shape[1:])
             stride_of = torch.empty(shape, device="meta", memory_format=_memory_format(part)).stride()
             out = STEP_BUFFERS.empty_strided(shape, stride_of, part.dtype)
         out[i:j].copy_(part)
+    if out is None:  # pooled_conv2d never passes an empty batch
+        raise ValueError("_chunked_into needs at least one sample")
     return out
+
+
+def _pooled_conv_forward(x: torch.Tensor, weight, bias, args, out_bytes: int) -> torch.Tensor:
+    """``conv(x)`` (``out_bytes`` in all) computed chunk by chunk into a pooled block."""
+    stride, padding, dilation, groups = args
+    n = x.shape[0]
+    return _chunked_into(
+        n, out_bytes // n, lambda i, j: F.conv2d(x[i:j], weight, bias, stride, padding, dilation, groups)
+    )
 
 
 def _memory_format(t: torch.Tensor) -> torch.memory_format:
@@ -162,13 +170,14 @@ class PooledConv2d(torch.autograd.Function):
     pooled block; the input gradient likewise. The weight and bias gradients come from one
     ``convolution_backward`` over the whole batch, as in ``nn.Conv2d``. Every sample's
     output and input gradient are computed exactly as unchunked (samples are independent).
-    ``apply(x, weight, bias, stride, padding, dilation, groups)``.
+    ``apply(x, weight, bias, stride, padding, dilation, groups, out_bytes)`` (``out_bytes``:
+    the size of the whole output, which the caller has already worked out).
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):  # noqa: D102
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, out_bytes):  # noqa: D102
         args = (stride, padding, dilation, groups)
-        out = _pooled_conv_forward(x, weight, bias, args)
+        out = _pooled_conv_forward(x, weight, bias, args, out_bytes)
         ctx.save_for_backward(x, weight)
         ctx.args = args
         ctx.has_bias = bias is not None
@@ -190,14 +199,15 @@ class PooledConv2d(torch.autograd.Function):
                 grad, x, weight, bias_sizes, *conv_args, (False, need_w, need_b and ctx.has_bias)
             )
         if need_x:
-            grad_x = STEP_BUFFERS.empty_like(x)
-            per_sample = x[0].numel() * x.element_size()
-            for i, j in _batch_chunks(x.shape[0], per_sample):
-                part = torch.ops.aten.convolution_backward(
+            grad_x = _chunked_into(
+                x.shape[0],
+                x[0].numel() * x.element_size(),
+                lambda i, j: torch.ops.aten.convolution_backward(
                     grad[i:j], x[i:j], weight, None, *conv_args, (True, False, False)
-                )[0]
-                grad_x[i:j].copy_(part)
-        return grad_x, grad_w, grad_b, None, None, None, None
+                )[0],
+                out=STEP_BUFFERS.empty_like(x),
+            )
+        return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
 def pooled_conv2d(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
@@ -215,14 +225,17 @@ def pooled_conv2d(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
         return None
     m = module
     args = (m.stride, m.padding, m.dilation, m.groups)
-    if x.shape[0] == 0 or x.dtype != m.weight.dtype or _conv_output_bytes(x, m.weight, args) <= CONV_CHUNK_BYTES:
+    if x.shape[0] == 0 or x.dtype != m.weight.dtype:
+        return None
+    out_bytes = _conv_output_bytes(x, m.weight, args)
+    if out_bytes <= CONV_CHUNK_BYTES:
         return None
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or m.weight.requires_grad or (m.bias is not None and m.bias.requires_grad)
     )
     if needs_grad:
-        return PooledConv2d.apply(x, m.weight, m.bias, *args)
-    return _pooled_conv_forward(x, m.weight, m.bias, args)
+        return PooledConv2d.apply(x, m.weight, m.bias, *args, out_bytes)
+    return _pooled_conv_forward(x, m.weight, m.bias, args, out_bytes)
 
 
 def run_time_first(layers, x: torch.Tensor) -> torch.Tensor:
