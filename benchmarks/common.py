@@ -185,27 +185,23 @@ def build_plain_channels_last():
 
 # ---------------------------------------------------------------- flexsnn
 def build_flexsnn(path: str = "fused"):
-    """flexsnn: time-first flattening for stateless layers + a multi-step neuron path.
+    """flexsnn as a user writes it: its LIF layers in a TimeFirstSequential (time-first
+    flattening for stateless layers; a neuron followed by AvgPool2d runs as one pass).
 
-    ``path``: "reference" (per-step autograd), "fused" (hand-written BPTT, eager),
-    "compiled" (fused BPTT with torch.compile'd kernels, flexsnn.neurons.compiled).
+    ``path``: the LIF layers' backend, "reference" (per-step autograd), "fused" (hand-written
+    BPTT, eager; the default) or "compiled" (fused BPTT with torch.compile'd kernels).
     Conv weights in channels_last, as ``fit`` and ``InferenceRunner`` lay them out
     (flexsnn.runtime.use_channels_last).
     """
-    from flexsnn.multistep import MultiStepModule, TimeFirstSequential
-    from flexsnn.neurons import NeuronParams
-    from flexsnn.neurons.dispatch import multistep_runner
+    from flexsnn.multistep import TimeFirstSequential
+    from flexsnn.neurons import LIF
     from flexsnn.runtime import use_channels_last
 
-    run = multistep_runner(path)  # the backend LIF(backend=path) uses
-    params = NeuronParams(v_th=1.0, decay=0.5, reset="hard", surrogate="triangle")
-
-    class Neuron(MultiStepModule):
-        def forward(self, x):
-            return run(x, params)[0]
+    def neuron():
+        return LIF(v_th=1.0, decay=0.5, reset="hard", surrogate="triangle", backend=path)
 
     c1, p1, c2, p2, fl, fc = _layers()
-    mod = use_channels_last(TimeFirstSequential(c1, Neuron(), p1, c2, Neuron(), p2, fl, fc))
+    mod = use_channels_last(TimeFirstSequential(c1, neuron(), p1, c2, neuron(), p2, fl, fc))
     return mod, mod
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -412,6 +414,92 @@ def test_float_timestamps_must_be_finite():
     ev["t"] = [0.0, np.nan]
     with pytest.raises(InputError, match="NaN"):
         simulate(two_by_two_net(), ev, (3, 3, 1))
+
+
+def unsorted_streams(rng, sensor, dtype):
+    """Streams of ``dtype``: sorted, unsorted with equal timestamps, empty, one event."""
+    out = []
+    for n, shuffled in ((40, False), (50, True), (0, False), (1, False), (30, True)):
+        src = random_events(rng, n, sensor, t_max=12)
+        ev = np.zeros(n, dtype=dtype)
+        for f in ("x", "y", "t", "p"):
+            ev[f] = src[f]
+        if shuffled:
+            ev = ev[rng.permutation(n)]
+        out.append(ev)
+    return out
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        DTYPE,
+        np.dtype([("t", "f8"), ("x", "u1"), ("y", "i8"), ("p", "?"), ("extra", "f4")]),
+        np.dtype([("x", "u8"), ("y", "u2"), ("t", "u4"), ("p", "i4")]),
+    ],
+    ids=["event_dtype", "float_t_bool_p_extra_field", "unsigned"],
+)
+def test_one_pass_packing_equals_checking_each_stream(dtype):
+    from flexsnn.data.events import check_events, sort_by_time
+
+    mod = importlib.import_module("flexsnn.deploy.simulator.simulate")  # the package exports the function
+    rng = np.random.default_rng(5)
+    sensor = (7, 5, 2)
+    streams = unsorted_streams(rng, sensor, dtype)
+    assert mod._one_packable_dtype(streams)
+    got_streams, keys, times, offsets = mod._checked_and_packed(streams, sensor, ["e"] * len(streams))
+    want_streams = [sort_by_time(check_events(s, sensor, allow_empty=True)) for s in streams]
+    want_keys, want_times, want_offsets = mod._pack_events(want_streams)
+    assert keys.dtype == np.int64 and times.dtype == np.float64
+    np.testing.assert_array_equal(keys, want_keys)
+    np.testing.assert_array_equal(times, want_times)
+    np.testing.assert_array_equal(offsets, want_offsets)
+    for got, want in zip(got_streams, want_streams):
+        np.testing.assert_array_equal(got, want)
+    # and the simulation itself: a mixed-dtype list (the per-stream path) gives the same results
+    net = two_by_two_net()
+    sensor = (3, 3, 1)
+    small = [random_events(rng, 25, sensor, t_max=6)[rng.permutation(25)] for _ in range(4)]
+    other = np.zeros(25, dtype=[("x", ">i8"), ("y", "u1"), ("t", ">f4"), ("p", "?")])  # big-endian too
+    for f in ("x", "y", "t", "p"):
+        other[f] = small[0][f]
+    mixed = [other] + small[1:]
+    assert not mod._one_packable_dtype(mixed)
+    for a, b in zip(simulate(net, small, sensor), simulate(net, mixed, sensor)):
+        np.testing.assert_array_equal(a.scores, b.scores)
+        assert (a.prediction, a.first_decision_time, a.synops) == (b.prediction, b.first_decision_time, b.synops)
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("x", 3, r"events\[2\]\['x'\] has value 3 outside \[0, 3\)"),
+        ("y", -2, r"events\[2\]\['y'\] has value -2"),
+        ("p", 1, r"events\[2\]\['p'\] has value 1 outside \[0, 1\)"),
+        ("t", np.inf, r"events\[2\]\['t'\] contains NaN or infinite"),
+    ],
+)
+def test_one_pass_refusals_are_worded_by_check_events(field, value, match):
+    dtype = np.dtype([("x", "i2"), ("y", "i2"), ("t", "f8"), ("p", "i1")])
+    streams = [make_events([(0, 0, i, 0), (1, 1, i + 1, 0)]).astype(dtype) for i in range(4)]
+    streams[2][field][1] = value
+    with pytest.raises(InputError, match=match):
+        simulate(two_by_two_net(), streams, (3, 3, 1))
+
+
+def test_one_pass_refuses_unsigned_timestamps_beyond_int64_and_keeps_huge_float_ones():
+    net = two_by_two_net()
+    ev = np.zeros(2, dtype=[("x", "u8"), ("y", "i2"), ("t", "u8"), ("p", "i1")])
+    ev["t"] = [1, 2**63]
+    with pytest.raises(InputError, match=r"events\['t'\] has value 9223372036854775808 beyond the int64"):
+        simulate(net, ev, (3, 3, 1))
+    ev["t"] = [1, 2]
+    ev["x"][1] = 2**64 - 1  # would wrap to -1 as int64: still refused, with its real value
+    with pytest.raises(InputError, match=r"events\['x'\] has value 18446744073709551615"):
+        simulate(net, ev, (3, 3, 1))
+    big = np.zeros(2, dtype=[("x", "i2"), ("y", "i2"), ("t", "f8"), ("p", "i1")])
+    big["t"] = [1e19, 2e19]  # finite floats beyond 2**63 are valid timestamps (the per-stream path)
+    assert simulate(net, big, (3, 3, 1)).first_decision_time is not None
 
 
 # ---- the compiled kernel's own machinery (queue growth, merge order, threads, one compile) -----------

@@ -241,3 +241,106 @@ def test_pooled_buffers_are_reused_once_the_previous_step_is_gone():
     # spikes, saved membranes and dx: three blocks, the same ones every step
     assert len(pool._blocks) == 3 and pool.pooled_bytes() == 3 * x.numel() * 4
     assert ptrs <= {b[0].data_ptr() for b in pool._blocks}
+
+
+# ---- a neuron followed by AvgPool2d: one pass, the same values and gradients --------------------
+POOLS = [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
+    dict(kernel_size=2, divisor_override=3),
+]
+
+
+def neuron_pool_net(neuron, pool_kw, channels_last):
+    from torch import nn
+
+    from flexsnn.multistep import TimeFirstSequential
+
+    torch.manual_seed(0)
+    net = TimeFirstSequential(
+        nn.Conv2d(2, 6, 3, padding=1), neuron, nn.AvgPool2d(**pool_kw), nn.Flatten(), nn.LazyLinear(3)
+    )
+    net(torch.zeros(1, 1, 2, 9, 9))  # materialise the lazy head
+    neuron.reset_state()
+    return net.to(memory_format=torch.channels_last) if channels_last else net
+
+
+def one_layer_at_a_time(net, x):
+    """The same layers, each run by itself (no pairing of neuron and pooling)."""
+    from flexsnn.multistep import apply_flat, is_multistep
+
+    for layer in net:
+        x = layer(x) if is_multistep(layer) else apply_flat(layer, x)
+    return x
+
+
+@pytest.mark.parametrize("pool_kw", POOLS, ids=["k2", "k3s2p1_ceil", "k3s2p1_nopad", "divisor"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("mode", MODES[::7], ids=lambda m: "-".join(map(str, m)))
+def test_neuron_then_avg_pool_equals_the_two_layers(mode, pool_kw, channels_last):
+    from flexsnn.neurons import LIF
+
+    net = neuron_pool_net(LIF(**mode_kwargs(mode)), pool_kw, channels_last)
+    x = (torch.rand(5, 3, 2, 9, 9) * 2.5).requires_grad_()
+    params = [x, *net.parameters()]
+    assert pooled_node_ran(net, x)
+    got = net(x)
+    want = one_layer_at_a_time(net, x)
+    assert torch.equal(got, want)
+    g = torch.randn_like(got)
+    got_grads = torch.autograd.grad(got, params, g)
+    want_grads = torch.autograd.grad(want, params, g)
+    for a, b in zip(got_grads, want_grads):
+        assert torch.equal(a, b)
+    assert got_grads[0].abs().sum() > 0
+    with torch.no_grad():
+        assert torch.equal(net(x), want)
+
+
+def pooled_node_ran(net, x) -> bool:
+    """Whether net(x)'s autograd graph holds the one-pass neuron + pooling node."""
+    names, todo, seen = set(), [net(x).grad_fn], []
+    while todo:
+        fn = todo.pop()
+        if fn is None or any(fn is s for s in seen):
+            continue
+        seen.append(fn)  # kept alive, so no later node can be mistaken for it
+        names.add(fn.name())
+        todo += [nxt for nxt, _ in fn.next_functions]
+    return "FusedLIFAvgPoolFunctionBackward" in names
+
+
+def test_neuron_then_avg_pool_runs_as_one_node_only_where_nothing_is_lost():
+    from flexsnn.neurons import IF, LIF
+
+    x = torch.rand(4, 2, 2, 9, 9, requires_grad=True) * 3
+    assert pooled_node_ran(neuron_pool_net(LIF(), POOLS[0], True), x)
+    assert pooled_node_ran(neuron_pool_net(IF(multi_spike=True, v_min=-1.0), POOLS[0], False), x)
+    # each of these must run the neuron by itself: the spikes are wanted, or another backend runs
+    recorded = LIF()
+    recorded.record = True
+    streaming = LIF()
+    streaming.stateful = True
+    membrane = LIF()
+    membrane.record_membrane = True
+    hooked = LIF()
+    calls = []
+    hooked.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    for neuron in (recorded, streaming, membrane, hooked, LIF(backend="reference")):
+        net = neuron_pool_net(neuron, POOLS[0], True)
+        assert not pooled_node_ran(net, x)
+    assert recorded.last_spike_count is not None and calls and calls[-1][:2] == (4, 2)
+    pool_hooked = neuron_pool_net(LIF(), POOLS[0], True)
+    pool_hooked[2].register_forward_pre_hook(lambda m, i: None)
+    assert not pooled_node_ran(pool_hooked, x)
+
+
+def test_neuron_then_avg_pool_keeps_checking_its_input():
+    from flexsnn.neurons import LIF
+
+    net = neuron_pool_net(LIF(), POOLS[0], True)
+    x = torch.rand(3, 2, 2, 9, 9)
+    net[0].bias.data[0] = float("nan")
+    with pytest.raises(InputError, match="finite|NaN"):
+        net(x)

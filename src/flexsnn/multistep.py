@@ -73,7 +73,7 @@ class PooledAvgPool2d(torch.autograd.Function):
         grad_input = STEP_BUFFERS.empty_like(x)
         # A gradient arriving through a flatten is NCHW while x is channels_last: the kernel's
         # mixed-layout path is ~10x slower than converting the (4x smaller) gradient first.
-        grad = grad.contiguous(memory_format=_memory_format(x))
+        grad = grad.contiguous(memory_format=memory_format_of(x))
         torch.ops.aten.avg_pool2d_backward.grad_input(grad, x, *ctx.args, grad_input=grad_input)
         return grad_input, None, None, None, None, None, None
 
@@ -136,7 +136,7 @@ def _chunked_into(n: int, bytes_per_sample: int, compute, out: torch.Tensor | No
         part = compute(i, j)
         if out is None:
             shape = (n, *part.shape[1:])
-            stride_of = torch.empty(shape, device="meta", memory_format=_memory_format(part)).stride()
+            stride_of = torch.empty(shape, device="meta", memory_format=memory_format_of(part)).stride()
             out = STEP_BUFFERS.empty_strided(shape, stride_of, part.dtype)
         out[i:j].copy_(part)
     if out is None:  # pooled_conv2d never passes an empty batch
@@ -153,7 +153,7 @@ def _pooled_conv_forward(x: torch.Tensor, weight, bias, args, out_bytes: int) ->
     )
 
 
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
     """channels_last for a 4-D tensor laid out so (and not also contiguous), else contiguous."""
     if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
         return torch.channels_last
@@ -181,7 +181,7 @@ class PooledConv2d(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.args = args
         ctx.has_bias = bias is not None
-        ctx.out_format = _memory_format(out)
+        ctx.out_format = memory_format_of(out)
         return out
 
     @staticmethod
@@ -239,10 +239,38 @@ def pooled_conv2d(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
 
 
 def run_time_first(layers, x: torch.Tensor) -> torch.Tensor:
-    """Run a sequence of layers on ``x`` ``[T, B, ...]``, flattening time for stateless ones."""
-    for layer in layers:
-        x = layer(x) if is_multistep(layer) else apply_flat(layer, x)
+    """Run a sequence of layers on ``x`` ``[T, B, ...]``, flattening time for stateless ones.
+
+    A neuron followed by an ``nn.AvgPool2d`` runs as one pass where the neuron offers it
+    (``forward_into_avg_pool``: flexsnn's LIF / IF layers on CPU), so the spikes between
+    them are never stored whole.
+    """
+    layers = list(layers)
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if is_multistep(layer):
+            y = _neuron_then_avg_pool(layer, layers[i + 1], x) if i + 1 < len(layers) else None
+            if y is not None:
+                x = y
+                i += 2
+                continue
+            x = layer(x)
+        else:
+            x = apply_flat(layer, x)
+        i += 1
     return x
+
+
+def _neuron_then_avg_pool(neuron: nn.Module, pool: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """``pool`` applied to ``neuron(x)`` in one pass, or None where that does not apply (a
+    neuron without ``forward_into_avg_pool``, not a plain AvgPool2d, hooks, compiling)."""
+    fused = getattr(neuron, "forward_into_avg_pool", None)
+    if fused is None or type(pool) is not nn.AvgPool2d or x.dim() != 5 or _plain_call_only(pool, x[0]):
+        return None
+    stride = pool.stride if pool.stride is not None else pool.kernel_size
+    args = (pool.kernel_size, stride, pool.padding, pool.ceil_mode, pool.count_include_pad, pool.divisor_override)
+    return fused(x, args)
 
 
 # ---- peer neurons: stateful modules that must not run on the [T*B, ...] view ----------------

@@ -14,9 +14,12 @@ Public entry point: :func:`flexsnn.neurons.lif_multistep` with ``backend="fused"
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from flexsnn.neurons.kernels import EAGER_KERNELS, Kernels, forward_traced
+from flexsnn.buffers import STEP_BUFFERS
+from flexsnn.multistep import memory_format_of
+from flexsnn.neurons.kernels import EAGER_KERNELS, Kernels, backward_loop, forward_loop, forward_traced
 from flexsnn.neurons.params import NeuronParams
 from flexsnn.neurons.reference import reference_multistep
 
@@ -64,3 +67,74 @@ def fused_multistep(
     with torch.no_grad():
         spikes, v_last, _ = kernels.forward(x, p, False)
     return spikes, v_last
+
+
+# ---- a neuron followed by average pooling, in one pass ----------------------------------------
+def _steps_like(step: torch.Tensor, steps: int, device: torch.device) -> torch.Tensor:
+    """An uninitialised ``[steps, *step.shape]`` tensor on ``device`` whose every step is laid
+    out as ``step`` (channels_last or contiguous), pooled across training steps on CPU."""
+    shape = (steps, *step.shape)
+    if step.dim() == 4 and memory_format_of(step) is torch.channels_last:
+        t, b, c, h, w = shape
+        stride = torch.empty((t, b, h, w, c), device="meta").permute(0, 1, 4, 2, 3).stride()
+    else:
+        stride = torch.empty(shape, device="meta").stride()
+    if device.type == "cpu":
+        return STEP_BUFFERS.empty_strided(shape, stride, step.dtype)
+    return torch.empty_strided(shape, stride, dtype=step.dtype, device=device)
+
+
+def _pool_steps_into(x: torch.Tensor, pool_args: tuple):
+    """The ``[T, B, C, H', W']`` result buffer and the sink that pools step t's spikes into it."""
+    out = _steps_like(F.avg_pool2d(x[0].to("meta"), *pool_args), x.shape[0], x.device)
+
+    def sink(t: int, s: torch.Tensor) -> None:
+        torch.ops.aten.avg_pool2d.out(s, *pool_args, out=out[t])
+
+    return out, sink
+
+
+class FusedLIFAvgPoolFunction(torch.autograd.Function):
+    """The fused neuron over all T steps followed by ``F.avg_pool2d`` of each step's spikes,
+    one autograd node: ``apply(x, p, pool_args) -> pooled spikes [T, B, C, H', W']``
+    (``pool_args``: avg_pool2d's kernel_size, stride, padding, ceil_mode, count_include_pad,
+    divisor_override).
+
+    The spikes ``[T, B, C, H, W]``, as large as the neuron's input, are never stored: each
+    step's spikes sit in one step buffer, warm in cache, and are pooled at once; the backward
+    pools each step's gradient back into one step buffer when the neuron's loop reaches that
+    step. Values and gradients are exactly those of the two layers run one after the other
+    (the same kernels, step by step).
+    """
+
+    @staticmethod
+    def forward(ctx, x, p, pool_args):  # noqa: D102
+        out, sink = _pool_steps_into(x, pool_args)
+        _, _, h_all = forward_loop(x, p, True, sink=sink)
+        ctx.save_for_backward(h_all)
+        ctx.params = p
+        ctx.pool_args = pool_args
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # noqa: D102
+        (h,) = ctx.saved_tensors
+        step = torch.empty_like(h[0])
+
+        def grad_spikes(t: int) -> torch.Tensor:
+            # a gradient through a flatten is NCHW: the mixed-layout pooling backward is slow
+            g = grad[t].contiguous(memory_format=memory_format_of(h[t]))
+            return torch.ops.aten.avg_pool2d_backward.grad_input(g, h[t], *ctx.pool_args, grad_input=step)
+
+        return backward_loop(h, grad_spikes, None, ctx.params), None, None
+
+
+def fused_avg_pool(x: torch.Tensor, p: NeuronParams, pool_args: tuple) -> torch.Tensor:
+    """``avg_pool2d`` (``pool_args``) of every step of the fused neuron's spikes, in one pass."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return FusedLIFAvgPoolFunction.apply(x, p, pool_args)
+    with torch.no_grad():
+        out, sink = _pool_steps_into(x, pool_args)
+        forward_loop(x, p, False, sink=sink)
+    return out

@@ -44,17 +44,22 @@ class Kernels(NamedTuple):
 
 # ----------------------------------------------------------------------------- eager loops
 def forward_loop(
-    x: torch.Tensor, p: NeuronParams, keep_membrane: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    x: torch.Tensor, p: NeuronParams, keep_membrane: bool, sink: Callable | None = None
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
     """Run the dynamics without autograd: ``(spikes, v_last, h or None)``.
 
     Every value is computed with ops that round exactly as the reference loop's do, so
     spikes and membranes are bit-identical to it. Results go into preallocated ``[T, ...]``
     buffers; per-step values into step-sized buffers allocated once, so the loop allocates
     nothing. The ``[T, ...]`` buffers come from :data:`flexsnn.buffers.STEP_BUFFERS`: a
-    training loop reuses the previous step's memory instead of faulting in fresh pages. The fired mask is computed once per step (for single spikes it *is* ``s``).
+    training loop reuses the previous step's memory instead of faulting in fresh pages. The
+    fired mask is computed once per step (for single spikes it *is* ``s``).
+
+    ``sink(t, s)``: hand each step's spikes to the next layer at once instead of keeping
+    them (``spikes`` is then None); ``s`` is a step buffer that step ``t + 1`` overwrites.
     """
-    spikes = STEP_BUFFERS.empty_like(x)
+    spikes = STEP_BUFFERS.empty_like(x) if sink is None else None
+    step_spikes = None if sink is None else torch.empty_like(x[0])
     h_all = STEP_BUFFERS.empty_like(x) if keep_membrane else None
     u = torch.zeros_like(x[0])
     h_buf = None if keep_membrane else torch.empty_like(u)
@@ -68,7 +73,7 @@ def forward_loop(
         else:
             torch.mul(u, p.decay, out=h).add_(x[t])
         m = h if m_buf is None else torch.clamp_min(h, p.v_min, out=m_buf)
-        s = spike_forward(m, p.v_th, p.multi_spike, out=spikes[t])
+        s = spike_forward(m, p.v_th, p.multi_spike, out=spikes[t] if sink is None else step_spikes)
         # u is dead once h is computed: overwrite it in place.
         if p.reset == "hard":
             # H(s > 0); for multi-spikes s >= 1 exactly when u / v_th >= 1 (threshold_reached)
@@ -78,6 +83,8 @@ def forward_loop(
             torch.sub(m, torch.mul(s, p.v_th, out=scratch), out=u)  # same rounding as m - s * v_th
         else:
             torch.sub(m, s, alpha=p.v_th, out=u)  # s in {0, 1}: exact, same value as m - s * v_th
+        if sink is not None:
+            sink(t, s)
     return spikes, u, h_all
 
 
@@ -87,13 +94,18 @@ def _surrogate_into(m: torch.Tensor, p: NeuronParams, out: torch.Tensor) -> torc
 
 
 def backward_loop(
-    h: torch.Tensor, grad_spikes: torch.Tensor | None, grad_v: torch.Tensor | None, p: NeuronParams
+    h: torch.Tensor,
+    grad_spikes: torch.Tensor | Callable | None,
+    grad_v: torch.Tensor | None,
+    p: NeuronParams,
 ) -> torch.Tensor:
     """dL/dx ``[T, B, ...]`` from the saved pre-clip membrane ``h`` ``[T, B, ...]``.
 
     Runs step by step from the end. Each step's factors live in four step-sized buffers
     allocated once (so they stay warm in cache and the loop allocates nothing); the only
     ``[T, ...]`` tensor is the result, whose slice ``dx[t]`` also serves as the carry.
+    ``grad_spikes``: ``[T, B, ...]``, or a function ``t -> dL/ds[t]`` (the next layer's
+    backward, one step at a time, so that gradient is never stored whole).
     """
     dx = STEP_BUFFERS.empty_like(h)
     step = h[0]
@@ -128,7 +140,11 @@ def backward_loop(
             coef = torch.mul(s_prime, -p.v_th, out=coef_buf).add_(1.0)  # d(m - v_th s)/dm
 
         # dm[t] = dL/ds[t] * s'(m[t]) + coef[t] * dL/du[t]
-        dm = torch.mul(s_prime, grad_spikes[t], out=dx[t]) if grad_spikes is not None else dx[t].zero_()
+        if grad_spikes is None:
+            dm = dx[t].zero_()
+        else:
+            grad_s = grad_spikes(t) if callable(grad_spikes) else grad_spikes[t]
+            dm = torch.mul(s_prime, grad_s, out=dx[t])
         if carry is not None:
             if coef is None:
                 dm.add_(carry, alpha=carry_scale)

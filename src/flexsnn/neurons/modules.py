@@ -36,6 +36,7 @@ import torch
 from flexsnn.errors import InputError, check_choice
 from flexsnn.multistep import MultiStepModule
 from flexsnn.neurons.dispatch import BACKENDS, check_input, multistep_runner
+from flexsnn.neurons.fused import fused_avg_pool
 from flexsnn.neurons.params import NeuronParams
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)  # autocast dtypes; neurons integrate in float32
@@ -125,6 +126,28 @@ class SpikingNeuron(MultiStepModule):
             self.last_time_steps = int(x.shape[0])
             self.last_batch_size = int(x.shape[1])
         return spikes
+
+    def forward_into_avg_pool(self, x: torch.Tensor, pool_args: tuple) -> torch.Tensor | None:
+        """``F.avg_pool2d(spikes[t], *pool_args)`` for every step of ``self(x)``, in one pass
+        (:func:`flexsnn.neurons.fused.fused_avg_pool`: the spikes are never stored whole),
+        or None where this layer must run by itself: another backend, recording, streaming,
+        hooks, low precision, not a 5-D CPU input. Called by the time-first runner for a
+        neuron followed by ``nn.AvgPool2d``; same values and gradients as the two layers."""
+        if (
+            self.backend not in ("auto", "fused")
+            or self.record
+            or self.stateful
+            or self.record_membrane
+            or self._forward_hooks
+            or self._forward_pre_hooks
+            or not isinstance(x, torch.Tensor)
+            or x.dim() != 5
+            or x.device.type != "cpu"
+            or x.dtype in LOW_PRECISION
+            or torch.compiler.is_compiling()
+        ):
+            return None
+        return fused_avg_pool(check_input(x), self.params, pool_args)
 
     def extra_repr(self) -> str:
         p = self.params

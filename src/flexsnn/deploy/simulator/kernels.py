@@ -348,6 +348,46 @@ def _run_core(
     return 0, 0, first_decision, settle, decision, n_log
 
 
+@numba.njit(**_JIT)
+def pack_streams(x, y, t, p, offsets, width, height, pols, keys, times, unsorted):
+    """Check and pack the streams of one structured array in one pass (the rules of
+    :func:`flexsnn.data.events.check_events`): stream b is rows offsets[b]:offsets[b + 1] of the
+    fields x, y, t, p (any integer types; t integer or float).
+
+    Writes keys (p << 32 | y << 16 | x), float64 times and, per stream, whether it is out of
+    time order (unsorted; the caller sorts those). Returns False at the first value that
+    breaks a rule (a coordinate out of range, a non-finite or beyond-int64 timestamp): the
+    caller then words the error with check_events.
+    """
+    n = x.size
+    lo_x = hi_x = lo_y = hi_y = lo_p = hi_p = 0
+    if n:
+        lo_x = hi_x = np.int64(x[0])
+        lo_y = hi_y = np.int64(y[0])
+        lo_p = hi_p = np.int64(p[0])
+    # separate simple loops (no branch per value): the compiler keeps each one tight
+    for i in range(n):
+        xi = np.int64(x[i])  # a huge unsigned value wraps negative: the range check refuses it too
+        yi = np.int64(y[i])
+        pi = np.int64(p[i])
+        lo_x, hi_x = min(lo_x, xi), max(hi_x, xi)
+        lo_y, hi_y = min(lo_y, yi), max(hi_y, yi)
+        lo_p, hi_p = min(lo_p, pi), max(hi_p, pi)
+        keys[i] = (pi << 32) | (yi << 16) | xi
+    for i in range(n):
+        times[i] = np.float64(t[i])
+    ok = lo_x >= 0 and hi_x < width and lo_y >= 0 and hi_y < height and lo_p >= 0 and hi_p < pols
+    for i in range(n):
+        ti = times[i]
+        ok &= (ti - ti == 0.0) & (ti < 9223372036854775808.0)  # finite, below 2**63 (int64's range)
+    for b in range(offsets.size - 1):
+        in_order = True
+        for i in range(offsets[b] + 1, offsets[b + 1]):
+            in_order &= t[i] >= t[i - 1]
+        unsorted[b] = not in_order
+    return ok
+
+
 @numba.njit(inline="always", **_JIT)
 def _decision(scores, n_out):
     """argmax of the scores with the lowest index on ties; -1 while every score is zero."""
