@@ -203,3 +203,33 @@ def test_conv_output_size_formula_matches_torch(name):
         except RuntimeError:  # too small for the kernel: torch refuses, the formula says 0 or less
             expected = 0
         assert multistep._conv_output_bytes(x, conv.weight, args) == expected
+
+
+def test_nchw_input_into_a_channels_last_conv_is_converted_once_with_the_same_values(small_chunks):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(2, 8, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.rand(2, 6, 2, 16, 16)  # an NCHW network input
+    copies = []
+    real = torch.Tensor.copy_
+
+    def counting_copy(dst, src, *a, **k):
+        copies.append((tuple(src.shape), dst.is_contiguous(memory_format=torch.channels_last)))
+        return real(dst, src, *a, **k)
+
+    y = apply_flat(conv, x)
+    with torch.no_grad():
+        want = conv(x.reshape(12, 2, 16, 16))
+    assert torch.equal(y.reshape(want.shape), want)
+    conv.zero_grad()
+    torch.Tensor.copy_ = counting_copy
+    try:
+        ya = apply_flat(conv, x)
+    finally:
+        torch.Tensor.copy_ = real
+    assert copies[0] == ((12, 2, 16, 16), True)  # the whole input, once, into channels_last
+    g = torch.randn(ya.shape)
+    ya.backward(g)
+    w_grad = conv.weight.grad.clone()
+    conv.zero_grad()
+    conv(x.reshape(12, 2, 16, 16)).backward(g.reshape(want.shape))
+    assert torch.equal(w_grad, conv.weight.grad)

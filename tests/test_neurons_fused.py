@@ -246,13 +246,14 @@ def test_pooled_buffers_are_reused_once_the_previous_step_is_gone():
 # ---- a neuron followed by AvgPool2d: one pass, the same values and gradients --------------------
 POOLS = [
     dict(kernel_size=2),
+    dict(kernel_size=3, ceil_mode=True),
     dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
     dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
     dict(kernel_size=2, divisor_override=3),
 ]
 
 
-def neuron_pool_net(neuron, pool_kw, channels_last):
+def neuron_pool_net(neuron, pool_kw, channels_last, side=9):
     from torch import nn
 
     from flexsnn.multistep import TimeFirstSequential
@@ -261,7 +262,7 @@ def neuron_pool_net(neuron, pool_kw, channels_last):
     net = TimeFirstSequential(
         nn.Conv2d(2, 6, 3, padding=1), neuron, nn.AvgPool2d(**pool_kw), nn.Flatten(), nn.LazyLinear(3)
     )
-    net(torch.zeros(1, 1, 2, 9, 9))  # materialise the lazy head
+    net(torch.zeros(1, 1, 2, side, side))  # materialise the lazy head
     neuron.reset_state()
     return net.to(memory_format=torch.channels_last) if channels_last else net
 
@@ -275,14 +276,15 @@ def one_layer_at_a_time(net, x):
     return x
 
 
-@pytest.mark.parametrize("pool_kw", POOLS, ids=["k2", "k3s2p1_ceil", "k3s2p1_nopad", "divisor"])
+@pytest.mark.parametrize("side", [9, 12], ids=["ragged", "tiled"])  # 12: 2x2 and 3x3 windows tile the map
+@pytest.mark.parametrize("pool_kw", POOLS, ids=["k2", "k3_ceil", "k3s2p1_ceil", "k3s2p1_nopad", "divisor"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("mode", MODES[::7], ids=lambda m: "-".join(map(str, m)))
-def test_neuron_then_avg_pool_equals_the_two_layers(mode, pool_kw, channels_last):
+def test_neuron_then_avg_pool_equals_the_two_layers(mode, pool_kw, channels_last, side):
     from flexsnn.neurons import LIF
 
-    net = neuron_pool_net(LIF(**mode_kwargs(mode)), pool_kw, channels_last)
-    x = (torch.rand(5, 3, 2, 9, 9) * 2.5).requires_grad_()
+    net = neuron_pool_net(LIF(**mode_kwargs(mode)), pool_kw, channels_last, side)
+    x = (torch.rand(5, 3, 2, side, side) * 2.5).requires_grad_()
     params = [x, *net.parameters()]
     assert pooled_node_ran(net, x)
     got = net(x)

@@ -160,6 +160,21 @@ def memory_format_of(t: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def in_weight_layout(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x`` converted once to channels_last when the weight is and ``x`` is not (an NCHW
+    network input into a channels_last first conv): oneDNN would convert every batch chunk,
+    and the whole batch again for the weight gradient (the same values either way)."""
+    if (
+        x.dim() == 4
+        and x.shape[1] > 1
+        and memory_format_of(weight) is torch.channels_last
+        and memory_format_of(x) is not torch.channels_last
+    ):
+        stride = torch.empty(x.shape, device="meta", memory_format=torch.channels_last).stride()
+        return STEP_BUFFERS.empty_strided(x.shape, stride, x.dtype).copy_(x)
+    return x
+
+
 class PooledConv2d(torch.autograd.Function):
     """``F.conv2d`` (zero padding) whose output and input gradient are :data:`STEP_BUFFERS` buffers.
 
@@ -177,6 +192,7 @@ class PooledConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, out_bytes):  # noqa: D102
         args = (stride, padding, dilation, groups)
+        x = in_weight_layout(x, weight)
         out = _pooled_conv_forward(x, weight, bias, args, out_bytes)
         ctx.save_for_backward(x, weight)
         ctx.args = args
@@ -235,7 +251,7 @@ def pooled_conv2d(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
     )
     if needs_grad:
         return PooledConv2d.apply(x, m.weight, m.bias, *args, out_bytes)
-    return _pooled_conv_forward(x, m.weight, m.bias, args, out_bytes)
+    return _pooled_conv_forward(in_weight_layout(x, m.weight), m.weight, m.bias, args, out_bytes)
 
 
 def run_time_first(layers, x: torch.Tensor) -> torch.Tensor:

@@ -104,8 +104,9 @@ def backward_loop(
     Runs step by step from the end. Each step's factors live in four step-sized buffers
     allocated once (so they stay warm in cache and the loop allocates nothing); the only
     ``[T, ...]`` tensor is the result, whose slice ``dx[t]`` also serves as the carry.
-    ``grad_spikes``: ``[T, B, ...]``, or a function ``t -> dL/ds[t]`` (the next layer's
-    backward, one step at a time, so that gradient is never stored whole).
+    ``grad_spikes``: ``[T, B, ...]``, or a function ``(t, s_prime, out)`` that writes
+    ``s_prime * dL/ds[t]`` into ``out`` (the next layer's backward, one step at a time, so
+    that gradient is never stored whole).
     """
     dx = STEP_BUFFERS.empty_like(h)
     step = h[0]
@@ -142,9 +143,11 @@ def backward_loop(
         # dm[t] = dL/ds[t] * s'(m[t]) + coef[t] * dL/du[t]
         if grad_spikes is None:
             dm = dx[t].zero_()
+        elif callable(grad_spikes):
+            dm = dx[t]
+            grad_spikes(t, s_prime, dm)
         else:
-            grad_s = grad_spikes(t) if callable(grad_spikes) else grad_spikes[t]
-            dm = torch.mul(s_prime, grad_s, out=dx[t])
+            dm = torch.mul(s_prime, grad_spikes[t], out=dx[t])
         if carry is not None:
             if coef is None:
                 dm.add_(carry, alpha=carry_scale)
