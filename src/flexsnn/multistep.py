@@ -70,12 +70,18 @@ class PooledAvgPool2d(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):  # noqa: D102
         (x,) = ctx.saved_tensors
-        grad_input = STEP_BUFFERS.empty_like(x)
-        # A gradient arriving through a flatten is NCHW while x is channels_last: the kernel's
-        # mixed-layout path is ~10x slower than converting the (4x smaller) gradient first.
-        grad = grad.contiguous(memory_format=memory_format_of(x))
-        torch.ops.aten.avg_pool2d_backward.grad_input(grad, x, *ctx.args, grad_input=grad_input)
+        grad_input = avg_pool2d_backward_into(grad, x, ctx.args, STEP_BUFFERS.empty_like(x))
         return grad_input, None, None, None, None, None, None
+
+
+def avg_pool2d_backward_into(
+    grad: torch.Tensor, x: torch.Tensor, args: tuple, grad_input: torch.Tensor
+) -> torch.Tensor:
+    """``avg_pool2d``'s input gradient (``args`` as avg_pool2d takes them after the input) into
+    ``grad_input``. A gradient arriving through a flatten is NCHW while ``x`` is channels_last:
+    the kernel's mixed-layout path is ~10x slower than converting the (smaller) gradient first."""
+    grad = grad.contiguous(memory_format=memory_format_of(x))
+    return torch.ops.aten.avg_pool2d_backward.grad_input(grad, x, *args, grad_input=grad_input)
 
 
 def _plain_call_only(module: nn.Module, x: torch.Tensor) -> bool:

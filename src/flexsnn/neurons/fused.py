@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from flexsnn.buffers import STEP_BUFFERS
-from flexsnn.multistep import memory_format_of
+from flexsnn.multistep import avg_pool2d_backward_into, memory_format_of
 from flexsnn.neurons.kernels import EAGER_KERNELS, Kernels, backward_loop, forward_loop, forward_traced
 from flexsnn.neurons.params import NeuronParams
 from flexsnn.neurons.reference import reference_multistep
@@ -102,9 +102,9 @@ class FusedLIFAvgPoolFunction(torch.autograd.Function):
 
     The spikes ``[T, B, C, H, W]``, as large as the neuron's input, are never stored: each
     step's spikes sit in one step buffer, warm in cache, and are pooled at once; the backward
-    pools each step's gradient back into one step buffer when the neuron's loop reaches that
-    step. Values and gradients are exactly those of the two layers run one after the other
-    (the same kernels, step by step).
+    takes each step's gradient back through the pooling when the neuron's loop reaches that
+    step. Values and gradients are those of the two layers run one after the other (the same
+    kernels, step by step; test_neurons_fused.py compares them bit for bit).
     """
 
     @staticmethod
@@ -125,8 +125,8 @@ class FusedLIFAvgPoolFunction(torch.autograd.Function):
 
 def _tiles(pool_args: tuple, step: torch.Tensor) -> int | None:
     """k where the pooling tiles a channels_last step exactly with k x k windows (kernel =
-    stride = k, no padding, sizes divisible by k, no ceil_mode), else None."""
-    kernel, stride, padding, ceil_mode, _, _ = pool_args
+    stride = k, no padding, sizes divisible by k; ceil_mode then changes nothing), else None."""
+    kernel, stride, padding, _, _, _ = pool_args
     k = _pair(kernel)
     if (
         k[0] != k[1]
@@ -137,7 +137,7 @@ def _tiles(pool_args: tuple, step: torch.Tensor) -> int | None:
         or step.shape[3] % k[0]
     ):
         return None
-    return k[0]  # ceil_mode changes nothing when the windows tile the map
+    return k[0]
 
 
 def _pair(v) -> tuple[int, int]:
@@ -167,10 +167,7 @@ def _pool_backward_steps(grad: torch.Tensor, h: torch.Tensor, pool_args: tuple):
     step = torch.empty_like(h[0])
 
     def general(t: int, s_prime: torch.Tensor, out: torch.Tensor) -> None:
-        # a gradient through a flatten is NCHW: the mixed-layout pooling backward is slow
-        g = grad[t].contiguous(memory_format=memory_format_of(h[t]))
-        torch.ops.aten.avg_pool2d_backward.grad_input(g, h[t], *pool_args, grad_input=step)
-        torch.mul(s_prime, step, out=out)
+        torch.mul(s_prime, avg_pool2d_backward_into(grad[t], h[t], pool_args, step), out=out)
 
     return general
 
