@@ -233,3 +233,21 @@ def test_nchw_input_into_a_channels_last_conv_is_converted_once_with_the_same_va
     conv.zero_grad()
     conv(x.reshape(12, 2, 16, 16)).backward(g.reshape(want.shape))
     assert torch.equal(w_grad, conv.weight.grad)
+
+
+def test_pooled_conv_bias_gradient_is_the_sum_of_the_output_gradient(small_chunks):
+    torch.manual_seed(2)
+    conv = nn.Conv2d(3, 5, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.rand(4, 6, 3, 18, 18)
+    y = apply_flat(conv, x)
+    assert y.grad_fn.next_functions[0][0].name().endswith("PooledConv2dBackward")
+    g = torch.randn(y.shape) * 100
+    y.backward(g)
+    exact = g.double().sum((0, 1, 3, 4))  # float64: the reference both float32 sums are held to
+    scale = g.double().abs().sum((0, 1, 3, 4))
+    assert ((conv.bias.grad.double() - exact).abs() <= 1e-6 * scale).all()
+    module = nn.Conv2d(3, 5, 3, padding=1).to(memory_format=torch.channels_last)
+    module.load_state_dict(conv.state_dict())
+    module(x.reshape(24, 3, 18, 18)).backward(g.reshape(24, 5, 18, 18))
+    torch.testing.assert_close(conv.bias.grad, module.bias.grad, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(conv.weight.grad, module.weight.grad, rtol=1e-5, atol=1e-3)
