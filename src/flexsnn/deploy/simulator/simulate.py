@@ -136,9 +136,7 @@ def _py_time(value: Any) -> Any:
 def _pack_events(streams: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All streams as one array of packed input keys (p << 32 | y << 16 | x), float64 times and
     int64 offsets [n_streams + 1] (stream b is keys[offsets[b]:offsets[b + 1]])."""
-    sizes = np.fromiter((s.size for s in streams), dtype=np.int64, count=len(streams))
-    offsets = np.zeros(len(streams) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
+    offsets = _offsets(streams)
     if len(streams) == 1:
         p, y, x, t = (streams[0][f] for f in ("p", "y", "x", "t"))
     else:  # field by field: contiguous copies (joining the records first is slower)
@@ -147,6 +145,14 @@ def _pack_events(streams: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray,
     keys |= y.astype(np.int64) << 16
     keys |= x.astype(np.int64)  # numpy will not OR uint64 into int64 (values are range-checked)
     return keys, t.astype(np.float64), offsets
+
+
+def _offsets(streams: Sequence[np.ndarray]) -> np.ndarray:
+    """int64 [n_streams + 1]: where each stream starts in the joined arrays, and the total."""
+    sizes = np.fromiter((s.size for s in streams), dtype=np.int64, count=len(streams))
+    offsets = np.zeros(len(streams) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return offsets
 
 
 def _one_packable_dtype(streams: Sequence[Any]) -> bool:
@@ -184,9 +190,7 @@ def _checked_and_packed(
     through check_events stream by stream, which words the error.
     """
     if _one_packable_dtype(streams):
-        sizes = np.fromiter((s.size for s in streams), dtype=np.int64, count=len(streams))
-        offsets = np.zeros(len(streams) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
+        offsets = _offsets(streams)
         joined = streams[0] if len(streams) == 1 else _joined(streams)
         keys = np.empty(joined.size, dtype=np.int64)
         times = np.empty(joined.size, dtype=np.float64)
