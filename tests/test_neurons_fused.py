@@ -346,3 +346,29 @@ def test_neuron_then_avg_pool_keeps_checking_its_input():
     net[0].bias.data[0] = float("nan")
     with pytest.raises(InputError, match="finite|NaN"):
         net(x)
+
+
+@pytest.mark.parametrize("name, shape", [("nmnist_net", (2, 34, 34)), ("vgg9_dvs", (2, 32, 32))])
+def test_staged_models_pair_their_neurons_and_pools_and_train_the_same(name, shape, monkeypatch):
+    from flexsnn.models import build_model
+    from flexsnn.neurons.modules import SpikingNeuron
+    from flexsnn.runtime import use_channels_last
+
+    torch.manual_seed(0)
+    kwargs = {"width": 0.125} if name == "vgg9_dvs" else {}  # VGG9 narrowed to stay fast
+    net = use_channels_last(build_model(name, **kwargs))
+    x = (torch.rand(3, 2, *shape) < 0.3).float()
+    cfgs = [(3,) * net.num_stages, (1,) + (2,) * (net.num_stages - 1)]
+
+    def grads():
+        net.zero_grad()
+        for cfg in cfgs:
+            net(x, time_config=cfg).square().mean().backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    paired = grads()
+    assert pooled_node_ran(lambda v: net(v, time_config=cfgs[0]), x)
+    monkeypatch.setattr(SpikingNeuron, "forward_into_avg_pool", lambda self, v, args: None)
+    assert not pooled_node_ran(lambda v: net(v, time_config=cfgs[0]), x)
+    for a, b in zip(paired, grads()):
+        assert torch.equal(a, b)
