@@ -103,11 +103,14 @@ def _pooled_avg_pool(module: nn.AvgPool2d, x: torch.Tensor) -> torch.Tensor | No
     and not under torch.compile), else None."""
     if _plain_call_only(module, x) or not (torch.is_grad_enabled() and x.requires_grad):
         return None
-    m = module
-    stride = m.stride if m.stride is not None else m.kernel_size
-    return PooledAvgPool2d.apply(
-        x, m.kernel_size, stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override
-    )
+    return PooledAvgPool2d.apply(x, *_avg_pool_args(module))
+
+
+def _avg_pool_args(pool: nn.AvgPool2d) -> tuple:
+    """What ``F.avg_pool2d`` takes after the input: kernel_size, stride (the kernel when None),
+    padding, ceil_mode, count_include_pad, divisor_override."""
+    stride = pool.stride if pool.stride is not None else pool.kernel_size
+    return (pool.kernel_size, stride, pool.padding, pool.ceil_mode, pool.count_include_pad, pool.divisor_override)
 
 
 #: A pooled convolution runs on batch chunks whose output is about this size: small enough
@@ -294,9 +297,7 @@ def _neuron_then_avg_pool(neuron: nn.Module, pool: nn.Module, x: torch.Tensor) -
     fused = getattr(neuron, "forward_into_avg_pool", None)
     if fused is None or type(pool) is not nn.AvgPool2d or x.dim() != 5 or _plain_call_only(pool, x[0]):
         return None
-    stride = pool.stride if pool.stride is not None else pool.kernel_size
-    args = (pool.kernel_size, stride, pool.padding, pool.ceil_mode, pool.count_include_pad, pool.divisor_override)
-    return fused(x, args)
+    return fused(x, _avg_pool_args(pool))
 
 
 # ---- peer neurons: stateful modules that must not run on the [T*B, ...] view ----------------
