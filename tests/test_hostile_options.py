@@ -141,3 +141,11 @@ def test_sweeps_warn_only_when_the_statistics_of_another_config_were_not_asked_f
         sweep_uniform(net, test, [1, 3], calib_loader=train, calib_batches=2, progress=False)  # per config
         sweep_uniform(net, test, [1, 3], calib_loader=train, calib_batches=2, calib_config=2, progress=False)
         sweep_uniform(net, test, [1, 3], calibrate=False, progress=False)  # the saved statistics, on purpose
+
+
+def test_stage_input_warns_at_its_caller_too():
+    net, _, test = calibrated_net()
+    x = next(iter(test))[0].transpose(0, 1)
+    with pytest.warns(CalibrationWarning, match=r"not for \(3, 1\)") as record:
+        net.stage_input(x, (3, 1))
+    assert record[0].filename == __file__

@@ -372,3 +372,28 @@ def test_staged_models_pair_their_neurons_and_pools_and_train_the_same(name, sha
     assert not pooled_node_ran(lambda v: net(v, time_config=cfgs[0]), x)
     for a, b in zip(paired, grads()):
         assert torch.equal(a, b)
+
+
+def test_an_unused_output_reaches_the_backward_as_none_not_zeros():
+    from flexsnn.neurons.kernels import EAGER_KERNELS, Kernels
+
+    seen = []
+
+    def spy_backward(h, grad_spikes, grad_v, p):
+        seen.append((grad_spikes is None, grad_v is None))
+        return EAGER_KERNELS.backward(h, grad_spikes, grad_v, p)
+
+    spy = Kernels(EAGER_KERNELS.forward, spy_backward)
+    p = NeuronParams(decay=0.5, v_th=0.4)
+    x = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    g = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(1))
+    spikes, _ = FusedLIFFunction.apply(x, p, spy)
+    (grad,) = torch.autograd.grad(spikes, x, g)
+    spikes_ref, _ = reference(x, decay=0.5, v_th=0.4)
+    (grad_ref,) = torch.autograd.grad(spikes_ref, x, g)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-6, atol=1e-7)
+    _, v_last = FusedLIFFunction.apply(x, p, spy)  # the membrane alone
+    (grad_v_only,) = torch.autograd.grad(v_last.sum(), x)
+    _, v_ref = reference(x, decay=0.5, v_th=0.4)
+    torch.testing.assert_close(grad_v_only, torch.autograd.grad(v_ref.sum(), x)[0], rtol=1e-6, atol=1e-7)
+    assert seen == [(False, True), (True, False)]

@@ -254,3 +254,41 @@ def test_hard_downsampling_adds_left_to_right_exactly():
     for v in x:
         left_to_right = left_to_right + v  # ((1e8 + 1) - 1e8) + 3 = 3 (the 1 is lost), pairwise gives 4
     assert ttm(x, 1).item() == left_to_right.item() == 3.0
+
+
+# ---- on CPU the hard TTM runs block by block; index_select / index_add elsewhere -------------
+def _layouts(t, seed=0):
+    """The same [t, 3, 4, 5, 6] values as contiguous, channels_last and batch-first frames."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(t, 3, 4, 5, 6, generator=g)
+    cl = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    batch_first = x.transpose(0, 1).contiguous().transpose(0, 1)  # a DataLoader's [B, T, ...], as model_input gives it
+    return {"contiguous": x, "channels_last": cl, "batch_first": batch_first}
+
+
+@pytest.mark.parametrize("mode", ["hard", "trim"])
+@pytest.mark.parametrize("t_in,t_out", [(5, 3), (3, 5), (10, 4), (4, 10), (7, 1), (1, 7), (2, 3), (3, 2), (9, 8)])
+def test_block_path_equals_the_index_path_bit_for_bit(monkeypatch, mode, t_in, t_out):
+    import flexsnn.temporal as temporal
+
+    for layout, x in _layouts(t_in).items():
+        g = torch.randn(t_out, 3, 4, 5, 6, generator=torch.Generator().manual_seed(1))
+        results = {}
+        for path, blocks in (("blocks", True), ("index", False)):
+            monkeypatch.setattr(temporal, "_runs_by_blocks", lambda _x, _b=blocks: _b)
+            leaf = x.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+            out = ttm(leaf, t_out, mode)
+            (grad,) = torch.autograd.grad(out, leaf, g)
+            results[path] = (out, grad)
+        (out_b, grad_b), (out_i, grad_i) = results["blocks"], results["index"]
+        assert torch.equal(out_b, out_i) and torch.equal(grad_b, grad_i), layout
+        if layout == "channels_last":  # each step stays laid out as the input's steps
+            assert out_b[0].is_contiguous(memory_format=torch.channels_last) and not out_b[0].is_contiguous()
+        else:
+            assert out_b.is_contiguous()
+
+
+def test_block_path_is_differentiable_twice():
+    for t_in, t_out in [(5, 3), (3, 5), (1, 4), (4, 1)]:
+        x = torch.rand(t_in, 2, 3, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradgradcheck(lambda v, t_out=t_out: ttm(v, t_out, "hard"), (x,))

@@ -315,3 +315,201 @@ def test_stem_output_of_the_wrong_batch_or_a_frames_net_is_refused():
         frames.run_stem(torch.rand(2, 3), [1])
     with pytest.raises(InputError, match="first_steps is empty"):
         net.run_stem(x, [])
+
+
+# ---- configs drawing the same T for the first stages share them (train_step(share_stages=True))
+def frames_net(momentum=0.1, dropout=False):
+    from flexsnn.neurons import LIF
+    from flexsnn.runtime import use_channels_last
+    from flexsnn.staged import StagedNet
+
+    torch.manual_seed(0)
+    first = [nn.Conv2d(2, 4, 3, stride=2, bias=False), nn.BatchNorm2d(4, momentum=momentum), LIF(v_th=0.3)]
+    second = [nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6, momentum=momentum), LIF(v_th=0.3)]
+    third = [
+        nn.Flatten(),
+        *([nn.Dropout(0.3)] if dropout else []),
+        nn.Linear(6 * 16, 8),
+        nn.BatchNorm1d(8),
+        LIF(v_th=0.2),
+    ]
+    return use_channels_last(StagedNet([first, second, third], head=nn.Linear(8, 3), input_kind="frames"))
+
+
+def _stage_calls(net):
+    """Count each stage's forwards by its last layer's (an instance attribute, so no hook
+    disables the sharing)."""
+    calls = [0] * net.num_stages
+    for i, stage in enumerate(net.stages):
+        last = list(stage)[-1]
+
+        def counted(x, _forward=last.forward, _i=i):
+            calls[_i] += 1
+            return _forward(x)
+
+        last.forward = counted
+    return calls
+
+
+def _step(net, x, y, configs, share, seed=0):
+    import copy
+
+    net = copy.deepcopy(net)
+    calls = _stage_calls(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    stats: dict = {}
+    torch.manual_seed(seed)
+    loss = train_step(net, x, y, configs, opt, share_stages=share, stats=stats)
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    return net, loss, grads, stats, calls
+
+
+def _assert_same_training(a, b, rtol=1e-4, atol=1e-6):
+    net_a, loss_a, grads_a, stats_a, _ = a
+    net_b, loss_b, grads_b, stats_b, _ = b
+    assert loss_a == pytest.approx(loss_b, rel=1e-6) and stats_a == stats_b
+    for name, g in grads_b.items():
+        torch.testing.assert_close(grads_a[name], g, rtol=rtol, atol=atol, msg=name)
+    buffers_b = dict(net_b.named_buffers())
+    for name, buf in net_a.named_buffers():  # running mean / var and num_batches_tracked
+        torch.testing.assert_close(buf, buffers_b[name], rtol=1e-5, atol=1e-7, msg=name)
+    for p_a, p_b in zip(net_a.parameters(), net_b.parameters()):
+        torch.testing.assert_close(p_a, p_b, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])  # None: BN's cumulative average
+@pytest.mark.parametrize(
+    "configs,expected_calls",
+    [
+        ([(3, 2, 4), (3, 5, 1), (2, 5, 1)], [2, 3, 3]),  # stage 1 shared by two configs
+        ([(3, 2, 4), (3, 2, 1), (3, 5, 1)], [1, 2, 3]),  # stage 1 by three, stage 2 by two
+        ([(4, 4, 4), (4, 4, 4), (1, 2, 3)], [2, 2, 2]),  # one config twice: only the head per config
+        ([(1, 2, 3), (2, 2, 3), (3, 2, 3)], [3, 3, 3]),  # T_1 differs: nothing shared
+        ([(3, 2, 4), (2, 5, 1), (3, 2, 1), (2, 4, 4)], [2, 3, 4]),  # interleaved: stage 1 x2, stage 2 once
+    ],
+)
+def test_shared_stages_give_the_unshared_losses_statistics_and_gradients(momentum, configs, expected_calls):
+    net = frames_net(momentum)
+    x, y = torch.rand(5, 4, 2, 9, 9).round(), torch.tensor([0, 1, 2, 1])  # T_in = 5 frames
+    shared = _step(net, x, y, configs, share=True)
+    plain = _step(net, x, y, configs, share=False)
+    assert plain[4] == [len(configs)] * 3 and shared[4] == expected_calls
+    _assert_same_training(shared, plain)
+    first_bn = shared[0].stages[0][1]
+    assert int(first_bn.num_batches_tracked) == len(configs)  # one update per config, shared or not
+    assert first_bn.momentum == momentum  # restored after the shared forward
+
+
+def test_shared_stages_on_a_static_net_combine_with_the_shared_stem():
+    net = static_net()
+    x, y = torch.rand(5, 3, 8, 8) * 2, torch.tensor([0, 1, 2, 3, 1])
+    configs = [(3, 2), (3, 4), (1, 4)]
+    shared = _step(net, x, y, configs, share=True)
+    plain = _step(net, x, y, configs, share=False)
+    assert shared[4] == [2, 3] and plain[4] == [3, 3]
+    _assert_same_training(shared, plain)
+    assert int(shared[0].stages[0][1].num_batches_tracked) == 3  # the stem's BN: run_stem's updates only
+
+
+def test_a_stage_with_randomness_hooks_or_recording_is_not_shared():
+    from flexsnn.train.loop import shareable_stage
+
+    x, y = torch.rand(5, 4, 2, 9, 9).round(), torch.tensor([0, 1, 2, 1])
+    configs = [(3, 2, 4), (3, 2, 1)]
+    net = frames_net(dropout=True)  # dropout in stage 3: stages 1 and 2 still shared
+    assert [shareable_stage(s) for s in net.stages] == [True, True, False]
+    assert _step(net, x, y, configs, share=True, seed=3)[4] == [1, 1, 2]
+    net = frames_net()
+    net.stages[0][2].record = True  # a spike counter sees every forward
+    assert not shareable_stage(net.stages[0])
+    assert _step(net, x, y, configs, share=True)[4] == [2, 2, 2]  # nor any stage after it
+    net = frames_net()
+    handle = net.stages[1][0].register_forward_hook(lambda m, i, o: None)
+    assert _step(net, x, y, configs, share=True)[4] == [1, 2, 2]
+    handle.remove()
+    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: None)
+    try:
+        assert _step(frames_net(), x, y, configs, share=True)[4] == [2, 2, 2]
+    finally:
+        handle.remove()
+
+    class Noisy(nn.Module):  # an unknown module type may draw random numbers
+        def forward(self, x):
+            return x + 0.01 * torch.randn_like(x)
+
+    net = frames_net()
+    net.stages[0].append(Noisy())
+    assert not shareable_stage(net.stages[0])
+
+
+def test_shared_stages_match_with_dropout_after_them_and_seeded_rng():
+    # the dropout stage runs once per config either way, in the configs' order
+    net = frames_net(dropout=True)
+    x, y = torch.rand(5, 4, 2, 9, 9).round(), torch.tensor([0, 1, 2, 1])
+    configs = [(3, 2, 4), (2, 2, 4), (3, 2, 1)]  # interleaved: the masks come in the same order
+    _assert_same_training(_step(net, x, y, configs, share=True, seed=5), _step(net, x, y, configs, share=False, seed=5))
+
+
+def test_shared_batch_statistics_update_as_the_forwards_they_stand_for():
+    from flexsnn.staged import SharedBatchStatistics
+
+    for momentum in (0.1, None):
+        torch.manual_seed(0)
+        shared, plain = nn.BatchNorm2d(3, momentum=momentum), nn.BatchNorm2d(3, momentum=momentum)
+        x, other = torch.randn(6, 3, 4, 4) * 3 + 1, torch.randn(6, 3, 4, 4) - 2
+        history = torch.randn(6, 3, 4, 4)
+        for bn in (shared, plain):  # a history, so the cumulative average has n > 0
+            bn(history)
+        statistics = SharedBatchStatistics(shared)
+        with statistics.capture():
+            y = shared(x)
+        assert torch.equal(shared.running_mean, plain.running_mean) and int(shared.num_batches_tracked) == 1
+        # x, other, x, x in this order: the shared forward's updates come at its forwards' turns
+        for step in ("x", "other", "x", "x"):
+            if step == "x":
+                statistics.update()
+                y_plain = plain(x)
+            else:
+                shared(other), plain(other)
+        torch.testing.assert_close(y, y_plain)
+        torch.testing.assert_close(shared.running_mean, plain.running_mean, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(shared.running_var, plain.running_var, rtol=1e-6, atol=1e-7)
+        assert int(shared.num_batches_tracked) == int(plain.num_batches_tracked) == 5
+        assert shared.momentum == momentum
+    frozen = nn.BatchNorm2d(3).eval()
+    before = frozen.running_mean.clone()
+    statistics = SharedBatchStatistics([frozen])
+    with statistics.capture():
+        frozen(torch.randn(2, 3, 4, 4))
+    statistics.update()
+    assert torch.equal(frozen.running_mean, before) and int(frozen.num_batches_tracked) == 0
+    failing = nn.BatchNorm2d(3, momentum=0.2)
+    statistics = SharedBatchStatistics(failing)
+    with pytest.raises(RuntimeError), statistics.capture():
+        failing(torch.randn(2, 4, 4, 4))  # wrong channel count
+    assert failing.momentum == 0.2 and int(failing.num_batches_tracked) == 0  # all put back
+    with pytest.raises(RuntimeError, match="capture"):
+        statistics.update()
+
+
+def test_forward_in_pieces_equals_forward():
+    net = frames_net().eval()
+    net.require_calibration = False
+    x = torch.rand(5, 2, 2, 9, 9).round()
+    cfg = (3, 2, 4)
+    full = net(x, cfg)
+    for k in range(1, net.num_stages + 1):
+        h, resolved = net.stage_input(x, cfg)
+        h = net.run_stages(h, resolved, 0, k)
+        torch.testing.assert_close(net.run_head(net.run_stages(h, resolved, k, net.num_stages)), full, rtol=0, atol=0)
+    with pytest.raises(InputError, match="not a range"):
+        net.run_stages(h, cfg, 2, 1)
+
+
+def test_a_hook_on_the_net_itself_sees_every_config():
+    net = frames_net()
+    seen = []
+    net.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["time_config"]), with_kwargs=True)
+    configs = [(3, 2, 4), (3, 2, 1)]
+    train_step(net, torch.rand(5, 2, 2, 9, 9), torch.tensor([0, 1]), configs, torch.optim.SGD(net.parameters(), lr=0.1))
+    assert seen == configs

@@ -169,6 +169,21 @@ def memory_format_of(t: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def steps_like(step: torch.Tensor, steps: int, device: torch.device) -> torch.Tensor:
+    """An uninitialised ``[steps, *step.shape]`` tensor on ``device``, time outermost, whose
+    every step is laid out as ``step`` (channels_last or contiguous); a :data:`STEP_BUFFERS`
+    buffer on CPU."""
+    shape = (steps, *step.shape)
+    if step.dim() == 4 and memory_format_of(step) is torch.channels_last:
+        t, b, c, h, w = shape
+        stride = torch.empty((t, b, h, w, c), device="meta").permute(0, 1, 4, 2, 3).stride()
+    else:
+        stride = torch.empty(shape, device="meta").stride()
+    if device.type == "cpu":
+        return STEP_BUFFERS.empty_strided(shape, stride, step.dtype)
+    return torch.empty_strided(shape, stride, dtype=step.dtype, device=device)
+
+
 def in_weight_layout(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x`` converted once to channels_last when the weight is and ``x`` is not (an NCHW
     network input into a channels_last first conv): oneDNN would convert every batch chunk,

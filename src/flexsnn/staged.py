@@ -31,9 +31,10 @@ default) an eval-mode forward of a BN model whose statistics are stale raises
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Union
 
 import torch
@@ -235,7 +236,8 @@ class StagedNet(nn.Module):
         self.bn_calibrated_for = self.normalize_time_config(cfg)
         self._calibration_warned = set()
 
-    def _check_calibration(self, cfg: TimeConfig) -> None:
+    def _check_calibration(self, cfg: TimeConfig, stacklevel: int = 5) -> None:
+        # stacklevel: the warning points at the line that called forward (or stage_input)
         if self.training:
             # Any train-mode forward updates BN running stats: they are stale from now on.
             self.bn_calibrated_for = None
@@ -259,7 +261,7 @@ class StagedNet(nn.Module):
             if self.require_calibration == "exact":
                 raise CalibrationError(message)
             self._calibration_warned.add(cfg)
-            warnings.warn(CalibrationWarning(message), stacklevel=5)
+            warnings.warn(CalibrationWarning(message), stacklevel=stacklevel)
 
     # ---- forward --------------------------------------------------------------------------
     def _check_input(self, x) -> torch.Tensor:
@@ -315,30 +317,59 @@ class StagedNet(nn.Module):
         x = self._check_input(x)
         cfg = self.resolve_time_config(x, time_config)
         self._check_calibration(cfg)
-        first = self.stages[0]
+        x = self._first_stage_input(x, cfg, stem_output)
+        x = self.run_stages(x, cfg, 0, self.num_stages, after_stem=stem_output is not None)
+        return self.run_head(x)
+
+    # ---- a forward in pieces: input, a range of stages, head ------------------------------
+    # forward(x, cfg) == run_head(run_stages(*stage_input(x, cfg), 0, G)); running stages
+    # [0, k) once and [k, G) per config is how configs sharing T_1..T_k share that work.
+    def stage_input(
+        self, x: torch.Tensor, time_config: TimeConfigLike | None = None, stem_output: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, TimeConfig]:
+        """Stage 1's input ``[T_1, B, ...]`` for ``x`` and the resolved TimeConfig (see :meth:`forward`)."""
+        x = self._check_input(x)
+        cfg = self.resolve_time_config(x, time_config)
+        self._check_calibration(cfg, stacklevel=3)
+        return self._first_stage_input(x, cfg, stem_output), cfg
+
+    def _first_stage_input(self, x: torch.Tensor, cfg: TimeConfig, stem_output: torch.Tensor | None) -> torch.Tensor:
         if stem_output is not None:
             if self.input_kind != "static" or stem_output.shape[0] != x.shape[0]:
                 raise InputError(
                     f"stem_output must be run_stem(x) of a static input: a [B={x.shape[0]}, ...] tensor, "
                     f"got shape {tuple(stem_output.shape)} for input_kind={self.input_kind!r}"
                 )
-            x = stem_output.unsqueeze(0).expand(cfg[0], *stem_output.shape)
-            first = list(first)[self.stem_length() :]
-        elif self.input_kind == "static":
-            x = x.unsqueeze(0).expand(cfg[0], *x.shape)  # direct encoding (a view, no copy)
-        else:
-            x = self.input_ttm(x, cfg[0])
-        for i, stage in enumerate(self.stages):
+            return stem_output.unsqueeze(0).expand(cfg[0], *stem_output.shape)
+        if self.input_kind == "static":
+            return x.unsqueeze(0).expand(cfg[0], *x.shape)  # direct encoding (a view, no copy)
+        return self.input_ttm(x, cfg[0])
+
+    def run_stages(
+        self, x: torch.Tensor, time_config: TimeConfig, start: int, stop: int, after_stem: bool = False
+    ) -> torch.Tensor:
+        """Stages ``start .. stop - 1`` (0-based) on ``x``: stage ``start``'s input for
+        ``start == 0`` (:meth:`stage_input`), else stage ``start - 1``'s output, which the TTM
+        takes to ``T_{start}`` first. ``after_stem``: stage 1's input is a stem output, so its
+        stem layers are skipped."""
+        if not 0 <= start <= stop <= self.num_stages:
+            raise InputError(f"stages [{start}, {stop}) are not a range of this net's {self.num_stages} stages")
+        for i in range(start, stop):
             if i > 0:
-                x = self.ttm(x, cfg[i])
-            x = run_time_first(first, x) if i == 0 and stem_output is not None else stage(x)
-        if self.head is not None:
-            x = (
-                self.head(x)
-                if is_multistep(self.head) or isinstance(self.head, TimeFirstSequential)
-                else apply_flat(self.head, x)
-            )
+                x = self.ttm(x, time_config[i])
+            if i == 0 and after_stem:
+                x = run_time_first(list(self.stages[0])[self.stem_length() :], x)
+            else:
+                x = self.stages[i](x)
         return x
+
+    def run_head(self, x: torch.Tensor) -> torch.Tensor:
+        """The head on the last stage's output (``x`` itself without a head)."""
+        if self.head is None:
+            return x
+        if is_multistep(self.head) or isinstance(self.head, TimeFirstSequential):
+            return self.head(x)
+        return apply_flat(self.head, x)
 
     # ---- the stem: stage 1's layers before its first neuron, on static input --------------
     def stem_length(self) -> int:
@@ -503,3 +534,52 @@ def _stem_batch_norm(bn: _BatchNorm, x: torch.Tensor, steps: Sequence[int]) -> t
             unbiased = var * (n / (n - 1)) if n > 1 else var
             bn.running_var.mul_(1.0 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
     return y
+
+
+class SharedBatchStatistics:
+    """The batch statistics of one train-mode forward through some modules' BatchNorms, for
+    several forwards that share it: :meth:`capture` runs the forward without touching the
+    running statistics, and each :meth:`update` then updates them as one of those forwards
+    would have (``r <- (1 - m) r + m s``; with ``momentum=None`` the cumulative average),
+    so calling it at each forward's turn keeps every BatchNorm's updates in their order.
+    """
+
+    def __init__(self, modules: nn.Module | Iterable[nn.Module]) -> None:
+        roots = [modules] if isinstance(modules, nn.Module) else list(modules)
+        self.batch_norms = [
+            m
+            for root in roots
+            for m in root.modules()
+            if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
+        ]
+        self.statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        """Run the forward inside. Each BatchNorm runs on stand-in running buffers with
+        momentum 1, which end up holding its batch statistics exactly; its own buffers are
+        untouched. The stand-ins are kept as the statistics and never written again, since
+        the forward's autograd graph saved them (later in-place updates of the real buffers
+        would otherwise fail its version check)."""
+        real = [(bn.running_mean, bn.running_var, bn.num_batches_tracked, bn.momentum) for bn in self.batch_norms]
+        for bn, (mean, var, tracked, _) in zip(self.batch_norms, real):
+            bn.running_mean, bn.running_var, bn.num_batches_tracked = mean.clone(), var.clone(), tracked.clone()
+            bn.momentum = 1.0
+        try:
+            yield
+            self.statistics = [(bn.running_mean, bn.running_var) for bn in self.batch_norms]
+        finally:
+            for bn, (mean, var, tracked, momentum) in zip(self.batch_norms, real):
+                bn.running_mean, bn.running_var, bn.num_batches_tracked = mean, var, tracked
+                bn.momentum = momentum
+
+    def update(self) -> None:
+        """One forward's update of every BatchNorm's running statistics."""
+        if self.statistics is None:
+            raise RuntimeError("no batch statistics captured yet; run the forward inside capture() first")
+        with torch.no_grad():
+            for bn, (mean, var) in zip(self.batch_norms, self.statistics):
+                bn.num_batches_tracked.add_(1)
+                factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+                bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor)

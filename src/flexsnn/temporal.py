@@ -45,7 +45,7 @@ from fractions import Fraction
 import torch
 
 from flexsnn.errors import check_choice, check_positive_int, check_time_first
-from flexsnn.multistep import MultiStepModule, from_time_major, time_major_order, to_time_major
+from flexsnn.multistep import MultiStepModule, from_time_major, steps_like, time_major_order, to_time_major
 
 MODES = ("hard", "soft", "trim")
 
@@ -134,6 +134,8 @@ def ttm(x: torch.Tensor, t_out: int, mode: str = "hard") -> torch.Tensor:
         return x
     if not (x.is_floating_point() or x.is_complex()):
         x = x.to(torch.get_default_dtype())
+    if mode != "soft" and not (t_in > t_out and mode == "trim") and _runs_by_blocks(x):
+        return HardTTMFunction.apply(x, t_out)
     order = time_major_order(x)
     flat = to_time_major(x, order)
     if mode == "soft":
@@ -157,6 +159,57 @@ def _hard_index(t_in: int, t_out: int) -> tuple[int, ...]:
     """
     fewer, more = min(t_in, t_out), max(t_in, t_out)
     return tuple(k for k in range(fewer) for _ in range(_edge(k + 1, fewer, more) - _edge(k, fewer, more)))
+
+
+def _runs_by_blocks(x: torch.Tensor) -> bool:
+    # On CPU a block of time steps is summed or copied slice by slice, in the input's own
+    # layout; index_add / index_select (one kernel each, better on GPUs) go through a [T, N]
+    # view (a copy for batch-first frames) and a zero-filled result or gradient.
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _sum_blocks(x: torch.Tensor, edges: list[int]) -> torch.Tensor:
+    """``out[k] = x[e_k] + ... + x[e_{k+1} - 1]``, added left to right."""
+    out = steps_like(x[0], len(edges) - 1, x.device)
+    for k in range(len(edges) - 1):
+        lo, hi = edges[k], edges[k + 1]
+        if hi - lo == 1:
+            out[k].copy_(x[lo])
+            continue
+        torch.add(x[lo], x[lo + 1], out=out[k])
+        for i in range(lo + 2, hi):
+            out[k].add_(x[i])
+    return out
+
+
+def _repeat_blocks(x: torch.Tensor, edges: list[int]) -> torch.Tensor:
+    """``out[e_k : e_{k+1}] = x[k]`` for every step ``k`` of ``x``."""
+    out = steps_like(x[0], edges[-1], x.device)
+    for k in range(len(edges) - 1):
+        lo, hi = edges[k], edges[k + 1]
+        out[lo:hi].copy_(x[k].expand(hi - lo, *x.shape[1:]))
+    return out
+
+
+class HardTTMFunction(torch.autograd.Function):
+    """The hard TTM ``x [t_in, ...] -> [t_out, ...]`` (t_in != t_out) block by block.
+
+    Down: block sums (:func:`_sum_blocks`); up: copied runs (:func:`_repeat_blocks`). Its
+    transpose ``M^T`` is the hard TTM ``t_out -> t_in`` (the edges depend only on the two
+    lengths), so the backward is this function the other way round, differentiable again.
+    Every step of the result is laid out as ``x``'s steps (channels_last stays so).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, t_out: int) -> torch.Tensor:  # noqa: D102
+        t_in = int(x.shape[0])
+        ctx.t_in = t_in
+        edges = block_edges(t_in, t_out)
+        return _sum_blocks(x, edges) if t_in > t_out else _repeat_blocks(x, edges)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        return HardTTMFunction.apply(grad, ctx.t_in), None
 
 
 class TTM(MultiStepModule):

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from flexsnn.buffers import STEP_BUFFERS
-from flexsnn.multistep import avg_pool2d_backward_into, memory_format_of
+from flexsnn.multistep import avg_pool2d_backward_into, memory_format_of, steps_like
 from flexsnn.neurons.kernels import EAGER_KERNELS, Kernels, backward_loop, forward_loop, forward_traced
 from flexsnn.neurons.params import NeuronParams
 from flexsnn.neurons.reference import reference_multistep
@@ -36,6 +35,7 @@ class FusedLIFFunction(torch.autograd.Function):
         kernels = kernels or EAGER_KERNELS
         spikes, v_last, h_all = kernels.forward(x, p, True)
         ctx.save_for_backward(h_all)
+        ctx.set_materialize_grads(False)  # an unused v_last (the usual case) gets no zero gradient
         ctx.params = p
         ctx.kernels = kernels
         return spikes, v_last
@@ -70,23 +70,9 @@ def fused_multistep(
 
 
 # ---- a neuron followed by average pooling, in one pass ----------------------------------------
-def _steps_like(step: torch.Tensor, steps: int, device: torch.device) -> torch.Tensor:
-    """An uninitialised ``[steps, *step.shape]`` tensor on ``device`` whose every step is laid
-    out as ``step`` (channels_last or contiguous), pooled across training steps on CPU."""
-    shape = (steps, *step.shape)
-    if step.dim() == 4 and memory_format_of(step) is torch.channels_last:
-        t, b, c, h, w = shape
-        stride = torch.empty((t, b, h, w, c), device="meta").permute(0, 1, 4, 2, 3).stride()
-    else:
-        stride = torch.empty(shape, device="meta").stride()
-    if device.type == "cpu":
-        return STEP_BUFFERS.empty_strided(shape, stride, step.dtype)
-    return torch.empty_strided(shape, stride, dtype=step.dtype, device=device)
-
-
 def _pool_steps_into(x: torch.Tensor, pool_args: tuple):
     """The ``[T, B, C, H', W']`` result buffer and the sink that pools step t's spikes into it."""
-    out = _steps_like(F.avg_pool2d(x[0].to("meta"), *pool_args), x.shape[0], x.device)
+    out = steps_like(F.avg_pool2d(x[0].to("meta"), *pool_args), x.shape[0], x.device)
 
     def sink(t: int, s: torch.Tensor) -> None:
         torch.ops.aten.avg_pool2d.out(s, *pool_args, out=out[t])

@@ -17,6 +17,7 @@ continues bit-for-bit like the uninterrupted run.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import numbers
@@ -36,9 +37,12 @@ from torch import nn
 from flexsnn.data.encoding import model_input
 from flexsnn.errors import CheckpointError, ConfigError, FlexSNNError, InputError, check_choice, check_positive_int
 from flexsnn.io import Dict, Float, Int, ListOf, MapOf, Nullable
+from flexsnn.models.resnet import BasicBlock
+from flexsnn.multistep import TimeFirstSequential
+from flexsnn.neurons import SpikingNeuron
 from flexsnn.progress import progress_bar
 from flexsnn.runtime import use_channels_last
-from flexsnn.staged import StagedNet
+from flexsnn.staged import STEM_LAYERS, SharedBatchStatistics, StagedNet
 from flexsnn.train import distributed as dist_utils
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, read_training_metadata, save_training_state
 from flexsnn.train.samplers import Sampler, TimeConfig, sampler_from_dict
@@ -60,6 +64,7 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     stats: dict[str, float] | None = None,
     share_stem: bool = True,
+    share_stages: bool = True,
 ) -> float:
     """One iteration: a forward/backward per config (gradients add up), one optimizer step.
 
@@ -70,32 +75,51 @@ def train_step(
     ``share_stem``: on a static-input StagedNet the stem (stage 1's layers before its first
     neuron, identical at every step and in every config) runs once per iteration on ``[B,
     ...]``: one forward, one backward of the summed gradient, BatchNorm statistics updated
-    once per config as the unshared forwards would (:meth:`StagedNet.run_stem`). Not under
-    DistributedDataParallel, nor while forward hooks watch the stem.
+    once per config as the unshared forwards would (:meth:`StagedNet.run_stem`).
+
+    ``share_stages``: configs that draw the same T for stages 1..k compute exactly the same
+    output of those stages, so those stages run once for them: one forward (BatchNorm
+    running statistics updated at each config's turn, as the unshared loop does), each
+    config continues from that output, and one backward of their summed gradient. Only for
+    stages whose every module is deterministic (:func:`shareable_stage`). Both sharings give
+    the unshared gradients up to the order of floating-point additions; neither applies
+    under DistributedDataParallel or while forward hooks watch the shared layers.
     """
     if not configs:
         raise InputError("configs is empty; expected at least one TimeConfig per iteration")
     optimizer.zero_grad(set_to_none=True)
-    total = 0.0
-    last = len(configs) - 1
+    losses: list[float] = []
+
+    def finish(out: torch.Tensor) -> None:
+        with _autocast(x.device, autocast_dtype):
+            loss = loss_fn(out, y)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        losses.append(float(loss.detach()))
+        if stats is not None:
+            stats["correct"] = stats.get("correct", 0) + int((out.detach().float().mean(0).argmax(-1) == y).sum())
+            stats["seen"] = stats.get("seen", 0) + int(y.numel())
+
     stem = stem_input = None
     if share_stem and _can_share_stem(model):
         with _autocast(x.device, autocast_dtype):
             stem = model.run_stem(x, [cfg[0] for cfg in configs])
         # a leaf the configs' backwards add their gradients into; the stem's backward runs once
         stem_input = stem.detach().requires_grad_(stem.requires_grad)
-    for k, cfg in enumerate(configs):
-        # Only the last backward of an iteration may all-reduce under DDP.
-        sync = model.no_sync() if (k < last and hasattr(model, "no_sync")) else contextlib.nullcontext()
-        with sync:
-            with _autocast(x.device, autocast_dtype):
-                out = model(x, time_config=cfg) if stem is None else model(x, time_config=cfg, stem_output=stem_input)
-                loss = loss_fn(out, y)
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-        total += float(loss.detach())
-        if stats is not None:
-            stats["correct"] = stats.get("correct", 0) + int((out.detach().float().mean(0).argmax(-1) == y).sum())
-            stats["seen"] = stats.get("seen", 0) + int(y.numel())
+    if share_stages and len(configs) > 1 and _can_share_stages(model):
+        cfgs = [model.normalize_time_config(cfg) for cfg in configs]
+        shareable = [shareable_stage(stage) for stage in model.stages]
+        _SharedPrefix(model, x, cfgs, shareable, stem_input, finish, lambda: _autocast(x.device, autocast_dtype)).run()
+    else:
+        last = len(configs) - 1
+        for k, cfg in enumerate(configs):
+            # Only the last backward of an iteration may all-reduce under DDP.
+            sync = model.no_sync() if (k < last and hasattr(model, "no_sync")) else contextlib.nullcontext()
+            with sync:
+                with _autocast(x.device, autocast_dtype):
+                    out = (
+                        model(x, time_config=cfg) if stem is None else model(x, time_config=cfg, stem_output=stem_input)
+                    )
+                finish(out)
     if stem is not None and stem.requires_grad and stem_input.grad is not None:
         stem.backward(stem_input.grad)
     if scaler is not None:
@@ -103,15 +127,107 @@ def train_step(
         scaler.update()
     else:
         optimizer.step()
-    return total / len(configs)
+    return sum(losses) / len(configs)
+
+
+class _SharedPrefix:
+    """Runs a StagedNet's configs in their order so that those drawing the same ``T_1 .. T_k``
+    share stages ``1 .. k`` (see :func:`train_step`).
+
+    A shared stage runs when its first config needs it; its output is a leaf that each of
+    its configs continues from, and once the last of them is done its backward runs on the
+    summed gradient. Its BatchNorms' running statistics are updated at each config's turn
+    (:class:`~flexsnn.staged.SharedBatchStatistics`), so every update, and every random
+    number a later layer draws, comes in the order of the unshared loop.
+    """
+
+    def __init__(self, model, x, configs, shareable, stem_output, finish, autocast) -> None:
+        self.model, self.x, self.configs, self.shareable = model, x, configs, shareable
+        self.stem_output, self.finish, self.autocast = stem_output, finish, autocast
+        self.sharing = collections.Counter(cfg[: d + 1] for cfg in configs for d in range(model.num_stages))
+
+    def run(self) -> None:
+        stages = self.model.num_stages
+        live: dict[tuple[int, ...], list] = {}  # prefix -> [stage output, its leaf, BN statistics, configs left]
+        for cfg in self.configs:
+            h, done, used = None, 0, []
+            while done < stages and self.shareable[done] and self.sharing[cfg[: done + 1]] > 1:
+                key = cfg[: done + 1]
+                if key not in live:
+                    statistics = SharedBatchStatistics(self._layers_run(done))
+                    with self.autocast(), statistics.capture():
+                        shared = self._forward(h, cfg, done, done + 1)
+                    leaf = shared.detach().requires_grad_(shared.requires_grad)
+                    live[key] = [shared, leaf, statistics, self.sharing[key]]
+                live[key][2].update()
+                h = live[key][1]
+                used.append(key)
+                done += 1
+            with self.autocast():
+                out = self.model.run_head(self._forward(h, cfg, done, stages) if done < stages else h)
+            self.finish(out)
+            for key in reversed(used):  # the deepest first: its backward adds into its parent's leaf
+                live[key][3] -= 1
+                if live[key][3] == 0:
+                    shared, leaf, _, _ = live.pop(key)
+                    if leaf.grad is not None:
+                        shared.backward(leaf.grad)
+
+    def _layers_run(self, stage: int):
+        layers = self.model.stages[stage]
+        if stage == 0 and self.stem_output is not None:
+            return list(layers)[self.model.stem_length() :]  # the stem's statistics are run_stem's
+        return layers
+
+    def _forward(self, h, cfg, start: int, stop: int) -> torch.Tensor:
+        """Stages ``start .. stop - 1`` of config ``cfg``; ``h`` is stage ``start - 1``'s output."""
+        if start == 0:
+            h, cfg = self.model.stage_input(self.x, cfg, self.stem_output)
+        return self.model.run_stages(h, cfg, start, stop, after_stem=self.stem_output is not None)
+
+
+def _can_share_stages(model: nn.Module) -> bool:
+    """A StagedNet (not wrapped) whose own forward no hook watches: the shared path runs its
+    pieces (:meth:`StagedNet.stage_input`, ``run_stages``, ``run_head``), not ``forward``."""
+    return (
+        isinstance(model, StagedNet)
+        and not (model._forward_hooks or model._forward_pre_hooks)
+        and _without_global_hooks()
+    )
+
+
+def _without_global_hooks() -> bool:
+    # a global hook may count on seeing every forward (e.g. an op counter)
+    return not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+
+
+#: Module types whose forward depends on their input and parameters only (BatchNorm's
+#: running statistics aside, which :class:`~flexsnn.staged.SharedBatchStatistics` updates
+#: as the unshared forwards would): a stage made of them gives the same output however often it runs.
+DETERMINISTIC_LAYERS: tuple[type[nn.Module], ...] = (*STEM_LAYERS, TimeFirstSequential, nn.Sequential, BasicBlock)
+
+
+def shareable_stage(stage: nn.Module) -> bool:
+    """Whether a stage's forward may run once for several configs: every module in it is a
+    :data:`DETERMINISTIC_LAYERS` type (exact types) or a flexsnn neuron that neither records,
+    streams nor keeps its membrane, and no module carries forward hooks."""
+    for m in stage.modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            return False
+        if isinstance(m, SpikingNeuron):
+            if m.record or m.stateful or m.record_membrane:
+                return False
+        elif type(m) not in DETERMINISTIC_LAYERS:
+            return False
+    return True
 
 
 def _can_share_stem(model: nn.Module) -> bool:
     """A static-input StagedNet (not wrapped) with a stem and no forward hooks on it."""
     if not isinstance(model, StagedNet) or model.stem_length() == 0:
         return False
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-        return False  # a hook may count on seeing [T*B, ...] rows (e.g. an op counter)
+    if not _without_global_hooks():
+        return False
     stem = list(model.stages[0])[: model.stem_length()]
     return not any(m._forward_hooks or m._forward_pre_hooks for layer in stem for m in layer.modules())
 
