@@ -6,7 +6,8 @@ batches, alternated --rounds times; the figure is the median epoch time of each.
 path: "fused" (flexsnn's default eager BPTT) and "compiled" (flexsnn.neurons.compiled,
 swapped in for this benchmark); for "compiled" the number of kernels compiled during each
 MTT epoch is reported (the first epoch meets every T once; later epochs must compile 0). Next to the measured
-ratio: the FLOP floor, the stage-step ratio of the configurations MTT sampled.
+ratio: the FLOP floor, the stage-step ratio of the configurations MTT sampled, and the
+stage-steps MTT runs once configs drawing the same leading T's share those stages.
 
     .venv-bench/bin/python benchmarks/bench_mtt_epoch.py [--t-max 10] [--rounds 2] [--allocator tuned]
 """
@@ -51,13 +52,6 @@ def epoch_seconds(model, loader, sampler, optimizer, seed: int, sampled: list | 
     return time.perf_counter() - t0
 
 
-def stage_step_floor(configs_per_iter, num_stages: int, t_max: int) -> float:
-    """The FLOP floor of MTT/SDT: stage-steps MTT ran (every stage's T in every config) over
-    SDT's (stages x T_max per iteration), for the configurations actually sampled."""
-    mtt = sum(sum(sum(cfg) for cfg in configs) for configs in configs_per_iter)
-    return mtt / (len(configs_per_iter) * num_stages * t_max)
-
-
 def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dict:
     from flexsnn.data import make_loaders
     from flexsnn.models import build_model
@@ -99,7 +93,8 @@ def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dic
         steady = {m: (t[1:] if path == "compiled" and len(t) > 1 else t) for m, t in times.items()}
         row = {"epoch_s": {m: statistics.median(t) for m, t in steady.items()}, "all_epoch_s": times}
         row["mtt_over_sdt"] = row["epoch_s"]["mtt"] / row["epoch_s"]["sdt"]
-        row["flop_floor"] = stage_step_floor(sampled, num_stages, t_max)
+        row["flop_floor"] = common.stage_step_floor(sampled, num_stages, t_max)
+        row["shared_stage_steps"] = common.shared_stage_step_ratio(sampled, num_stages, t_max)
         if path == "compiled":
             row["kernels_compiled_per_mtt_epoch"] = compiles
         result["by_path"][path] = row
@@ -121,7 +116,8 @@ def format_table(result: dict) -> str:
         lines.append(
             f"  {path:9s} SDT {e['sdt']:7.2f} s  MTT {e['mtt']:7.2f} s  MTT/SDT {row['mtt_over_sdt']:.2f}x"
             f"  FLOP floor (stage-step ratio) {row['flop_floor']:.2f}x  "
-            f"measured/floor {row['mtt_over_sdt'] / row['flop_floor']:.2f}{extra}"
+            f"measured/floor {row['mtt_over_sdt'] / row['flop_floor']:.2f}"
+            f"  (stage-steps run after sharing: {row['shared_stage_steps']:.2f}x){extra}"
         )
     return "\n".join(lines)
 

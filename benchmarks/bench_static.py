@@ -262,12 +262,6 @@ def time_training(names, steps_list, width, batch, warmup, repeats) -> tuple[dic
     return by_t, skipped, params
 
 
-def stage_step_floor(configs_per_iter, num_stages: int, t_max: int) -> float:
-    """Stage-steps MTT ran (every stage's T, every config) over SDT's (stages x T_max per iteration)."""
-    mtt = sum(sum(sum(cfg) for cfg in configs) for configs in configs_per_iter)
-    return mtt / (len(configs_per_iter) * num_stages * t_max)
-
-
 def mtt_epoch(width: float, batch: int, t_max: int, batches: int, rounds: int) -> dict:
     """One "epoch" of ``batches`` synthetic static batches, SDT vs MTT, alternated ``rounds`` times."""
     from flexsnn.models import build_model
@@ -301,7 +295,8 @@ def mtt_epoch(width: float, batch: int, t_max: int, batches: int, rounds: int) -
         "epoch_s": epoch,
         "all_epoch_s": times,
         "mtt_over_sdt": epoch["mtt"] / epoch["sdt"],
-        "flop_floor": stage_step_floor(sampled, model.num_stages, t_max),
+        "flop_floor": common.stage_step_floor(sampled, model.num_stages, t_max),
+        "shared_stage_steps": common.shared_stage_step_ratio(sampled, model.num_stages, t_max),
     }
 
 
@@ -350,7 +345,8 @@ def format_table(result: dict) -> str:
             f"MTTSampler(1, {e['t_max']}, sample_num=3)): SDT {e['epoch_s']['sdt']:.2f} s  "
             f"MTT {e['epoch_s']['mtt']:.2f} s  MTT/SDT {e['mtt_over_sdt']:.2f}x  "
             f"FLOP floor (stage-step ratio) {e['flop_floor']:.2f}x  "
-            f"measured/floor {e['mtt_over_sdt'] / e['flop_floor']:.2f}"
+            f"measured/floor {e['mtt_over_sdt'] / e['flop_floor']:.2f}  "
+            f"(stage-steps run after sharing: {e['shared_stage_steps']:.2f}x)"
         )
     return "\n".join(lines)
 

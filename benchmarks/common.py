@@ -345,3 +345,21 @@ def maxrss_mib() -> float:
 def now() -> float:
     gc.collect()
     return time.perf_counter()
+
+
+def stage_step_floor(configs_per_iter, num_stages: int, t_max: int) -> float:
+    """The FLOP floor of MTT/SDT: stage-steps MTT sampled (every stage's T in every config)
+    over SDT's (stages x T_max per iteration), for the configurations actually sampled."""
+    mtt = sum(sum(sum(cfg) for cfg in configs) for configs in configs_per_iter)
+    return mtt / (len(configs_per_iter) * num_stages * t_max)
+
+
+def shared_stage_step_ratio(configs_per_iter, num_stages: int, t_max: int) -> float:
+    """Stage-steps MTT runs once configs drawing the same T_1..T_k share stages 1..k
+    (``train_step(share_stages=True)``, every stage shareable), over SDT's: per iteration,
+    each distinct prefix ``cfg[:k]`` runs stage k once."""
+    run = 0
+    for configs in configs_per_iter:
+        for d in range(num_stages):
+            run += sum(prefix[-1] for prefix in {tuple(cfg[: d + 1]) for cfg in configs})
+    return run / (len(configs_per_iter) * num_stages * t_max)

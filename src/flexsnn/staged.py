@@ -60,6 +60,7 @@ INPUT_KINDS = ("static", "frames")
 
 __all__ = [
     "INPUT_KINDS",
+    "SharedBatchStatistics",
     "Stage",
     "StagedNet",
     "TimeConfig",
