@@ -130,6 +130,17 @@ def train_step(
     return sum(losses) / len(configs)
 
 
+@dataclass
+class _SharedStage:
+    """A stage run once for several configs: its output, the leaf they continue from, its
+    BatchNorms' batch statistics, and how many of those configs are still to finish."""
+
+    output: torch.Tensor
+    leaf: torch.Tensor
+    statistics: SharedBatchStatistics
+    configs_left: int
+
+
 class _SharedPrefix:
     """Runs a StagedNet's configs in their order so that those drawing the same ``T_1 .. T_k``
     share stages ``1 .. k`` (see :func:`train_step`).
@@ -148,7 +159,7 @@ class _SharedPrefix:
 
     def run(self) -> None:
         stages = self.model.num_stages
-        live: dict[tuple[int, ...], list] = {}  # prefix -> [stage output, its leaf, BN statistics, configs left]
+        live: dict[tuple[int, ...], _SharedStage] = {}  # by the T prefix its configs share
         for cfg in self.configs:
             h, done, used = None, 0, []
             while done < stages and self.shareable[done] and self.sharing[cfg[: done + 1]] > 1:
@@ -156,22 +167,22 @@ class _SharedPrefix:
                 if key not in live:
                     statistics = SharedBatchStatistics(self._layers_run(done))
                     with self.autocast(), statistics.capture():
-                        shared = self._forward(h, cfg, done, done + 1)
-                    leaf = shared.detach().requires_grad_(shared.requires_grad)
-                    live[key] = [shared, leaf, statistics, self.sharing[key]]
-                live[key][2].update()
-                h = live[key][1]
+                        output = self._forward(h, cfg, done, done + 1)
+                    leaf = output.detach().requires_grad_(output.requires_grad)
+                    live[key] = _SharedStage(output, leaf, statistics, self.sharing[key])
+                live[key].statistics.update()
+                h = live[key].leaf
                 used.append(key)
                 done += 1
             with self.autocast():
                 out = self.model.run_head(self._forward(h, cfg, done, stages) if done < stages else h)
             self.finish(out)
             for key in reversed(used):  # the deepest first: its backward adds into its parent's leaf
-                live[key][3] -= 1
-                if live[key][3] == 0:
-                    shared, leaf, _, _ = live.pop(key)
-                    if leaf.grad is not None:
-                        shared.backward(leaf.grad)
+                live[key].configs_left -= 1
+                if live[key].configs_left == 0:
+                    shared = live.pop(key)
+                    if shared.leaf.grad is not None:
+                        shared.output.backward(shared.leaf.grad)
 
     def _layers_run(self, stage: int):
         layers = self.model.stages[stage]
