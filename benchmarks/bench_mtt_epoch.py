@@ -6,8 +6,10 @@ batches, alternated --rounds times; the figure is the median epoch time of each.
 path: "fused" (flexsnn's default eager BPTT) and "compiled" (flexsnn.neurons.compiled,
 swapped in for this benchmark); for "compiled" the number of kernels compiled during each
 MTT epoch is reported (the first epoch meets every T once; later epochs must compile 0). Next to the measured
-ratio: the FLOP floor, the stage-step ratio of the configurations MTT sampled, and the
-stage-steps MTT runs once configs drawing the same leading T's share those stages.
+ratio: the FLOP floor, the stage-step ratio of the configurations MTT sampled, the
+stage-steps MTT runs once configs drawing the same leading T's share those stages, and the
+steps the stages' conv / linear layers then run (a stage the TTM up-samples into runs its
+leading conv / linear at the T before it and copies the outputs).
 
     .venv-bench/bin/python benchmarks/bench_mtt_epoch.py [--t-max 10] [--rounds 2] [--allocator tuned]
 """
@@ -95,6 +97,7 @@ def run(t_max: int, rounds: int, batch: int, paths=("fused", "compiled")) -> dic
         row["mtt_over_sdt"] = row["epoch_s"]["mtt"] / row["epoch_s"]["sdt"]
         row["flop_floor"] = common.stage_step_floor(sampled, num_stages, t_max)
         row["shared_stage_steps"] = common.shared_stage_step_ratio(sampled, num_stages, t_max)
+        row["weighted_layer_steps"] = common.weighted_layer_step_ratio(sampled, num_stages, t_max)
         if path == "compiled":
             row["kernels_compiled_per_mtt_epoch"] = compiles
         result["by_path"][path] = row
@@ -117,7 +120,8 @@ def format_table(result: dict) -> str:
             f"  {path:9s} SDT {e['sdt']:7.2f} s  MTT {e['mtt']:7.2f} s  MTT/SDT {row['mtt_over_sdt']:.2f}x"
             f"  FLOP floor (stage-step ratio) {row['flop_floor']:.2f}x  "
             f"measured/floor {row['mtt_over_sdt'] / row['flop_floor']:.2f}"
-            f"  (stage-steps run after sharing: {row['shared_stage_steps']:.2f}x){extra}"
+            f"  (stage-steps run after sharing: {row['shared_stage_steps']:.2f}x; conv/linear steps, an up-sampled"
+            f" stage's at the T before it: {row['weighted_layer_steps']:.2f}x){extra}"
         )
     return "\n".join(lines)
 

@@ -363,3 +363,16 @@ def shared_stage_step_ratio(configs_per_iter, num_stages: int, t_max: int) -> fl
         for d in range(num_stages):
             run += sum(prefix[-1] for prefix in {tuple(cfg[: d + 1]) for cfg in configs})
     return run / (len(configs_per_iter) * num_stages * t_max)
+
+
+def weighted_layer_step_ratio(configs_per_iter, num_stages: int, t_max: int) -> float:
+    """As :func:`shared_stage_step_ratio`, with a stage that the hard TTM up-samples into
+    counted at the T before it: its leading conv / linear runs on the distinct steps and the
+    copies follow it (``StagedNet.run_stages``), so this counts the steps the stages' weighted
+    layers run, over SDT's."""
+    run = 0
+    for configs in configs_per_iter:
+        for d in range(num_stages):
+            prefixes = {tuple(cfg[: d + 1]) for cfg in configs}
+            run += sum(min(p[-2], p[-1]) if d else p[-1] for p in prefixes)
+    return run / (len(configs_per_iter) * num_stages * t_max)

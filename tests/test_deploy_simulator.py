@@ -575,7 +575,37 @@ def test_many_samples_in_chunks_on_threads_match_one_by_one():
         np.testing.assert_array_equal(res.scores, one.scores)
         np.testing.assert_array_equal(res.layer_spikes, one.layer_spikes)
         assert (res.prediction, res.first_decision_time) == (one.prediction, one.first_decision_time)
+        assert (res.spike_prediction, res.spike_tie, res.spike_silent) == (
+            one.spike_prediction,
+            one.spike_tie,
+            one.spike_silent,
+        )
         assert res.num_events == ev.size
+
+
+def test_a_failing_chunk_on_a_helper_thread_is_raised(monkeypatch):
+    import importlib
+
+    simulate_module = importlib.import_module("flexsnn.deploy.simulator.simulate")
+    rng = np.random.default_rng(5)
+    net, sensor = random_net(rng)
+    streams = [random_events(rng, 20, sensor) for _ in range(40)]
+    calls = []
+    run_batch = simulate_module.run_batch
+
+    def failing_once(*args):
+        calls.append(args[3].tolist())
+        if len(calls) == 3:  # on whichever thread takes the third chunk
+            raise RuntimeError("chunk failed")
+        return run_batch(*args)
+
+    monkeypatch.setattr(simulate_module, "run_batch", failing_once)
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        simulate(net, streams, sensor, num_threads=2)
+    monkeypatch.undo()
+    batch = simulate(net, streams, sensor, num_threads=2)  # the pool still works afterwards
+    assert [r.num_events for r in batch] == [20] * 40
+    assert sorted(i for chunk in calls for i in chunk) == list(range(40))  # every chunk was taken once
 
 
 def test_each_kernel_is_compiled_once():
@@ -635,6 +665,12 @@ def test_spike_count_readout_and_predictions():
     assert spike_count_readout([2, 0, 2]) == (-1, True, False)
     assert spike_count_readout(np.zeros(4, dtype=np.int64)) == (-1, False, True)
     assert spike_count_readout(np.array([[0, 1], [5, 0]])) == (2, False, False)  # a conv readout: flat index
+    from flexsnn.deploy.simulator.simulate import _spike_count_readouts
+
+    rows = np.array([[0, 3, 1], [2, 0, 2], [0, 0, 0], [4, 4, 4], [0, 0, 7], [1, 0, 0]])
+    batched = list(zip(*(r.tolist() for r in _spike_count_readouts(rows))))
+    assert batched == [spike_count_readout(r) for r in rows]
+    assert _spike_count_readouts(np.zeros((2, 0), dtype=np.int64))[2].tolist() == [True, True]
     results = simulate(
         readout_net([1.0, 1.5], [2.0, 0.0]), [make_events([(0, 0, 1, 0)]), make_events([(1, 0, 1, 0)])], (2, 1, 1)
     )

@@ -350,3 +350,113 @@ def test_cuda_forward_matches_cpu():
     ref = net(x, time_config=(3, 2))
     out = net.cuda()(x.cuda(), time_config=(3, 2))
     assert out.device.type == "cuda" and torch.allclose(out.cpu(), ref, atol=1e-5)
+
+
+# ---- an up-sampling TTM follows a stage's leading per-step layers ----------------------------
+def _upsampling_net(ttm_mode="hard", lead=None):
+    torch.manual_seed(0)
+    second = [*(lead or [nn.Conv2d(3, 4, 3, padding=1)]), nn.BatchNorm2d(4), LIF(v_th=0.3)]
+    third = [nn.Flatten(), nn.Linear(4 * 25, 6), nn.BatchNorm1d(6), LIF(v_th=0.2)]
+    return StagedNet(
+        [[nn.Conv2d(2, 3, 3, bias=False), nn.BatchNorm2d(3), LIF(v_th=0.3)], second, third],
+        head=nn.Linear(6, 3),
+        ttm_mode=ttm_mode,
+        input_kind="frames",
+    )
+
+
+def _layer_steps(monkeypatch):
+    """(layer type, T) of every plain layer the stages run time-first, spied on without a hook
+    (a hook turns the reordering off)."""
+    import flexsnn.multistep as multistep
+
+    seen = []
+    apply_flat = multistep.apply_flat
+
+    def spy(module, x):
+        seen.append((type(module).__name__, x.shape[0]))
+        return apply_flat(module, x)
+
+    monkeypatch.setattr(multistep, "apply_flat", spy)
+    return seen
+
+
+def _forward_backward(net, x, cfg, reorder, monkeypatch):
+    import copy
+
+    net = copy.deepcopy(net)
+    if not reorder:
+        monkeypatch.setattr(StagedNet, "_steps_before_repeat", lambda self, i: 0)
+    out = net(x, cfg)
+    (out.square().mean() + out.mean()).backward()
+    monkeypatch.undo()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    return out.detach(), grads, dict(net.named_buffers())
+
+
+@pytest.mark.parametrize("ttm_mode", ["hard", "trim"])
+@pytest.mark.parametrize("cfg", [(2, 5, 7), (3, 7, 2), (4, 1, 3), (1, 2, 3)])
+def test_upsampling_ttm_after_the_per_step_layers_gives_the_same_training(ttm_mode, cfg, monkeypatch):
+    net = _upsampling_net(ttm_mode)
+    x = (torch.rand(6, 5, 2, 7, 7) < 0.4).float()
+    out, grads, buffers = _forward_backward(net, x, cfg, True, monkeypatch)
+    ref_out, ref_grads, ref_buffers = _forward_backward(net, x, cfg, False, monkeypatch)
+    assert out.abs().sum() > 0
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
+    for name, g in ref_grads.items():
+        assert g.abs().sum() > 0, name  # every layer learns, so the comparison is not trivial
+        torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    for name, b in ref_buffers.items():  # BatchNorm statistics over the copied steps
+        torch.testing.assert_close(buffers[name], b, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_the_layers_before_an_upsampling_run_at_the_stage_before_s_t(monkeypatch):
+    net = _upsampling_net()
+    x = (torch.rand(6, 5, 2, 7, 7) < 0.4).float()
+    seen = _layer_steps(monkeypatch)
+    net(x, (2, 5, 7))
+    assert seen == [
+        ("Conv2d", 2), ("BatchNorm2d", 2),  # stage 1 at T_1 = 2 (the input TTM sums frames: first)
+        ("Conv2d", 2), ("BatchNorm2d", 5),  # 2 -> 5: the conv runs on the 2 distinct steps
+        ("Flatten", 5), ("Linear", 5), ("BatchNorm1d", 7),  # 5 -> 7
+    ]  # fmt: skip
+    seen.clear()
+    net(x, (3, 2, 2))  # down-sampling and equal T: every layer at its stage's T
+    assert [t for _, t in seen] == [3, 3, 2, 2, 2, 2, 2]
+    seen.clear()
+    net.eval()
+    net.require_calibration = False
+    with torch.no_grad():
+        net(x, (2, 5, 7))  # eval-mode BatchNorm normalises each sample alone: it runs before the copies too
+    assert [t for _, t in seen] == [2, 2, 2, 2, 5, 5, 5]
+
+
+def test_no_reordering_where_copies_could_differ_or_someone_watches(monkeypatch):
+    x = (torch.rand(6, 5, 2, 7, 7) < 0.4).float()
+
+    def second_conv_steps(net):
+        seen = _layer_steps(monkeypatch)
+        net(x, (2, 5, 5))
+        monkeypatch.undo()
+        return [t for name, t in seen if name in ("Conv2d", "MyConv", "Dropout")][1]
+
+    assert second_conv_steps(_upsampling_net()) == 2
+    assert second_conv_steps(_upsampling_net("soft")) == 5  # soft copies nothing: it mixes steps
+
+    class MyConv(nn.Conv2d):  # a subclass may add state or randomness
+        pass
+
+    assert second_conv_steps(_upsampling_net(lead=[MyConv(3, 4, 3, padding=1)])) == 5
+    dropout_first = [nn.Dropout(0.5), nn.Conv2d(3, 4, 3, padding=1)]
+    assert second_conv_steps(_upsampling_net(lead=dropout_first)) == 5  # fresh masks per step
+    for watched in ("conv", "stage", "ttm"):
+        net = _upsampling_net()
+        module = {"conv": net.stages[1][0], "stage": net.stages[1], "ttm": net.ttm}[watched]
+        handle = module.register_forward_hook(lambda m, args, out: None)
+        assert second_conv_steps(net) == 5, watched
+        handle.remove()
+    handle = nn.modules.module.register_module_forward_hook(lambda m, args, out: None)
+    try:
+        assert second_conv_steps(_upsampling_net()) == 5  # a global hook may count every forward
+    finally:
+        handle.remove()

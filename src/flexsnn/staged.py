@@ -12,6 +12,10 @@ Inputs (``input_kind``):
 - ``"frames"``: ``x`` ``[T_in, B, ...]`` (e.g. event frames ``[T, B, 2, 34, 34]``), resampled to
   ``T_1`` by the input TTM when ``T_in != T_1``.
 
+Where a ``"hard"`` or ``"trim"`` TTM raises T (it copies whole steps), the next stage's leading
+per-step layers run on the ``T_i`` distinct steps and their outputs are copied instead of
+their inputs: the same values for fewer conv / linear steps (:meth:`StagedNet.run_stages`).
+
 The input TTM has its own mode (``input_ttm_mode``, default: the stage boundaries'
 ``ttm_mode``). The TimeConfig holds the stages' T only: the input's T is the data's (frames
 binned at ``T_in``), so "the input pinned at T, every stage drawn" is a frames input at
@@ -356,6 +360,13 @@ class StagedNet(nn.Module):
         if not 0 <= start <= stop <= self.num_stages:
             raise InputError(f"stages [{start}, {stop}) are not a range of this net's {self.num_stages} stages")
         for i in range(start, stop):
+            if i > 0 and time_config[i] > x.shape[0] and (lead := self._steps_before_repeat(i)):
+                # The TTM copies steps here: the stage's leading per-step layers run on the
+                # T_{i-1} distinct steps and their outputs are copied instead of their inputs.
+                layers = list(self.stages[i])
+                x = run_time_first(layers[:lead], x)
+                x = run_time_first(layers[lead:], self.ttm(x, time_config[i]))
+                continue
             if i > 0:
                 x = self.ttm(x, time_config[i])
             if i == 0 and after_stem:
@@ -363,6 +374,30 @@ class StagedNet(nn.Module):
             else:
                 x = self.stages[i](x)
         return x
+
+    def _steps_before_repeat(self, i: int) -> int:
+        """How many leading layers of stage ``i`` an up-sampling TTM into it may follow instead
+        of precede (0: none).
+
+        A "hard" or "trim" TTM that raises T copies whole time steps, and a layer that maps each
+        step of each sample on its own, without randomness or state, gives copied outputs for
+        copied inputs: :data:`STEM_LAYERS` types (exact types) except train-mode BatchNorm (its
+        batch statistics mix the samples). Only while no forward hook would see the difference
+        (on the net's TTM, the stage, those layers, or every module).
+        """
+        stage = self.stages[i]
+        if self.ttm.mode == "soft" or type(stage) is not TimeFirstSequential or not without_global_hooks():
+            return 0
+        if _has_hooks(self.ttm) or _has_hooks(stage):
+            return 0
+        count = 0
+        for layer in stage:
+            if type(layer) not in STEM_LAYERS or _has_hooks(layer):
+                break
+            if isinstance(layer, _BatchNorm) and (layer.training or layer.running_mean is None):
+                break
+            count += 1
+        return count
 
     def run_head(self, x: torch.Tensor) -> torch.Tensor:
         """The head on the last stage's output (``x`` itself without a head)."""
@@ -490,6 +525,16 @@ def stage_time_steps(net: StagedNet, time_config: TimeConfigLike | None = None) 
     if cfg is None:
         raise ConfigError("the net has no time_config set; pass one: stage_time_steps(net, time_config)")
     return list(enumerate(cfg))
+
+
+def without_global_hooks() -> bool:
+    """No global forward hook is registered: one may count on seeing every module's forward
+    (e.g. an op counter), which rules out running a layer fewer times than written."""
+    return not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 #: Layer types a static input's stem may hold (exact types: a subclass may add randomness or

@@ -42,7 +42,7 @@ from flexsnn.multistep import TimeFirstSequential
 from flexsnn.neurons import SpikingNeuron
 from flexsnn.progress import progress_bar
 from flexsnn.runtime import use_channels_last
-from flexsnn.staged import STEM_LAYERS, SharedBatchStatistics, StagedNet
+from flexsnn.staged import STEM_LAYERS, SharedBatchStatistics, StagedNet, without_global_hooks
 from flexsnn.train import distributed as dist_utils
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, read_training_metadata, save_training_state
 from flexsnn.train.samplers import Sampler, TimeConfig, sampler_from_dict
@@ -203,13 +203,8 @@ def _can_share_stages(model: nn.Module) -> bool:
     return (
         isinstance(model, StagedNet)
         and not (model._forward_hooks or model._forward_pre_hooks)
-        and _without_global_hooks()
+        and without_global_hooks()
     )
-
-
-def _without_global_hooks() -> bool:
-    # a global hook may count on seeing every forward (e.g. an op counter)
-    return not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
 
 
 #: Module types whose forward depends on their input and parameters only (BatchNorm's
@@ -237,7 +232,7 @@ def _can_share_stem(model: nn.Module) -> bool:
     """A static-input StagedNet (not wrapped) with a stem and no forward hooks on it."""
     if not isinstance(model, StagedNet) or model.stem_length() == 0:
         return False
-    if not _without_global_hooks():
+    if not without_global_hooks():
         return False
     stem = list(model.stages[0])[: model.stem_length()]
     return not any(m._forward_hooks or m._forward_pre_hooks for layer in stem for m in layer.modules())

@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import InitVar, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -88,8 +88,11 @@ class SimulationResult:
     spike_tie: bool = field(init=False)
     spike_silent: bool = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.spike_prediction, self.spike_tie, self.spike_silent = spike_count_readout(self.output_spikes)
+    readout: InitVar[tuple[int, bool, bool] | None] = None
+
+    def __post_init__(self, readout: tuple[int, bool, bool] | None) -> None:
+        # readout: spike_count_readout(output_spikes), when the caller has it already
+        self.spike_prediction, self.spike_tie, self.spike_silent = readout or spike_count_readout(self.output_spikes)
 
     def keys(self) -> list[str]:
         return [f.name for f in fields(self)]
@@ -343,17 +346,7 @@ def simulate(
     jobs = [(run_recorded, b) for b in range(n)] if record_spikes else [(run_chunk, c) for c in _chunks(n, threads)]
     bar = progress_bar(total=n, desc="simulate", unit="sample", enabled=progress) if progress else None
     try:
-        if threads == 1 or len(jobs) == 1:
-            for fn, arg in jobs:
-                done = fn(arg)
-                if bar is not None:
-                    bar.update(done)
-        else:
-            pool = _pool(threads)
-            for future in [pool.submit(fn, arg) for fn, arg in jobs]:
-                done = future.result()
-                if bar is not None:
-                    bar.update(done)
+        _run_jobs(jobs, threads, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -363,26 +356,67 @@ def simulate(
             "network's activity runs away (weights too large?) or raise max_queue"
         )
     results = []
-    for b, stream in enumerate(streams):
-        first, settle, decision, _ = (int(v) for v in info[b])
-        t = stream["t"]
-        results.append(
-            SimulationResult(
-                scores=scores[b],
-                prediction=decision,
-                output_spikes=out_spikes[b],
-                layer_spikes=layer_spikes[b],
-                layer_synops=layer_synops[b],
-                synops=int(layer_synops[b].sum()),
-                num_events=int(stream.size),
-                empty=stream.size == 0,
-                first_decision_time=None if first < 0 else _py_time(t[first]),
-                decision_settle_time=None if settle < 0 or decision < 0 else _py_time(t[settle]),
-                spike_trace=traces[b],
-                membranes=membranes[b],
-            )
+    readouts = zip(*(r.tolist() for r in _spike_count_readouts(out_spikes)))
+    synops = layer_synops.sum(axis=1).tolist()
+    for b, (stream, (first, settle, decision, _), readout) in enumerate(zip(streams, info.tolist(), readouts)):
+        result = SimulationResult(
+            scores=scores[b],
+            prediction=decision,
+            output_spikes=out_spikes[b],
+            layer_spikes=layer_spikes[b],
+            layer_synops=layer_synops[b],
+            synops=synops[b],
+            num_events=int(stream.size),
+            empty=stream.size == 0,
+            first_decision_time=None if first < 0 else _py_time(stream["t"][first]),
+            decision_settle_time=None if settle < 0 or decision < 0 else _py_time(stream["t"][settle]),
+            spike_trace=traces[b],
+            membranes=membranes[b],
+            readout=readout,
         )
+        results.append(result)
     return results[0] if single else results
+
+
+def _spike_count_readouts(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`spike_count_readout` of every row of ``counts`` [n, classes] at once:
+    (predictions, ties, silences)."""
+    top = counts.max(axis=1, initial=0)
+    silent = top == 0
+    tie = ~silent & ((counts == top[:, None]).sum(axis=1) > 1)
+    prediction = np.where(silent | tie, -1, counts.argmax(axis=1) if counts.shape[1] else -1)
+    return prediction, tie, silent
+
+
+def _run_jobs(jobs: list, threads: int, bar: Any) -> None:
+    """Run ``(fn, arg)`` jobs on ``threads`` threads (this one and pool workers), each taking
+    the next job as it finishes one: one hand-off per thread, not one per job."""
+    if threads == 1 or len(jobs) == 1:
+        for fn, arg in jobs:
+            done = fn(arg)
+            if bar is not None:
+                bar.update(done)
+        return
+    queue = iter(jobs)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                job = next(queue, None)
+            if job is None:
+                return
+            done = job[0](job[1])
+            if bar is not None:
+                with lock:
+                    bar.update(done)
+
+    helpers = [_pool(threads - 1).submit(worker) for _ in range(min(threads, len(jobs)) - 1)]
+    try:
+        worker()
+    finally:
+        for future in helpers:
+            future.result()  # waits for every helper, and raises what one raised
 
 
 def _unpack_membranes(u: np.ndarray, compiled: CompiledNet) -> list[np.ndarray]:
