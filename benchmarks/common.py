@@ -354,15 +354,21 @@ def stage_step_floor(configs_per_iter, num_stages: int, t_max: int) -> float:
     return mtt / (len(configs_per_iter) * num_stages * t_max)
 
 
+def _distinct_prefix_steps(configs_per_iter, num_stages: int, t_max: int, steps) -> float:
+    """Per iteration, ``steps(prefix)`` summed over each distinct prefix ``cfg[:d + 1]`` (stage
+    d runs once per distinct prefix), over SDT's stage-steps."""
+    run = 0
+    for configs in configs_per_iter:
+        for d in range(num_stages):
+            run += sum(steps(prefix) for prefix in {tuple(cfg[: d + 1]) for cfg in configs})
+    return run / (len(configs_per_iter) * num_stages * t_max)
+
+
 def shared_stage_step_ratio(configs_per_iter, num_stages: int, t_max: int) -> float:
     """Stage-steps MTT runs once configs drawing the same T_1..T_k share stages 1..k
     (``train_step(share_stages=True)``, every stage shareable), over SDT's: per iteration,
     each distinct prefix ``cfg[:k]`` runs stage k once."""
-    run = 0
-    for configs in configs_per_iter:
-        for d in range(num_stages):
-            run += sum(prefix[-1] for prefix in {tuple(cfg[: d + 1]) for cfg in configs})
-    return run / (len(configs_per_iter) * num_stages * t_max)
+    return _distinct_prefix_steps(configs_per_iter, num_stages, t_max, lambda p: p[-1])
 
 
 def weighted_layer_step_ratio(configs_per_iter, num_stages: int, t_max: int) -> float:
@@ -370,9 +376,4 @@ def weighted_layer_step_ratio(configs_per_iter, num_stages: int, t_max: int) -> 
     counted at the T before it: its leading conv / linear runs on the distinct steps and the
     copies follow it (``StagedNet.run_stages``), so this counts the steps the stages' weighted
     layers run, over SDT's."""
-    run = 0
-    for configs in configs_per_iter:
-        for d in range(num_stages):
-            prefixes = {tuple(cfg[: d + 1]) for cfg in configs}
-            run += sum(min(p[-2], p[-1]) if d else p[-1] for p in prefixes)
-    return run / (len(configs_per_iter) * num_stages * t_max)
+    return _distinct_prefix_steps(configs_per_iter, num_stages, t_max, lambda p: min(p[-2:]))

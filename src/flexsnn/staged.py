@@ -388,11 +388,11 @@ class StagedNet(nn.Module):
         stage = self.stages[i]
         if self.ttm.mode == "soft" or type(stage) is not TimeFirstSequential or not without_global_hooks():
             return 0
-        if _has_hooks(self.ttm) or _has_hooks(stage):
+        if has_forward_hooks(self.ttm) or has_forward_hooks(stage):
             return 0
         count = 0
         for layer in stage:
-            if type(layer) not in STEM_LAYERS or _has_hooks(layer):
+            if type(layer) not in STEM_LAYERS or has_forward_hooks(layer):
                 break
             if isinstance(layer, _BatchNorm) and (layer.training or layer.running_mean is None):
                 break
@@ -533,7 +533,8 @@ def without_global_hooks() -> bool:
     return not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
 
 
-def _has_hooks(module: nn.Module) -> bool:
+def has_forward_hooks(module: nn.Module) -> bool:
+    """``module`` itself carries forward (pre-)hooks."""
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 

@@ -42,7 +42,7 @@ from flexsnn.multistep import TimeFirstSequential
 from flexsnn.neurons import SpikingNeuron
 from flexsnn.progress import progress_bar
 from flexsnn.runtime import use_channels_last
-from flexsnn.staged import STEM_LAYERS, SharedBatchStatistics, StagedNet, without_global_hooks
+from flexsnn.staged import STEM_LAYERS, SharedBatchStatistics, StagedNet, has_forward_hooks, without_global_hooks
 from flexsnn.train import distributed as dist_utils
 from flexsnn.train.checkpoint import CHECKPOINT_FILE, load_training_state, read_training_metadata, save_training_state
 from flexsnn.train.samplers import Sampler, TimeConfig, sampler_from_dict
@@ -200,11 +200,7 @@ class _SharedPrefix:
 def _can_share_stages(model: nn.Module) -> bool:
     """A StagedNet (not wrapped) whose own forward no hook watches: the shared path runs its
     pieces (:meth:`StagedNet.stage_input`, ``run_stages``, ``run_head``), not ``forward``."""
-    return (
-        isinstance(model, StagedNet)
-        and not (model._forward_hooks or model._forward_pre_hooks)
-        and without_global_hooks()
-    )
+    return isinstance(model, StagedNet) and not has_forward_hooks(model) and without_global_hooks()
 
 
 #: Module types whose forward depends on their input and parameters only (BatchNorm's
@@ -218,7 +214,7 @@ def shareable_stage(stage: nn.Module) -> bool:
     :data:`DETERMINISTIC_LAYERS` type (exact types) or a flexsnn neuron that neither records,
     streams nor keeps its membrane, and no module carries forward hooks."""
     for m in stage.modules():
-        if m._forward_hooks or m._forward_pre_hooks:
+        if has_forward_hooks(m):
             return False
         if isinstance(m, SpikingNeuron):
             if m.record or m.stateful or m.record_membrane:
@@ -235,7 +231,7 @@ def _can_share_stem(model: nn.Module) -> bool:
     if not without_global_hooks():
         return False
     stem = list(model.stages[0])[: model.stem_length()]
-    return not any(m._forward_hooks or m._forward_pre_hooks for layer in stem for m in layer.modules())
+    return not any(has_forward_hooks(m) for layer in stem for m in layer.modules())
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):

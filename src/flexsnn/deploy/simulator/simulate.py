@@ -40,14 +40,8 @@ def spike_count_readout(output_spikes: Any) -> tuple[int, bool, bool]:
     ``silent`` (no output spike at all) or ``tie`` (two or more classes share the largest
     count). A tie is never broken by class index.
     """
-    counts = np.asarray(output_spikes).reshape(-1)
-    if counts.size == 0 or not counts.any():
-        return -1, False, True
-    top = counts.max()
-    winners = np.flatnonzero(counts == top)
-    if winners.size > 1:
-        return -1, True, False
-    return int(winners[0]), False, False
+    prediction, tie, silent = _spike_count_readouts(np.asarray(output_spikes).reshape(1, -1))
+    return int(prediction[0]), bool(tie[0]), bool(silent[0])
 
 
 @dataclass
@@ -381,11 +375,12 @@ def simulate(
 def _spike_count_readouts(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`spike_count_readout` of every row of ``counts`` [n, classes] at once:
     (predictions, ties, silences)."""
-    top = counts.max(axis=1, initial=0)
-    silent = top == 0
+    silent = ~counts.any(axis=1)
+    if counts.shape[1] == 0:
+        return np.full(len(counts), -1, dtype=np.int64), np.zeros(len(counts), dtype=bool), silent
+    top = counts.max(axis=1)
     tie = ~silent & ((counts == top[:, None]).sum(axis=1) > 1)
-    prediction = np.where(silent | tie, -1, counts.argmax(axis=1) if counts.shape[1] else -1)
-    return prediction, tie, silent
+    return np.where(silent | tie, -1, counts.argmax(axis=1)), tie, silent
 
 
 def _run_jobs(jobs: list, threads: int, bar: Any) -> None:
