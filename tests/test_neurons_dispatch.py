@@ -95,3 +95,65 @@ def test_finiteness_is_checked_on_cpu_and_not_read_back_from_accelerators():
     # a "meta" tensor has no data: reading a value back would raise, so no check may read it
     x = torch.empty(3, 2, 4, device="meta")
     assert check_input(x) is x
+
+
+# ------------------------------------------------ the finiteness check read from the last membrane
+NONFINITE_PARAMS = [
+    NeuronParams(decay=decay, reset=reset, multi_spike=multi, v_min=v_min)
+    for decay in (1.0, 0.5)
+    for reset in ("hard", "subtract")
+    for multi in (False, True)
+    for v_min in (None, -1.0)
+]
+
+
+def _with_bad_value(value: float, step: int) -> torch.Tensor:
+    torch.manual_seed(0)
+    x = torch.rand(4, 2, 3, 6, 6) * 1.5
+    x[step, 1, 2, 3, 4] = value
+    return x
+
+
+@pytest.mark.parametrize("params", NONFINITE_PARAMS, ids=repr)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("step", [0, 2, 3])
+def test_a_nonfinite_input_anywhere_is_refused_by_every_path(params, value, step):
+    from torch import nn
+
+    from flexsnn.multistep import TimeFirstSequential
+    from flexsnn.neurons import LIF
+
+    x = _with_bad_value(value, step)
+    for backend in ("fused", "reference"):
+        with pytest.raises(InputError, match="NaN or infinite"):
+            lif_multistep(x, params, backend=backend)
+        lif = LIF(params.v_th, params.decay, params.reset, params.multi_spike, params.v_min, backend=backend)
+        with pytest.raises(InputError, match="NaN or infinite"):
+            lif(x)
+        # the neuron then its pooling, run as one pass for the fused backend
+        net = TimeFirstSequential(lif, nn.AvgPool2d(2)).to(memory_format=torch.channels_last)
+        with pytest.raises(InputError, match="NaN or infinite"):
+            net(x.clone().requires_grad_())
+
+
+def test_the_whole_input_is_read_only_when_the_last_membrane_is_not_finite(monkeypatch):
+    import flexsnn.neurons.dispatch as dispatch
+
+    calls = []
+    real = dispatch.check_finite
+    monkeypatch.setattr(dispatch, "check_finite", lambda x, name="x": calls.append(x.shape) or real(x, name))
+    x = torch.rand(6, 2, 5)
+    lif_multistep(x, NeuronParams())
+    assert calls == []  # one sum over v_last, no pass over the T steps
+    lif_multistep(x, NeuronParams(v_min=-1.0))  # a clip can hide -inf: x itself is checked
+    assert calls == [x.shape]
+    # huge finite currents overflow the membrane of an IF neuron with subtract reset: the
+    # last membrane is inf, x is then checked element by element and passes (no error)
+    huge = torch.full((3, 1, 2), 3e38)
+    _, v_last = lif_multistep(huge, NeuronParams(decay=1.0, reset="subtract"))
+    assert torch.isinf(v_last).all() and calls[-1] == huge.shape
+    # the compiled kernels' hard reset zeroes +inf, so that backend checks x before the run
+    n = len(calls)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        lif_multistep(_with_bad_value(float("inf"), 0), NeuronParams(), backend="compiled")
+    assert len(calls) == n + 1

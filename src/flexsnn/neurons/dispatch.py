@@ -39,18 +39,44 @@ def multistep_runner(backend: str) -> Runner:
     return _RUNNERS[check_choice(backend, "backend", BACKENDS)]
 
 
-def check_input(x) -> torch.Tensor:
+def check_input(x, params: NeuronParams | None = None, backend: str | None = None) -> torch.Tensor:
     """Check the neuron input: a floating-point tensor ``[T, B, ...]`` with T >= 1, finite.
 
     Finiteness is checked on CPU only: on an accelerator reading the answer back would stall
     the device once per neuron layer. There a StagedNet still checks its own input once per
     forward (:meth:`flexsnn.staged.StagedNet.forward`), and a NaN born inside the network
     shows in the loss.
+
+    With the ``params`` and ``backend`` of a neuron without a lower membrane clip, run by the
+    fused or reference loops, the finiteness check is left to :func:`check_last_membrane`
+    after the run (one step's values instead of all T).
     """
     x = check_time_first(x, "x", min_dim=2)
     if not x.is_floating_point():
         raise InputError(f"x must be a floating-point tensor [T, B, ...], got dtype {x.dtype}")
-    return check_finite(x, "x") if x.device.type == "cpu" else x
+    if x.device.type != "cpu" or _finite_from_last_membrane(params, backend):
+        return x
+    return check_finite(x, "x")
+
+
+# Backends whose loops carry every NaN or infinity of x to the last membrane: h = decay * u + x
+# keeps it, their resets keep it (m - m * g and m * (1 - g) give inf - inf or inf * 0, NaN) and
+# so does the next step's h. The compiled kernels reset with where(), which zeroes +inf; a lower
+# clip (v_min) turns -inf into a finite value: there x itself is checked.
+_CARRY_NONFINITE = ("auto", "fused", "reference")
+
+
+def _finite_from_last_membrane(params: NeuronParams | None, backend: str | None) -> bool:
+    return params is not None and params.v_min is None and backend in _CARRY_NONFINITE
+
+
+def check_last_membrane(x: torch.Tensor, v_last: torch.Tensor, params: NeuronParams, backend: str) -> None:
+    """The finiteness check :func:`check_input` left to after the run: ``x`` is checked
+    element by element only when the last membrane ``v_last`` is not finite."""
+    if x.device.type != "cpu" or not _finite_from_last_membrane(params, backend) or torch.compiler.is_compiling():
+        return
+    if not bool(torch.isfinite(v_last.sum())):
+        check_finite(x, "x")  # NaN / inf in x, or finite values whose sum overflowed
 
 
 def lif_multistep(
@@ -72,4 +98,6 @@ def lif_multistep(
         raise InputError(
             f"params must be a NeuronParams, e.g. NeuronParams(v_th=1.0, decay=0.5), got {type(params).__name__}"
         )
-    return run(check_input(x), params)
+    spikes, v_last = run(check_input(x, params, backend), params)
+    check_last_membrane(x, v_last, params, backend)
+    return spikes, v_last

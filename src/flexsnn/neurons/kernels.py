@@ -51,24 +51,29 @@ def forward_loop(
     Every value is computed with ops that round exactly as the reference loop's do, so
     spikes and membranes are bit-identical to it. Results go into preallocated ``[T, ...]``
     buffers; per-step values into step-sized buffers allocated once, so the loop allocates
-    nothing. The ``[T, ...]`` buffers come from :data:`flexsnn.buffers.STEP_BUFFERS`: a
-    training loop reuses the previous step's memory instead of faulting in fresh pages. The
-    fired mask is computed once per step (for single spikes it *is* ``s``).
+    nothing. Both kinds come from :data:`flexsnn.buffers.STEP_BUFFERS` (where large enough):
+    a training loop reuses the previous step's memory instead of faulting in fresh pages. The
+    fired mask is computed once per step (for single spikes it *is* ``s``); step 0 starts from
+    ``x[0]`` (the zero membrane is never filled in).
 
     ``sink(t, s)``: hand each step's spikes to the next layer at once instead of keeping
     them (``spikes`` is then None); ``s`` is a step buffer that step ``t + 1`` overwrites.
     """
+    step = x[0]
     spikes = STEP_BUFFERS.empty_like(x) if sink is None else None
-    step_spikes = None if sink is None else torch.empty_like(x[0])
+    step_spikes = None if sink is None else STEP_BUFFERS.empty_like(step)
     h_all = STEP_BUFFERS.empty_like(x) if keep_membrane else None
-    u = torch.zeros_like(x[0])
-    h_buf = None if keep_membrane else torch.empty_like(u)
-    m_buf = None if p.v_min is None else torch.empty_like(u)
+    u = STEP_BUFFERS.empty_like(step)  # written by step 0's reset before it is read
+    h_buf = None if keep_membrane else STEP_BUFFERS.empty_like(step)
+    m_buf = None if p.v_min is None else STEP_BUFFERS.empty_like(step)
     # hard reset, multi-spike: H(s > 0); subtract, multi-spike: s * v_th
-    scratch = torch.empty_like(u) if p.multi_spike else None
+    scratch = STEP_BUFFERS.empty_like(step) if p.multi_spike else None
     for t in range(x.shape[0]):
         h = h_all[t] if h_all is not None else h_buf
-        if p.decay == 1.0:
+        if t == 0:
+            # u = 0: decay * 0 + x[0] is x[0] + 0, the same bits (-0.0 becomes +0.0 in both)
+            torch.add(x[0], 0.0, out=h)
+        elif p.decay == 1.0:
             torch.add(u, x[t], out=h)
         else:
             torch.mul(u, p.decay, out=h).add_(x[t])
@@ -110,10 +115,10 @@ def backward_loop(
     """
     dx = STEP_BUFFERS.empty_like(h)
     step = h[0]
-    s_prime = torch.empty_like(step)
-    coef_buf = torch.empty_like(step)  # coef = du[t] / dm[t]
-    scratch = torch.empty_like(step)
-    m_buf = None if p.v_min is None else torch.empty_like(step)
+    s_prime = STEP_BUFFERS.empty_like(step)
+    coef_buf = STEP_BUFFERS.empty_like(step)  # coef = du[t] / dm[t]
+    scratch = STEP_BUFFERS.empty_like(step)
+    m_buf = None if p.v_min is None else STEP_BUFFERS.empty_like(step)
     envelope = p.multi_spike and p.surrogate_fn.multi_spike_envelope
     carry = grad_v  # dL/du[t] before the decay factor; None means zero
     carry_scale = 1.0  # dL/du[T-1] is grad_v itself; earlier steps get decay * dh[t + 1]

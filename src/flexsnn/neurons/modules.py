@@ -35,7 +35,7 @@ import torch
 
 from flexsnn.errors import InputError, check_choice
 from flexsnn.multistep import MultiStepModule
-from flexsnn.neurons.dispatch import BACKENDS, check_input, multistep_runner
+from flexsnn.neurons.dispatch import BACKENDS, check_input, check_last_membrane, multistep_runner
 from flexsnn.neurons.fused import fused_avg_pool
 from flexsnn.neurons.params import NeuronParams
 
@@ -108,7 +108,7 @@ class SpikingNeuron(MultiStepModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[T, B, ...]`` input current -> spikes ``[T, B, ...]``."""
-        x = check_input(x)
+        x = check_input(x, self.params, self.backend)
         if x.dtype in LOW_PRECISION and torch.is_autocast_enabled(x.device.type):
             # Mixed precision: currents may arrive in bf16 / fp16, the membrane integrates in
             # float32 (an 8-bit mantissa would move spikes at the threshold over T steps).
@@ -116,6 +116,7 @@ class SpikingNeuron(MultiStepModule):
         if self.stateful and self._membrane is not None:
             x = self._carry_in(x)
         spikes, v_last = multistep_runner(self.backend)(x, self.params)
+        check_last_membrane(x, v_last, self.params, self.backend)
         if self.stateful:
             self._membrane = v_last.detach()
         if self.record_membrane:
@@ -147,7 +148,9 @@ class SpikingNeuron(MultiStepModule):
             or torch.compiler.is_compiling()
         ):
             return None
-        return fused_avg_pool(check_input(x), self.params, pool_args)
+        pooled, v_last = fused_avg_pool(check_input(x, self.params, self.backend), self.params, pool_args)
+        check_last_membrane(x, v_last, self.params, self.backend)
+        return pooled
 
     def extra_repr(self) -> str:
         p = self.params
