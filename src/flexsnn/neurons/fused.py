@@ -132,15 +132,6 @@ def _tiles(pool_args: tuple, step: torch.Tensor) -> int | None:
     return k[0]
 
 
-def _channels_last_step(x: torch.Tensor) -> torch.Tensor:
-    """An uninitialised channels_last tensor like one step ``x[0]`` (pooled on CPU)."""
-    shape = x.shape[1:]
-    stride = torch.empty(shape, device="meta", memory_format=torch.channels_last).stride()
-    if x.device.type == "cpu":
-        return STEP_BUFFERS.empty_strided(shape, stride, x.dtype)
-    return torch.empty_strided(shape, stride, dtype=x.dtype, device=x.device)
-
-
 def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[-1]))
 
@@ -158,7 +149,8 @@ def _pool_backward_steps(grad: torch.Tensor, h: torch.Tensor, pool_args: tuple):
     if k is not None:
         divisor = pool_args[5] or k * k
         offsets = [(i, j) for i in range(k) for j in range(k)]
-        g = _channels_last_step(grad)
+        layout = torch.empty(grad.shape[1:], dtype=grad.dtype, device="meta", memory_format=torch.channels_last)
+        g = steps_like(layout, 1, grad.device)[0]  # one channels_last step, pooled on CPU
 
         def tiled(t: int, s_prime: torch.Tensor, out: torch.Tensor) -> None:
             torch.div(grad[t], divisor, out=g)  # into one channels_last step buffer
