@@ -13,6 +13,9 @@ the machine's load hits all alike); "cpu s" is this process's CPU time for the s
 a loaded machine wall time also counts waiting for a core; the load average is printed). The
 first-call JIT compile time is measured separately, in fresh subprocesses: once with an
 empty numba cache (the cold compile) and once loading that cache (every later process).
+On vgg9 two more rows: the threads sharing each sample's neurons (``parallel="neurons"``,
+samples one after the other; what ``simulate`` does by default for fewer samples than
+threads) on the same samples, and the latency of one stream alone, both ways.
 
     python benchmarks/bench_simulator.py                # full run (a few minutes on 2 cores)
     python benchmarks/bench_simulator.py --quick        # smaller, for a smoke test
@@ -172,7 +175,7 @@ def first_call_times() -> tuple[str, str]:
     return tuple(r.stdout.split()[1] for r in runs)  # type: ignore[return-value]
 
 
-def bench(name, model, sensor, n_samples, n_events, steps, repeats, threads, rng, rate):
+def bench(name, model, sensor, n_samples, n_events, steps, repeats, threads, rng, rate, shared=False):
     streams = [synthetic_events(rng, n_events, sensor[0], sensor[1]) for _ in range(n_samples)]
     frames = to_frames(streams, sensor, steps)
     calibrate(model, frames, rate, seed=len(name))
@@ -184,6 +187,10 @@ def bench(name, model, sensor, n_samples, n_events, steps, repeats, threads, rng
         )
         for th in sorted({1, threads})
     }
+    if shared and threads > 1:
+        engines[f"event-driven numba, {threads} threads, neurons shared"] = lambda: simulate(
+            net, streams, sensor, num_threads=threads, parallel="neurons"
+        )
     engines[f"time-stepped torch IF, T={steps}, batch {n_samples}"] = lambda: run_time_first(model, frames)
     with torch.no_grad():
         timed = interleaved_best(engines, repeats)
@@ -210,6 +217,17 @@ def bench(name, model, sensor, n_samples, n_events, steps, repeats, threads, rng
         print(
             f"  {label:44s} {wall:8.3f} {cpu:7.3f} {n_samples / wall:10.1f} {ev_rate:11.0f} {syn} "
             f"{torch_wall / wall:14.2f}x"
+        )
+    if shared and threads > 1:
+        one = {
+            "1 thread": lambda: simulate(net, streams[0], sensor, num_threads=1),
+            f"{threads} threads, neurons shared": lambda: simulate(net, streams[0], sensor, num_threads=threads),
+        }
+        latency = interleaved_best(one, repeats)
+        base = latency["1 thread"][0]
+        print(
+            "  one stream alone (latency): "
+            + ", ".join(f"{label} {wall * 1e3:.1f} ms ({base / wall:.2f}x)" for label, (wall, _, _) in latency.items())
         )
     return {label: torch_wall / wall for label, (wall, _, _) in timed.items()}
 
@@ -287,6 +305,7 @@ def main() -> None:
             args.threads,
             rng,
             args.rate,
+            shared=True,
         )
     print(f"\nload average at end (1, 5, 15 min): {os.getloadavg()}")
     for net, target in (("nmnist", 1.0), ("vgg9", 1.2)):

@@ -621,8 +621,13 @@ def test_each_kernel_is_compiled_once():
     simulate(conv_readout, make_events([(1, 1, 0, 0), (2, 3, 1, 0)]), (6, 6, 1))
     assert len(kernels.run_batch.signatures) == 1 and len(kernels.run_sample.signatures) == 1
     # the helpers are only listed when compiled in this process (not when loaded from numba's cache)
-    helpers = [kernels._run_core, kernels._merge_runs, kernels._clear, kernels.buffer_sizes]
-    assert all(len(k.signatures) <= 1 for k in helpers)
+    simulate(leaky, random_events(rng, 10, sensor), sensor, num_threads=2, parallel="neurons", record_spikes=True)
+    simulate(leaky, [random_events(rng, 10, sensor)] * 2, sensor, num_threads=2, parallel="neurons")
+    helpers = [kernels._run_core, kernels._merge_runs, kernels.clear_state, kernels.buffer_sizes, kernels.spike_lists]
+    helpers += [kernels.deliver, kernels.emit, kernels.layer_pass, kernels.pool_pass, kernels.load_block]
+    assert all(len(k.signatures) <= 1 for k in helpers), [
+        (k.__name__, k.signatures) for k in helpers if len(k.signatures) > 1
+    ]
 
 
 # ---- the chip-style readout: output spike counts, ties and silence reported as such ---------------
@@ -780,3 +785,145 @@ def test_streams_longer_than_a_block_match_the_oracle():
         slow.decision_settle_time,
     )
     np.testing.assert_array_equal(simulate(net, [events, events[:50]], sensor)[0].layer_spikes, fast.layer_spikes)
+
+
+# ---- one sample shared by the threads (parallel="neurons"): the same spikes bit for bit ----------
+@pytest.fixture
+def split_every_layer(monkeypatch):
+    """Split every weighted layer of two or more channels (the default needs 16 per thread)."""
+    threads_module = importlib.import_module("flexsnn.deploy.simulator.threads")
+    monkeypatch.setattr(threads_module, "MIN_PART_CHANNELS", 1)
+    return threads_module
+
+
+def assert_same_results(a, b, exact_membranes=True):
+    for x, y in zip(a.spike_trace, b.spike_trace):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(a.membranes, b.membranes):
+        if exact_membranes:
+            np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(a.output_spikes, b.output_spikes)
+    np.testing.assert_array_equal(a.layer_spikes, b.layer_spikes)
+    np.testing.assert_array_equal(a.layer_synops, b.layer_synops)
+    assert (a.prediction, a.first_decision_time, a.decision_settle_time) == (
+        b.prediction,
+        b.first_decision_time,
+        b.decision_settle_time,
+    )
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("seed", range(8))
+def test_shared_sample_matches_the_oracle_spike_for_spike(split_every_layer, seed, threads):
+    rng = np.random.default_rng(300 + seed)
+    leak = seed % 3 == 0
+    net, sensor = random_net(rng, allow_leak=leak)
+    ranges = split_every_layer.channel_ranges(compiled_for(net, (sensor[2], sensor[1], sensor[0])), threads)
+    assert any(r is not None for r in ranges)  # some layer is really shared
+    events = random_events(rng, int(rng.integers(20, 60)), sensor, t_max=200 if leak else 50)
+    fast = simulate(net, events, sensor, record_spikes=True, num_threads=threads, parallel="neurons")
+    slow = simulate_reference(net, events, sensor)
+    assert_same_results(fast, slow, exact_membranes=not leak)
+    if leak:
+        np.testing.assert_allclose(fast.scores, slow.scores, rtol=1e-12)
+    else:
+        np.testing.assert_array_equal(fast.scores, slow.scores)
+    unrecorded = simulate(net, [events, events[:7]], sensor, num_threads=threads, parallel="neurons")
+    by_samples = simulate(net, [events, events[:7]], sensor, num_threads=threads, parallel="samples")
+    for a, b in zip(unrecorded, by_samples):
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.layer_spikes, b.layer_spikes)
+        np.testing.assert_array_equal(a.layer_synops, b.layer_synops)
+    np.testing.assert_array_equal(unrecorded[0].scores, fast.scores)
+
+
+def test_channel_ranges_cover_each_wide_layer_once():
+    from flexsnn.deploy.simulator.threads import MIN_PART_CHANNELS, channel_ranges, splits
+
+    rng = np.random.default_rng(4)
+    wide = EventNet(
+        [
+            Conv(rng.normal(size=(40, 2, 3, 3)), padding=1, neuron=NeuronSpec()),  # 40 channels: 2 ranges
+            SumPool(2),
+            Conv(rng.normal(size=(100, 40, 3, 3)), padding=1, neuron=NeuronSpec()),  # 100: 3 ranges of 33-34
+            Flatten(),
+            Linear(rng.normal(size=(50, 100 * 2 * 2)), neuron=NeuronSpec()),  # 50: 3 ranges
+            Linear(rng.normal(size=(10, 50))),  # the readout: never split
+        ]
+    )
+    compiled = compiled_for(wide, (2, 4, 4))
+    ranges = channel_ranges(compiled, 3)
+    assert ranges[1] is None and ranges[-1] is None  # the pool and the readout
+    assert [(lo, hi) for lo, hi, *_ in ranges[0]] == [(0, 20), (20, 40)]  # 40 // 16 = 2 ranges only
+    assert [(lo, hi) for lo, hi, *_ in ranges[2]] == [(0, 33), (33, 67), (67, 100)]
+    assert [(lo, hi) for lo, hi, *_ in ranges[3]] == [(0, 17), (17, 33), (33, 50)]
+    assert all(hi - lo >= MIN_PART_CHANNELS for r in ranges if r for lo, hi, *_ in r)
+    # "auto" shares a wide net's samples' neurons when the samples are few; a narrow net never
+    assert splits(compiled, 2, 1, "auto") and not splits(compiled, 2, 2, "auto")
+    assert splits(compiled, 2, 64, "neurons") and not splits(compiled, 2, 1, "samples")
+    assert not splits(compiled, 1, 1, "neurons")
+    assert not splits(compiled_for(two_by_two_net(), (1, 3, 3)), 2, 1, "neurons")
+
+
+def test_shared_wide_conv_net_by_default_equals_one_thread():
+    # a 64-channel conv stack with the default threshold: "auto" shares one sample's layers
+    rng = np.random.default_rng(8)
+    net = EventNet(
+        [
+            Conv(rng.uniform(0.0, 0.6, size=(64, 2, 3, 3)), padding=1, neuron=NeuronSpec()),
+            Conv(rng.normal(0.02, 0.1, size=(48, 64, 3, 3)), padding=1, neuron=NeuronSpec(tau=300.0)),
+            SumPool(2),
+            Flatten(),
+            Linear(rng.normal(size=(5, 48 * 4 * 4))),
+        ]
+    )
+    from flexsnn.deploy.simulator.threads import splits
+
+    assert splits(compiled_for(net, (2, 8, 8)), 2, 1, "auto")
+    events = random_events(rng, 300, (8, 8, 2), t_max=2000)
+    shared = simulate(net, events, (8, 8, 2), num_threads=2, record_spikes=True)
+    one = simulate(net, events, (8, 8, 2), num_threads=1, record_spikes=True)
+    assert shared.layer_spikes[0] > 100 and shared.layer_spikes[1] > 10
+    assert_same_results(shared, one)
+    np.testing.assert_array_equal(shared.scores, one.scores)
+
+
+def wide_burst_net(neurons: int) -> EventNet:
+    # every input event makes each of `neurons` hidden neurons fire once
+    return EventNet(
+        [
+            Flatten(),
+            Linear(np.ones((neurons, 1)), neuron=NeuronSpec()),
+            Linear(np.tile([[0.5], [-0.25]], (1, neurons))),
+        ]
+    )
+
+
+def test_shared_sample_grows_its_lists_and_caps_cascades_exactly(split_every_layer):
+    # 20000 fired neurons per event: more than the first room of the lists of fired neurons
+    # and of spikes (16384) in one block, in each range and in the gathered list
+    events = make_events([(0, 0, t, 0) for t in range(3)])
+    shared = simulate(wide_burst_net(20000), events, (1, 1, 1), num_threads=2, parallel="neurons", record_spikes=True)
+    one = simulate(wide_burst_net(20000), events, (1, 1, 1), num_threads=1, record_spikes=True)
+    assert shared.layer_spikes.tolist() == [60000, 30000]
+    assert_same_results(shared, one)
+    np.testing.assert_array_equal(shared.scores, [30000.0, -15000.0])
+    for max_queue, threads in ((20000, 2), (19999, 2), (9999, 2), (6666, 3)):
+
+        def run(threads=threads, max_queue=max_queue):
+            return simulate(
+                wide_burst_net(20000), events, (1, 1, 1), num_threads=threads, parallel="neurons", max_queue=max_queue
+            )
+
+        if max_queue >= 20000:
+            assert run().layer_spikes[0] == 60000
+        else:  # caught once the ranges are gathered (19999) or within one range already
+            with pytest.raises(SimulationError, match=f"max_queue={max_queue}"):
+                run()
+
+
+def test_bad_parallel_mode_raises():
+    with pytest.raises(InputError, match="parallel must be one of"):
+        simulate(two_by_two_net(), make_events([(0, 0, 0, 0)]), (3, 3, 1), parallel="channels")

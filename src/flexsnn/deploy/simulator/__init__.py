@@ -1,11 +1,13 @@
 """Event-driven (clock-free) simulator of a deployable spiking network, compiled with numba.
 
-Rules: ``docs/event_driven.md``. Three modules, one job each:
+Rules: ``docs/event_driven.md``. Four modules, one job each:
 
 - :mod:`~flexsnn.deploy.simulator.kernels`: the numba kernels, flat on purpose (one kernel
   runs any stack encoded as flat arrays, compiled once per process and cached on disk);
 - :mod:`~flexsnn.deploy.simulator.compile`: an :class:`~flexsnn.deploy.eventnet.EventNet`
   encoded as those arrays (:class:`CompiledNet`);
+- :mod:`~flexsnn.deploy.simulator.threads`: the work spread over threads, by samples or by
+  the channels of one sample's layers;
 - :mod:`~flexsnn.deploy.simulator.simulate`: the public :func:`simulate` and
   :class:`SimulationResult`.
 """

@@ -64,6 +64,8 @@ class CompiledNet:
     n_state: int  # total neurons of all weighted layers
     shapes: list[tuple[int, ...]] = field(default_factory=list)  # output shape per weighted layer
     input_shape: tuple[int, int, int] = (0, 0, 0)
+    # weights laid out for the threads sharing a sample's layers, per thread count (see threads)
+    split_weights: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def leaks(self) -> bool:
@@ -94,9 +96,10 @@ def _fan_table(conv: Conv, shape_in: tuple[int, ...], shape_out: tuple[int, ...]
     """A conv layer's fan-out per input position, precomputed: ``(F, entries, counts)``.
 
     For the input position p = y * W_in + x, ``counts[p]`` output positions (oy, ox) hold it in
-    their window, listed in ascending (oy, ox) order as the first counts[p] of its F rows in
-    ``entries`` int64 [H_in * W_in * F, FAN_COLUMNS]: membrane offset (oy * W_out + ox) * C_out,
-    weight tap offset (ky * kw + kx) * C_out, spike key (oy << 16) | ox, position oy * W_out + ox.
+    their window, listed in descending (oy, ox) order as the first counts[p] of its F rows in
+    ``entries`` int64 [H_in * W_in * F, FAN_COLUMNS]: weight tap ky * kw + kx, spike key
+    (oy << 16) | ox, position oy * W_out + ox (the kernel scales tap and position by the
+    channels of its layout).
     A spike then walks a list instead of computing its footprint (no divisions, no bounds).
     """
     _, hi, wi = shape_in
@@ -115,12 +118,11 @@ def _fan_table(conv: Conv, shape_in: tuple[int, ...], shape_out: tuple[int, ...]
         np.arange(fx)[None, None, None, :] < count_x[None, :, None, None]
     )
     shape = (hi, wi, fy, fx)
-    columns = [
-        np.broadcast_to(v, shape) for v in ((oy * wo + ox) * co, (ky * kw + kx) * co, (oy << 16) | ox, oy * wo + ox)
-    ]
-    entries = np.stack(columns, axis=-1).reshape(hi, wi, fy * fx, FAN_COLUMNS)
-    valid = np.broadcast_to(valid, shape).reshape(hi, wi, fy * fx)
-    # valid entries first, in ascending (oy, ox) order: a stable sort on "not valid"
+    columns = [np.broadcast_to(v, shape) for v in (ky * kw + kx, (oy << 16) | ox, oy * wo + ox)]
+    # descending (oy, ox) is ascending (ky, kx): one spike's weights are read as one forward stream
+    entries = np.stack(columns, axis=-1).reshape(hi, wi, fy * fx, FAN_COLUMNS)[:, :, ::-1]
+    valid = np.broadcast_to(valid, shape).reshape(hi, wi, fy * fx)[:, :, ::-1]
+    # valid entries first, in descending (oy, ox) order: a stable sort on "not valid"
     order = np.argsort(~valid, axis=-1, kind="stable")
     entries = np.take_along_axis(entries, order[..., None], axis=2)
     entries = np.where(np.take_along_axis(valid, order, axis=2)[..., None], entries, 0)

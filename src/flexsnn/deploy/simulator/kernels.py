@@ -12,15 +12,23 @@ time (for the leak); the readout re-evaluates the decision at the end of each ev
 as after each cascade. Working a whole block through one layer keeps that layer's membranes
 and weights in cache and its loop tight.
 
-A list of samples is cut into chunks; each chunk is one kernel call (``nogil=True``) on a
-thread pool, with its own membrane state and spike lists, allocated once per call. Spikes are
-packed (channel, row, column) keys. A conv spike walks its input position's precomputed fan-out
-list (output positions in ascending order, no footprint arithmetic); each output position is
-one contiguous run of membranes (conv membranes are kept [H, W, C], so the run is the channel
-axis) that gets its weights added in a vectorised pass that also counts the neurons at
-threshold; only runs with such neurons are scanned to fire, and the fired runs are merged into
-flat order (no sort, no allocation per delivery). Float64 membranes, one addition per neuron
-per delivery in the oracle's order: without leak the results are bit-identical to
+One layer pass is two steps: :func:`deliver` adds a block's spikes into the layer and lists
+the neurons that fire, per input spike; :func:`emit` turns that list into the next layer's
+spike list (and the log). Deliver works on a range of output channels, so the threads can
+share one sample's wide layers, each on its own channels (:mod:`flexsnn.deploy.simulator.threads`);
+otherwise one thread runs whole samples: a chunk of samples is one kernel call
+(``nogil=True``) on a thread pool, with its own membrane state and spike lists, allocated once
+per call.
+
+Spikes are packed (channel, row, column) keys. A conv spike walks its input position's
+precomputed fan-out list (output positions in descending order, i.e. kernel taps ascending, so
+the spike's weights are read as one forward stream; no footprint arithmetic); each output
+position is one contiguous run of membranes (conv membranes are kept [H, W, C], so the run is
+the channel axis) that gets its weights added in a vectorised pass that also counts the
+neurons at threshold; only runs with such neurons are scanned to fire, and the fired runs are
+merged into flat order (no sort, no allocation per delivery). Float64 membranes, one addition
+per neuron per delivery in the oracle's order (the order of the positions does not matter: no
+neuron is in two of them): without leak the results are bit-identical to
 :mod:`flexsnn.deploy.reference` (with a leak, up to exp's last bit).
 """
 
@@ -39,7 +47,7 @@ POOL, CONV, LINEAR = 0, 1, 2
     16
 )
 N_COLUMNS = 16
-FAN_COLUMNS = 4  # membrane offset, weight tap offset, spike key, output position (see compile._fan_table)
+FAN_COLUMNS = 3  # weight tap, spike key, output position (see compile._fan_table)
 
 # A queued spike is one int64 key (channel << 32) | (row << 16) | column: decoding takes shifts,
 # not divisions, and keys order like flat (channel, row, column) indices. A flat map (Linear
@@ -52,7 +60,7 @@ QUEUE_START, LOG_START = 1 << 14, 1 << 14  # first room per spike list / log; do
 BLOCK_EVENTS = 2048  # input events worked through one layer at a time (QUEUE_START must hold them)
 SCAN_BLOCK = 32  # neurons counted at once when looking for those at threshold
 # typed constants for helper arguments: a literal (0, False) would make numba compile a second version
-ZERO, NO, YES = np.int64(0), np.bool_(False), np.bool_(True)
+ZERO, ONE, NO, YES = np.int64(0), np.int64(1), np.bool_(False), np.bool_(True)
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # numpy error model: no zero-division checks
 
 
@@ -117,6 +125,386 @@ def _fire_run(u, ub, oc, at_th, v_th, multi, hard, key_base, fired_key, fired_n,
     return nf
 
 
+@numba.njit(inline="always", **_JIT)
+def _note_decision(scores, n_out, last_e, st):
+    """After event last_e's spikes reached the readout: record a change of the decision in st
+    (first decision event, settle event, decision)."""
+    state = _decision(scores, n_out)
+    if state != st[2]:
+        st[2] = state
+        st[1] = last_e
+        if st[0] == -1 and state != -1:
+            st[0] = last_e
+
+
+@numba.njit(**_JIT)
+def load_block(keys, e0, spikes, tags):
+    """Input events keys[e0:e0 + BLOCK_EVENTS] as spike list 0 (each tagged with its event);
+    returns their number."""
+    n_cur = min(BLOCK_EVENTS, keys.size - e0)
+    for q in range(n_cur):
+        spikes[0, q] = keys[e0 + q]
+        tags[0, q] = e0 + q
+    return n_cur
+
+
+@numba.njit(inline="always", **_JIT)
+def pool_pass(op, ops, tables, spikes, tags, a, n_cur, max_queue):
+    """Route spike list a (n_cur spikes) through pooling op into list 1 - a.
+    Returns (status, room needed, spikes in the new list)."""
+    ih = ops[op, K_IH]
+    iw = ops[op, K_IW]
+    lb = ops[op, K_LUT]
+    mask = (1 << 16) - 1
+    b = 1 - a
+    room = spikes.shape[1]
+    n_nxt = 0
+    cascade = 0  # spikes emitted for the current input event (max_queue)
+    last_e = -1
+    for q in range(n_cur):
+        s = spikes[a, q]
+        e = tags[a, q]
+        if e != last_e:
+            last_e = e
+            cascade = 0
+        c = s >> 32
+        y = (s >> 16) & mask
+        x = s & mask
+        lo_x = tables[lb + 2 * ih + x]
+        hi_x = tables[lb + 2 * ih + iw + x]
+        for oy in range(tables[lb + y], tables[lb + ih + y] + 1):
+            for ox in range(lo_x, hi_x + 1):
+                cascade += 1
+                if cascade > max_queue:
+                    return OVERFLOW, cascade, n_nxt
+                if n_nxt == room:
+                    return GROW_QUEUE, 2 * room, n_nxt
+                spikes[b, n_nxt] = (c << 32) | (oy << 16) | ox
+                tags[b, n_nxt] = e
+                n_nxt += 1
+    return 0, 0, n_nxt
+
+
+@numba.njit(inline="always", **_JIT)
+def deliver(
+    op,
+    ops,
+    tables,
+    weights,
+    neurons,
+    times,
+    spikes,
+    tags,
+    a,
+    n_cur,
+    k_lo,
+    k_hi,
+    run_base,
+    run_stride,
+    w_base,
+    w_stride,
+    max_queue,
+    u,
+    t_last,
+    fired_key,
+    fired_n,
+    runs,
+    out_key,
+    out_n,
+    out_q,
+    scores,
+    st,
+):
+    """Deliver spike list a (n_cur spikes) to the output channels [k_lo, k_hi) of weighted op:
+    add the weights, fire and reset. Where this range's values lie: a conv position's membranes
+    at u[s_off + run_base + position * run_stride + k], k in [k_lo, k_hi); a conv tap's weights
+    of input channel c at weights[w_off + w_base + (c * kh * kw + tap) * w_stride + k], a linear
+    input's at weights[w_off + w_base + input * w_stride + k]. The kernel's own layout (conv
+    membranes [H, W, C], weights [ci, kh, kw, co] / [in, out]) is 0, C, 0, C;
+    :mod:`~flexsnn.deploy.simulator.threads` gives each range blocks of its own. Each input spike's fired neurons go to out_key / out_n
+    (key, spikes) in flat order, out_q the input spike of each; channel ranges never
+    share a neuron, so several ranges can be delivered at once on different threads.
+    The readout (the last op) takes all its channels in one range: it also follows the decision
+    (st: first decision event, settle event, decision).
+    Returns (status, room needed, synaptic operations, fired neurons listed); status OVERFLOW when the range alone
+    emits more than max_queue spikes for one input event, GROW_QUEUE when out_key is full.
+    """
+    n_ops = ops.shape[0]
+    n_out = ops[n_ops - 1, K_OC] * ops[n_ops - 1, K_OH] * ops[n_ops - 1, K_OW]
+    ih = ops[op, K_IH]
+    iw = ops[op, K_IW]
+    oc = ops[op, K_OC]
+    u_lo = np.uint64(k_lo)
+    u_hi = np.uint64(k_hi)
+    width = k_hi - k_lo
+    ohw = ops[op, K_OH] * ops[op, K_OW]
+    li = ops[op, K_NEURON]
+    is_readout = op == n_ops - 1
+    v_th = neurons[li, 0]
+    v_min = neurons[li, 1]
+    multi = neurons[li, 2] != 0.0
+    hard = neurons[li, 3] != 0.0
+    tau = neurons[li, 4]
+    leaky = tau > 0.0
+    w_off = ops[op, K_WOFF]
+    s_off = ops[op, K_SOFF]
+    fan = ops[op, K_F]
+    fan_off = ops[op, K_FAN]
+    cnt_off = ops[op, K_FCNT]
+    channel_block = ops[op, K_KH] * ops[op, K_KW] * w_stride
+    w_start = w_off + w_base
+    is_conv = ops[op, K_KIND] == CONV
+    mask = (1 << 16) - 1
+    room = out_key.size
+    channel_base = k_lo << 32
+    synops = 0
+    n_f = 0
+    cascade = 0
+    last_e = -1
+    for q in range(n_cur):
+        s = spikes[a, q]
+        e = tags[a, q]
+        if e != last_e:
+            if is_readout and last_e >= 0:  # the previous event's cascade is complete
+                _note_decision(scores, n_out, last_e, st)
+            last_e = e
+            cascade = 0
+        t = times[e]
+        c = s >> 32
+        y = (s >> 16) & mask
+        x = s & mask
+        nf = ZERO
+        n_runs = ZERO
+        if is_conv:
+            p = y * iw + x
+            n_pos = tables[cnt_off + p]
+            synops += n_pos * width
+            entry = fan_off + p * fan * FAN_COLUMNS
+            w_chan = w_start + c * channel_block
+            for _ in range(n_pos):
+                pos = tables[entry + 2]
+                ub = np.uint64(s_off + run_base + pos * run_stride)
+                wb = np.uint64(w_chan + tables[entry] * w_stride)
+                at_th = 0
+                if leaky:
+                    for k in range(u_lo, u_hi):
+                        v = u[ub + k] * math.exp(-(t - t_last[ub + k]) / tau)
+                        t_last[ub + k] = t
+                        v = v + weights[wb + k]
+                        v = v_min if v < v_min else v
+                        u[ub + k] = v
+                        at_th += v >= v_th
+                else:
+                    for k in range(u_lo, u_hi):
+                        v = u[ub + k] + weights[wb + k]
+                        v = v_min if v < v_min else v
+                        u[ub + k] = v
+                        at_th += v >= v_th
+                if is_readout:
+                    for k in range(oc):
+                        scores[pos + k * ohw] += weights[wb + np.uint64(k)]
+                if at_th > 0:
+                    runs[0, n_runs] = nf
+                    nf = _fire_run(
+                        u,
+                        ub + u_lo,
+                        width,
+                        at_th,
+                        v_th,
+                        multi,
+                        hard,
+                        tables[entry + 1] + channel_base,
+                        fired_key,
+                        fired_n,
+                        nf,
+                    )
+                    runs[1, n_runs] = nf
+                    n_runs += 1
+                entry += FAN_COLUMNS
+        else:
+            ub = np.uint64(s_off)
+            wb = np.uint64(w_start + ((c * ih + y) * iw + x) * w_stride)  # flat input index
+            synops += width
+            at_th = 0
+            if leaky:
+                for k in range(u_lo, u_hi):
+                    v = u[ub + k] * math.exp(-(t - t_last[ub + k]) / tau)
+                    t_last[ub + k] = t
+                    v = v + weights[wb + k]
+                    v = v_min if v < v_min else v
+                    u[ub + k] = v
+                    at_th += v >= v_th
+            else:
+                for k in range(u_lo, u_hi):
+                    v = u[ub + k] + weights[wb + k]
+                    v = v_min if v < v_min else v
+                    u[ub + k] = v
+                    at_th += v >= v_th
+            if is_readout:
+                for k in range(np.uint64(oc)):
+                    scores[k] += weights[wb + k]
+            nf = _fire_run(u, ub + u_lo, width, at_th, v_th, multi, hard, channel_base, fired_key, fired_n, nf)
+        if nf > 0:
+            row = 0
+            if n_runs > 1:
+                _merge_runs(fired_key, fired_n, runs, n_runs, nf)
+                row = 1
+            if n_f + nf > room:
+                return GROW_QUEUE, max(2 * room, n_f + nf), synops, n_f
+            for f in range(nf):
+                out_key[n_f + f] = fired_key[row, f]
+                out_n[n_f + f] = fired_n[row, f]
+                out_q[n_f + f] = q
+                cascade += fired_n[row, f]
+            n_f += nf
+            if cascade > max_queue and not is_readout:
+                return OVERFLOW, cascade, synops, n_f
+    if is_readout and last_e >= 0:  # the block's last event that reached the readout
+        _note_decision(scores, n_out, last_e, st)
+    return 0, 0, synops, n_f
+
+
+@numba.njit(inline="always", **_JIT)
+def emit(op, ops, spikes, tags, a, out_key, out_n, out_q, n_fired, max_queue, record, log, out_spikes, st):
+    """The spikes weighted op fired for spike list a, gathered from the channel ranges of
+    :func:`deliver` (row p of out_key / out_n / out_q: n_fired[p] neurons, ranges in channel
+    order) input spike by input spike: into list 1 - a (or the readout's counts) in flat order,
+    and into the log (layer, event, flat neuron) when record is set (st[3]: log length).
+    Returns (status, room needed, spikes in the new list, spikes emitted)."""
+    n_ops = ops.shape[0]
+    oh = ops[op, K_OH]
+    ow = ops[op, K_OW]
+    li = ops[op, K_NEURON]
+    is_readout = op == n_ops - 1
+    mask = (1 << 16) - 1
+    b = 1 - a
+    room = spikes.shape[1]
+    n_parts = n_fired.size
+    heads = np.zeros(n_parts, dtype=np.int64)
+    n_log = st[3]
+    n_nxt = 0
+    emitted = 0
+    cascade = 0
+    last_e = -1
+    while True:
+        part = -1  # the range holding the next input spike's first fired neurons
+        q = 0
+        for r in range(n_parts):
+            h = heads[r]
+            if h < n_fired[r] and (part < 0 or out_q[r, h] < q):
+                part = r
+                q = out_q[r, h]
+        if part < 0:
+            break
+        e = tags[a, q]
+        if e != last_e:
+            last_e = e
+            cascade = 0
+        f = heads[part]
+        while f < n_fired[part] and out_q[part, f] == q:
+            key = out_key[part, f]
+            n = out_n[part, f]
+            f += 1
+            emitted += n
+            flat = ((key >> 32) * oh + ((key >> 16) & mask)) * ow + (key & mask)
+            if is_readout:
+                out_spikes[flat] += n
+            else:
+                cascade += n
+                if cascade > max_queue:
+                    return OVERFLOW, cascade, n_nxt, emitted
+                if n_nxt + n > room:
+                    return GROW_QUEUE, max(2 * room, n_nxt + n), n_nxt, emitted
+                for r in range(n):
+                    spikes[b, n_nxt + r] = key
+                    tags[b, n_nxt + r] = e
+                n_nxt += n
+            if record:
+                if n_log + n > log.shape[1]:
+                    return GROW_LOG, max(2 * log.shape[1], n_log + n), n_nxt, emitted
+                for r in range(n):
+                    log[0, n_log + r] = li
+                    log[1, n_log + r] = e
+                    log[2, n_log + r] = flat
+                n_log += n
+        heads[part] = f
+    st[3] = n_log
+    return 0, 0, n_nxt, emitted
+
+
+@numba.njit(inline="always", **_JIT)
+def layer_pass(
+    op,
+    ops,
+    tables,
+    weights,
+    neurons,
+    times,
+    spikes,
+    tags,
+    a,
+    n_cur,
+    max_queue,
+    record,
+    log,
+    u,
+    t_last,
+    fired_key,
+    fired_n,
+    runs,
+    out_key,
+    out_n,
+    out_q,
+    scores,
+    out_spikes,
+    layer_spikes,
+    layer_synops,
+    st,
+):
+    """Spike list a through op on this thread (all channels at once): list 1 - a.
+    Returns (status, room needed, spikes in the new list)."""
+    if ops[op, K_KIND] == POOL:
+        return pool_pass(op, ops, tables, spikes, tags, a, n_cur, max_queue)
+    status, need, synops, n_f = deliver(
+        op,
+        ops,
+        tables,
+        weights,
+        neurons,
+        times,
+        spikes,
+        tags,
+        a,
+        n_cur,
+        ZERO,
+        ops[op, K_OC],
+        ZERO,
+        ops[op, K_OC],
+        ZERO,
+        ops[op, K_OC],
+        max_queue,
+        u,
+        t_last,
+        fired_key,
+        fired_n,
+        runs,
+        out_key[0],
+        out_n[0],
+        out_q[0],
+        scores,
+        st,
+    )
+    if status != 0:
+        return status, need, ZERO
+    status, need, n_nxt, emitted = emit(
+        op, ops, spikes, tags, a, out_key, out_n, out_q, np.full(1, n_f), max_queue, record, log, out_spikes, st
+    )
+    li = ops[op, K_NEURON]
+    layer_synops[li] += synops
+    layer_spikes[li] += emitted
+    return status, need, n_nxt
+
+
 @numba.njit(**_JIT)
 def _run_core(
     keys,
@@ -135,217 +523,65 @@ def _run_core(
     fired_key,
     fired_n,
     runs,
+    out_key,
+    out_n,
+    out_q,
     scores,
     out_spikes,
     layer_spikes,
     layer_synops,
+    st,
 ):
     """One sample on preallocated buffers (none is ever replaced: numba would then
-    reference-count it on every iteration). The state arrays must be zero on entry.
+    reference-count it on every iteration), layer by layer over blocks of events on this
+    thread. The state arrays must be zero on entry.
 
     spikes / tags int64 [2, room]: two spike lists (one read, one written), spike keys and the
-    input event of each. Returns (status, room needed, first decision event, settle event,
-    decision, log length); status OVERFLOW when a layer emits more than max_queue spikes for
-    one input event, GROW_QUEUE / GROW_LOG when a list or the log needs more room.
+    input event of each; out_key / out_n / out_q [1, room]: one layer's fired neurons.
+    st int64 [4] (first decision event, settle event, decision, log length) is set here.
+    Returns (status, room needed); status OVERFLOW when a layer emits more than max_queue
+    spikes for one input event, GROW_QUEUE / GROW_LOG when a list or the log needs more room.
     """
-    n_ops = ops.shape[0]
-    n_out = ops[n_ops - 1, K_OC] * ops[n_ops - 1, K_OH] * ops[n_ops - 1, K_OW]
-    room = spikes.shape[1]
-    n_log = 0
-    first_decision = -1
-    settle = -1
-    decision = -1
-    mask = (1 << 16) - 1
+    st[0] = st[1] = st[2] = -1
+    st[3] = 0
     for e0 in range(0, keys.size, BLOCK_EVENTS):
-        n_cur = min(BLOCK_EVENTS, keys.size - e0)
-        for q in range(n_cur):
-            spikes[0, q] = keys[e0 + q]
-            tags[0, q] = e0 + q
-        a = 0
-        for op in range(n_ops):
+        n_cur = load_block(keys, e0, spikes, tags)
+        a = ZERO
+        for op in range(ops.shape[0]):
             if n_cur == 0:
                 break
-            kind = ops[op, K_KIND]
-            ih = ops[op, K_IH]
-            iw = ops[op, K_IW]
-            b = 1 - a
-            n_nxt = 0
-            cascade = 0  # spikes emitted for the current input event (max_queue)
-            last_e = -1
-            if kind == POOL:
-                lb = ops[op, K_LUT]
-                for q in range(n_cur):
-                    s = spikes[a, q]
-                    e = tags[a, q]
-                    if e != last_e:
-                        last_e = e
-                        cascade = 0
-                    c = s >> 32
-                    y = (s >> 16) & mask
-                    x = s & mask
-                    lo_x = tables[lb + 2 * ih + x]
-                    hi_x = tables[lb + 2 * ih + iw + x]
-                    for oy in range(tables[lb + y], tables[lb + ih + y] + 1):
-                        for ox in range(lo_x, hi_x + 1):
-                            cascade += 1
-                            if cascade > max_queue:
-                                return OVERFLOW, cascade, first_decision, settle, decision, n_log
-                            if n_nxt == room:
-                                return GROW_QUEUE, 2 * room, first_decision, settle, decision, n_log
-                            spikes[b, n_nxt] = (c << 32) | (oy << 16) | ox
-                            tags[b, n_nxt] = e
-                            n_nxt += 1
-            else:
-                oc = ops[op, K_OC]
-                uoc = np.uint64(oc)
-                oh = ops[op, K_OH]
-                ow = ops[op, K_OW]
-                ohw = oh * ow
-                li = ops[op, K_NEURON]
-                is_readout = op == n_ops - 1
-                v_th = neurons[li, 0]
-                v_min = neurons[li, 1]
-                multi = neurons[li, 2] != 0.0
-                hard = neurons[li, 3] != 0.0
-                tau = neurons[li, 4]
-                leaky = tau > 0.0
-                w_off = ops[op, K_WOFF]
-                s_off = ops[op, K_SOFF]
-                fan = ops[op, K_F]
-                fan_off = ops[op, K_FAN]
-                cnt_off = ops[op, K_FCNT]
-                channel_block = ops[op, K_KH] * ops[op, K_KW] * oc
-                is_conv = kind == CONV
-                synops = 0
-                emitted = 0
-                for q in range(n_cur):
-                    s = spikes[a, q]
-                    e = tags[a, q]
-                    if e != last_e:
-                        if is_readout and last_e >= 0:  # the previous event's cascade is complete
-                            state = _decision(scores, n_out)
-                            if state != decision:
-                                decision = state
-                                settle = last_e
-                                if first_decision == -1 and state != -1:
-                                    first_decision = last_e
-                        last_e = e
-                        cascade = 0
-                    t = times[e]
-                    c = s >> 32
-                    y = (s >> 16) & mask
-                    x = s & mask
-                    nf = ZERO
-                    n_runs = ZERO
-                    if is_conv:
-                        p = y * iw + x
-                        n_pos = tables[cnt_off + p]
-                        synops += n_pos * oc
-                        entry = fan_off + p * fan * FAN_COLUMNS
-                        w_chan = w_off + c * channel_block
-                        for _ in range(n_pos):
-                            ub = np.uint64(s_off + tables[entry])
-                            wb = np.uint64(w_chan + tables[entry + 1])
-                            at_th = 0
-                            if leaky:
-                                for k in range(uoc):
-                                    v = u[ub + k] * math.exp(-(t - t_last[ub + k]) / tau)
-                                    t_last[ub + k] = t
-                                    v = v + weights[wb + k]
-                                    v = v_min if v < v_min else v
-                                    u[ub + k] = v
-                                    at_th += v >= v_th
-                            else:
-                                for k in range(uoc):
-                                    v = u[ub + k] + weights[wb + k]
-                                    v = v_min if v < v_min else v
-                                    u[ub + k] = v
-                                    at_th += v >= v_th
-                            if is_readout:
-                                pos = tables[entry + 3]
-                                for k in range(oc):
-                                    scores[pos + k * ohw] += weights[wb + np.uint64(k)]
-                            if at_th > 0:
-                                runs[0, n_runs] = nf
-                                nf = _fire_run(
-                                    u, ub, oc, at_th, v_th, multi, hard, tables[entry + 2], fired_key, fired_n, nf
-                                )
-                                runs[1, n_runs] = nf
-                                n_runs += 1
-                            entry += FAN_COLUMNS
-                    else:
-                        ub = np.uint64(s_off)
-                        wb = np.uint64(w_off + ((c * ih + y) * iw + x) * oc)  # flat input index * oc
-                        synops += oc
-                        at_th = 0
-                        if leaky:
-                            for k in range(uoc):
-                                v = u[ub + k] * math.exp(-(t - t_last[ub + k]) / tau)
-                                t_last[ub + k] = t
-                                v = v + weights[wb + k]
-                                v = v_min if v < v_min else v
-                                u[ub + k] = v
-                                at_th += v >= v_th
-                        else:
-                            for k in range(uoc):
-                                v = u[ub + k] + weights[wb + k]
-                                v = v_min if v < v_min else v
-                                u[ub + k] = v
-                                at_th += v >= v_th
-                        if is_readout:
-                            for k in range(uoc):
-                                scores[k] += weights[wb + k]
-                        nf = _fire_run(u, ub, oc, at_th, v_th, multi, hard, ZERO, fired_key, fired_n, nf)
-                    if nf == 0:
-                        continue
-                    row = 0
-                    if n_runs > 1:
-                        _merge_runs(fired_key, fired_n, runs, n_runs, nf)
-                        row = 1
-                    for f in range(nf):
-                        key = fired_key[row, f]
-                        n = fired_n[row, f]
-                        emitted += n
-                        flat = ((key >> 32) * oh + ((key >> 16) & mask)) * ow + (key & mask)
-                        if is_readout:
-                            out_spikes[flat] += n
-                        else:
-                            cascade += n
-                            if cascade > max_queue:
-                                return OVERFLOW, cascade, first_decision, settle, decision, n_log
-                            if n_nxt + n > room:
-                                return GROW_QUEUE, max(2 * room, n_nxt + n), first_decision, settle, decision, n_log
-                            for r in range(n):
-                                spikes[b, n_nxt + r] = key
-                                tags[b, n_nxt + r] = e
-                            n_nxt += n
-                        if record:
-                            if n_log + n > log.shape[1]:
-                                return (
-                                    GROW_LOG,
-                                    max(2 * log.shape[1], n_log + n),
-                                    first_decision,
-                                    settle,
-                                    decision,
-                                    n_log,
-                                )
-                            for r in range(n):
-                                log[0, n_log + r] = li
-                                log[1, n_log + r] = e
-                                log[2, n_log + r] = flat
-                            n_log += n
-                layer_synops[li] += synops
-                layer_spikes[li] += emitted
-                if is_readout and last_e >= 0:  # the block's last event that reached the readout
-                    state = _decision(scores, n_out)
-                    if state != decision:
-                        decision = state
-                        settle = last_e
-                        if first_decision == -1 and state != -1:
-                            first_decision = last_e
-            a = b
-            n_cur = n_nxt
-    return 0, 0, first_decision, settle, decision, n_log
+            status, need, n_cur = layer_pass(
+                op,
+                ops,
+                tables,
+                weights,
+                neurons,
+                times,
+                spikes,
+                tags,
+                a,
+                n_cur,
+                max_queue,
+                record,
+                log,
+                u,
+                t_last,
+                fired_key,
+                fired_n,
+                runs,
+                out_key,
+                out_n,
+                out_q,
+                scores,
+                out_spikes,
+                layer_spikes,
+                layer_synops,
+                st,
+            )
+            if status != 0:
+                return status, need
+            a = 1 - a
+    return 0, 0
 
 
 @numba.njit(**_JIT)
@@ -406,13 +642,25 @@ def _decision(scores, n_out):
 
 
 @numba.njit(**_JIT)
-def _clear(u, t_last, scores, out_spikes, layer_spikes, layer_synops):
+def clear_state(u, t_last, scores, out_spikes, layer_spikes, layer_synops):
     u[:] = 0.0
     t_last[:] = 0.0
     scores[:] = 0.0
     out_spikes[:] = 0
     layer_spikes[:] = 0
     layer_synops[:] = 0
+
+
+@numba.njit(**_JIT)
+def spike_lists(room, n_parts):
+    """Two spike lists (keys, tags) of room spikes and n_parts rows of fired neurons (keys,
+    counts, input spikes) of room each."""
+    spikes = np.empty((2, room), dtype=np.int64)
+    tags = np.empty((2, room), dtype=np.int64)
+    out_key = np.empty((n_parts, room), dtype=np.int64)
+    out_n = np.empty((n_parts, room), dtype=np.int64)
+    out_q = np.empty((n_parts, room), dtype=np.int64)
+    return spikes, tags, out_key, out_n, out_q
 
 
 @numba.njit(**_JIT)
@@ -451,14 +699,14 @@ def run_sample(
     fired_key = np.empty((2, max_targets), dtype=np.int64)  # one delivery's spikes: run by run, flat order
     fired_n = np.empty((2, max_targets), dtype=np.int64)
     runs = np.empty((2, max_runs), dtype=np.int64)  # head and end of each run
-    room = QUEUE_START
+    st = np.empty(4, dtype=np.int64)
+    room = np.int64(QUEUE_START)
     log_size = LOG_START
     while True:
-        spikes = np.empty((2, room), dtype=np.int64)
-        tags = np.empty((2, room), dtype=np.int64)
+        spikes, tags, out_key, out_n, out_q = spike_lists(room, ONE)
         log = np.empty((3, log_size), dtype=np.int64)
-        _clear(u, t_last, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
-        status, need, first, settle, decision, n_log = _run_core(
+        clear_state(u, t_last, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
+        status, need = _run_core(
             keys[lo:hi],
             times[lo:hi],
             ops,
@@ -475,17 +723,21 @@ def run_sample(
             fired_key,
             fired_n,
             runs,
+            out_key,
+            out_n,
+            out_q,
             scores[b],
             out_spikes[b],
             layer_spikes[b],
             layer_synops[b],
+            st,
         )
         if status == GROW_QUEUE:
             room = need
         elif status == GROW_LOG:
             log_size = need
         else:
-            return first, settle, decision, status, log[:, :n_log]
+            return st[0], st[1], st[2], status, log[:, : st[3]]
 
 
 @numba.njit(**_JIT)
@@ -520,15 +772,15 @@ def run_batch(
     fired_n = np.empty((2, max_targets), dtype=np.int64)
     runs = np.empty((2, max_runs), dtype=np.int64)
     log = np.empty((3, 1), dtype=np.int64)
-    spikes = np.empty((2, QUEUE_START), dtype=np.int64)
-    tags = np.empty((2, QUEUE_START), dtype=np.int64)
+    st = np.empty(4, dtype=np.int64)
+    spikes, tags, out_key, out_n, out_q = spike_lists(np.int64(QUEUE_START), ONE)
     for i in range(samples.size):
         b = samples[i]
         lo = offsets[b]
         hi = offsets[b + 1]
         while True:
-            _clear(u, t_last, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
-            status, need, first, settle, decision, _ = _run_core(
+            clear_state(u, t_last, scores[b], out_spikes[b], layer_spikes[b], layer_synops[b])
+            status, need = _run_core(
                 keys[lo:hi],
                 times[lo:hi],
                 ops,
@@ -545,18 +797,21 @@ def run_batch(
                 fired_key,
                 fired_n,
                 runs,
+                out_key,
+                out_n,
+                out_q,
                 scores[b],
                 out_spikes[b],
                 layer_spikes[b],
                 layer_synops[b],
+                st,
             )
             if status != GROW_QUEUE:
                 break
-            spikes = np.empty((2, need), dtype=np.int64)
-            tags = np.empty((2, need), dtype=np.int64)
-        info[b, 0] = first
-        info[b, 1] = settle
-        info[b, 2] = decision
+            spikes, tags, out_key, out_n, out_q = spike_lists(need, ONE)
+        info[b, 0] = st[0]
+        info[b, 1] = st[1]
+        info[b, 2] = st[2]
         info[b, 3] = status
         if status != 0:
             return

@@ -8,9 +8,7 @@ compare the two spike for spike.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import InitVar, dataclass, field, fields
 from typing import Any
 
@@ -20,6 +18,7 @@ from flexsnn.data.events import EVENT_FIELDS, check_events, check_sensor_size, s
 from flexsnn.deploy.eventnet import EventNet
 from flexsnn.deploy.simulator.compile import CompiledNet, compiled_for
 from flexsnn.deploy.simulator.kernels import pack_streams, run_batch, run_sample
+from flexsnn.deploy.simulator.threads import chunks, run_jobs, run_split, splits
 from flexsnn.errors import FlexSNNError, InputError
 from flexsnn.progress import progress_bar
 
@@ -27,6 +26,7 @@ __all__ = ["simulate", "SimulationResult", "SimulationError", "spike_count_reado
 
 DEFAULT_MAX_QUEUE = 1 << 27  # spikes one layer may emit in one input event's cascade
 READOUTS = ("scores", "spikes")
+PARALLEL = ("auto", "samples", "neurons")  # how simulate spreads its work over threads
 
 
 class SimulationError(FlexSNNError, RuntimeError):
@@ -207,28 +207,6 @@ def _checked_and_packed(
     return (checked, *_pack_events(checked))
 
 
-def _chunks(n: int, threads: int) -> list[np.ndarray]:
-    """Sample ids in chunks of a few per kernel call: small enough to balance the threads
-    (samples differ in cost), large enough that the per-call overhead stays negligible."""
-    if threads == 1:
-        return [np.arange(n, dtype=np.int64)]
-    size = max(1, min(64, n // (4 * threads)))
-    return [np.arange(i, min(i + size, n), dtype=np.int64) for i in range(0, n, size)]
-
-
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """A worker pool per thread count, started once per process (threads idle between calls)."""
-    with _pools_lock:
-        pool = _pools.get(threads)
-        if pool is None:
-            pool = _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="flexsnn-simulate")
-        return pool
-
-
 def simulate(
     model: Any,
     events: Any,
@@ -237,6 +215,7 @@ def simulate(
     progress: bool = False,
     record_spikes: bool = False,
     max_queue: int = DEFAULT_MAX_QUEUE,
+    parallel: str = "auto",
 ) -> SimulationResult | list[SimulationResult]:
     """Run the event-driven simulation of ``model`` on one event stream or a list of them.
 
@@ -249,6 +228,11 @@ def simulate(
     record_spikes: also return every spike in order (``spike_trace``) and final membranes
         (runs the samples one by one).
     max_queue: cap on the spikes one layer may emit in one input event's cascade.
+    parallel: how the threads share the work: ``"samples"`` (each thread runs whole samples),
+        ``"neurons"`` (the threads share each sample: every wide layer's channels are cut into
+        one range per thread; a net without a layer of 32 or more channels runs by samples) or
+        ``"auto"`` (by neurons for such a wide net when the samples are fewer than the threads,
+        else by samples). The results are the same bit for bit.
     Returns one :class:`SimulationResult` for one stream, a list for a list. An empty stream
     gives zero scores, prediction -1 and ``empty=True``. Both readouts are in each result:
     ``prediction`` from the accumulated input, ``spike_prediction`` (with ``spike_tie`` /
@@ -275,11 +259,14 @@ def simulate(
     threads = num_threads if num_threads is not None else (os.cpu_count() or 1)
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise InputError(f"num_threads must be a positive int or None, got {num_threads!r}")
-    threads = min(int(threads), len(streams))
+    if parallel not in PARALLEL:
+        raise InputError(f"parallel must be one of {PARALLEL}, got {parallel!r}")
     streams, keys, times, offsets = _checked_and_packed(streams, sensor, names)
     net = _as_eventnet(model)
     width, height, pols = sensor
     compiled = compiled_for(net, (pols, height, width))
+    split = splits(compiled, int(threads), len(streams), parallel)
+    threads = int(threads) if split else min(int(threads), len(streams))
 
     n, n_w = len(streams), len(compiled.shapes)
     n_out = int(np.prod(compiled.shapes[-1]))
@@ -311,10 +298,31 @@ def simulate(
             layer_spikes,
             layer_synops,
         )
-        info[b] = first, settle, decision, status
-        traces[b] = [np.ascontiguousarray(log[1:, log[0] == li].T) for li in range(n_w)]
-        membranes[b] = _unpack_membranes(u, compiled)
+        keep(b, (first, settle, decision, status), log, u)
         return 1
+
+    def run_shared(b: int) -> int:
+        lo, hi = offsets[b], offsets[b + 1]
+        *head, log, u = run_split(
+            compiled,
+            keys[lo:hi],
+            times[lo:hi],
+            threads,
+            int(max_queue),
+            record_spikes,
+            scores[b],
+            out_spikes[b],
+            layer_spikes[b],
+            layer_synops[b],
+        )
+        keep(b, head, log if record_spikes else None, u)
+        return 1
+
+    def keep(b: int, head: Any, log: Any, u: np.ndarray) -> None:
+        info[b] = head
+        if log is not None:
+            traces[b] = [np.ascontiguousarray(log[1:, log[0] == li].T) for li in range(n_w)]
+            membranes[b] = _unpack_membranes(u, compiled)
 
     def run_chunk(samples: np.ndarray) -> int:
         run_batch(
@@ -337,10 +345,15 @@ def simulate(
         )
         return samples.size
 
-    jobs = [(run_recorded, b) for b in range(n)] if record_spikes else [(run_chunk, c) for c in _chunks(n, threads)]
+    if split:  # one sample at a time, its wide layers shared by the threads
+        jobs, job_threads = [(run_shared, b) for b in range(n)], 1
+    elif record_spikes:
+        jobs, job_threads = [(run_recorded, b) for b in range(n)], threads
+    else:
+        jobs, job_threads = [(run_chunk, c) for c in chunks(n, threads)], threads
     bar = progress_bar(total=n, desc="simulate", unit="sample", enabled=progress) if progress else None
     try:
-        _run_jobs(jobs, threads, bar)
+        run_jobs(jobs, job_threads, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -381,37 +394,6 @@ def _spike_count_readouts(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     top = counts.max(axis=1)
     tie = ~silent & ((counts == top[:, None]).sum(axis=1) > 1)
     return np.where(silent | tie, -1, counts.argmax(axis=1)), tie, silent
-
-
-def _run_jobs(jobs: list, threads: int, bar: Any) -> None:
-    """Run ``(fn, arg)`` jobs on ``threads`` threads (this one and pool workers), each taking
-    the next job as it finishes one: one hand-off per thread, not one per job."""
-    if threads == 1 or len(jobs) == 1:
-        for fn, arg in jobs:
-            done = fn(arg)
-            if bar is not None:
-                bar.update(done)
-        return
-    queue = iter(jobs)
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                job = next(queue, None)
-            if job is None:
-                return
-            done = job[0](job[1])
-            if bar is not None:
-                with lock:
-                    bar.update(done)
-
-    helpers = [_pool(threads - 1).submit(worker) for _ in range(min(threads, len(jobs)) - 1)]
-    try:
-        worker()
-    finally:
-        for future in helpers:
-            future.result()  # waits for every helper, and raises what one raised
 
 
 def _unpack_membranes(u: np.ndarray, compiled: CompiledNet) -> list[np.ndarray]:
