@@ -220,6 +220,24 @@ def random_net(rng, allow_leak=False) -> tuple[EventNet, tuple[int, int, int]]:
     return EventNet(layers), sensor
 
 
+def assert_same_results(a, b, exact_membranes=True):
+    for x, y in zip(a.spike_trace, b.spike_trace):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(a.membranes, b.membranes):
+        if exact_membranes:
+            np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(a.output_spikes, b.output_spikes)
+    np.testing.assert_array_equal(a.layer_spikes, b.layer_spikes)
+    np.testing.assert_array_equal(a.layer_synops, b.layer_synops)
+    assert (a.prediction, a.first_decision_time, a.decision_settle_time) == (
+        b.prediction,
+        b.first_decision_time,
+        b.decision_settle_time,
+    )
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_numba_matches_reference_spike_for_spike(seed):
     rng = np.random.default_rng(seed)
@@ -228,19 +246,8 @@ def test_numba_matches_reference_spike_for_spike(seed):
     fast = simulate(net, events, sensor, record_spikes=True)
     slow = simulate_reference(net, events, sensor)
     assert sum(len(tr) for tr in slow.spike_trace[:-1]) > 0  # the case exercises spiking layers
-    for a, b in zip(fast.spike_trace, slow.spike_trace):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(fast.membranes, slow.membranes):
-        np.testing.assert_array_equal(a, b)
+    assert_same_results(fast, slow)
     np.testing.assert_array_equal(fast.scores, slow.scores)  # same additions in the same order
-    np.testing.assert_array_equal(fast.output_spikes, slow.output_spikes)
-    np.testing.assert_array_equal(fast.layer_spikes, slow.layer_spikes)
-    np.testing.assert_array_equal(fast.layer_synops, slow.layer_synops)
-    assert (fast.prediction, fast.first_decision_time, fast.decision_settle_time) == (
-        slow.prediction,
-        slow.first_decision_time,
-        slow.decision_settle_time,
-    )
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -794,24 +801,6 @@ def split_every_layer(monkeypatch):
     threads_module = importlib.import_module("flexsnn.deploy.simulator.threads")
     monkeypatch.setattr(threads_module, "MIN_PART_CHANNELS", 1)
     return threads_module
-
-
-def assert_same_results(a, b, exact_membranes=True):
-    for x, y in zip(a.spike_trace, b.spike_trace):
-        np.testing.assert_array_equal(x, y)
-    for x, y in zip(a.membranes, b.membranes):
-        if exact_membranes:
-            np.testing.assert_array_equal(x, y)
-        else:
-            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
-    np.testing.assert_array_equal(a.output_spikes, b.output_spikes)
-    np.testing.assert_array_equal(a.layer_spikes, b.layer_spikes)
-    np.testing.assert_array_equal(a.layer_synops, b.layer_synops)
-    assert (a.prediction, a.first_decision_time, a.decision_settle_time) == (
-        b.prediction,
-        b.first_decision_time,
-        b.decision_settle_time,
-    )
 
 
 @pytest.mark.parametrize("threads", [2, 3])
