@@ -20,7 +20,9 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 # (importing module, imported module): function-level imports that defer an optional
 # dependency. Keep it short; every entry says which dependency it defers.
-DEFERRED: dict[tuple[str, str], str] = {}
+DEFERRED: dict[tuple[str, str], str] = {
+    ("flexsnn.neurons.fused", "flexsnn.neurons.cpu_kernels"): "numba, loaded on the first CPU float32 neuron call",
+}
 
 
 def layer_ranks(markdown: str) -> dict[str, int]:

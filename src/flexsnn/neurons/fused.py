@@ -2,10 +2,12 @@
 
 Same dynamics, values and surrogate gradients as the reference loop
 (:mod:`flexsnn.neurons.reference`). Layout: ``x`` ``[T, B, ...]`` -> ``(spikes [T, B, ...],
-v_last [B, ...])``. The node runs a pair of :class:`~flexsnn.neurons.kernels.Kernels`: by
-default the eager loops of :mod:`flexsnn.neurons.kernels` (forward without a graph, saving
-only the pre-clip membrane; backward walking the steps from the end);
-:mod:`flexsnn.neurons.compiled` passes its compiled kernels through the same node.
+v_last [B, ...])``. The node runs a pair of :class:`~flexsnn.neurons.kernels.Kernels`: on
+float32 CPU tensors the numba kernels of :mod:`flexsnn.neurons.cpu_kernels` where they apply
+(one pass per step; the same spikes bit for bit), else the eager loops of
+:mod:`flexsnn.neurons.kernels` (forward without a graph, saving only the pre-clip membrane;
+backward walking the steps from the end); :mod:`flexsnn.neurons.compiled` passes its compiled
+kernels through the same node.
 
 Public entry point: :func:`flexsnn.neurons.lif_multistep` with ``backend="fused"`` (or
 ``"auto"``, the default of the function and the LIF / IF layers).
@@ -33,7 +35,7 @@ class FusedLIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, p, kernels=None):  # noqa: D102
-        kernels = kernels or EAGER_KERNELS
+        kernels = _kernels_for(x, p, kernels or EAGER_KERNELS)
         spikes, v_last, h_all = kernels.forward(x, p, True)
         ctx.save_for_backward(h_all)
         ctx.set_materialize_grads(False)  # an unused v_last (the usual case) gets no zero gradient
@@ -66,8 +68,27 @@ def fused_multistep(
     if torch.is_grad_enabled() and x.requires_grad:
         return FusedLIFFunction.apply(x, p, kernels)
     with torch.no_grad():
-        spikes, v_last, _ = kernels.forward(x, p, False)
+        spikes, v_last, _ = _kernels_for(x, p, kernels).forward(x, p, False)
     return spikes, v_last
+
+
+def _cpu_kernels(x: torch.Tensor, p: NeuronParams):
+    """:mod:`flexsnn.neurons.cpu_kernels` when its numba kernels run ``x`` with ``p``, else None
+    (imported on the first CPU float32 call: numba is not loaded for anything else)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return None
+    import flexsnn.neurons.cpu_kernels as cpu_kernels
+
+    return cpu_kernels if cpu_kernels.supports(x, p) else None
+
+
+def _kernels_for(x: torch.Tensor, p: NeuronParams, kernels: Kernels) -> Kernels:
+    """The numba kernels in place of the eager loops where they apply (the same values)."""
+    if kernels is EAGER_KERNELS:
+        cpu = _cpu_kernels(x, p)
+        if cpu is not None:
+            return cpu.CPU_KERNELS
+    return kernels
 
 
 # ---- a neuron followed by average pooling, in one pass ----------------------------------------
@@ -97,8 +118,7 @@ class FusedLIFAvgPoolFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, p, pool_args):  # noqa: D102
-        out, sink = _pool_steps_into(x, pool_args)
-        _, v_last, h_all = forward_loop(x, p, True, sink=sink)
+        out, v_last, h_all, ctx.cpu = _pooled_forward(x, p, pool_args, True)
         ctx.save_for_backward(h_all)
         ctx.mark_non_differentiable(v_last)
         ctx.set_materialize_grads(False)
@@ -112,22 +132,43 @@ class FusedLIFAvgPoolFunction(torch.autograd.Function):
         if grad is None:
             return None, None, None
         (h,) = ctx.saved_tensors
+        if ctx.cpu is not None:
+            cpu, k, divisor = ctx.cpu
+            return cpu.pooled_backward(h, grad, ctx.params, k, divisor), None, None
         return backward_loop(h, _pool_backward_steps(grad, h, ctx.pool_args), None, ctx.params), None, None
 
 
-def _tiles(pool_args: tuple, step: torch.Tensor) -> int | None:
+def _pooled_forward(x: torch.Tensor, p: NeuronParams, pool_args: tuple, keep_membrane: bool):
+    """``(pooled, v_last, h or None, cpu)``: the numba kernels where k x k windows tile a
+    channels_last map from its top-left corner (``cpu`` = (module, k, divisor) for the
+    backward), else the eager loop (``cpu`` None)."""
+    cpu = _cpu_kernels(x, p)
+    k = None if cpu is None else _tiles(pool_args, x[0], floor=True)
+    if k is not None:
+        divisor = pool_args[5] or k * k
+        out, v_last, h_all = cpu.pooled_forward(x, p, keep_membrane, k, divisor)
+        return out, v_last, h_all, (cpu, k, divisor)
+    out, sink = _pool_steps_into(x, pool_args)
+    _, v_last, h_all = forward_loop(x, p, keep_membrane, sink=sink)
+    return out, v_last, h_all, None
+
+
+def _tiles(pool_args: tuple, step: torch.Tensor, floor: bool = False) -> int | None:
     """k where the pooling tiles a channels_last step exactly with k x k windows (kernel =
-    stride = k, no padding, sizes divisible by k; ceil_mode then changes nothing), else None."""
-    kernel, stride, padding, _, _, _ = pool_args
+    stride = k, no padding, sizes divisible by k; ceil_mode then changes nothing), else None.
+    ``floor=True`` also takes sizes not divisible by k without ceil_mode (the windows tile the
+    top-left part; the last rows and columns are in none)."""
+    kernel, stride, padding, ceil_mode, _, _ = pool_args
     k = _pair(kernel)
     if (
         k[0] != k[1]
         or _pair(stride) != k
         or _pair(padding) != (0, 0)
         or memory_format_of(step) is not torch.channels_last
-        or step.shape[2] % k[0]
-        or step.shape[3] % k[0]
+        or min(step.shape[2], step.shape[3]) < k[0]
     ):
+        return None
+    if (step.shape[2] % k[0] or step.shape[3] % k[0]) and (ceil_mode or not floor):
         return None
     return k[0]
 
@@ -172,6 +213,5 @@ def fused_avg_pool(x: torch.Tensor, p: NeuronParams, pool_args: tuple) -> tuple[
     if torch.is_grad_enabled() and x.requires_grad:
         return FusedLIFAvgPoolFunction.apply(x, p, pool_args)
     with torch.no_grad():
-        out, sink = _pool_steps_into(x, pool_args)
-        _, v_last, _ = forward_loop(x, p, False, sink=sink)
+        out, v_last, _, _ = _pooled_forward(x, p, pool_args, False)
     return out, v_last

@@ -14,7 +14,6 @@ Two ways, both exact (every neuron gets the same additions in the same order):
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -49,20 +48,9 @@ from flexsnn.deploy.simulator.kernels import (
     load_block,
     spike_lists,
 )
+from flexsnn.workers import pool
 
 MIN_PART_CHANNELS = 16  # a layer is split only if each thread gets at least this many channels
-
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def pool(threads: int) -> ThreadPoolExecutor:
-    """A worker pool per thread count, started once per process (threads idle between calls)."""
-    with _pools_lock:
-        workers = _pools.get(threads)
-        if workers is None:
-            workers = _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="flexsnn-simulate")
-        return workers
 
 
 def chunks(n: int, threads: int) -> list[np.ndarray]:
