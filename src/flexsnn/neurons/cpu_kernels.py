@@ -12,7 +12,8 @@ the others.
 Kernel pairs (``forward``, ``backward``) as :class:`~flexsnn.neurons.kernels.Kernels`:
 :data:`CPU_KERNELS` for any dense layout (elementwise on the memory), and
 :func:`pooled_forward` / :func:`pooled_backward` for a neuron followed by average pooling
-whose k x k windows tile a channels_last map, the spikes never stored whole.
+whose k x k windows tile a channels_last map from its top-left corner (the last rows and
+columns may be in no window: floor mode), the spikes never stored whole.
 
 Scope (:func:`supports`): single spikes, the triangle surrogate (any width), both resets,
 with or without ``v_min`` and ``detach_reset``; float32 on CPU, each step dense, time

@@ -6,7 +6,8 @@ Two formulations of the same dynamics and gradients (equations in
 
 - eager (:func:`forward_loop`, :func:`backward_loop`): per-step ops into buffers allocated
   once per call, values bit-identical to the reference loop. :mod:`flexsnn.neurons.fused`
-  runs them; :mod:`flexsnn.neurons.compiled` falls back to them.
+  runs them where the numba kernels of :mod:`flexsnn.neurons.cpu_kernels` do not apply;
+  :mod:`flexsnn.neurons.compiled` falls back to them.
 - traceable (:func:`forward_traced`, :func:`backward_traced`): plain functional ops that
   ``torch.compile`` can trace with the loop over T unrolled. :mod:`flexsnn.neurons.compiled`
   compiles them; the fused path runs the traced forward when a user's model is compiled.
