@@ -11,6 +11,9 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -36,15 +39,14 @@ def pool(threads: int) -> ThreadPoolExecutor:
         return workers
 
 
-def run_parts(fn: Callable[[int], object], parts: int) -> None:
-    """``fn(0)`` ... ``fn(parts - 1)`` at once: part 0 on this thread, the others on pool
+def run_parts(fn: Callable[[int], T], parts: int) -> list[T]:
+    """``[fn(0), ..., fn(parts - 1)]`` run at once: part 0 on this thread, the others on pool
     workers; returns when every part has finished and raises what one raised."""
     if parts == 1:
-        fn(0)
-        return
+        return [fn(0)]
     futures = [pool(parts - 1).submit(fn, part) for part in range(1, parts)]
     try:
-        fn(0)
+        first = fn(0)
     finally:
-        for future in futures:
-            future.result()
+        rest = [future.result() for future in futures]  # every part has finished before anything is read
+    return [first, *rest]

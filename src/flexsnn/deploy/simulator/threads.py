@@ -48,7 +48,7 @@ from flexsnn.deploy.simulator.kernels import (
     load_block,
     spike_lists,
 )
-from flexsnn.workers import pool
+from flexsnn.workers import run_parts
 
 MIN_PART_CHANNELS = 16  # a layer is split only if each thread gets at least this many channels
 
@@ -85,12 +85,7 @@ def run_jobs(jobs: list, threads: int, bar: Any) -> None:
                 with lock:
                     bar.update(done)
 
-    helpers = [pool(threads - 1).submit(worker) for _ in range(min(threads, len(jobs)) - 1)]
-    try:
-        worker()
-    finally:
-        for future in helpers:
-            future.result()  # waits for every helper, and raises what one raised
+    run_parts(lambda _: worker(), min(threads, len(jobs)))
 
 
 def channel_ranges(compiled: CompiledNet, threads: int) -> list[list[tuple[int, ...]] | None]:
@@ -218,7 +213,6 @@ class _SharedSample:
         self.fired_n = np.empty((parts, 2, max_targets), dtype=np.int64)
         self.runs = np.empty((parts, 2, max_runs), dtype=np.int64)
         self.st = np.empty(4, dtype=np.int64)
-        self.helpers = pool(parts - 1)
         self.log = np.empty((3, 1), dtype=np.int64)
 
     def run(
@@ -284,11 +278,7 @@ class _SharedSample:
                 self.st,
             )
         n_parts = len(self.ranges[op])
-        futures = [self.helpers.submit(self._deliver, op, p, a, n_cur) for p in range(1, n_parts)]
-        try:
-            done = [self._deliver(op, 0, a, n_cur)]
-        finally:
-            done += [f.result() for f in futures]  # every part has finished before anything is read
+        done = run_parts(lambda p: self._deliver(op, p, a, n_cur), n_parts)
         statuses = [d[0] for d in done]
         if OVERFLOW in statuses:
             return OVERFLOW, 0, 0
