@@ -286,68 +286,110 @@ def _unpooled_grad_span(
         os_[i] = _grad_step(hs[i], ZERO, cs[i], scale, v_th, v_min, alpha, hard, detach, clip, with_carry)
 
 
+@numba.njit(inline="always")
+def _pooled_grad_step(
+    ht,
+    gt,
+    carry,
+    out,
+    scale,
+    v_th,
+    v_min,
+    alpha,
+    hard,
+    detach,
+    clip,
+    with_carry,
+    k,
+    divisor,
+    height,
+    width,
+    channels,
+    lo,
+    hi,
+):  # pragma: no cover - numba
+    """dL/dx of input rows [lo, hi) at one step (``carry`` read only ``with_carry``)."""
+    out_h, out_w = height // k, width // k
+    covered = out_w * k * channels
+    row = width * channels
+    for r in range(lo, hi):
+        base = r * row
+        if r % height >= out_h * k:
+            _unpooled_grad_span(
+                ht, carry, out, base, base + row, scale, v_th, v_min, alpha, hard, detach, clip, with_carry
+            )
+            continue
+        g_base = ((r // height) * out_h + (r % height) // k) * out_w * channels
+        for xx in range(out_w * k):
+            i0 = base + xx * channels
+            g0 = g_base + (xx // k) * channels
+            hs = ht[i0 : i0 + channels]
+            os_ = out[i0 : i0 + channels]
+            cs = carry[i0 : i0 + channels]
+            gs = gt[g0 : g0 + channels]
+            for c in range(channels):
+                os_[c] = _grad_step(
+                    hs[c], gs[c] / divisor, cs[c], scale, v_th, v_min, alpha, hard, detach, clip, with_carry
+                )
+        _unpooled_grad_span(
+            ht, carry, out, base + covered, base + row, scale, v_th, v_min, alpha, hard, detach, clip, with_carry
+        )
+
+
 @numba.njit(**_JIT)
 def _pooled_backward_kernel(
     h, grad, dx, decay, v_th, v_min, alpha, hard, detach, clip, k, divisor, height, width, channels, lo, hi
 ):  # pragma: no cover - numba
     """dL/dx of input rows [lo, hi) (row = (b, y), channels_last) at steps T-1..0: dL/ds =
     grad / divisor at every position of a window (as the eager loop divides), 0 outside them.
-    The two cases (carry or not) have loops of their own with plain slices: a view picked by
+    The last step (no carry) is its own call of the step with a constant flag: a view picked by
     a condition inside the loop nest keeps LLVM from vectorising it."""
     last = h.shape[0] - 1
-    out_h, out_w = height // k, width // k
-    covered = out_w * k * channels
-    row = width * channels
     for t in range(last, -1, -1):
-        ht = h[t]
-        gt = grad[t]
-        out = dx[t]
         if t < last:
-            carry = dx[t + 1]
-            for r in range(lo, hi):
-                base = r * row
-                if r % height >= out_h * k:
-                    _unpooled_grad_span(
-                        ht, carry, out, base, base + row, decay, v_th, v_min, alpha, hard, detach, clip, True
-                    )
-                    continue
-                g_base = ((r // height) * out_h + (r % height) // k) * out_w * channels
-                for xx in range(out_w * k):
-                    i0 = base + xx * channels
-                    g0 = g_base + (xx // k) * channels
-                    hs = ht[i0 : i0 + channels]
-                    os_ = out[i0 : i0 + channels]
-                    cs = carry[i0 : i0 + channels]
-                    gs = gt[g0 : g0 + channels]
-                    for c in range(channels):
-                        os_[c] = _grad_step(
-                            hs[c], gs[c] / divisor, cs[c], decay, v_th, v_min, alpha, hard, detach, clip, True
-                        )
-                _unpooled_grad_span(
-                    ht, carry, out, base + covered, base + row, decay, v_th, v_min, alpha, hard, detach, clip, True
-                )
+            _pooled_grad_step(
+                h[t],
+                grad[t],
+                dx[t + 1],
+                dx[t],
+                decay,
+                v_th,
+                v_min,
+                alpha,
+                hard,
+                detach,
+                clip,
+                True,
+                k,
+                divisor,
+                height,
+                width,
+                channels,
+                lo,
+                hi,
+            )
         else:
-            for r in range(lo, hi):
-                base = r * row
-                if r % height >= out_h * k:
-                    _unpooled_grad_span(
-                        ht, out, out, base, base + row, ZERO, v_th, v_min, alpha, hard, detach, clip, False
-                    )
-                    continue
-                g_base = ((r // height) * out_h + (r % height) // k) * out_w * channels
-                for xx in range(out_w * k):
-                    i0 = base + xx * channels
-                    g0 = g_base + (xx // k) * channels
-                    hs = ht[i0 : i0 + channels]
-                    os_ = out[i0 : i0 + channels]
-                    gs = gt[g0 : g0 + channels]
-                    for c in range(channels):
-                        os_[c] = _grad_step(
-                            hs[c], gs[c] / divisor, ZERO, ZERO, v_th, v_min, alpha, hard, detach, clip, False
-                        )
-                _unpooled_grad_span(
-                    ht, out, out, base + covered, base + row, ZERO, v_th, v_min, alpha, hard, detach, clip, False
-                )
+            _pooled_grad_step(
+                h[t],
+                grad[t],
+                dx[t],
+                dx[t],
+                ZERO,
+                v_th,
+                v_min,
+                alpha,
+                hard,
+                detach,
+                clip,
+                False,
+                k,
+                divisor,
+                height,
+                width,
+                channels,
+                lo,
+                hi,
+            )
 
 
 # ----------------------------------------------------------------------- the kernel pairs
