@@ -287,28 +287,12 @@ def _unpooled_grad_span(
 
 
 @numba.njit(inline="always")
-def _pooled_grad_step(
-    ht,
-    gt,
-    carry,
-    out,
-    scale,
-    v_th,
-    v_min,
-    alpha,
-    hard,
-    detach,
-    clip,
-    with_carry,
-    k,
-    divisor,
-    height,
-    width,
-    channels,
-    lo,
-    hi,
-):  # pragma: no cover - numba
-    """dL/dx of input rows [lo, hi) at one step (``carry`` read only ``with_carry``)."""
+def _pooled_grad_step(ht, gt, carry, out, scale, with_carry, alpha, neuron, pool, lo, hi):  # pragma: no cover - numba
+    """dL/dx of input rows [lo, hi) at one step (``carry`` read only ``with_carry``);
+    neuron = (v_th, v_min, hard, detach, clip), pool = (k, divisor, height, width, channels).
+    alpha stays an argument of its own: numba compiles its None case out only for arguments."""
+    v_th, v_min, hard, detach, clip = neuron
+    k, divisor, height, width, channels = pool
     out_h, out_w = height // k, width // k
     covered = out_w * k * channels
     row = width * channels
@@ -344,52 +328,12 @@ def _pooled_backward_kernel(
     grad / divisor at every position of a window (as the eager loop divides), 0 outside them.
     The last step (no carry) is its own call of the step with a constant flag: a view picked by
     a condition inside the loop nest keeps LLVM from vectorising it."""
+    neuron = (v_th, v_min, hard, detach, clip)
+    pool = (k, divisor, height, width, channels)
     last = h.shape[0] - 1
-    for t in range(last, -1, -1):
-        if t < last:
-            _pooled_grad_step(
-                h[t],
-                grad[t],
-                dx[t + 1],
-                dx[t],
-                decay,
-                v_th,
-                v_min,
-                alpha,
-                hard,
-                detach,
-                clip,
-                True,
-                k,
-                divisor,
-                height,
-                width,
-                channels,
-                lo,
-                hi,
-            )
-        else:
-            _pooled_grad_step(
-                h[t],
-                grad[t],
-                dx[t],
-                dx[t],
-                ZERO,
-                v_th,
-                v_min,
-                alpha,
-                hard,
-                detach,
-                clip,
-                False,
-                k,
-                divisor,
-                height,
-                width,
-                channels,
-                lo,
-                hi,
-            )
+    _pooled_grad_step(h[last], grad[last], dx[last], dx[last], ZERO, False, alpha, neuron, pool, lo, hi)
+    for t in range(last - 1, -1, -1):
+        _pooled_grad_step(h[t], grad[t], dx[t + 1], dx[t], decay, True, alpha, neuron, pool, lo, hi)
 
 
 # ----------------------------------------------------------------------- the kernel pairs
