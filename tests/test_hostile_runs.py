@@ -325,7 +325,15 @@ def test_two_train_processes_on_one_folder_one_is_refused(tmp_path):
         str(tmp_path / "r"),
         "--quiet",
     ]
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a suite started in the background (nohup, `&`
+    # without job control) passes SIG_IGN down, and Python then never raises KeyboardInterrupt
+    first = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.time() + 120
         while not (tmp_path / "r" / LOCK_FILE).exists() or not (tmp_path / "r" / LOCK_FILE).read_text():
@@ -335,7 +343,12 @@ def test_two_train_processes_on_one_folder_one_is_refused(tmp_path):
         assert first.poll() is None, first.communicate()[1]
     finally:
         first.send_signal(signal.SIGINT)
-        out, err = first.communicate(timeout=300)
+        try:
+            out, err = first.communicate(timeout=120)
+        finally:
+            if first.poll() is None:  # never leave a 100,000-epoch run behind
+                first.kill()
+                first.communicate()
     assert second.returncode == 2
     assert second.stderr.count("\n") == 1 and f"in use by process {first.pid}" in second.stderr
     assert first.returncode == 130 and err.strip().endswith("flexsnn train: interrupted"), err
