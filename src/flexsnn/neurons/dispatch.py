@@ -5,7 +5,8 @@ Every backend gives the same spikes and gradients allclose to the reference:
 - ``"reference"``: :mod:`flexsnn.neurons.reference`, one autograd node per step (simple,
   slow, the ground truth for tests);
 - ``"fused"``: :mod:`flexsnn.neurons.fused`, one node for all T steps with a hand-written
-  BPTT (numba kernels on float32 CPU tensors, else eager torch ops); ``"auto"`` (the default here and in the LIF / IF layers) is this one;
+  BPTT (numba kernels on float32 CPU tensors, else eager torch ops); ``"auto"`` (the default
+  here and in the LIF / IF layers) is this one;
 - ``"compiled"``: :mod:`flexsnn.neurons.compiled`, the same BPTT as torch.compile'd kernels.
   Opt-in: the first call per (T, parameters, dtype, device) compiles for seconds and needs a
   C++ compiler (without one it warns and runs the fused path).
