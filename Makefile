@@ -26,7 +26,7 @@ demo-deploy: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Everything but the end-to-end tests marked slow (about a minute on 2 cores).
+# Everything but the end-to-end tests marked slow (about 4 minutes on 2 cores).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
