@@ -137,6 +137,7 @@ def test_to_frames_counts_every_event_once_in_its_pixel(stream, n_bins, data):
     events, (w, h, p) = stream
     window = data.draw(st.none() | st.integers(1, 2**62) | st.floats(1e-3, 1e18))
     kwargs = {"n_time_bins": n_bins} if window is None else {"time_window": window}
+    kwargs["max_values"] = 2**22  # a short window over a long stream would otherwise allocate up to 4 GiB
     try:
         frames = to_frames(events, (w, h, p), **kwargs)
     except InputError as exc:  # only a bin count too large to allocate
