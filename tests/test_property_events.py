@@ -9,7 +9,6 @@ that pass check_events.
 from __future__ import annotations
 
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -189,8 +188,11 @@ def test_to_frames_on_any_array_raises_only_input_error(events, sensor, n_bins):
 # ----------------------------------------------------------------------------- readers: round trips
 
 
-def tmpfile(name: str) -> Path:
-    return Path(tempfile.mkdtemp()) / name
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    """One folder for the files the examples write: each example overwrites its own file, so a
+    run leaves one small folder under pytest's temporary root, not one per example."""
+    return tmp_path_factory.mktemp("event-files")
 
 
 @PROPERTY
@@ -199,8 +201,8 @@ def tmpfile(name: str) -> Path:
         st.tuples(st.integers(0, 33), st.integers(0, 33), st.integers(0, 2**23 - 1), st.integers(0, 1)), max_size=40
     )
 )
-def test_atis_bin_round_trip(rows):
-    f = tmpfile("s.bin")
+def test_atis_bin_round_trip(scratch, rows):
+    f = scratch / "s.bin"
     f.write_bytes(atis_bytes(rows))
     assert read_atis_bin(f, (34, 34, 2)).tolist() == rows
 
@@ -218,9 +220,9 @@ def dvs128_stream(draw):
 
 @PROPERTY
 @given(dvs128_stream())
-def test_aedat2_round_trip_unwraps_timestamps(stream):
+def test_aedat2_round_trip_unwraps_timestamps(scratch, stream):
     addr, t = stream
-    f = tmpfile("c.aedat")
+    f = scratch / "c.aedat"
     body = b"".join(
         struct.pack(">II", (ya << 8) | (xa << 1) | pol, int(ts) % 2**32) for (xa, ya, pol), ts in zip(addr, t)
     )
@@ -244,8 +246,8 @@ def test_aedat2_round_trip_unwraps_timestamps(stream):
         max_size=5,
     )
 )
-def test_aedat31_round_trip(packets):
-    f = tmpfile("r.aedat")
+def test_aedat31_round_trip(scratch, packets):
+    f = scratch / "r.aedat"
     body = b"".join(
         aedat31_packet(1, [(dvs_word(x, y, p), ts) for x, y, p, ts in evs], overflow=ovf) for ovf, evs in packets
     )
@@ -267,9 +269,9 @@ def test_aedat31_round_trip(packets):
         )
     )
 )
-def test_npz_round_trip(cols):
+def test_npz_round_trip(scratch, cols):
     x, y, t, p = cols
-    f = tmpfile("s.npz")
+    f = scratch / "s.npz"
     np.savez_compressed(f, t=t, x=x, y=y, p=p)
     ev = read_events_npz(f, (128, 128, 2))
     assert ev.tolist() == [(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(x, y, t, p)]
@@ -282,16 +284,16 @@ def test_npz_round_trip(cols):
     ),
     st.sampled_from([np.float64, np.int64, np.int32]),
 )
-def test_tonic_npy_round_trip(rows, dtype):
-    f = tmpfile("0.npy")
+def test_tonic_npy_round_trip(scratch, rows, dtype):
+    f = scratch / "0.npy"
     np.save(f, np.array(rows, dtype=dtype).reshape(-1, 4))
     assert read_tonic_gesture_npy(f, (128, 128, 2)).tolist() == [(x, y, t * 1000, p) for x, y, p, t in rows]
 
 
 @PROPERTY
 @given(st.lists(st.tuples(st.integers(1, 11), st.integers(0, 10**9), st.integers(1, 10**6)), max_size=12))
-def test_labels_round_trip(rows):
-    f = tmpfile("u_labels.csv")
+def test_labels_round_trip(scratch, rows):
+    f = scratch / "u_labels.csv"
     f.write_text("class,startTime_usec,endTime_usec\n" + "".join(f"{c},{s},{s + d}\n" for c, s, d in rows))
     assert read_gesture_labels(f) == [(c - 1, s, s + d) for c, s, d in rows]
 
@@ -341,9 +343,8 @@ def _valid_files(d: Path) -> dict[str, tuple[Path, object]]:
 @pytest.mark.parametrize("fmt", ["bin", "aedat2", "aedat31", "npz", "npy", "csv"])
 @settings(max_examples=80, deadline=None, database=None)
 @given(data=st.data())
-def test_mutated_files_are_refused_or_read_as_valid_events(fmt, data):
-    d = Path(tempfile.mkdtemp())
-    path, read = _valid_files(d)[fmt]
+def test_mutated_files_are_refused_or_read_as_valid_events(scratch, fmt, data):
+    path, read = _valid_files(scratch)[fmt]
     raw = bytearray(path.read_bytes())
     for _ in range(data.draw(st.integers(1, 4))):
         kind = data.draw(st.sampled_from(["flip", "cut", "insert"]))

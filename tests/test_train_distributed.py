@@ -139,6 +139,7 @@ def ddp_run(tmp_path_factory):
     )
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
+    env["TMPDIR"] = str(out)  # torchrun leaves a log folder in the temp dir: keep it in the test's own
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(out)],
         env=env,
