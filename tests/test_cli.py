@@ -94,6 +94,7 @@ def test_train_then_evaluate_on_the_default_data(tmp_path):
     # a second train into the same folder must refuse rather than overwrite
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert again.stdout == ""  # refused before the opening line
     ev = subprocess.run(
         [FLEXSNN, "evaluate", "--run", str(run), "--t", "1", "3", "--config", "2,1", "--quiet"],
         capture_output=True,

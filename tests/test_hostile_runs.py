@@ -24,10 +24,11 @@ import flexsnn.runs.deploy as run_deploy
 import flexsnn.runs.evaluate as run_evaluate
 import flexsnn.runs.folder as folder_mod
 import flexsnn.runs.train as run_train
-from flexsnn.cli import main
+from flexsnn.cli import main, train_cmd
 from flexsnn.errors import CheckpointError, ConfigError, RunFolderBusyError
 from flexsnn.runs import (
     RunSpec,
+    check_run_dir,
     claim_run_dir,
     evaluate_run,
     holding_run_locks,
@@ -262,6 +263,51 @@ def test_a_folder_being_written_is_reported_busy_not_as_a_finished_run(tmp_path,
     with pytest.raises(CheckpointError, match="already holds a run"):
         with claim_run_dir(tmp_path / "r", resume=False):
             pass
+
+
+def test_check_run_dir_refuses_early_creates_nothing_and_keeps_no_lock(tmp_path, holder):
+    check_run_dir(tmp_path / "new", resume=False)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(CheckpointError, match="--resume given but"):
+        check_run_dir(tmp_path / "new", resume=True)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(RunFolderBusyError, match=rf"in use by process {holder.pid}"):
+        check_run_dir(tmp_path / "r", resume=False)
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / CONFIG_FILE).write_text("{}")
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        check_run_dir(tmp_path / "done", resume=False)
+    check_run_dir(tmp_path / "done", resume=False, overwrite=True)
+    probe = subprocess.run(  # the lock taken for the check was released
+        [sys.executable, "-c", HOLDER.replace("time.sleep(120)", "pass"), str(tmp_path / "done")],
+        capture_output=True,
+        text=True,
+    )
+    assert probe.returncode == 0, probe.stderr
+
+
+def test_train_and_deploy_refuse_a_taken_folder_before_any_work(tmp_path, holder, monkeypatch, capsys):
+    base = train_tiny_nmnist_run(tmp_path / "base", t=2, calib_batches=1)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the output folder was checked")
+
+    for module, name in (
+        (run_train, "build_loaders"),
+        (run_train, "check_training_memory"),
+        (train_cmd, "check_training_memory"),
+        (run_deploy, "build_loaders"),
+        (run_deploy, "check_memory"),
+    ):
+        monkeypatch.setattr(module, name, no_work)
+    for out, refusal in ((tmp_path / "r", f"in use by process {holder.pid}"), (base, "already holds a run")):
+        for argv in (
+            ["train", *TRAIN_ARGS, "--out", str(out)],
+            ["deploy", "prepare", "--run", str(base), "--out", str(out), "--epochs", "1", "--quiet"],
+        ):
+            assert main(argv) == 2
+            printed, err = capsys.readouterr()
+            assert printed == "" and err.count("\n") == 1 and refusal in err, (argv, printed, err)
 
 
 def test_locks_are_reentrant_and_held_through_a_verb(tmp_path):

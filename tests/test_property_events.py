@@ -301,11 +301,13 @@ def test_labels_round_trip(scratch, rows):
 # ----------------------------------------------------------------------------- readers: mutated files
 
 
-def _valid_files(d: Path) -> dict[str, tuple[Path, object]]:
-    files = {}
+def _bin_file(d: Path) -> Path:
     f = d / "s.bin"
     f.write_bytes(atis_bytes([(1, 2, 100, 1), (0, 240, 0, 0), (33, 3, 7, 0), (5, 6, 2**23 - 1, 1)]))
-    files["bin"] = (f, lambda p: read_atis_bin(p, (34, 34, 2)))
+    return f
+
+
+def _aedat2_file(d: Path) -> Path:
     f = d / "c.aedat"
     f.write_bytes(
         b"#!AER-DAT2.0\r\n# x\r\n"
@@ -314,14 +316,20 @@ def _valid_files(d: Path) -> dict[str, tuple[Path, object]]:
             for xa, ya, t in [(1, 2, 5), (127, 0, 2**32 - 1), (3, 4, 2)]
         )
     )
-    files["aedat2"] = (f, read_aedat2_dvs128)
+    return f
+
+
+def _aedat31_file(d: Path) -> Path:
     f = d / "r.aedat"
     f.write_bytes(
         b"#!AER-DAT3.1\r\n#!END-HEADER\r\n"
         + aedat31_packet(0, [(0, 1)])
         + aedat31_packet(1, [(dvs_word(1, 2, 1), 100), (dvs_word(127, 0, 0), 150)], overflow=1)
     )
-    files["aedat31"] = (f, lambda p: read_aedat31_polarity(p, (128, 128, 2)))
+    return f
+
+
+def _npz_file(d: Path) -> Path:
     f = d / "s.npz"
     np.savez(
         f,
@@ -330,21 +338,38 @@ def _valid_files(d: Path) -> dict[str, tuple[Path, object]]:
         y=np.array([3, 4, 5], np.int16),
         p=np.array([True, False, True]),
     )
-    files["npz"] = (f, lambda p: read_events_npz(p, (128, 128, 2)))
+    return f
+
+
+def _npy_file(d: Path) -> Path:
     f = d / "0.npy"
     np.save(f, np.array([[1, 2, 0, 1.5], [127, 127, 1, 3.0]]))
-    files["npy"] = (f, lambda p: read_tonic_gesture_npy(p, (128, 128, 2)))
+    return f
+
+
+def _csv_file(d: Path) -> Path:
     f = d / "u_labels.csv"
     f.write_text("class,startTime_usec,endTime_usec\n1,0,100\n11,100,250\n")
-    files["csv"] = (f, read_gesture_labels)
-    return files
+    return f
 
 
-@pytest.mark.parametrize("fmt", ["bin", "aedat2", "aedat31", "npz", "npy", "csv"])
+# format -> (writes a valid file into a folder, reads it)
+VALID_FILES = {
+    "bin": (_bin_file, lambda p: read_atis_bin(p, (34, 34, 2))),
+    "aedat2": (_aedat2_file, read_aedat2_dvs128),
+    "aedat31": (_aedat31_file, lambda p: read_aedat31_polarity(p, (128, 128, 2))),
+    "npz": (_npz_file, lambda p: read_events_npz(p, (128, 128, 2))),
+    "npy": (_npy_file, lambda p: read_tonic_gesture_npy(p, (128, 128, 2))),
+    "csv": (_csv_file, read_gesture_labels),
+}
+
+
+@pytest.mark.parametrize("fmt", list(VALID_FILES))
 @settings(max_examples=80, deadline=None, database=None)
 @given(data=st.data())
 def test_mutated_files_are_refused_or_read_as_valid_events(scratch, fmt, data):
-    path, read = _valid_files(scratch)[fmt]
+    write, read = VALID_FILES[fmt]
+    path = write(scratch)
     raw = bytearray(path.read_bytes())
     for _ in range(data.draw(st.integers(1, 4))):
         kind = data.draw(st.sampled_from(["flip", "cut", "insert"]))

@@ -10,7 +10,7 @@ from flexsnn.errors import CheckpointError, ConfigError
 from flexsnn.evaluate import format_table, write_results
 from flexsnn.evaluate.final_report import write_final_report
 from flexsnn.io import read_json, read_yaml
-from flexsnn.runs import RunSpec, evaluate_run, holding_run_locks, resolve_device, train_run
+from flexsnn.runs import RunSpec, check_run_dir, evaluate_run, holding_run_locks, resolve_device, train_run
 from flexsnn.runs.train import check_training_memory
 from flexsnn.train.distributed import cleanup_distributed, init_distributed
 
@@ -164,9 +164,11 @@ def _recorded_passes(stored: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     resolve_device(spec.device)
-    check_training_memory(spec)  # a request that cannot fit is refused before anything starts
     info = init_distributed(spec.device)  # joins torchrun's group; a no-op otherwise
     try:
+        # a folder that is taken, or a request that cannot fit, is refused before anything starts
+        check_run_dir(args.out, args.resume, what="flexsnn train", enabled=info.is_main)
+        check_training_memory(spec)
         if info.is_main:
             ranks = f" on {info.world_size} processes ({info.backend})" if info.distributed else ""
             print(

@@ -16,6 +16,7 @@ from flexsnn.runs.deploy import (
 from flexsnn.runs.evaluate import early_exit_run, evaluate_run, rebinned_sweep, search_run
 from flexsnn.runs.folder import (
     check_output_dir,
+    check_run_dir,
     claim_output_dir,
     claim_run_dir,
     holding_run_locks,
@@ -37,6 +38,7 @@ __all__ = [
     "load_deployed",
     "load_run",
     "prepare_run_dir",
+    "check_run_dir",
     "claim_run_dir",
     "check_output_dir",
     "claim_output_dir",

@@ -29,7 +29,7 @@ from flexsnn.deploy.finetune import DEPLOY_METHODS, deployment_sampler, finetune
 from flexsnn.errors import ConfigError, InputError, check_choice, check_positive_int
 from flexsnn.evaluate import accuracy_at
 from flexsnn.io import read_yaml, write_json
-from flexsnn.runs.folder import claim_run_dir, is_deployed, load_run
+from flexsnn.runs.folder import check_run_dir, claim_run_dir, is_deployed, load_run
 from flexsnn.runs.memory import check_memory, check_sample_num, footprint_of
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device
 from flexsnn.runs.train import train_run
@@ -163,6 +163,7 @@ def prepare_deployment(
         checkpoint_every_steps=checkpoint_every_steps,
     )
     sampler = deployment_sampler(method, t, t_left, t_right, sample_num, pin)
+    check_run_dir(out, resume, overwrite, what="flexsnn deploy prepare")  # before the work
     if method == "mtt":
         check_sample_num(sample_num)
     t_top = t + (t_right if method == "mtt" else 0)  # the largest stage T drawn

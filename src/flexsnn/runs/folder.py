@@ -45,6 +45,7 @@ __all__ = [
     "LOCK_FILE",
     "RUN_FILES",
     "check_output_dir",
+    "check_run_dir",
     "claim_output_dir",
     "claim_run_dir",
     "holding_run_locks",
@@ -200,6 +201,16 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
+def check_run_dir(
+    run_dir: str | os.PathLike, resume: bool, overwrite: bool = False, what: str = "flexsnn", enabled: bool = True
+) -> None:
+    """The refusals of :func:`claim_run_dir` (a busy folder, a run already there, a resume
+    without a checkpoint) before any work starts: a missing folder is not created, and an
+    existing one is locked only while it is checked. The claim checks again."""
+    with contextlib.ExitStack() as held:
+        _checked_run_dir(Path(run_dir), resume, overwrite, what, enabled, held, create=False)
+
+
 @contextlib.contextmanager
 def claim_run_dir(
     run_dir: str | os.PathLike, resume: bool, overwrite: bool = False, what: str = "flexsnn", enabled: bool = True
@@ -212,26 +223,36 @@ def claim_run_dir(
     raised on every rank with the same message, so none waits at a barrier for a rank that
     gave up."""
     run_dir = Path(run_dir)
-    folder = run_dir
     with contextlib.ExitStack() as held:
-        refusal: FlexSNNError | OSError | None = None
-        if enabled:
-            try:
-                # An existing folder is locked before it is checked, so that a folder another process
-                # is still writing is reported as busy, not as a finished run; a missing one is checked
-                # first so that a refused command creates nothing.
-                if not run_dir.is_dir():
-                    _check_run_dir(run_dir, resume, overwrite)
-                folder = held.enter_context(run_folder_lock(run_dir, what))
-                _check_run_dir(folder, resume, overwrite)
-            except (FlexSNNError, OSError) as exc:
-                refusal = exc
-        refusal = _main_rank_verdict(refusal)
-        if refusal is not None:
-            raise refusal
+        folder = _checked_run_dir(run_dir, resume, overwrite, what, enabled, held, create=True)
         if not enabled:
             folder = ensure_dir(run_dir, "run folder")
         yield folder
+
+
+def _checked_run_dir(
+    run_dir: Path, resume: bool, overwrite: bool, what: str, enabled: bool, held: contextlib.ExitStack, create: bool
+) -> Path:
+    """Check run_dir on rank 0 (the folder's lock entered into ``held``; a missing folder is
+    created and locked only when ``create``) and raise rank 0's refusal on every rank."""
+    folder = run_dir
+    refusal: FlexSNNError | OSError | None = None
+    if enabled:
+        try:
+            # An existing folder is locked before it is checked, so that a folder another process
+            # is still writing is reported as busy, not as a finished run; a missing one is checked
+            # first so that a refused command creates nothing.
+            if not run_dir.is_dir():
+                _check_run_dir(run_dir, resume, overwrite)
+            if create or run_dir.is_dir():
+                folder = held.enter_context(run_folder_lock(run_dir, what))
+                _check_run_dir(folder, resume, overwrite)
+        except (FlexSNNError, OSError) as exc:
+            refusal = exc
+    refusal = _main_rank_verdict(refusal)
+    if refusal is not None:
+        raise refusal
+    return folder
 
 
 def _main_rank_verdict(refusal: FlexSNNError | OSError | None) -> FlexSNNError | OSError | None:

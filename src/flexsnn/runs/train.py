@@ -12,7 +12,7 @@ from flexsnn.data.loaders import dataset_info
 from flexsnn.errors import FlexSNNError
 from flexsnn.io import write_json
 from flexsnn.models import build_model
-from flexsnn.runs.folder import claim_run_dir
+from flexsnn.runs.folder import check_run_dir, claim_run_dir
 from flexsnn.runs.memory import check_memory, check_sample_num, model_footprint
 from flexsnn.runs.spec import RunSpec, build_loaders, resolve_device, with_dataset_defaults
 from flexsnn.runtime import use_channels_last
@@ -45,6 +45,7 @@ def train_run(
     resolve_device(spec.device)
     spec = with_dataset_defaults(spec)
     info = current_info(spec.device)
+    check_run_dir(run_dir, resume, overwrite, what="flexsnn train", enabled=info.is_main)  # before any work
     sampler = make_sampler(
         spec.method, spec.t_max, spec.t_min, spec.sample_num, spec.group_block_num, spec.first_stage_t
     )
