@@ -24,7 +24,7 @@ import flexsnn.runs.deploy as run_deploy
 import flexsnn.runs.evaluate as run_evaluate
 import flexsnn.runs.folder as folder_mod
 import flexsnn.runs.train as run_train
-from flexsnn.cli import main, train_cmd
+from flexsnn.cli import main
 from flexsnn.errors import CheckpointError, ConfigError, RunFolderBusyError
 from flexsnn.runs import (
     RunSpec,
@@ -295,7 +295,6 @@ def test_train_and_deploy_refuse_a_taken_folder_before_any_work(tmp_path, holder
     for module, name in (
         (run_train, "build_loaders"),
         (run_train, "check_training_memory"),
-        (train_cmd, "check_training_memory"),
         (run_deploy, "build_loaders"),
         (run_deploy, "check_memory"),
     ):

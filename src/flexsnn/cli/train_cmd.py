@@ -10,8 +10,7 @@ from flexsnn.errors import CheckpointError, ConfigError
 from flexsnn.evaluate import format_table, write_results
 from flexsnn.evaluate.final_report import write_final_report
 from flexsnn.io import read_json, read_yaml
-from flexsnn.runs import RunSpec, check_run_dir, evaluate_run, holding_run_locks, resolve_device, train_run
-from flexsnn.runs.train import check_training_memory
+from flexsnn.runs import RunSpec, evaluate_run, holding_run_locks, resolve_device, train_run
 from flexsnn.train.distributed import cleanup_distributed, init_distributed
 
 EXAMPLES = """examples:
@@ -165,18 +164,19 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     resolve_device(spec.device)
     info = init_distributed(spec.device)  # joins torchrun's group; a no-op otherwise
-    try:
-        # a folder that is taken, or a request that cannot fit, is refused before anything starts
-        check_run_dir(args.out, args.resume, what="flexsnn train", enabled=info.is_main)
-        check_training_memory(spec)
+
+    def opening() -> None:  # once every check has passed: a refused request prints only its error
         if info.is_main:
             ranks = f" on {info.world_size} processes ({info.backend})" if info.distributed else ""
             print(
                 f"training {spec.model} on {spec.dataset} with {spec.method.upper()} "
-                f"(T in [{spec.t_min}, {spec.t_max}]{_passes(spec)}) for {spec.epochs} epochs{ranks} -> {args.out}"
+                f"(T in [{spec.t_min}, {spec.t_max}]{_passes(spec)}) for {spec.epochs} epochs{ranks} -> {args.out}",
+                flush=True,
             )
+
+    try:
         with holding_run_locks():  # no other writer between training and its report
-            train_run(spec, args.out, resume=args.resume, progress=not args.quiet)
+            train_run(spec, args.out, resume=args.resume, progress=not args.quiet, on_start=opening)
             if not info.is_main:
                 return 0  # rank 0 evaluates and reports
             result = evaluate_run(args.out, device=spec.device, progress=not args.quiet)

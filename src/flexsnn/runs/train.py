@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -30,6 +31,7 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     loaders=None,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train per ``spec`` into ``run_dir``; BN is calibrated at uniform t_max before saving.
 
@@ -40,7 +42,9 @@ def train_run(
 
     The folder is locked while the run writes into it (a second writer gets
     RunFolderBusyError); a resume is checked against the checkpoint before anything is
-    written, so a refused one changes nothing.
+    written, so a refused one changes nothing. ``on_start()`` is called on every rank once
+    every check has passed and the folder is claimed, just before training starts (the CLI
+    prints its opening line there, so a refused request prints only its error).
     """
     resolve_device(spec.device)
     spec = with_dataset_defaults(spec)
@@ -58,6 +62,8 @@ def train_run(
         if resume:  # a refused resume leaves the run folder as it was
             check_resume(run_dir, opts, sampler)
         barrier()  # every rank has checked the folder before rank 0 writes into it
+        if on_start is not None:
+            on_start()
         torch.manual_seed(spec.seed)  # model initialisation is part of the run's seed
         model = build_model(spec.model, **spec.model_kwargs)
         if info.distributed:
